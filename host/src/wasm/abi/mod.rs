@@ -1,0 +1,102 @@
+//! The proxy-wasm ABI 0.2.1 host functions (module `env`) and the WASI preview1 subset
+//! (module `wasi_snapshot_preview1`), one file per family. Every function a Rust-SDK plugin
+//! imports is defined, so unmodified Envoy plugins link; each answers only statuses the
+//! SDK accepts.
+
+mod buffers;
+mod calls;
+mod headers;
+mod metrics;
+mod misc;
+mod properties;
+mod shared;
+mod wasi;
+
+use super::state::HostState;
+use super::types::Status;
+use wasmtime::{Caller, Linker, Result};
+
+pub use headers::{decode_map, encode_map};
+pub use properties::property;
+
+/// Adds every host function to `linker`.
+pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
+    misc::define(linker)?;
+    headers::define(linker)?;
+    buffers::define(linker)?;
+    properties::define(linker)?;
+    calls::define(linker)?;
+    shared::define(linker)?;
+    metrics::define(linker)?;
+    wasi::define(linker)?;
+    Ok(())
+}
+
+pub(crate) type Ctx<'a> = Caller<'a, HostState>;
+
+pub(crate) fn ok(s: Status) -> Result<i32> {
+    Ok(s as i32)
+}
+
+fn memory(caller: &Ctx<'_>) -> Result<wasmtime::Memory> {
+    caller
+        .data()
+        .memory
+        .ok_or_else(|| wasmtime::format_err!("plugin exports no memory"))
+}
+
+/// Copies `len` bytes at `ptr` out of guest memory. A zero length is empty whatever the
+/// pointer (the SDK passes null or dangling pointers for empty slices).
+pub(crate) fn read(caller: &Ctx<'_>, ptr: i32, len: i32) -> Result<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let mem = memory(caller)?;
+    let data = mem.data(caller);
+    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    data.get(start..start.saturating_add(len))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| wasmtime::format_err!("plugin passed an out-of-bounds buffer"))
+}
+
+pub(crate) fn read_string(caller: &Ctx<'_>, ptr: i32, len: i32) -> Result<String> {
+    String::from_utf8(read(caller, ptr, len)?)
+        .map_err(|_| wasmtime::format_err!("plugin passed a string that is not UTF-8"))
+}
+
+pub(crate) fn write_bytes(caller: &mut Ctx<'_>, ptr: i32, bytes: &[u8]) -> Result<()> {
+    let mem = memory(caller)?;
+    mem.write(caller, ptr as u32 as usize, bytes)
+        .map_err(|_| wasmtime::format_err!("plugin passed an out-of-bounds return pointer"))
+}
+
+pub(crate) fn write_u32(caller: &mut Ctx<'_>, ptr: i32, v: u32) -> Result<()> {
+    write_bytes(caller, ptr, &v.to_le_bytes())
+}
+
+pub(crate) fn write_u64(caller: &mut Ctx<'_>, ptr: i32, v: u64) -> Result<()> {
+    write_bytes(caller, ptr, &v.to_le_bytes())
+}
+
+/// Hands `data` to the plugin: allocates exactly `data.len()` bytes with the plugin's own
+/// allocator (the SDK frees it as such), copies, and writes pointer and size. Empty data is
+/// returned as a null pointer, which the SDK reads as "no data".
+pub(crate) fn give(caller: &mut Ctx<'_>, data: &[u8], ret_ptr: i32, ret_size: i32) -> Result<()> {
+    let ptr = if data.is_empty() {
+        0
+    } else {
+        let alloc = caller
+            .data()
+            .alloc
+            .clone()
+            .ok_or_else(|| wasmtime::format_err!("plugin exports no allocator"))?;
+        let p = alloc.call(&mut *caller, data.len() as i32)?;
+        if p == 0 {
+            wasmtime::bail!("plugin allocator failed for {} bytes", data.len());
+        }
+        write_bytes(caller, p, data)?;
+        p
+    };
+    write_u32(caller, ret_ptr, ptr as u32)?;
+    write_u32(caller, ret_size, data.len() as u32)
+}

@@ -1,0 +1,105 @@
+//! Properties: the attributes Envoy exposes (`request.*`, `source.*`, `destination.*`,
+//! `response.*`, `plugin_*`), plus whatever plugins set (filter state, including the route
+//! decision). Strings are raw bytes; integers are 8-byte little-endian, as in Envoy.
+
+use super::{give, ok, read, Ctx};
+use crate::wasm::state::HostState;
+use crate::wasm::types::Status;
+use bytes::Bytes;
+use std::time::UNIX_EPOCH;
+use wasmtime::{Linker, Result};
+
+fn int(v: i64) -> Bytes {
+    Bytes::copy_from_slice(&v.to_le_bytes())
+}
+
+fn header<'a>(s: &'a HostState, name: &str) -> Option<&'a Bytes> {
+    s.cur
+        .req_headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// Resolves a dotted property path for the current stream.
+pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
+    if let Some(v) = s.cur.props.get(path) {
+        return Some(v.clone());
+    }
+    let info = s.cur.info.as_deref();
+    let v = match path {
+        "plugin_name" => Bytes::from(s.plugin.name.clone()),
+        "plugin_root_id" => Bytes::from(s.plugin.root_id.clone()),
+        "plugin_vm_id" => Bytes::from(s.plugin.vm_id.clone()),
+        "request.path" => header(s, ":path")?.clone(),
+        "request.url_path" => {
+            let p = header(s, ":path")?;
+            let end = p.iter().position(|b| *b == b'?').unwrap_or(p.len());
+            p.slice(..end)
+        }
+        "request.query" => {
+            let p = header(s, ":path")?;
+            let start = p.iter().position(|b| *b == b'?').map_or(p.len(), |i| i + 1);
+            p.slice(start..)
+        }
+        "request.host" => header(s, ":authority")?.clone(),
+        "request.method" => header(s, ":method")?.clone(),
+        "request.scheme" => header(s, ":scheme")?.clone(),
+        "request.useragent" => header(s, "user-agent")?.clone(),
+        "request.referer" => header(s, "referer")?.clone(),
+        "request.id" => Bytes::from(info?.request_id.clone()),
+        "request.protocol" => Bytes::from_static(info?.protocol.as_bytes()),
+        "request.time" => {
+            let t = info?.start.duration_since(UNIX_EPOCH).ok()?;
+            int(t.as_nanos() as i64)
+        }
+        "source.address" => Bytes::from(info?.source.to_string()),
+        "source.port" => int(i64::from(info?.source.port())),
+        "destination.address" => Bytes::from(info?.destination.to_string()),
+        "destination.port" => int(i64::from(info?.destination.port())),
+        "response.code" => int(i64::from(s.cur.response_code?)),
+        "response.flags" => Bytes::from(s.cur.response_flags.clone()),
+        "listener_name" | "xds.listener_name" => Bytes::from(info?.listener.clone()),
+        // Envoy's names for the route decision.
+        "route_name" | "xds.route_name" => s.cur.props.get("lateen.route.name")?.clone(),
+        "cluster_name" | "xds.cluster_name" => s.cur.props.get("lateen.route.cluster")?.clone(),
+        _ => {
+            let name = path.strip_prefix("request.headers.")?;
+            header(s, name)?.clone()
+        }
+    };
+    Some(v)
+}
+
+fn path_of(raw: &[u8]) -> String {
+    // Segments are NUL-separated; Lateen keys them by dotted path.
+    String::from_utf8_lossy(raw).replace('\0', ".")
+}
+
+pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
+    l.func_wrap(
+        "env",
+        "proxy_get_property",
+        |mut c: Ctx<'_>, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+            let path = path_of(&read(&c, pp, pl)?);
+            match property(c.data(), &path) {
+                Some(v) => {
+                    give(&mut c, &v, ret_ptr, ret_size)?;
+                    ok(Status::Ok)
+                }
+                None => ok(Status::NotFound),
+            }
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_property",
+        |mut c: Ctx<'_>, pp: i32, pl: i32, vp: i32, vl: i32| -> Result<i32> {
+            let path = path_of(&read(&c, pp, pl)?);
+            let value = Bytes::from(read(&c, vp, vl)?);
+            c.data_mut().cur.props.insert(path, value);
+            ok(Status::Ok)
+        },
+    )?;
+    Ok(())
+}

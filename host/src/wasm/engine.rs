@@ -1,0 +1,256 @@
+//! Engine, linker and compiled-module cache. Compiling happens off the request path (when a
+//! snapshot is built); compiled artifacts are kept on disk by sha256 so a restart or a
+//! re-push of the same module only deserializes.
+
+use super::abi;
+use super::shared::Shared;
+use super::state::HostState;
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module};
+
+/// Tunables of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Where compiled modules are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Linear-memory cap per VM instance.
+    pub memory_limit: usize,
+    /// Longest a single callback may run before it is interrupted (epoch deadline).
+    pub callback_timeout: Duration,
+    /// Instance slots in the pooling allocator (workers × plugins × 2 for swaps).
+    pub pool_instances: u32,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            cache_dir: None,
+            memory_limit: 64 << 20,
+            callback_timeout: Duration::from_millis(500),
+            pool_instances: 256,
+        }
+    }
+}
+
+/// Errors loading or running a plugin module.
+#[derive(Debug, thiserror::Error)]
+pub enum WasmError {
+    #[error("engine: {0}")]
+    Engine(String),
+    #[error("module does not compile: {0}")]
+    Compile(String),
+    #[error("module imports `{module}.{name}`, which Lateen does not provide")]
+    MissingImport { module: String, name: String },
+    #[error("module cannot be instantiated: {0}")]
+    Instantiate(String),
+    #[error("plugin rejected its configuration (on_configure returned false)")]
+    ConfigureRejected,
+    #[error("plugin failed to start (on_vm_start returned false)")]
+    StartRejected,
+    #[error("plugin trapped during {phase}: {message}")]
+    Trap { phase: &'static str, message: String },
+}
+
+/// A module compiled for this engine and pre-linked against the host functions.
+pub struct CompiledModule {
+    pub sha256: String,
+    pub(crate) pre: InstancePre<HostState>,
+    /// Whether it was loaded from the disk cache rather than compiled.
+    pub from_cache: bool,
+}
+
+/// The process-wide wasm runtime.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    linker: Linker<HostState>,
+    pub opts: RuntimeOptions,
+    pub shared: Arc<Shared>,
+    pub(crate) epoch_tick: Duration,
+}
+
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+impl Runtime {
+    pub fn new(opts: RuntimeOptions) -> Result<Self, WasmError> {
+        let engine = match Engine::new(&Self::config(&opts, true)) {
+            Ok(e) => e,
+            Err(e) => {
+                // The pooling allocator needs a large virtual reservation; some sandboxes
+                // refuse it. On-demand allocation works everywhere.
+                tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+                Engine::new(&Self::config(&opts, false))
+                    .map_err(|e| WasmError::Engine(e.to_string()))?
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        abi::define(&mut linker).map_err(|e| WasmError::Engine(e.to_string()))?;
+        // Epoch interruption bounds every callback; one thread bumps the epoch for all.
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("lateen-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match ticker.upgrade() {
+                    Some(e) => e.increment_epoch(),
+                    None => return,
+                }
+            })
+            .map_err(|e| WasmError::Engine(e.to_string()))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            opts,
+            shared: Arc::new(Shared::default()),
+            epoch_tick: EPOCH_TICK,
+        })
+    }
+
+    fn config(opts: &RuntimeOptions, pooling: bool) -> Config {
+        let mut c = Config::new();
+        c.epoch_interruption(true);
+        c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if pooling {
+            let mut p = wasmtime::PoolingAllocationConfig::new();
+            p.total_core_instances(opts.pool_instances)
+                .total_memories(opts.pool_instances)
+                .total_tables(opts.pool_instances)
+                .max_memory_size(opts.memory_limit);
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+        }
+        c
+    }
+
+    /// Epoch ticks a callback may run.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.opts.callback_timeout.as_millis() / self.epoch_tick.as_millis()).max(1) as u64
+    }
+
+    /// Compiles (or loads from the cache) a module. Slow: call it off the request path.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let cache_path = self.opts.cache_dir.as_ref().map(|d| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut h);
+            d.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
+        });
+        let mut from_cache = false;
+        let mut module = None;
+        if let Some(p) = cache_path.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the cache directory holds only artifacts this engine configuration
+            // serialized (file name carries the engine's compatibility hash); wasmtime
+            // still checks the header and rejects a mismatch, in which case we recompile.
+            match unsafe { Module::deserialize_file(&self.engine, p) } {
+                Ok(m) => {
+                    from_cache = true;
+                    module = Some(m);
+                }
+                Err(e) => tracing::warn!("ignoring cached module {}: {e}", p.display()),
+            }
+        }
+        let module = match module {
+            Some(m) => m,
+            None => {
+                let m = Module::new(&self.engine, bytes)
+                    .map_err(|e| WasmError::Compile(format!("{e:#}")))?;
+                if let Some(p) = &cache_path {
+                    if let Err(e) = write_cache(p, &m) {
+                        tracing::warn!("cannot cache compiled module at {}: {e}", p.display());
+                    }
+                }
+                m
+            }
+        };
+        let pre = self.link(&module)?;
+        Ok(CompiledModule {
+            sha256,
+            pre,
+            from_cache,
+        })
+    }
+
+    fn link(&self, module: &Module) -> Result<InstancePre<HostState>, WasmError> {
+        match self.linker.instantiate_pre(module) {
+            Ok(pre) => Ok(pre),
+            Err(first) => {
+                // A proxy-wasm import we lack is an error (the plugin would misbehave); a
+                // WASI function beyond our subset only traps if the plugin ever calls it.
+                let mut linker = self.linker.clone();
+                for import in module.imports() {
+                    if import.module() == "env" && !ENV_FUNCTIONS.contains(&import.name()) {
+                        return Err(WasmError::MissingImport {
+                            module: import.module().into(),
+                            name: import.name().into(),
+                        });
+                    }
+                }
+                linker
+                    .define_unknown_imports_as_traps(module)
+                    .map_err(|e| WasmError::Instantiate(e.to_string()))?;
+                linker
+                    .instantiate_pre(module)
+                    .map_err(|e| WasmError::Instantiate(format!("{first}; {e}")))
+            }
+        }
+    }
+}
+
+/// Every `env` function [`abi::define`] provides, so a missing import can be named.
+const ENV_FUNCTIONS: &[&str] = &[
+    "proxy_log",
+    "proxy_get_log_level",
+    "proxy_get_current_time_nanoseconds",
+    "proxy_set_tick_period_milliseconds",
+    "proxy_get_buffer_bytes",
+    "proxy_get_buffer_status",
+    "proxy_set_buffer_bytes",
+    "proxy_get_header_map_pairs",
+    "proxy_set_header_map_pairs",
+    "proxy_get_header_map_value",
+    "proxy_get_header_map_size",
+    "proxy_remove_header_map_value",
+    "proxy_replace_header_map_value",
+    "proxy_add_header_map_value",
+    "proxy_get_property",
+    "proxy_set_property",
+    "proxy_get_shared_data",
+    "proxy_set_shared_data",
+    "proxy_register_shared_queue",
+    "proxy_resolve_shared_queue",
+    "proxy_dequeue_shared_queue",
+    "proxy_enqueue_shared_queue",
+    "proxy_continue_stream",
+    "proxy_continue_request",
+    "proxy_continue_response",
+    "proxy_clear_route_cache",
+    "proxy_close_stream",
+    "proxy_send_local_response",
+    "proxy_http_call",
+    "proxy_grpc_call",
+    "proxy_grpc_stream",
+    "proxy_grpc_send",
+    "proxy_grpc_cancel",
+    "proxy_grpc_close",
+    "proxy_get_status",
+    "proxy_set_effective_context",
+    "proxy_call_foreign_function",
+    "proxy_done",
+    "proxy_define_metric",
+    "proxy_get_metric",
+    "proxy_record_metric",
+    "proxy_increment_metric",
+];
+
+fn write_cache(path: &std::path::Path, m: &Module) -> std::io::Result<()> {
+    let bytes = m.serialize().map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Write then rename, so a concurrent reader never sees half a file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}

@@ -1,0 +1,147 @@
+//! What host functions see: the plugin's identity, the stream being processed and the
+//! side effects a callback asks for (local response, http calls, ticks).
+
+use super::shared::Shared;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use wasmtime::{Memory, StoreLimits, TypedFunc};
+
+/// A header list as proxy-wasm sees it: lower-case names, pseudo-headers first, repeated
+/// names kept in order.
+pub type HeaderList = Vec<(String, Bytes)>;
+
+/// Who a plugin is: fixed for the life of a VM.
+#[derive(Debug, Clone, Default)]
+pub struct PluginIdentity {
+    /// `namespace/name` of the WasmPlugin (or `lateen/router` for the built-in).
+    pub name: String,
+    pub root_id: String,
+    pub vm_id: String,
+    /// `vmConfig.env`, as WASI environ.
+    pub env: Vec<(String, String)>,
+    pub vm_configuration: Bytes,
+}
+
+/// Per-stream facts that never change while it runs, exposed as properties.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    pub request_id: String,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub protocol: &'static str,
+    pub start: SystemTime,
+    pub listener: String,
+}
+
+/// A local reply a plugin asked for with `proxy_send_local_response`.
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub details: String,
+    pub body: Bytes,
+    pub headers: HeaderList,
+    pub grpc_status: i32,
+}
+
+/// Everything a stream's callbacks read and write. The chain owns it and swaps it into the
+/// VM's store for the length of one callback.
+#[derive(Debug, Default)]
+pub struct StreamState {
+    pub req_headers: HeaderList,
+    pub req_trailers: HeaderList,
+    pub resp_headers: HeaderList,
+    pub resp_trailers: HeaderList,
+    /// The body buffered so far on each side (what `get_buffer_bytes` reads).
+    pub req_body: Vec<u8>,
+    pub resp_body: Vec<u8>,
+    /// Properties set by plugins (`proxy_set_property`), keyed by dotted path.
+    pub props: HashMap<String, Bytes>,
+    pub info: Option<Arc<StreamInfo>>,
+    pub local_response: Option<LocalResponse>,
+    pub resume_request: bool,
+    pub resume_response: bool,
+    pub reset: bool,
+    /// Response code once known, for `response.code`.
+    pub response_code: Option<u16>,
+    pub response_flags: String,
+}
+
+/// An http_call a plugin issued, waiting for the driver to send it.
+#[derive(Debug)]
+pub struct PendingCall {
+    pub token: u32,
+    pub context_id: u32,
+    pub cluster: String,
+    pub headers: HeaderList,
+    pub body: Bytes,
+    pub timeout: Duration,
+}
+
+/// The answer to an http_call, visible during `proxy_on_http_call_response`.
+#[derive(Debug, Default)]
+pub struct CallResponse {
+    pub headers: HeaderList,
+    pub body: Bytes,
+    pub trailers: HeaderList,
+}
+
+/// Looks up cluster names for `proxy_http_call` (the snapshot's clusters).
+pub trait ClusterResolver: Send + Sync {
+    /// The canonical cluster name for an upstream a plugin named: an Istio cluster name, or a
+    /// bare ServiceEntry host.
+    fn resolve(&self, upstream: &str) -> Option<String>;
+}
+
+/// The store data of one VM.
+pub struct HostState {
+    pub plugin: Arc<PluginIdentity>,
+    pub shared: Arc<Shared>,
+    pub clusters: Arc<dyn ClusterResolver>,
+    pub limits: StoreLimits,
+    pub memory: Option<Memory>,
+    pub alloc: Option<TypedFunc<i32, i32>>,
+    /// The stream whose callback is running (swapped in and out by the chain).
+    pub cur: StreamState,
+    /// Context the current callback runs for.
+    pub active_context: u32,
+    /// Plugin configuration of the root context being configured.
+    pub plugin_configuration: Bytes,
+    pub call_response: Option<CallResponse>,
+    pub pending_calls: Vec<PendingCall>,
+    pub next_token: u32,
+    /// Tick periods requested per root context since the driver last looked.
+    pub tick_requests: Vec<(u32, Duration)>,
+    /// Metric ids → metric, cached per VM so increments take no lock.
+    pub metrics: Vec<Option<Arc<super::shared::Metric>>>,
+    pub log_level: i32,
+}
+
+impl HostState {
+    pub fn new(
+        plugin: Arc<PluginIdentity>,
+        shared: Arc<Shared>,
+        clusters: Arc<dyn ClusterResolver>,
+        limits: StoreLimits,
+    ) -> Self {
+        HostState {
+            plugin,
+            shared,
+            clusters,
+            limits,
+            memory: None,
+            alloc: None,
+            cur: StreamState::default(),
+            active_context: 0,
+            plugin_configuration: Bytes::new(),
+            call_response: None,
+            pending_calls: Vec::new(),
+            next_token: 1,
+            tick_requests: Vec::new(),
+            metrics: Vec::new(),
+            log_level: 2,
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! One plugin instance (a "VM" in proxy-wasm terms), owned by one worker thread. It holds
+//! root contexts (one per distinct plugin configuration) and the stream contexts of the
+//! requests that worker is serving. Calls are synchronous and bounded by the epoch deadline.
+
+use super::engine::{CompiledModule, Runtime, WasmError};
+use super::state::{
+    CallResponse, ClusterResolver, HostState, PendingCall, PluginIdentity, StreamState,
+};
+use super::types::Action;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc};
+
+/// A failed callback. The VM is unusable afterwards (its memory may be inconsistent).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("plugin trapped in {phase}: {message}")]
+    Trap { phase: &'static str, message: String },
+    #[error("plugin exceeded its callback deadline in {phase}")]
+    Timeout { phase: &'static str },
+    #[error("plugin instance is not available: {0}")]
+    Broken(String),
+}
+
+type F1 = TypedFunc<i32, ()>;
+type F1R = TypedFunc<i32, i32>;
+type F2 = TypedFunc<(i32, i32), ()>;
+type F2R = TypedFunc<(i32, i32), i32>;
+type F3R = TypedFunc<(i32, i32, i32), i32>;
+
+/// Header callbacks: ABI 0.2.x passes end_of_stream, 0.1.0 does not.
+enum HeadersFn {
+    V2(F3R),
+    V1(F2R),
+}
+
+struct Exports {
+    context_create: F2,
+    vm_start: Option<F2R>,
+    configure: Option<F2R>,
+    tick: Option<F1>,
+    request_headers: Option<HeadersFn>,
+    request_body: Option<F3R>,
+    request_trailers: Option<F2R>,
+    response_headers: Option<HeadersFn>,
+    response_body: Option<F3R>,
+    response_trailers: Option<F2R>,
+    http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    done: Option<F1R>,
+    log: Option<F1>,
+    delete: Option<F1>,
+}
+
+/// A running plugin instance.
+pub struct Vm {
+    store: Store<HostState>,
+    f: Exports,
+    deadline: u64,
+    next_context: u32,
+    broken: Option<String>,
+}
+
+impl Vm {
+    /// Instantiates a compiled module and runs its initializer.
+    pub fn new(
+        rt: &Runtime,
+        module: &CompiledModule,
+        plugin: Arc<PluginIdentity>,
+        clusters: Arc<dyn ClusterResolver>,
+    ) -> Result<Self, WasmError> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(rt.opts.memory_limit)
+            .instances(1)
+            .build();
+        let state = HostState::new(plugin, rt.shared.clone(), clusters, limits);
+        let mut store = Store::new(&rt.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        let deadline = rt.deadline_ticks();
+        store.set_epoch_deadline(deadline);
+        let instance = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| WasmError::Instantiate(format!("{e:#}")))?;
+        let f = Exports::find(&instance, &mut store)?;
+        store.data_mut().memory = instance.get_memory(&mut store, "memory");
+        store.data_mut().alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "malloc"))
+            .ok();
+        // Reactor modules export _initialize; command-style ones _start (then main is run).
+        let init = instance
+            .get_typed_func::<(), ()>(&mut store, "_initialize")
+            .or_else(|_| instance.get_typed_func::<(), ()>(&mut store, "_start"));
+        if let Ok(init) = init {
+            init.call(&mut store, ()).map_err(|e| WasmError::Trap {
+                phase: "_initialize",
+                message: format!("{e:#}"),
+            })?;
+        }
+        Ok(Vm {
+            store,
+            f,
+            deadline,
+            next_context: 1,
+            broken: None,
+        })
+    }
+
+    /// Whether a trap made this instance unusable.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
+    /// Creates a root context, starts it and hands it its configuration.
+    pub fn create_root(&mut self, configuration: Bytes) -> Result<u32, WasmError> {
+        let id = self.alloc_context();
+        let to_wasm = |e: CallError| match e {
+            CallError::Trap { phase, message } => WasmError::Trap { phase, message },
+            other => WasmError::Trap {
+                phase: "start",
+                message: other.to_string(),
+            },
+        };
+        self.store.data_mut().active_context = id;
+        let cc = self.f.context_create.clone();
+        self.call("proxy_on_context_create", |s| cc.call(s, (id as i32, 0)))
+            .map_err(to_wasm)?;
+        let vm_cfg_len = self.store.data().plugin.vm_configuration.len() as i32;
+        if let Some(f) = self.f.vm_start.clone() {
+            let ok = self
+                .call("proxy_on_vm_start", |s| f.call(s, (id as i32, vm_cfg_len)))
+                .map_err(to_wasm)?;
+            if ok == 0 {
+                return Err(WasmError::StartRejected);
+            }
+        }
+        let len = configuration.len() as i32;
+        self.store.data_mut().plugin_configuration = configuration;
+        if let Some(f) = self.f.configure.clone() {
+            let ok = self
+                .call("proxy_on_configure", |s| f.call(s, (id as i32, len)))
+                .map_err(to_wasm)?;
+            if ok == 0 {
+                return Err(WasmError::ConfigureRejected);
+            }
+        }
+        Ok(id)
+    }
+
+    fn alloc_context(&mut self) -> u32 {
+        let id = self.next_context;
+        self.next_context = self.next_context.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Creates a stream context under `root`.
+    pub fn create_stream(&mut self, root: u32) -> Result<u32, CallError> {
+        let id = self.alloc_context();
+        let cc = self.f.context_create.clone();
+        self.call("proxy_on_context_create", |s| {
+            cc.call(s, (id as i32, root as i32))
+        })?;
+        Ok(id)
+    }
+
+    // Runs one guest call with a fresh deadline; a trap breaks the VM.
+    fn call<R>(
+        &mut self,
+        phase: &'static str,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        if let Some(b) = &self.broken {
+            return Err(CallError::Broken(b.clone()));
+        }
+        self.store.set_epoch_deadline(self.deadline);
+        match f(&mut self.store) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let err = if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                    CallError::Timeout { phase }
+                } else {
+                    CallError::Trap {
+                        phase,
+                        message: format!("{e:#}"),
+                    }
+                };
+                self.broken = Some(err.to_string());
+                Err(err)
+            }
+        }
+    }
+
+    // Runs a stream callback with `st` swapped into the store.
+    fn with_stream<R>(
+        &mut self,
+        ctx: u32,
+        st: &mut StreamState,
+        phase: &'static str,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        std::mem::swap(&mut self.store.data_mut().cur, st);
+        self.store.data_mut().active_context = ctx;
+        let r = self.call(phase, f);
+        std::mem::swap(&mut self.store.data_mut().cur, st);
+        r
+    }
+
+    pub fn on_request_headers(
+        &mut self,
+        ctx: u32,
+        st: &mut StreamState,
+        eos: bool,
+    ) -> Result<Action, CallError> {
+        let n = st.req_headers.len() as i32;
+        match &self.f.request_headers {
+            Some(HeadersFn::V2(f)) => {
+                let f = f.clone();
+                self.with_stream(ctx, st, "on_request_headers", |s| {
+                    f.call(s, (ctx as i32, n, eos as i32))
+                })
+            }
+            Some(HeadersFn::V1(f)) => {
+                let f = f.clone();
+                self.with_stream(ctx, st, "on_request_headers", |s| f.call(s, (ctx as i32, n)))
+            }
+            None => Ok(0),
+        }
+        .map(Action::from_raw)
+    }
+
+    pub fn on_response_headers(
+        &mut self,
+        ctx: u32,
+        st: &mut StreamState,
+        eos: bool,
+    ) -> Result<Action, CallError> {
+        let n = st.resp_headers.len() as i32;
+        match &self.f.response_headers {
+            Some(HeadersFn::V2(f)) => {
+                let f = f.clone();
+                self.with_stream(ctx, st, "on_response_headers", |s| {
+                    f.call(s, (ctx as i32, n, eos as i32))
+                })
+            }
+            Some(HeadersFn::V1(f)) => {
+                let f = f.clone();
+                self.with_stream(ctx, st, "on_response_headers", |s| {
+                    f.call(s, (ctx as i32, n))
+                })
+            }
+            None => Ok(0),
+        }
+        .map(Action::from_raw)
+    }
+
+    /// Body callback; `size` is the cumulative buffered size.
+    pub fn on_body(
+        &mut self,
+        ctx: u32,
+        st: &mut StreamState,
+        response: bool,
+        eos: bool,
+    ) -> Result<Action, CallError> {
+        let (f, size, phase) = if response {
+            (self.f.response_body.clone(), st.resp_body.len(), "on_response_body")
+        } else {
+            (self.f.request_body.clone(), st.req_body.len(), "on_request_body")
+        };
+        let Some(f) = f else {
+            return Ok(Action::Continue);
+        };
+        self.with_stream(ctx, st, phase, |s| {
+            f.call(s, (ctx as i32, size as i32, eos as i32))
+        })
+        .map(Action::from_raw)
+    }
+
+    pub fn on_trailers(
+        &mut self,
+        ctx: u32,
+        st: &mut StreamState,
+        response: bool,
+    ) -> Result<Action, CallError> {
+        let (f, n, phase) = if response {
+            (
+                self.f.response_trailers.clone(),
+                st.resp_trailers.len(),
+                "on_response_trailers",
+            )
+        } else {
+            (
+                self.f.request_trailers.clone(),
+                st.req_trailers.len(),
+                "on_request_trailers",
+            )
+        };
+        let Some(f) = f else {
+            return Ok(Action::Continue);
+        };
+        self.with_stream(ctx, st, phase, |s| f.call(s, (ctx as i32, n as i32)))
+            .map(Action::from_raw)
+    }
+
+    /// Delivers an http_call answer (`None`: the call failed) to the context that made it.
+    pub fn on_http_call_response(
+        &mut self,
+        ctx: u32,
+        token: u32,
+        st: &mut StreamState,
+        response: Option<CallResponse>,
+    ) -> Result<(), CallError> {
+        let Some(f) = self.f.http_call_response.clone() else {
+            return Ok(());
+        };
+        let (nh, nb, nt) = response.as_ref().map_or((0, 0, 0), |r| {
+            (r.headers.len(), r.body.len(), r.trailers.len())
+        });
+        self.store.data_mut().call_response = response;
+        let r = self.with_stream(ctx, st, "on_http_call_response", |s| {
+            f.call(
+                s,
+                (ctx as i32, token as i32, nh as i32, nb as i32, nt as i32),
+            )
+        });
+        self.store.data_mut().call_response = None;
+        r
+    }
+
+    pub fn on_tick(&mut self, root: u32) -> Result<(), CallError> {
+        let Some(f) = self.f.tick.clone() else {
+            return Ok(());
+        };
+        let mut st = StreamState::default();
+        self.with_stream(root, &mut st, "on_tick", |s| f.call(s, root as i32))
+    }
+
+    /// Ends a stream context: on_done, on_log, on_delete (Envoy's order).
+    pub fn finish_stream(&mut self, ctx: u32, st: &mut StreamState) -> Result<(), CallError> {
+        if let Some(f) = self.f.done.clone() {
+            self.with_stream(ctx, st, "on_done", |s| f.call(s, ctx as i32))?;
+        }
+        if let Some(f) = self.f.log.clone() {
+            self.with_stream(ctx, st, "on_log", |s| f.call(s, ctx as i32))?;
+        }
+        if let Some(f) = self.f.delete.clone() {
+            self.with_stream(ctx, st, "on_delete", |s| f.call(s, ctx as i32))?;
+        }
+        Ok(())
+    }
+
+    /// http_calls issued since the last look.
+    pub fn take_pending_calls(&mut self) -> Vec<PendingCall> {
+        std::mem::take(&mut self.store.data_mut().pending_calls)
+    }
+
+    /// Tick periods requested since the last look.
+    pub fn take_tick_requests(&mut self) -> Vec<(u32, Duration)> {
+        std::mem::take(&mut self.store.data_mut().tick_requests)
+    }
+
+    /// Bytes of linear memory in use.
+    pub fn memory_bytes(&mut self) -> usize {
+        match self.store.data().memory {
+            Some(m) => m.data_size(&self.store),
+            None => 0,
+        }
+    }
+}
+
+impl Exports {
+    fn find(i: &Instance, s: &mut Store<HostState>) -> Result<Self, WasmError> {
+        let context_create = i
+            .get_typed_func::<(i32, i32), ()>(&mut *s, "proxy_on_context_create")
+            .map_err(|_| {
+                WasmError::Instantiate(
+                    "not a proxy-wasm module: no proxy_on_context_create export".into(),
+                )
+            })?;
+        let headers = |s: &mut Store<HostState>, name: &str| {
+            i.get_typed_func::<(i32, i32, i32), i32>(&mut *s, name)
+                .map(HeadersFn::V2)
+                .or_else(|_| i.get_typed_func::<(i32, i32), i32>(&mut *s, name).map(HeadersFn::V1))
+                .ok()
+        };
+        Ok(Exports {
+            context_create,
+            vm_start: i.get_typed_func(&mut *s, "proxy_on_vm_start").ok(),
+            configure: i.get_typed_func(&mut *s, "proxy_on_configure").ok(),
+            tick: i.get_typed_func(&mut *s, "proxy_on_tick").ok(),
+            request_headers: headers(s, "proxy_on_request_headers"),
+            request_body: i.get_typed_func(&mut *s, "proxy_on_request_body").ok(),
+            request_trailers: i.get_typed_func(&mut *s, "proxy_on_request_trailers").ok(),
+            response_headers: headers(s, "proxy_on_response_headers"),
+            response_body: i.get_typed_func(&mut *s, "proxy_on_response_body").ok(),
+            response_trailers: i.get_typed_func(&mut *s, "proxy_on_response_trailers").ok(),
+            http_call_response: i.get_typed_func(&mut *s, "proxy_on_http_call_response").ok(),
+            done: i.get_typed_func(&mut *s, "proxy_on_done").ok(),
+            log: i.get_typed_func(&mut *s, "proxy_on_log").ok(),
+            delete: i.get_typed_func(&mut *s, "proxy_on_delete").ok(),
+        })
+    }
+}
