@@ -5,3 +5,6 @@
 //! Istio YAML into an immutable [`snapshot::Snapshot`]; `wasm` is the proxy-wasm runtime.
 
 pub mod wasm;
+pub mod config;
+pub mod cluster;
+pub mod snapshot;

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 /// assert_eq!(m.prefix.as_deref(), Some("/api"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StringMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
@@ -65,7 +65,7 @@ impl StringMatch {
 /// assert_eq!(m.contains.as_deref(), Some("beta"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CookieMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
@@ -87,7 +87,7 @@ pub struct CookieMatch {
 /// assert_eq!(m.device.as_deref(), Some("mobile"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserAgentMatch {
     /// `mobile` (phones and tablets), `desktop` or `bot`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,7 +109,7 @@ pub struct UserAgentMatch {
 /// assert!(m.headers.contains_key("x-env"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatchRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,

@@ -1,0 +1,871 @@
+//! Resources → validated set → [`Snapshot`]. Validation names the file, document, line and
+//! field of every problem; a snapshot is only produced when there are none.
+
+use super::resources::*;
+use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
+use crate::cluster::{Cluster, Endpoint, LbPolicy, UpstreamProtocol};
+use crate::snapshot::{FailStrategy, FilterSpec, ListenerSpec, Phase, PluginSpec, Snapshot};
+use crate::wasm::{PluginIdentity, Runtime, Vm};
+use bytes::Bytes;
+use lateen_router_config::{RouteConfig, RouterConfig, VirtualHostConfig, WeightedCluster};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The router's configuration types, shared with the router filter crate's JSON shape.
+mod lateen_router_config {
+    pub use lateen_router::table::{RouteConfig, RouterConfig, VirtualHostConfig, WeightedCluster};
+}
+
+/// Every resource of a config path, typed and located.
+#[derive(Default)]
+pub struct Resources {
+    pub gateways: Vec<Doc<GatewaySpec>>,
+    pub virtual_services: Vec<Doc<VirtualServiceSpec>>,
+    pub destination_rules: Vec<Doc<DestinationRuleSpec>>,
+    pub service_entries: Vec<Doc<ServiceEntrySpec>>,
+    pub wasm_plugins: Vec<Doc<WasmPluginSpec>>,
+    pub bootstrap: Option<Doc<BootstrapSpec>>,
+    pub warnings: Vec<String>,
+}
+
+const NETWORKING: &[&str] = &[
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+
+/// Reads and types every document under `path`.
+pub fn load(path: &Path) -> Result<Resources, Vec<ConfigError>> {
+    let mut res = Resources::default();
+    let mut errors = Vec::new();
+    let files = config_files(path).map_err(|e| vec![e])?;
+    if files.is_empty() {
+        return Err(vec![ConfigError {
+            file: path.to_path_buf(),
+            doc: 0,
+            line: 0,
+            resource: None,
+            field: String::new(),
+            message: "no .yaml or .yml files found".into(),
+        }]);
+    }
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(ConfigError {
+                    file: file.clone(),
+                    doc: 0,
+                    line: 0,
+                    resource: None,
+                    field: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        let (docs, errs) = read_documents(&file, &text);
+        errors.extend(errs);
+        for d in docs {
+            let api = d.envelope.api_version.as_str();
+            let kind = d.envelope.kind.as_str();
+            let r = match (kind, api) {
+                ("Gateway", a) if NETWORKING.contains(&a) => d.typed().map(|t| res.gateways.push(t)),
+                ("VirtualService", a) if NETWORKING.contains(&a) => {
+                    d.typed().map(|t| res.virtual_services.push(t))
+                }
+                ("DestinationRule", a) if NETWORKING.contains(&a) => {
+                    d.typed().map(|t| res.destination_rules.push(t))
+                }
+                ("ServiceEntry", a) if NETWORKING.contains(&a) => {
+                    d.typed().map(|t| res.service_entries.push(t))
+                }
+                ("WasmPlugin", "extensions.istio.io/v1alpha1") => {
+                    d.typed().map(|t| res.wasm_plugins.push(t))
+                }
+                ("Bootstrap", "lateen.io/v1alpha1") => d.typed().map(|t| {
+                    res.bootstrap = Some(t);
+                }),
+                ("EnvoyFilter" | "Sidecar" | "WorkloadEntry" | "WorkloadGroup" | "ProxyConfig", a)
+                    if NETWORKING.contains(&a) =>
+                {
+                    Err(d.info.error("kind", format!("{kind} is not supported yet")))
+                }
+                (
+                    "AuthorizationPolicy" | "RequestAuthentication" | "PeerAuthentication",
+                    "security.istio.io/v1" | "security.istio.io/v1beta1",
+                ) => Err(d.info.error(
+                    "kind",
+                    format!("{kind} is not supported yet; refusing to serve without enforcing it"),
+                )),
+                _ => Err(d.info.error(
+                    "kind",
+                    format!(
+                        "unknown resource `{api}` `{kind}`; expected Gateway, VirtualService, \
+                         DestinationRule, ServiceEntry ({}), WasmPlugin \
+                         (extensions.istio.io/v1alpha1) or Bootstrap (lateen.io/v1alpha1)",
+                        NETWORKING.join(", ")
+                    ),
+                )),
+            };
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(res)
+    } else {
+        Err(errors)
+    }
+}
+
+/// How to build a snapshot.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Directory holding the built-in filters (`lateen_router.wasm`).
+    pub builtin_filters: PathBuf,
+    /// Overrides every Gateway server's bind address (tests, local runs).
+    pub bind_override: Option<IpAddr>,
+}
+
+const ROOT_NAMESPACE: &str = "istio-system";
+
+/// Compiles resources into a snapshot: clusters, listeners with their filter chains and
+/// compiled plugins. Each plugin's `on_configure` is run once here, so a config a plugin
+/// rejects never reaches a worker.
+pub fn build(
+    res: &Resources,
+    rt: &Runtime,
+    opts: &BuildOptions,
+    version: u64,
+) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut warnings = res.warnings.clone();
+    let (clusters, aliases) = build_clusters(res, &mut errors);
+    let workload = workload(res);
+    let resolver = Snapshot::resolver(&clusters, &aliases);
+
+    // Plugins that apply to this workload, compiled once each.
+    let mut plugins: Vec<(Arc<PluginSpec>, Bytes, Arc<DocInfo>)> = Vec::new();
+    for wp in &res.wasm_plugins {
+        if !applies(wp, &workload) {
+            continue;
+        }
+        match load_plugin(wp, rt) {
+            Ok((spec, cfg)) => plugins.push((Arc::new(spec), cfg, wp.info.clone())),
+            Err(e) => errors.push(e),
+        }
+    }
+    plugins.sort_by(|a, b| {
+        (a.0.phase, -a.0.priority, &a.0.name).cmp(&(b.0.phase, -b.0.priority, &b.0.name))
+    });
+
+    let router = match load_router(rt, &opts.builtin_filters) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+
+    // Listeners: one per (bind, port) across every Gateway server.
+    let mut by_addr: BTreeMap<SocketAddr, BTreeSet<String>> = BTreeMap::new();
+    for gw in &res.gateways {
+        for (i, server) in gw.spec.servers.iter().enumerate() {
+            let field = format!("spec.servers[{i}]");
+            let proto = server.port.protocol.to_ascii_uppercase();
+            if !matches!(proto.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
+                errors.push(gw.info.error(
+                    &format!("{field}.port.protocol"),
+                    format!("protocol `{}` is not supported yet; expected HTTP, HTTP2 or GRPC", server.port.protocol),
+                ));
+                continue;
+            }
+            if server.tls.is_some() {
+                warnings.push(format!(
+                    "{}: {field}.tls is not supported yet and is ignored",
+                    gw.info.key()
+                ));
+            }
+            let Ok(port) = u16::try_from(server.port.number) else {
+                errors.push(gw.info.error(&format!("{field}.port.number"), "port must be 1-65535"));
+                continue;
+            };
+            let ip = match (&opts.bind_override, &server.bind) {
+                (Some(ip), _) => *ip,
+                (None, Some(b)) => match b.parse::<IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(_) => {
+                        errors.push(gw.info.error(
+                            &format!("{field}.bind"),
+                            format!("`{b}` is not an IP address (unix sockets are not supported)"),
+                        ));
+                        continue;
+                    }
+                },
+                (None, None) => IpAddr::from([0, 0, 0, 0]),
+            };
+            by_addr
+                .entry(SocketAddr::new(ip, port))
+                .or_default()
+                .insert(gw.info.key());
+        }
+    }
+
+    let gateway_keys: BTreeSet<String> = res.gateways.iter().map(|g| g.info.key()).collect();
+    let mut listeners = Vec::new();
+    let mut vs_bound: BTreeSet<String> = BTreeSet::new();
+    for (addr, gws) in &by_addr {
+        let mut vhosts = Vec::new();
+        for vs in &res.virtual_services {
+            let refs = gateway_refs(vs);
+            if !refs.iter().any(|r| gws.contains(r)) {
+                continue;
+            }
+            vs_bound.insert(vs.info.key());
+            if let Some(vh) = virtual_host(vs, res, &clusters, &mut errors, &mut warnings) {
+                vhosts.push(vh);
+            }
+        }
+        let router_cfg = RouterConfig {
+            virtual_hosts: vhosts,
+        };
+        let mut filters: Vec<FilterSpec> = plugins
+            .iter()
+            .map(|(p, cfg, _)| FilterSpec {
+                plugin: p.clone(),
+                configuration: cfg.clone(),
+            })
+            .collect();
+        if let Some(router) = &router {
+            match serde_json::to_vec(&router_cfg) {
+                Ok(json) => filters.push(FilterSpec {
+                    plugin: router.clone(),
+                    configuration: Bytes::from(json),
+                }),
+                Err(e) => errors.push(ConfigError {
+                    file: PathBuf::new(),
+                    doc: 0,
+                    line: 0,
+                    resource: None,
+                    field: String::new(),
+                    message: format!("cannot encode router configuration: {e}"),
+                }),
+            }
+        }
+        listeners.push(ListenerSpec {
+            name: format!("{}_{}", addr.ip(), addr.port()),
+            addr: *addr,
+            filters,
+        });
+    }
+    // Gateways referenced by a VirtualService must exist (Istio's analyzer: IST0101).
+    for vs in &res.virtual_services {
+        for (i, r) in vs.spec.gateways.iter().enumerate() {
+            if r == "mesh" {
+                continue;
+            }
+            let key = qualify(r, &vs.info.namespace);
+            if !gateway_keys.contains(&key) {
+                errors.push(vs.info.error(
+                    &format!("spec.gateways[{i}]"),
+                    format!("gateway `{key}` is not defined"),
+                ));
+            }
+        }
+        if !vs_bound.contains(&vs.info.key()) && !vs.spec.gateways.iter().any(|g| g != "mesh") {
+            warnings.push(format!(
+                "{}: VirtualService binds to no gateway (only `mesh`); it applies to sidecars, \
+                 not to this gateway",
+                vs.info.key()
+            ));
+        }
+    }
+
+    // Run every plugin's on_configure once, off the request path.
+    for listener in &listeners {
+        for f in &listener.filters {
+            let where_ = plugins
+                .iter()
+                .find(|(p, _, _)| Arc::ptr_eq(p, &f.plugin))
+                .map(|(_, _, info)| info.clone());
+            if let Err(e) = probe(rt, &f.plugin, &f.configuration, resolver.clone()) {
+                let field = if matches!(e, crate::wasm::WasmError::ConfigureRejected) {
+                    "spec.pluginConfig"
+                } else {
+                    "spec.url"
+                };
+                errors.push(match &where_ {
+                    Some(info) => info.error(field, e.to_string()),
+                    None => ConfigError {
+                        file: opts.builtin_filters.clone(),
+                        doc: 0,
+                        line: 0,
+                        resource: Some(format!("listener {}", listener.name)),
+                        field: "router".into(),
+                        message: e.to_string(),
+                    },
+                });
+            }
+        }
+    }
+    errors.dedup();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Snapshot {
+        version,
+        listeners,
+        clusters,
+        host_aliases: aliases,
+        plugins: plugins.into_iter().map(|(p, _, _)| p).chain(router).collect(),
+        resolver,
+        warnings,
+    })
+}
+
+fn probe(
+    rt: &Runtime,
+    plugin: &PluginSpec,
+    cfg: &Bytes,
+    resolver: Arc<dyn crate::wasm::ClusterResolver>,
+) -> Result<(), crate::wasm::WasmError> {
+    let mut vm = Vm::new(rt, &plugin.module, plugin.identity.clone(), resolver)?;
+    vm.create_root(cfg.clone()).map(|_| ())
+}
+
+/// The labels and namespaces of this proxy.
+struct WorkloadInfo {
+    labels: BTreeMap<String, String>,
+    namespaces: BTreeSet<String>,
+}
+
+fn workload(res: &Resources) -> WorkloadInfo {
+    if let Some(w) = res.bootstrap.as_ref().and_then(|b| b.spec.workload.clone()) {
+        return WorkloadInfo {
+            labels: w.labels,
+            namespaces: w.namespace.into_iter().collect(),
+        };
+    }
+    // Gateway mode: we are the workload every Gateway selects.
+    let mut labels = BTreeMap::new();
+    let mut namespaces = BTreeSet::new();
+    for g in &res.gateways {
+        labels.extend(g.spec.selector.clone());
+        namespaces.insert(g.info.namespace.clone());
+    }
+    WorkloadInfo { labels, namespaces }
+}
+
+fn applies(wp: &Doc<WasmPluginSpec>, w: &WorkloadInfo) -> bool {
+    let ns_ok = wp.info.namespace == ROOT_NAMESPACE || w.namespaces.contains(&wp.info.namespace);
+    let labels_ok = wp.spec.selector.as_ref().is_none_or(|s| {
+        s.match_labels
+            .iter()
+            .all(|(k, v)| w.labels.get(k) == Some(v))
+    });
+    ns_ok && labels_ok
+}
+
+fn load_plugin(wp: &Doc<WasmPluginSpec>, rt: &Runtime) -> Result<(PluginSpec, Bytes), ConfigError> {
+    let s = &wp.spec;
+    let path = plugin_path(&s.url, &wp.info.file).map_err(|m| wp.info.error("spec.url", m))?;
+    let bytes = std::fs::read(&path)
+        .map_err(|e| wp.info.error("spec.url", format!("cannot read {}: {e}", path.display())))?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    if let Some(want) = &s.sha256 {
+        if !want.eq_ignore_ascii_case(&sha) {
+            return Err(wp.info.error(
+                "spec.sha256",
+                format!("sha256 mismatch: {} has {sha}, expected {want}", path.display()),
+            ));
+        }
+    }
+    let module = rt
+        .compile(&bytes)
+        .map_err(|e| wp.info.error("spec.url", e.to_string()))?;
+    let phase = match s.phase.as_deref().unwrap_or("UNSPECIFIED_PHASE") {
+        "AUTHN" => Phase::Authn,
+        "AUTHZ" => Phase::Authz,
+        "STATS" => Phase::Stats,
+        "UNSPECIFIED_PHASE" | "UNSPECIFIED" => Phase::Unspecified,
+        other => {
+            return Err(wp.info.error(
+                "spec.phase",
+                format!("unknown phase `{other}`; expected AUTHN, AUTHZ, STATS or UNSPECIFIED_PHASE"),
+            ))
+        }
+    };
+    let fail = match s.fail_strategy.as_deref().unwrap_or("FAIL_CLOSE") {
+        "FAIL_CLOSE" => FailStrategy::Close,
+        "FAIL_OPEN" => FailStrategy::Open,
+        other => {
+            return Err(wp.info.error(
+                "spec.failStrategy",
+                format!("unknown failStrategy `{other}`; expected FAIL_CLOSE or FAIL_OPEN"),
+            ))
+        }
+    };
+    let env = s
+        .vm_config
+        .as_ref()
+        .map(|v| {
+            v.env
+                .iter()
+                .map(|e| {
+                    let value = match e.value_from.as_deref() {
+                        Some("HOST") => std::env::var(&e.name).unwrap_or_default(),
+                        _ => e.value.clone().unwrap_or_default(),
+                    };
+                    (e.name.clone(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let cfg = match &s.plugin_config {
+        Some(v) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        None => Bytes::new(),
+    };
+    let name = wp.info.key();
+    let identity = PluginIdentity {
+        name: name.clone(),
+        root_id: s.plugin_name.clone().unwrap_or_else(|| name.clone()),
+        vm_id: name.clone(),
+        env,
+        vm_configuration: Bytes::new(),
+    };
+    Ok((
+        PluginSpec {
+            name,
+            url: s.url.clone(),
+            module: Arc::new(module),
+            identity: Arc::new(identity),
+            fail,
+            phase,
+            priority: s.priority.unwrap_or(0),
+        },
+        cfg,
+    ))
+}
+
+/// `file:///abs/x.wasm`, or `file://rel/x.wasm` relative to the YAML file's directory.
+fn plugin_path(url: &str, yaml: &Path) -> Result<PathBuf, String> {
+    let Some(rest) = url.strip_prefix("file://") else {
+        let scheme = url.split("://").next().unwrap_or(url);
+        return Err(format!(
+            "url scheme `{scheme}` is not supported yet; use file:// (http(s):// and oci:// \
+             delivery is planned)"
+        ));
+    };
+    let p = PathBuf::from(rest);
+    Ok(if p.is_absolute() {
+        p
+    } else {
+        yaml.parent().unwrap_or(Path::new(".")).join(p)
+    })
+}
+
+fn load_router(rt: &Runtime, dir: &Path) -> Result<Arc<PluginSpec>, ConfigError> {
+    let path = dir.join("lateen_router.wasm");
+    let err = |m: String| ConfigError {
+        file: path.clone(),
+        doc: 0,
+        line: 0,
+        resource: Some("built-in router".into()),
+        field: String::new(),
+        message: m,
+    };
+    let bytes = std::fs::read(&path).map_err(|e| {
+        err(format!(
+            "cannot read the built-in router filter: {e}; build the filters \
+             (cargo build --target wasm32-wasip1 --profile wasm) or pass --filters-dir"
+        ))
+    })?;
+    let module = rt.compile(&bytes).map_err(|e| err(e.to_string()))?;
+    let name = "lateen/router".to_string();
+    Ok(Arc::new(PluginSpec {
+        name: name.clone(),
+        url: format!("file://{}", path.display()),
+        module: Arc::new(module),
+        identity: Arc::new(PluginIdentity {
+            name: name.clone(),
+            root_id: "router".into(),
+            vm_id: name,
+            env: Vec::new(),
+            vm_configuration: Bytes::new(),
+        }),
+        fail: FailStrategy::Close,
+        phase: Phase::Router,
+        priority: 0,
+    }))
+}
+
+/// `ns/name` for a gateway reference (`name` is in the VirtualService's namespace).
+fn qualify(r: &str, ns: &str) -> String {
+    if r.contains('/') {
+        r.to_string()
+    } else {
+        format!("{ns}/{r}")
+    }
+}
+
+fn gateway_refs(vs: &Doc<VirtualServiceSpec>) -> Vec<String> {
+    vs.spec
+        .gateways
+        .iter()
+        .filter(|g| *g != "mesh")
+        .map(|g| qualify(g, &vs.info.namespace))
+        .collect()
+}
+
+fn virtual_host(
+    vs: &Doc<VirtualServiceSpec>,
+    res: &Resources,
+    clusters: &HashMap<String, Arc<Cluster>>,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Option<VirtualHostConfig> {
+    let mut routes = Vec::new();
+    let before = errors.len();
+    if vs.spec.hosts.is_empty() {
+        errors.push(vs.info.error("spec.hosts", "at least one host is required"));
+    }
+    for (i, http) in vs.spec.http.iter().enumerate() {
+        let field = format!("spec.http[{i}]");
+        for f in http.unsupported_fields() {
+            warnings.push(format!(
+                "{}: {field}.{f} is not supported yet and is ignored",
+                vs.info.key()
+            ));
+        }
+        for (m, mr) in http.matches.iter().enumerate() {
+            if let Err(e) = lateen_sdk::matcher::CompiledMatch::compile(mr) {
+                errors.push(vs.info.error(&format!("{field}.match[{m}].{}", e.field), e.message));
+            }
+        }
+        if http.route.is_empty() {
+            errors.push(vs.info.error(
+                &format!("{field}.route"),
+                "a route needs at least one destination (redirect and directResponse are not supported yet)",
+            ));
+            continue;
+        }
+        let mut dests = Vec::new();
+        for (j, d) in http.route.iter().enumerate() {
+            let df = format!("{field}.route[{j}]");
+            if let Some(w) = d.weight {
+                if !(0..=i64::from(u32::MAX)).contains(&w) {
+                    errors.push(vs.info.error(&format!("{df}.weight"), "weight must be >= 0"));
+                    continue;
+                }
+            }
+            match destination_cluster(&d.destination, &vs.info.namespace, res) {
+                Ok(name) => {
+                    if !clusters.contains_key(&name) {
+                        errors.push(vs.info.error(
+                            &format!("{df}.destination"),
+                            format!("no cluster `{name}`"),
+                        ));
+                    }
+                    dests.push(WeightedCluster {
+                        cluster: name,
+                        weight: d.weight.unwrap_or(0) as u32,
+                    });
+                }
+                Err((sub, msg)) => errors.push(vs.info.error(&format!("{df}.destination.{sub}"), msg)),
+            }
+        }
+        if dests.len() > 1 && dests.iter().all(|d| d.weight == 0) {
+            errors.push(vs.info.error(
+                &format!("{field}.route"),
+                "with several destinations, weights must not all be 0",
+            ));
+        }
+        let timeout_ms = match &http.timeout {
+            None => 0,
+            Some(t) => match parse_duration_ms(t) {
+                Some(ms) => ms,
+                None => {
+                    errors.push(vs.info.error(
+                        &format!("{field}.timeout"),
+                        format!("`{t}` is not a duration (e.g. 1.5s, 250ms)"),
+                    ));
+                    0
+                }
+            },
+        };
+        routes.push(RouteConfig {
+            name: http
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}.{i}", vs.info.name)),
+            matches: http.matches.clone(),
+            route: dests,
+            timeout_ms,
+        });
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(VirtualHostConfig {
+        name: vs.info.key(),
+        domains: vs
+            .spec
+            .hosts
+            .iter()
+            .map(|h| h.rsplit('/').next().unwrap_or(h).to_string())
+            .collect(),
+        routes,
+    })
+}
+
+/// Istio durations: `1.5s`, `250ms`, `2m`, `1h`.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000.0)
+    } else {
+        return None;
+    };
+    let v: f64 = num.parse().ok()?;
+    (v >= 0.0 && v.is_finite()).then(|| (v * mult).round() as u64)
+}
+
+fn se_for<'a>(res: &'a Resources, host: &str, ns: &str) -> Option<(&'a Doc<ServiceEntrySpec>, String)> {
+    let fq = format!("{host}.{ns}.svc.cluster.local");
+    for candidate in [host, fq.as_str()] {
+        if let Some(se) = res
+            .service_entries
+            .iter()
+            .find(|se| se.spec.hosts.iter().any(|h| h == candidate))
+        {
+            return Some((se, candidate.to_string()));
+        }
+    }
+    None
+}
+
+fn dr_for<'a>(res: &'a Resources, host: &str, ns: &str) -> Option<&'a Doc<DestinationRuleSpec>> {
+    res.destination_rules.iter().find(|dr| {
+        dr.spec.host == host || format!("{}.{}.svc.cluster.local", dr.spec.host, dr.info.namespace) == host
+            || (dr.spec.host == host.split('.').next().unwrap_or("") && dr.info.namespace == ns)
+    })
+}
+
+/// The cluster name a destination refers to; `Err((field, message))` otherwise.
+fn destination_cluster(
+    d: &Destination,
+    ns: &str,
+    res: &Resources,
+) -> Result<String, (&'static str, String)> {
+    let subset = d.subset.clone().unwrap_or_default();
+    let (host, port) = match se_for(res, &d.host, ns) {
+        Some((se, host)) => {
+            let port = match (&d.port, se.spec.ports.as_slice()) {
+                (Some(p), ports) => {
+                    if !ports.iter().any(|sp| sp.number == p.number) {
+                        return Err((
+                            "port",
+                            format!("ServiceEntry {} has no port {}", se.info.key(), p.number),
+                        ));
+                    }
+                    p.number
+                }
+                (None, [only]) => only.number,
+                (None, _) => {
+                    return Err((
+                        "port",
+                        format!(
+                            "ServiceEntry {} declares several ports; set destination.port.number",
+                            se.info.key()
+                        ),
+                    ))
+                }
+            };
+            (host, port)
+        }
+        None => match &d.port {
+            Some(p) => (d.host.clone(), p.number),
+            None => {
+                return Err((
+                    "host",
+                    format!(
+                        "no ServiceEntry declares `{}`; declare it, or set destination.port.number \
+                         to reach it by DNS",
+                        d.host
+                    ),
+                ))
+            }
+        },
+    };
+    if !subset.is_empty() {
+        let defined = dr_for(res, &host, ns)
+            .is_some_and(|dr| dr.spec.subsets.iter().any(|s| s.name == subset));
+        if !defined {
+            return Err((
+                "subset",
+                format!("subset `{subset}` of `{host}` is not defined by any DestinationRule"),
+            ));
+        }
+    }
+    Ok(format!("outbound|{port}|{subset}|{host}"))
+}
+
+fn lb_of(tp: Option<&TrafficPolicy>) -> Option<&str> {
+    tp?.load_balancer.as_ref()?.simple.as_deref()
+}
+
+fn build_clusters(
+    res: &Resources,
+    errors: &mut Vec<ConfigError>,
+) -> (HashMap<String, Arc<Cluster>>, HashMap<String, String>) {
+    let mut clusters = HashMap::new();
+    let mut aliases = HashMap::new();
+    let lb_parse = |s: Option<&str>, info: &DocInfo, field: &str, errors: &mut Vec<ConfigError>| {
+        let s = s.unwrap_or("ROUND_ROBIN");
+        LbPolicy::parse(s).unwrap_or_else(|| {
+            errors.push(info.error(
+                field,
+                format!("unknown load balancer `{s}`; expected ROUND_ROBIN, LEAST_REQUEST or RANDOM"),
+            ));
+            LbPolicy::RoundRobin
+        })
+    };
+    for se in &res.service_entries {
+        let resolution = se.spec.resolution.as_deref().unwrap_or("NONE");
+        if !matches!(resolution, "STATIC" | "DNS" | "DNS_ROUND_ROBIN" | "NONE") {
+            errors.push(se.info.error(
+                "spec.resolution",
+                format!("unknown resolution `{resolution}`; expected STATIC, DNS, DNS_ROUND_ROBIN or NONE"),
+            ));
+            continue;
+        }
+        if resolution == "STATIC" && se.spec.endpoints.is_empty() {
+            errors.push(se.info.error("spec.endpoints", "STATIC resolution needs endpoints"));
+        }
+        for (pi, port) in se.spec.ports.iter().enumerate() {
+            if u16::try_from(port.number).is_err() || port.number == 0 {
+                errors.push(se.info.error(&format!("spec.ports[{pi}].number"), "port must be 1-65535"));
+                continue;
+            }
+            let proto = match port.protocol.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                Some("HTTP2" | "GRPC" | "GRPC-WEB") => UpstreamProtocol::Http2,
+                _ => UpstreamProtocol::Http1,
+            };
+            for host in &se.spec.hosts {
+                let endpoints_for = |labels: &BTreeMap<String, String>| -> Vec<Endpoint> {
+                    if se.spec.endpoints.is_empty() {
+                        if labels.is_empty() {
+                            return vec![Endpoint::new(
+                                format!("{host}:{}", port.target_port.unwrap_or(port.number)),
+                                BTreeMap::new(),
+                                1,
+                            )];
+                        }
+                        return Vec::new();
+                    }
+                    se.spec
+                        .endpoints
+                        .iter()
+                        .filter(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+                        .map(|e| {
+                            let p = e
+                                .ports
+                                .get(&port.name)
+                                .copied()
+                                .or(port.target_port)
+                                .unwrap_or(port.number);
+                            let addr = if e.address.contains(':') && !e.address.starts_with('[') {
+                                format!("[{}]:{p}", e.address)
+                            } else {
+                                format!("{}:{p}", e.address)
+                            };
+                            Endpoint::new(addr, e.labels.clone(), e.weight.unwrap_or(1))
+                        })
+                        .collect()
+                };
+                let dr = dr_for(res, host, &se.info.namespace);
+                let base_lb = match dr {
+                    Some(d) => lb_parse(
+                        lb_of(d.spec.traffic_policy.as_ref()),
+                        &d.info,
+                        "spec.trafficPolicy.loadBalancer.simple",
+                        errors,
+                    ),
+                    None => LbPolicy::RoundRobin,
+                };
+                let name = format!("outbound|{}||{host}", port.number);
+                aliases.entry(host.clone()).or_insert_with(|| name.clone());
+                clusters.insert(
+                    name.clone(),
+                    Arc::new(Cluster::new(name, endpoints_for(&BTreeMap::new()), base_lb, proto)),
+                );
+                if let Some(dr) = dr {
+                    for (si, subset) in dr.spec.subsets.iter().enumerate() {
+                        let lb = match lb_of(subset.traffic_policy.as_ref()) {
+                            Some(s) => lb_parse(
+                                Some(s),
+                                &dr.info,
+                                &format!("spec.subsets[{si}].trafficPolicy.loadBalancer.simple"),
+                                errors,
+                            ),
+                            None => base_lb,
+                        };
+                        let name = format!("outbound|{}|{}|{host}", port.number, subset.name);
+                        let eps = endpoints_for(&subset.labels);
+                        clusters.insert(name.clone(), Arc::new(Cluster::new(name, eps, lb, proto)));
+                    }
+                }
+            }
+        }
+    }
+    // Destinations on hosts no ServiceEntry declares are reached by DNS at their port.
+    for vs in &res.virtual_services {
+        for http in &vs.spec.http {
+            for d in &http.route {
+                if se_for(res, &d.destination.host, &vs.info.namespace).is_some() {
+                    continue;
+                }
+                let Some(port) = &d.destination.port else { continue };
+                let subset = d.destination.subset.clone().unwrap_or_default();
+                let name = format!("outbound|{}|{subset}|{}", port.number, d.destination.host);
+                clusters.entry(name.clone()).or_insert_with(|| {
+                    Arc::new(Cluster::new(
+                        name,
+                        vec![Endpoint::new(
+                            format!("{}:{}", d.destination.host, port.number),
+                            BTreeMap::new(),
+                            1,
+                        )],
+                        LbPolicy::RoundRobin,
+                        UpstreamProtocol::Http1,
+                    ))
+                });
+            }
+        }
+    }
+    (clusters, aliases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("1.5s"), Some(1500));
+        assert_eq!(parse_duration_ms("250ms"), Some(250));
+        assert_eq!(parse_duration_ms("2m"), Some(120_000));
+        assert_eq!(parse_duration_ms("x"), None);
+    }
+}

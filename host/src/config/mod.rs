@@ -1,0 +1,8 @@
+//! Configuration: Istio YAML files → validated [`Resources`] → (in `compile`) an immutable
+//! [`crate::snapshot::Snapshot`]. Nothing here touches a socket.
+
+pub mod compile;
+pub mod resources;
+pub mod source;
+
+pub use source::{ConfigError, Doc, DocInfo};

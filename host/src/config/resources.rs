@@ -1,0 +1,403 @@
+//! The YAML resources Lateen reads, as plain serde data. Field names follow the Istio API
+//! reference (`networking.istio.io/v1`, `extensions.istio.io/v1alpha1`). Fields of Istio's
+//! schema that Lateen does not act on yet are accepted (so copied YAML loads) and reported
+//! as warnings; unknown fields are errors, so a typo never passes silently.
+
+use lateen_sdk::istio::HttpMatchRequest;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// `apiVersion`, `kind` and `metadata`, read first to pick the typed spec.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+/// A whole resource with its typed spec.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Typed<S> {
+    #[allow(dead_code)]
+    pub api_version: String,
+    #[allow(dead_code)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: S,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub status: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+// ---- networking.istio.io ----
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewaySpec {
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Server {
+    pub port: ServerPort,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Address to bind; Lateen defaults to 0.0.0.0.
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tls: Option<Value>,
+    #[serde(default)]
+    pub default_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerPort {
+    pub number: u32,
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub target_port: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualServiceSpec {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    #[serde(default)]
+    pub http: Vec<HttpRoute>,
+    #[serde(default)]
+    pub tcp: Option<Value>,
+    #[serde(default)]
+    pub tls: Option<Value>,
+    #[serde(default)]
+    pub export_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRoute {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, rename = "match")]
+    pub matches: Vec<HttpMatchRequest>,
+    #[serde(default)]
+    pub route: Vec<HttpRouteDestination>,
+    /// Istio duration (`1.5s`, `250ms`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    // Accepted, not acted on yet (reported as warnings).
+    #[serde(default)]
+    pub redirect: Option<Value>,
+    #[serde(default)]
+    pub direct_response: Option<Value>,
+    #[serde(default)]
+    pub delegate: Option<Value>,
+    #[serde(default)]
+    pub rewrite: Option<Value>,
+    #[serde(default)]
+    pub retries: Option<Value>,
+    #[serde(default)]
+    pub fault: Option<Value>,
+    #[serde(default)]
+    pub mirror: Option<Value>,
+    #[serde(default)]
+    pub mirrors: Option<Value>,
+    #[serde(default)]
+    pub mirror_percentage: Option<Value>,
+    #[serde(default)]
+    pub mirror_percent: Option<Value>,
+    #[serde(default)]
+    pub cors_policy: Option<Value>,
+    #[serde(default)]
+    pub headers: Option<Value>,
+}
+
+impl HttpRoute {
+    /// Names of set fields Lateen does not act on yet.
+    pub fn unsupported_fields(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (set, name) in [
+            (self.redirect.is_some(), "redirect"),
+            (self.direct_response.is_some(), "directResponse"),
+            (self.delegate.is_some(), "delegate"),
+            (self.rewrite.is_some(), "rewrite"),
+            (self.retries.is_some(), "retries"),
+            (self.fault.is_some(), "fault"),
+            (self.mirror.is_some() || self.mirrors.is_some(), "mirror"),
+            (self.cors_policy.is_some(), "corsPolicy"),
+            (self.headers.is_some(), "headers"),
+        ] {
+            if set {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRouteDestination {
+    pub destination: Destination,
+    #[serde(default)]
+    pub weight: Option<i64>,
+    #[serde(default)]
+    pub headers: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Destination {
+    pub host: String,
+    #[serde(default)]
+    pub subset: Option<String>,
+    #[serde(default)]
+    pub port: Option<PortSelector>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortSelector {
+    pub number: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestinationRuleSpec {
+    pub host: String,
+    #[serde(default)]
+    pub traffic_policy: Option<TrafficPolicy>,
+    #[serde(default)]
+    pub subsets: Vec<Subset>,
+    #[serde(default)]
+    pub export_to: Vec<String>,
+    #[serde(default)]
+    pub workload_selector: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Subset {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub traffic_policy: Option<TrafficPolicy>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficPolicy {
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    #[serde(default)]
+    pub connection_pool: Option<Value>,
+    #[serde(default)]
+    pub outlier_detection: Option<Value>,
+    #[serde(default)]
+    pub tls: Option<Value>,
+    #[serde(default)]
+    pub port_level_settings: Option<Value>,
+    #[serde(default)]
+    pub tunnel: Option<Value>,
+    #[serde(default)]
+    pub proxy_protocol: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancerSettings {
+    /// ROUND_ROBIN (default), LEAST_REQUEST, RANDOM, PASSTHROUGH, UNSPECIFIED.
+    #[serde(default)]
+    pub simple: Option<String>,
+    #[serde(default)]
+    pub consistent_hash: Option<Value>,
+    #[serde(default)]
+    pub locality_lb_setting: Option<Value>,
+    #[serde(default)]
+    pub warmup_duration_secs: Option<Value>,
+    #[serde(default)]
+    pub warmup: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceEntrySpec {
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<ServicePort>,
+    #[serde(default)]
+    pub location: Option<String>,
+    /// NONE, STATIC, DNS, DNS_ROUND_ROBIN.
+    #[serde(default)]
+    pub resolution: Option<String>,
+    #[serde(default)]
+    pub endpoints: Vec<WorkloadEntry>,
+    #[serde(default)]
+    pub workload_selector: Option<Value>,
+    #[serde(default)]
+    pub export_to: Vec<String>,
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    pub number: u32,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub target_port: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadEntry {
+    #[serde(default)]
+    pub address: String,
+    /// Port name → endpoint port.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub locality: Option<String>,
+    #[serde(default)]
+    pub service_account: Option<String>,
+}
+
+// ---- extensions.istio.io ----
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WasmPluginSpec {
+    #[serde(default)]
+    pub selector: Option<WorkloadSelector>,
+    #[serde(default)]
+    pub target_ref: Option<Value>,
+    #[serde(default)]
+    pub target_refs: Option<Value>,
+    pub url: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub image_pull_policy: Option<String>,
+    #[serde(default)]
+    pub image_pull_secret: Option<String>,
+    #[serde(default)]
+    pub plugin_config: Option<Value>,
+    #[serde(default)]
+    pub plugin_name: Option<String>,
+    /// AUTHN, AUTHZ, STATS, UNSPECIFIED_PHASE.
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// FAIL_CLOSE (default), FAIL_OPEN.
+    #[serde(default)]
+    pub fail_strategy: Option<String>,
+    #[serde(default)]
+    pub vm_config: Option<VmConfig>,
+    #[serde(default, rename = "match")]
+    pub matches: Option<Value>,
+    #[serde(default, rename = "type")]
+    pub plugin_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmConfig {
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    /// INLINE (default) or HOST (the value comes from the proxy's own environment).
+    #[serde(default)]
+    pub value_from: Option<String>,
+}
+
+// ---- Lateen's own ----
+
+/// `lateen.io/v1alpha1 Bootstrap`: what Istio keeps in the mesh config and the pod spec.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootstrapSpec {
+    /// `gateway` (default) or `sidecar`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub workload: Option<Workload>,
+    #[serde(default)]
+    pub admin: Option<AdminSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workload {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminSpec {
+    #[serde(default)]
+    pub address: Option<String>,
+}

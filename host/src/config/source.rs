@@ -1,0 +1,365 @@
+//! Reading configuration files: multi-document YAML, each document checked for `apiVersion`
+//! and `kind` first and then read into its typed spec. Every error carries the file, the
+//! document, the line and the field.
+
+use super::resources::{Envelope, ObjectMeta, Typed};
+use serde::de::DeserializeOwned;
+use serde_saphyr::granit_parser::{Event, Parser};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A configuration problem, located as precisely as the input allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based index of the document in its file (0: the file as a whole).
+    pub doc: usize,
+    /// 1-based line in the file (0: unknown).
+    pub line: usize,
+    /// `Kind namespace/name` of the resource, when known.
+    pub resource: Option<String>,
+    /// Field path (`spec.http[0].route[1].destination.subset`).
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if self.doc > 0 {
+            write!(f, ": document {}", self.doc)?;
+        }
+        if let Some(r) = &self.resource {
+            write!(f, " ({r})")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": field `{}`", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where a document came from, with the line of every key in it.
+#[derive(Debug)]
+pub struct DocInfo {
+    pub file: PathBuf,
+    pub index: usize,
+    /// 1-based line of the document's first line in the file.
+    pub start_line: usize,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    lines: HashMap<String, usize>,
+}
+
+impl DocInfo {
+    /// An error about `field` of this document. The line is that of the field, or of its
+    /// nearest present ancestor.
+    pub fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            doc: self.index,
+            line: self.line_of(field),
+            resource: Some(format!("{} {}/{}", self.kind, self.namespace, self.name)),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The file line of `field`, falling back to its ancestors, then the document start.
+    pub fn line_of(&self, field: &str) -> usize {
+        let mut f = field;
+        loop {
+            if let Some(l) = self.lines.get(f) {
+                return self.start_line + l - 1;
+            }
+            match f.rfind(['.', '[']) {
+                Some(i) => f = &f[..i],
+                None => return self.start_line,
+            }
+        }
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One typed resource and where it came from.
+#[derive(Debug, Clone)]
+pub struct Doc<S> {
+    pub info: Arc<DocInfo>,
+    pub meta: ObjectMeta,
+    pub spec: S,
+}
+
+/// One raw document, before typing.
+pub struct RawDoc {
+    pub info: Arc<DocInfo>,
+    pub envelope: Envelope,
+    text: String,
+}
+
+impl RawDoc {
+    /// Reads the document's typed form.
+    pub fn typed<S: DeserializeOwned>(&self) -> Result<Doc<S>, ConfigError> {
+        let t: Typed<S> = serde_saphyr::from_str(&self.text)
+            .map_err(|e| saphyr_error(&self.info.file, self.info.index, self.info.start_line, &self.info, e))?;
+        Ok(Doc {
+            info: self.info.clone(),
+            meta: t.metadata,
+            spec: t.spec,
+        })
+    }
+}
+
+fn saphyr_error(
+    file: &Path,
+    index: usize,
+    start_line: usize,
+    info: &DocInfo,
+    e: serde_saphyr::Error,
+) -> ConfigError {
+    let line = e
+        .location()
+        .map_or(start_line, |l| start_line + l.line() as usize - 1);
+    // serde-saphyr appends a source snippet after the first line; the location already
+    // says where, so keep just the message.
+    let full = e.to_string();
+    let message = full.lines().next().unwrap_or("invalid YAML").trim().to_string();
+    let field = info
+        .lines
+        .iter()
+        .filter(|(_, l)| start_line + **l - 1 == line)
+        .map(|(p, _)| p.clone())
+        .max_by_key(String::len)
+        .unwrap_or_default();
+    ConfigError {
+        file: file.to_path_buf(),
+        doc: index,
+        line,
+        resource: (!info.kind.is_empty())
+            .then(|| format!("{} {}/{}", info.kind, info.namespace, info.name)),
+        field,
+        message,
+    }
+}
+
+/// Lists the YAML files of a config path (a file, or a directory's `*.yaml`/`*.yml`, sorted;
+/// Kubernetes ConfigMap volume internals — names starting with `..` — are skipped).
+pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let io_err = |e: std::io::Error| ConfigError {
+        file: path.to_path_buf(),
+        doc: 0,
+        line: 0,
+        resource: None,
+        field: String::new(),
+        message: format!("cannot read: {e}"),
+    };
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io_err)? {
+        let p = entry.map_err(io_err)?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("..") || name.starts_with('.') {
+            continue;
+        }
+        let yaml = matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+        if yaml && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Splits a file into its documents and reads each one's envelope.
+pub fn read_documents(file: &Path, text: &str) -> (Vec<RawDoc>, Vec<ConfigError>) {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    let mut index = 0;
+    for (start_line, body) in split_documents(text) {
+        if body
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            continue;
+        }
+        index += 1;
+        let lines = line_map(&body);
+        let bare = DocInfo {
+            file: file.to_path_buf(),
+            index,
+            start_line,
+            kind: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+            lines,
+        };
+        let envelope: Envelope = match serde_saphyr::from_str(&body) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(saphyr_error(file, index, start_line, &bare, e));
+                continue;
+            }
+        };
+        let info = DocInfo {
+            kind: envelope.kind.clone(),
+            namespace: envelope
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: envelope.metadata.name.clone(),
+            ..bare
+        };
+        docs.push(RawDoc {
+            info: Arc::new(info),
+            envelope,
+            text: body,
+        });
+    }
+    (docs, errors)
+}
+
+// Documents start at a `---` line; returns (first line number, text) for each. The text
+// keeps blank lines in place of the separator so parser lines map back simply.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let is_sep = line == "---"
+            || line.starts_with("--- ")
+            || line.starts_with("---\t")
+            || line == "..."
+            || line.starts_with("--- #");
+        if is_sep {
+            if !cur.is_empty() {
+                out.push((start, std::mem::take(&mut cur)));
+            }
+            start = i + 2;
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+    }
+    if !cur.is_empty() {
+        out.push((start, cur));
+    }
+    out
+}
+
+/// Maps every key path of a YAML document (`spec.http[0].route`) to its 1-based line.
+fn line_map(text: &str) -> HashMap<String, usize> {
+    enum Frame {
+        Map { key: Option<String> },
+        Seq { idx: usize },
+    }
+    fn join(path: &[String]) -> String {
+        let mut s = String::new();
+        for seg in path {
+            if !s.is_empty() && !seg.starts_with('[') {
+                s.push('.');
+            }
+            s.push_str(seg);
+        }
+        s
+    }
+    let mut out = HashMap::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut path: Vec<String> = Vec::new();
+    for ev in Parser::new_from_str(text) {
+        let Ok((ev, span)) = ev else { break };
+        let line = span.start.line();
+        match ev {
+            Event::Scalar(v, ..) => match stack.last_mut() {
+                Some(Frame::Map { key }) => {
+                    if key.is_none() {
+                        path.push(v.to_string());
+                        out.insert(join(&path), line);
+                        path.pop();
+                        *key = Some(v.to_string());
+                    } else {
+                        *key = None;
+                    }
+                }
+                Some(Frame::Seq { idx }) => {
+                    path.push(format!("[{idx}]"));
+                    out.insert(join(&path), line);
+                    path.pop();
+                    *idx += 1;
+                }
+                None => {}
+            },
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                match stack.last_mut() {
+                    Some(Frame::Map { key: Some(k) }) => path.push(k.clone()),
+                    Some(Frame::Seq { idx }) => {
+                        path.push(format!("[{idx}]"));
+                        out.entry(join(&path)).or_insert(line);
+                    }
+                    _ => {}
+                }
+                stack.push(if matches!(ev, Event::MappingStart(..)) {
+                    Frame::Map { key: None }
+                } else {
+                    Frame::Seq { idx: 0 }
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                match stack.last_mut() {
+                    Some(Frame::Map { key }) => {
+                        *key = None;
+                        path.pop();
+                    }
+                    Some(Frame::Seq { idx }) => {
+                        *idx += 1;
+                        path.pop();
+                    }
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_map_paths() {
+        let m = line_map("a: 1\nspec:\n  http:\n  - name: x\n    route:\n    - destination:\n        host: h\n");
+        assert_eq!(m["a"], 1);
+        assert_eq!(m["spec.http"], 3);
+        assert_eq!(m["spec.http[0]"], 4);
+        assert_eq!(m["spec.http[0].name"], 4);
+        assert_eq!(m["spec.http[0].route[0].destination.host"], 7);
+    }
+
+    #[test]
+    fn documents_and_errors_are_located() {
+        let text = "---\napiVersion: v1\nkind: A\nmetadata: {name: a}\n---\n# c\n---\napiVersion: v1\nkind: B\nmetadata:\n  name: [1, 2]\n";
+        let (docs, errs) = read_documents(Path::new("f.yaml"), text);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].doc, 2);
+        assert_eq!(errs[0].line, 11, "{}", errs[0]);
+        assert_eq!(docs[0].info.line_of("metadata.name"), 4);
+    }
+}

@@ -1,0 +1,98 @@
+//! The immutable runtime configuration. A config source compiles resources into one
+//! `Snapshot`; it is swapped in atomically and a request keeps the one it started with.
+
+use crate::cluster::Cluster;
+use crate::wasm::{ClusterResolver, CompiledModule, PluginIdentity};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Where a plugin sits in the chain (WasmPlugin `phase`). The router runs after every
+/// phase, so header changes made by any plugin are seen by routing, as in Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Authn,
+    Authz,
+    Stats,
+    Unspecified,
+    Router,
+}
+
+/// What to do when a plugin fails (WasmPlugin `failStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailStrategy {
+    /// Requests the plugin should have handled get a 503.
+    Close,
+    /// The plugin is skipped for the failed request.
+    Open,
+}
+
+/// A loaded plugin module with its identity.
+pub struct PluginSpec {
+    pub name: String,
+    pub url: String,
+    pub module: Arc<CompiledModule>,
+    pub identity: Arc<PluginIdentity>,
+    pub fail: FailStrategy,
+    pub phase: Phase,
+    pub priority: i64,
+}
+
+/// One filter of a listener's chain: a plugin and the configuration of its root context.
+#[derive(Clone)]
+pub struct FilterSpec {
+    pub plugin: Arc<PluginSpec>,
+    pub configuration: Bytes,
+}
+
+/// An HTTP listener.
+pub struct ListenerSpec {
+    /// Envoy-style `ADDRESS_PORT`.
+    pub name: String,
+    pub addr: SocketAddr,
+    pub filters: Vec<FilterSpec>,
+}
+
+/// The compiled configuration.
+pub struct Snapshot {
+    pub version: u64,
+    pub listeners: Vec<ListenerSpec>,
+    pub clusters: HashMap<String, Arc<Cluster>>,
+    /// Bare host names (ServiceEntry hosts) → their default cluster, for `http_call`.
+    pub host_aliases: HashMap<String, String>,
+    pub plugins: Vec<Arc<PluginSpec>>,
+    pub resolver: Arc<dyn ClusterResolver>,
+    pub warnings: Vec<String>,
+}
+
+impl Snapshot {
+    pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(name)
+    }
+
+    /// Resolver for `proxy_http_call` upstream names.
+    pub fn resolver(
+        clusters: &HashMap<String, Arc<Cluster>>,
+        aliases: &HashMap<String, String>,
+    ) -> Arc<dyn ClusterResolver> {
+        Arc::new(Names {
+            clusters: clusters.keys().cloned().collect(),
+            aliases: aliases.clone(),
+        })
+    }
+}
+
+struct Names {
+    clusters: std::collections::HashSet<String>,
+    aliases: HashMap<String, String>,
+}
+
+impl ClusterResolver for Names {
+    fn resolve(&self, upstream: &str) -> Option<String> {
+        if self.clusters.contains(upstream) {
+            return Some(upstream.to_string());
+        }
+        self.aliases.get(upstream).cloned()
+    }
+}
