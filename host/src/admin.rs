@@ -1,0 +1,207 @@
+//! The admin API (Envoy's port 15000 by default, bound to localhost): readiness, config
+//! dump, clusters, plugin metrics, and `/quitquitquit` for a graceful stop.
+
+use crate::snapshot::{FailStrategy, Snapshot};
+use crate::wasm::shared::{MetricKind, Shared, HISTOGRAM_BOUNDS};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What the admin API reads.
+#[derive(Clone)]
+pub struct AdminState {
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub shared: Arc<Shared>,
+    pub ready: Arc<AtomicBool>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// Serves the admin API on `addr` until shutdown. Binds before returning so that a port
+/// conflict is reported at start.
+pub fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    std::thread::Builder::new().name("lateen-admin".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!("admin runtime: {e}");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
+            let mut stop = state.shutdown.subscribe();
+            loop {
+                let (tcp, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = stop.wait_for(|v| *v) => return,
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(route(req, &state)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+    })
+}
+
+fn text(status: StatusCode, ct: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+    r
+}
+
+fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
+    let snap = s.snapshots.load_full();
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ready" | "/healthz/ready") => {
+            if s.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "text/plain", "LIVE\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "PRE_INITIALIZING\n".into())
+            }
+        }
+        (&Method::GET, "/config_dump") => text(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&config_dump(&snap)).unwrap_or_default(),
+        ),
+        (&Method::GET, "/clusters") => text(StatusCode::OK, "text/plain", clusters(&snap)),
+        (&Method::GET, "/stats/prometheus") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            prometheus(&s.shared),
+        ),
+        (&Method::POST, "/quitquitquit") => {
+            let _ = s.shutdown.send(true);
+            text(StatusCode::OK, "text/plain", "OK\n".into())
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "admin endpoints: /ready /config_dump /clusters /stats/prometheus POST /quitquitquit\n".into(),
+        ),
+    }
+}
+
+/// The snapshot as JSON (listeners, chains, clusters, plugins).
+pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
+    let listeners: Vec<_> = snap
+        .listeners
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "name": l.name,
+                "address": l.addr.to_string(),
+                "filters": l.filters.iter().map(|f| f.plugin.name.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut clusters: Vec<_> = snap
+        .clusters
+        .values()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name,
+                "lb": format!("{:?}", c.lb),
+                "protocol": format!("{:?}", c.protocol),
+                "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
+                    "address": e.authority, "labels": e.labels, "weight": e.weight,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    clusters.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let plugins: Vec<_> = snap
+        .plugins
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name,
+                "url": p.url,
+                "sha256": p.module.sha256,
+                "phase": format!("{:?}", p.phase),
+                "priority": p.priority,
+                "failStrategy": match p.fail { FailStrategy::Close => "FAIL_CLOSE", FailStrategy::Open => "FAIL_OPEN" },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": snap.version,
+        "listeners": listeners,
+        "clusters": clusters,
+        "plugins": plugins,
+        "warnings": snap.warnings,
+    })
+}
+
+fn clusters(snap: &Snapshot) -> String {
+    let mut names: Vec<_> = snap.clusters.keys().collect();
+    names.sort();
+    let mut out = String::new();
+    for n in names {
+        let c = &snap.clusters[n];
+        for e in &c.endpoints {
+            let _ = writeln!(
+                out,
+                "{n}::{}::rq_active::{}",
+                e.authority,
+                e.active.load(Ordering::Relaxed)
+            );
+        }
+    }
+    out
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' })
+        .collect()
+}
+
+/// Plugin-defined metrics in the Prometheus text format.
+pub fn prometheus(shared: &Shared) -> String {
+    let mut out = String::new();
+    for m in shared.all_metrics() {
+        let name = sanitize(&m.name);
+        match m.kind {
+            MetricKind::Counter | MetricKind::Gauge => {
+                let t = if m.kind == MetricKind::Counter { "counter" } else { "gauge" };
+                let _ = writeln!(out, "# TYPE {name} {t}");
+                let _ = writeln!(out, "{name} {}", m.value.load(Ordering::Relaxed));
+            }
+            MetricKind::Histogram => {
+                let _ = writeln!(out, "# TYPE {name} histogram");
+                let mut cum = 0;
+                for (i, b) in m.buckets.iter().enumerate() {
+                    cum += b.load(Ordering::Relaxed);
+                    let le = HISTOGRAM_BOUNDS
+                        .get(i)
+                        .map_or_else(|| "+Inf".to_string(), |v| v.to_string());
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cum}");
+                }
+                let _ = writeln!(out, "{name}_sum {}", m.sum.load(Ordering::Relaxed));
+                let _ = writeln!(out, "{name}_count {}", m.count.load(Ordering::Relaxed));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,435 @@
+//! Drives one HTTP stream through a listener's wasm filters: request headers, body and
+//! trailers in chain order, the response in reverse order, then on_done/on_log/on_delete.
+//! Each worker owns its plugin instances ([`VmSlot`]), so no lock is taken to call in.
+
+use crate::snapshot::{FailStrategy, FilterSpec, PluginSpec};
+use crate::upstream::Upstream;
+use crate::wasm::state::{LocalResponse, PendingCall};
+use crate::wasm::{Action, ClusterResolver, Runtime, StreamState, Vm, WasmError};
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One plugin's instance on one worker, recreated after a trap.
+pub struct VmSlot {
+    pub spec: Arc<PluginSpec>,
+    rt: Arc<Runtime>,
+    resolver: Arc<dyn ClusterResolver>,
+    vm: RefCell<Option<Vm>>,
+    roots: RefCell<HashMap<Bytes, u32>>,
+    generation: Cell<u64>,
+    /// Set after a failed (re)instantiation, so a crash loop costs at most one attempt per
+    /// backoff period.
+    retry_after: Cell<Option<std::time::Instant>>,
+    upstream: Weak<Upstream>,
+}
+
+const RELOAD_BACKOFF: Duration = Duration::from_millis(200);
+
+impl VmSlot {
+    pub fn new(
+        spec: Arc<PluginSpec>,
+        rt: Arc<Runtime>,
+        resolver: Arc<dyn ClusterResolver>,
+        upstream: Weak<Upstream>,
+    ) -> Rc<Self> {
+        Rc::new(VmSlot {
+            spec,
+            rt,
+            resolver,
+            vm: RefCell::new(None),
+            roots: RefCell::new(HashMap::new()),
+            generation: Cell::new(0),
+            retry_after: Cell::new(None),
+            upstream,
+        })
+    }
+
+    /// The root context for `config`, instantiating the VM if it is absent or broken.
+    fn root(self: &Rc<Self>, config: &Bytes) -> Result<(u32, u64), WasmError> {
+        let needs_new = match &*self.vm.borrow() {
+            None => true,
+            Some(vm) => vm.broken().is_some(),
+        };
+        if needs_new {
+            if let Some(t) = self.retry_after.get() {
+                if std::time::Instant::now() < t {
+                    return Err(WasmError::Instantiate("plugin is backing off after a failure".into()));
+                }
+            }
+            self.roots.borrow_mut().clear();
+            *self.vm.borrow_mut() = None;
+            match Vm::new(&self.rt, &self.spec.module, self.spec.identity.clone(), self.resolver.clone()) {
+                Ok(vm) => {
+                    *self.vm.borrow_mut() = Some(vm);
+                    self.generation.set(self.generation.get() + 1);
+                    self.retry_after.set(None);
+                }
+                Err(e) => {
+                    self.retry_after.set(Some(std::time::Instant::now() + RELOAD_BACKOFF));
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(id) = self.roots.borrow().get(config) {
+            return Ok((*id, self.generation.get()));
+        }
+        let mut guard = self.vm.borrow_mut();
+        let vm = guard.as_mut().ok_or_else(|| WasmError::Instantiate("no instance".into()))?;
+        let id = vm.create_root(config.clone())?;
+        let ticks = vm.take_tick_requests();
+        drop(guard);
+        self.roots.borrow_mut().insert(config.clone(), id);
+        self.start_ticks(ticks);
+        Ok((id, self.generation.get()))
+    }
+
+    fn start_ticks(self: &Rc<Self>, ticks: Vec<(u32, Duration)>) {
+        for (root, period) in ticks {
+            if period.is_zero() {
+                continue;
+            }
+            let weak = Rc::downgrade(self);
+            let generation = self.generation.get();
+            tokio::task::spawn_local(async move {
+                let mut iv = tokio::time::interval(period);
+                iv.tick().await;
+                loop {
+                    iv.tick().await;
+                    let Some(slot) = weak.upgrade() else { return };
+                    if slot.generation.get() != generation {
+                        return;
+                    }
+                    let calls = {
+                        let mut g = slot.vm.borrow_mut();
+                        let Some(vm) = g.as_mut() else { return };
+                        if let Err(e) = vm.on_tick(root) {
+                            tracing::warn!(plugin = %slot.spec.name, "on_tick failed: {e}");
+                            return;
+                        }
+                        vm.take_pending_calls()
+                    };
+                    for call in calls {
+                        let slot = slot.clone();
+                        tokio::task::spawn_local(async move {
+                            let resp = match slot.upstream.upgrade() {
+                                Some(u) => u.http_call(&call).await,
+                                None => None,
+                            };
+                            if slot.generation.get() != generation {
+                                return;
+                            }
+                            let mut st = StreamState::default();
+                            if let Some(vm) = slot.vm.borrow_mut().as_mut() {
+                                let _ = vm.on_http_call_response(call.context_id, call.token, &mut st, resp);
+                            }
+                        });
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// A listener's filter chain on one worker.
+pub struct Chain {
+    filters: Vec<(Rc<VmSlot>, Bytes)>,
+}
+
+impl Chain {
+    pub fn new(specs: &[FilterSpec], slots: &HashMap<*const PluginSpec, Rc<VmSlot>>) -> Self {
+        Chain {
+            filters: specs
+                .iter()
+                .filter_map(|f| {
+                    slots
+                        .get(&Arc::as_ptr(&f.plugin))
+                        .map(|s| (s.clone(), f.configuration.clone()))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+}
+
+/// What the chain decided for a phase.
+pub enum Verdict {
+    Continue,
+    /// A plugin answered locally (or the body is still being buffered, for bodies).
+    Respond(LocalResponse),
+    /// Body: a filter is buffering; do not forward yet.
+    Buffer,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    NotCreated,
+    Live { id: u32, generation: u64 },
+    /// The plugin failed open for this stream: skip it.
+    Skipped,
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    RequestHeaders,
+    RequestBody,
+    RequestTrailers,
+    ResponseHeaders,
+    ResponseBody,
+    ResponseTrailers,
+}
+
+impl Phase {
+    fn response(self) -> bool {
+        matches!(self, Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers)
+    }
+}
+
+/// Longest a plugin may keep a stream paused waiting on nothing the host knows about.
+const PAUSE_LIMIT: Duration = Duration::from_secs(30);
+
+/// One request's passage through the chain.
+pub struct HttpStream {
+    chain: Rc<Chain>,
+    ctxs: Vec<Ctx>,
+    pub state: StreamState,
+    /// A local reply a plugin sent while the request body streamed upstream.
+    pub early_reply: Option<LocalResponse>,
+    upstream: Rc<Upstream>,
+}
+
+impl HttpStream {
+    pub fn new(chain: Rc<Chain>, state: StreamState, upstream: Rc<Upstream>) -> Self {
+        let n = chain.filters.len();
+        HttpStream {
+            chain,
+            ctxs: vec![Ctx::NotCreated; n],
+            state,
+            early_reply: None,
+            upstream,
+        }
+    }
+
+    pub async fn request_headers(&mut self, eos: bool) -> Verdict {
+        self.run(Phase::RequestHeaders, eos).await
+    }
+
+    pub async fn request_body(&mut self, eos: bool) -> Verdict {
+        self.run(Phase::RequestBody, eos).await
+    }
+
+    pub async fn request_trailers(&mut self) -> Verdict {
+        self.run(Phase::RequestTrailers, true).await
+    }
+
+    pub async fn response_headers(&mut self, eos: bool) -> Verdict {
+        self.run(Phase::ResponseHeaders, eos).await
+    }
+
+    pub async fn response_body(&mut self, eos: bool) -> Verdict {
+        self.run(Phase::ResponseBody, eos).await
+    }
+
+    pub async fn response_trailers(&mut self) -> Verdict {
+        self.run(Phase::ResponseTrailers, true).await
+    }
+
+    fn fail(&mut self, i: usize, err: &dyn std::fmt::Display) -> Option<Verdict> {
+        let spec = &self.chain.filters[i].0.spec;
+        tracing::warn!(plugin = %spec.name, "plugin failed: {err}");
+        match spec.fail {
+            FailStrategy::Open => {
+                self.ctxs[i] = Ctx::Skipped;
+                None
+            }
+            FailStrategy::Close => {
+                self.ctxs[i] = Ctx::Skipped;
+                Some(Verdict::Respond(LocalResponse {
+                    status: 503,
+                    details: "wasm_fail_stream".into(),
+                    body: Bytes::from_static(b"plugin failed"),
+                    headers: Vec::new(),
+                    grpc_status: -1,
+                }))
+            }
+        }
+    }
+
+    // The context of filter i for this stream, created on first use.
+    fn context(&mut self, i: usize) -> Result<Option<u32>, String> {
+        let (slot, cfg) = &self.chain.filters[i];
+        match self.ctxs[i] {
+            Ctx::Skipped => Ok(None),
+            Ctx::Live { id, generation } => {
+                if generation == slot.generation.get() {
+                    Ok(Some(id))
+                } else {
+                    Err("plugin instance was restarted during this stream".into())
+                }
+            }
+            Ctx::NotCreated => {
+                let (root, generation) = slot.root(cfg).map_err(|e| e.to_string())?;
+                let mut g = slot.vm.borrow_mut();
+                let vm = g.as_mut().ok_or("no instance")?;
+                let id = vm.create_stream(root).map_err(|e| e.to_string())?;
+                self.ctxs[i] = Ctx::Live { id, generation };
+                Ok(Some(id))
+            }
+        }
+    }
+
+    async fn run(&mut self, phase: Phase, eos: bool) -> Verdict {
+        let n = self.chain.filters.len();
+        let order: Box<dyn Iterator<Item = usize>> = if phase.response() {
+            Box::new((0..n).rev())
+        } else {
+            Box::new(0..n)
+        };
+        for i in order {
+            let ctx = match self.context(i) {
+                Ok(Some(c)) => c,
+                Ok(None) => continue,
+                Err(e) => match self.fail(i, &e) {
+                    Some(v) => return v,
+                    None => continue,
+                },
+            };
+            let slot = self.chain.filters[i].0.clone();
+            let result = {
+                let mut g = slot.vm.borrow_mut();
+                let Some(vm) = g.as_mut() else { continue };
+                let st = &mut self.state;
+                let r = match phase {
+                    Phase::RequestHeaders => vm.on_request_headers(ctx, st, eos),
+                    Phase::ResponseHeaders => vm.on_response_headers(ctx, st, eos),
+                    Phase::RequestBody => vm.on_body(ctx, st, false, eos),
+                    Phase::ResponseBody => vm.on_body(ctx, st, true, eos),
+                    Phase::RequestTrailers => vm.on_trailers(ctx, st, false),
+                    Phase::ResponseTrailers => vm.on_trailers(ctx, st, true),
+                };
+                r.map(|a| (a, vm.take_pending_calls()))
+            };
+            let (mut action, calls) = match result {
+                Ok(r) => r,
+                Err(e) => match self.fail(i, &e) {
+                    Some(v) => return v,
+                    None => continue,
+                },
+            };
+            if let Some(lr) = self.state.local_response.take() {
+                return Verdict::Respond(lr);
+            }
+            if action == Action::Pause || !calls.is_empty() {
+                match self.drive_calls(i, calls, phase, action).await {
+                    Ok(a) => action = a,
+                    Err(v) => return v,
+                }
+            }
+            if action == Action::Pause {
+                return match phase {
+                    // Body pauses buffer until the end of the stream.
+                    Phase::RequestBody | Phase::ResponseBody if !eos => Verdict::Buffer,
+                    _ => {
+                        tracing::warn!(plugin = %slot.spec.name,
+                            "plugin paused the stream with nothing pending; continuing it");
+                        Verdict::Continue
+                    }
+                };
+            }
+        }
+        Verdict::Continue
+    }
+
+    // Runs the http_calls a callback issued (concurrently), delivers each answer, and reports
+    // whether the plugin resumed the stream. Err carries a verdict that ends the stream.
+    async fn drive_calls(
+        &mut self,
+        i: usize,
+        mut calls: Vec<PendingCall>,
+        phase: Phase,
+        mut action: Action,
+    ) -> Result<Action, Verdict> {
+        let slot = self.chain.filters[i].0.clone();
+        let resumed = |st: &mut StreamState| {
+            let r = if phase.response() {
+                std::mem::take(&mut st.resume_response)
+            } else {
+                std::mem::take(&mut st.resume_request)
+            };
+            r
+        };
+        let deadline = tokio::time::Instant::now() + PAUSE_LIMIT;
+        while !calls.is_empty() {
+            let up = self.upstream.clone();
+            let futs: Vec<_> = calls
+                .iter()
+                .map(|c| {
+                    let up = up.clone();
+                    async move { up.http_call(c).await }
+                })
+                .collect();
+            let answers = match tokio::time::timeout_at(deadline, futures_util::future::join_all(futs)).await {
+                Ok(a) => a,
+                Err(_) => (0..calls.len()).map(|_| None).collect(),
+            };
+            let mut next = Vec::new();
+            for (call, resp) in calls.drain(..).zip(answers) {
+                let r = {
+                    let mut g = slot.vm.borrow_mut();
+                    let Some(vm) = g.as_mut() else { break };
+                    let r = vm.on_http_call_response(call.context_id, call.token, &mut self.state, resp);
+                    r.map(|()| vm.take_pending_calls())
+                };
+                match r {
+                    Ok(more) => next.extend(more),
+                    Err(e) => {
+                        return match self.fail(i, &e) {
+                            Some(v) => Err(v),
+                            None => Ok(Action::Continue),
+                        }
+                    }
+                }
+                if let Some(lr) = self.state.local_response.take() {
+                    return Err(Verdict::Respond(lr));
+                }
+                if resumed(&mut self.state) {
+                    action = Action::Continue;
+                }
+            }
+            calls = next;
+        }
+        Ok(action)
+    }
+
+    /// Records how the stream ended, for `response.*` properties in on_log.
+    pub fn set_outcome(&mut self, code: u16, flags: &str) {
+        self.state.response_code = Some(code);
+        if !flags.is_empty() {
+            self.state.response_flags = flags.to_string();
+        }
+    }
+}
+
+impl Drop for HttpStream {
+    fn drop(&mut self) {
+        for (i, ctx) in self.ctxs.iter().enumerate() {
+            let Ctx::Live { id, generation } = *ctx else { continue };
+            let slot = &self.chain.filters[i].0;
+            if slot.generation.get() != generation {
+                continue;
+            }
+            let Ok(mut g) = slot.vm.try_borrow_mut() else { continue };
+            if let Some(vm) = g.as_mut() {
+                if let Err(e) = vm.finish_stream(id, &mut self.state) {
+                    tracing::warn!(plugin = %slot.spec.name, "plugin failed at end of stream: {e}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The HTTP request path: downstream request → filter chain → route decision → cluster →
+//! upstream → response back through the chain. Responses and flags follow Envoy.
+
+use crate::body::{BoxError, ChannelBody, UpBody};
+use crate::chain::{HttpStream, Verdict};
+use crate::upstream::full;
+use crate::wasm::state::{HeaderList, LocalResponse, StreamInfo};
+use crate::wasm::StreamState;
+use crate::worker::WorkerCtx;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Mutex;
+
+/// What the listener knows about a connection.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub listener: Arc<str>,
+    pub protocol: &'static str,
+}
+
+/// A lower-cased proxy-wasm header list from an http header map.
+pub fn header_list(h: &HeaderMap) -> HeaderList {
+    h.iter()
+        .map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
+        .collect()
+}
+
+fn header_map(list: &HeaderList, into: &mut HeaderMap) {
+    for (k, v) in list {
+        if k.starts_with(':') {
+            continue;
+        }
+        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_bytes(v)) {
+            (Ok(n), Ok(v)) => {
+                into.append(n, v);
+            }
+            _ => tracing::debug!("dropping invalid header {k:?} set by a plugin"),
+        }
+    }
+}
+
+fn get<'a>(list: &'a HeaderList, name: &str) -> Option<&'a Bytes> {
+    list.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// An Envoy-style local reply, with its response flag.
+fn reply(status: u16, body: &'static str, flag: &'static str) -> (Response<UpBody>, &'static str) {
+    let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    if !body.is_empty() {
+        r.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    (r, flag)
+}
+
+fn local_reply(lr: LocalResponse) -> Response<UpBody> {
+    let mut r = Response::new(full(lr.body.clone()));
+    *r.status_mut() = StatusCode::from_u16(lr.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if !lr.body.is_empty() {
+        r.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    header_map(&lr.headers, r.headers_mut());
+    r
+}
+
+/// Serves one request. Never fails: every error becomes an Envoy-style reply.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Rc<ConnInfo>,
+    w: Rc<WorkerCtx>,
+) -> Result<Response<UpBody>, Infallible> {
+    let ws = w.snapshot();
+    let chain = ws.chain(&conn.listener);
+    let (parts, body) = req.into_parts();
+
+    let mut headers: HeaderList = Vec::with_capacity(parts.headers.len() + 6);
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| Bytes::copy_from_slice(a.as_str().as_bytes()))
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .map(|h| Bytes::copy_from_slice(h.as_bytes()))
+        })
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    headers.push((":authority".into(), authority));
+    headers.push((":path".into(), Bytes::from(path)));
+    headers.push((":method".into(), Bytes::copy_from_slice(parts.method.as_str().as_bytes())));
+    headers.push((":scheme".into(), Bytes::from_static(b"http")));
+    for (k, v) in &parts.headers {
+        if k == http::header::HOST {
+            continue;
+        }
+        headers.push((k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())));
+    }
+    let client_ip = conn.peer.ip().to_string();
+    match headers.iter_mut().find(|(k, _)| k == "x-forwarded-for") {
+        Some((_, v)) => {
+            *v = Bytes::from(format!("{}, {client_ip}", String::from_utf8_lossy(v)));
+        }
+        None => headers.push(("x-forwarded-for".into(), Bytes::from(client_ip))),
+    }
+    if get(&headers, "x-forwarded-proto").is_none() {
+        headers.push(("x-forwarded-proto".into(), Bytes::from_static(b"http")));
+    }
+    let request_id = match get(&headers, "x-request-id") {
+        Some(id) => String::from_utf8_lossy(id).into_owned(),
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            headers.push(("x-request-id".into(), Bytes::from(id.clone())));
+            id
+        }
+    };
+    let state = StreamState {
+        req_headers: headers,
+        info: Some(Arc::new(StreamInfo {
+            request_id,
+            source: conn.peer,
+            destination: conn.local,
+            protocol: conn.protocol,
+            start: SystemTime::now(),
+            listener: conn.listener.to_string(),
+        })),
+        ..StreamState::default()
+    };
+    let eos = body.is_end_stream();
+    let stream = Rc::new(Mutex::new(HttpStream::new(chain.clone(), state, w.upstream.clone())));
+    let mut s = stream.lock().await;
+
+    if let Verdict::Respond(lr) = s.request_headers(eos).await {
+        s.set_outcome(lr.status, "-");
+        return Ok(local_reply(lr));
+    }
+    let prop = |s: &HttpStream, key: &str| {
+        s.state
+            .props
+            .get(key)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let Some(cluster_name) = prop(&s, "lateen.route.cluster") else {
+        let (r, flag) = reply(404, "", "NR");
+        s.set_outcome(404, flag);
+        return Ok(r);
+    };
+    let timeout_ms: u64 = prop(&s, "lateen.route.timeout_ms")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let Some(cluster) = ws.snap.cluster(&cluster_name).cloned() else {
+        tracing::warn!("route decision names unknown cluster {cluster_name}");
+        let (r, flag) = reply(503, "route decision names an unknown cluster", "NC");
+        s.set_outcome(503, flag);
+        return Ok(r);
+    };
+    let Some(ep) = cluster.pick(w.random()) else {
+        let (r, flag) = reply(503, "no healthy upstream", "UH");
+        s.set_outcome(503, flag);
+        return Ok(r);
+    };
+
+    // Upstream request from the (possibly rewritten) headers.
+    let st = &s.state;
+    let method = get(&st.req_headers, ":method").cloned().unwrap_or_default();
+    let path = get(&st.req_headers, ":path").cloned().unwrap_or_else(|| Bytes::from_static(b"/"));
+    let authority = get(&st.req_headers, ":authority").cloned().unwrap_or_default();
+    let mut up = Request::builder()
+        .method(http::Method::from_bytes(&method).unwrap_or(http::Method::GET))
+        .uri(format!("http://{}{}", ep.authority, String::from_utf8_lossy(&path)));
+    if let Some(h) = up.headers_mut() {
+        header_map(&st.req_headers, h);
+        if let Ok(v) = HeaderValue::from_bytes(&authority) {
+            h.insert(http::header::HOST, v);
+        }
+    }
+    let up_body: UpBody = if eos {
+        full(Bytes::new())
+    } else if chain.is_empty() {
+        body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+    } else {
+        let (tx, rx) = ChannelBody::new(4);
+        tokio::task::spawn_local(pump_request(stream.clone(), body, tx));
+        rx.boxed_unsync()
+    };
+    let up = match up.body(up_body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cannot build upstream request: {e}");
+            let (r, flag) = reply(503, "invalid upstream request", "DPE");
+            s.set_outcome(503, flag);
+            return Ok(r);
+        }
+    };
+    drop(s);
+
+    ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sent = Instant::now();
+    let call = w.upstream.client(cluster.protocol).request(up);
+    let result = if timeout_ms > 0 {
+        tokio::time::timeout(Duration::from_millis(timeout_ms), call).await
+    } else {
+        Ok(call.await)
+    };
+    ep.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let mut s = stream.lock().await;
+    if let Some(lr) = s.early_reply.take() {
+        s.set_outcome(lr.status, "-");
+        return Ok(local_reply(lr));
+    }
+    let resp = match result {
+        Err(_) => {
+            let (r, flag) = reply(504, "upstream request timeout", "UT");
+            s.set_outcome(504, flag);
+            return Ok(r);
+        }
+        Ok(Err(e)) => {
+            let (r, flag) = if e.is_connect() {
+                reply(
+                    503,
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                    "UF",
+                )
+            } else {
+                reply(
+                    503,
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                    "UC",
+                )
+            };
+            tracing::debug!(cluster = %cluster_name, "upstream error: {e}");
+            s.set_outcome(503, flag);
+            return Ok(r);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let service_time = sent.elapsed().as_millis();
+    let (rparts, rbody) = resp.into_parts();
+    let mut resp_headers = Vec::with_capacity(rparts.headers.len() + 2);
+    resp_headers.push((
+        ":status".to_string(),
+        Bytes::from(rparts.status.as_u16().to_string()),
+    ));
+    resp_headers.extend(header_list(&rparts.headers));
+    resp_headers.push((
+        "x-envoy-upstream-service-time".into(),
+        Bytes::from(service_time.to_string()),
+    ));
+    s.state.resp_headers = resp_headers;
+    let reos = rbody.is_end_stream();
+    if let Verdict::Respond(lr) = s.response_headers(reos).await {
+        s.set_outcome(lr.status, "-");
+        return Ok(local_reply(lr));
+    }
+    let status = get(&s.state.resp_headers, ":status")
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(rparts.status);
+    s.set_outcome(status.as_u16(), "-");
+    let down_body: UpBody = if reos {
+        full(Bytes::new())
+    } else if chain.is_empty() {
+        rbody.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+    } else {
+        let (tx, rx) = ChannelBody::new(4);
+        tokio::task::spawn_local(pump_response(stream.clone(), rbody, tx));
+        rx.boxed_unsync()
+    };
+    let mut out = Response::new(down_body);
+    *out.status_mut() = status;
+    header_map(&s.state.resp_headers, out.headers_mut());
+    Ok(out)
+}
+
+type Tx = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
+
+// Feeds the request body through the chain into the upstream request.
+async fn pump_request(stream: Rc<Mutex<HttpStream>>, mut body: Incoming, tx: Tx) {
+    pump(&stream, &mut body, &tx, false).await;
+}
+
+// Feeds the upstream response body through the chain to the client.
+async fn pump_response(stream: Rc<Mutex<HttpStream>>, mut body: Incoming, tx: Tx) {
+    pump(&stream, &mut body, &tx, true).await;
+}
+
+async fn pump(stream: &Rc<Mutex<HttpStream>>, body: &mut Incoming, tx: &Tx, response: bool) {
+    loop {
+        let frame = body.frame().await;
+        let mut s = stream.lock().await;
+        let (data, trailers, eos) = match frame {
+            None => (Bytes::new(), None, true),
+            Some(Err(e)) => {
+                let _ = tx.send(Err(Box::new(e))).await;
+                return;
+            }
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => {
+                    let eos = body.is_end_stream();
+                    (d, None, eos)
+                }
+                Err(f) => (Bytes::new(), f.into_trailers().ok(), false),
+            },
+        };
+        let buf = if response {
+            &mut s.state.resp_body
+        } else {
+            &mut s.state.req_body
+        };
+        buf.extend_from_slice(&data);
+        let verdict = if response {
+            s.response_body(eos).await
+        } else {
+            s.request_body(eos || trailers.is_some()).await
+        };
+        match verdict {
+            Verdict::Buffer if trailers.is_none() => {}
+            Verdict::Respond(lr) => {
+                // Too late to change the response; before it, the handler answers with it.
+                if !response {
+                    s.early_reply = Some(lr);
+                }
+                let _ = tx.send(Err("stream stopped by a plugin".into())).await;
+                return;
+            }
+            _ => {
+                let out = std::mem::take(if response {
+                    &mut s.state.resp_body
+                } else {
+                    &mut s.state.req_body
+                });
+                if !out.is_empty() && tx.send(Ok(Frame::data(Bytes::from(out)))).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if let Some(t) = trailers {
+            let list = header_list(&t);
+            let mut map = HeaderMap::new();
+            if response {
+                s.state.resp_trailers = list;
+                let _ = s.response_trailers().await;
+                header_map(&s.state.resp_trailers, &mut map);
+            } else {
+                s.state.req_trailers = list;
+                let _ = s.request_trailers().await;
+                header_map(&s.state.req_trailers, &mut map);
+            }
+            let _ = tx.send(Ok(Frame::trailers(map))).await;
+            return;
+        }
+        if eos {
+            return;
+        }
+    }
+}

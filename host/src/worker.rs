@@ -1,0 +1,230 @@
+//! Workers: one thread per core, each with its own single-threaded runtime, its own accept
+//! sockets (SO_REUSEPORT) and its own plugin instances, as in Envoy.
+
+use crate::chain::{Chain, VmSlot};
+use crate::proxy::{self, ConnInfo};
+use crate::snapshot::{PluginSpec, Snapshot};
+use crate::upstream::Upstream;
+use crate::wasm::Runtime;
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A snapshot as one worker runs it: its chains and plugin instances.
+pub struct WorkerSnapshot {
+    pub snap: Arc<Snapshot>,
+    chains: HashMap<String, Rc<Chain>>,
+    empty: Rc<Chain>,
+}
+
+impl WorkerSnapshot {
+    pub fn chain(&self, listener: &str) -> Rc<Chain> {
+        self.chains.get(listener).cloned().unwrap_or_else(|| self.empty.clone())
+    }
+}
+
+/// Per-worker state shared by its connections.
+pub struct WorkerCtx {
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    current: RefCell<Option<Rc<WorkerSnapshot>>>,
+    rt: Arc<Runtime>,
+    pub upstream: Rc<Upstream>,
+    rng: Cell<u64>,
+}
+
+impl WorkerCtx {
+    /// The worker's view of the current snapshot; built (cheaply: instances are created on
+    /// first use) when the snapshot changed. In-flight requests keep the one they hold.
+    pub fn snapshot(&self) -> Rc<WorkerSnapshot> {
+        let snap = self.snapshots.load();
+        if let Some(cur) = &*self.current.borrow() {
+            if Arc::ptr_eq(&cur.snap, &snap) {
+                return cur.clone();
+            }
+        }
+        let snap = arc_swap::Guard::into_inner(snap);
+        let mut slots: HashMap<*const PluginSpec, Rc<VmSlot>> = HashMap::new();
+        for p in &snap.plugins {
+            slots.insert(
+                Arc::as_ptr(p),
+                VmSlot::new(
+                    p.clone(),
+                    self.rt.clone(),
+                    snap.resolver.clone(),
+                    Rc::downgrade(&self.upstream),
+                ),
+            );
+        }
+        let chains = snap
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), Rc::new(Chain::new(&l.filters, &slots))))
+            .collect();
+        let ws = Rc::new(WorkerSnapshot {
+            snap,
+            chains,
+            empty: Rc::new(Chain::new(&[], &slots)),
+        });
+        *self.current.borrow_mut() = Some(ws.clone());
+        ws
+    }
+
+    /// A cheap per-worker random number (load balancing).
+    pub fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x
+    }
+}
+
+/// A bound listener socket for one worker.
+pub struct BoundListener {
+    pub name: Arc<str>,
+    pub socket: std::net::TcpListener,
+}
+
+/// Binds `addr` with SO_REUSEPORT so each worker accepts on its own socket.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Runs one worker until `shutdown` turns true, then drains for at most `drain`.
+pub fn run_worker(
+    id: usize,
+    listeners: Vec<BoundListener>,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    rt: Arc<Runtime>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let upstream = Rc::new(Upstream::new(snapshots.clone()));
+        let ctx = Rc::new(WorkerCtx {
+            snapshots,
+            current: RefCell::new(None),
+            rt,
+            upstream,
+            rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491)),
+        });
+        let active = Rc::new(Cell::new(0usize));
+        let idle = Rc::new(tokio::sync::Notify::new());
+        let mut accepts = Vec::new();
+        for l in listeners {
+            let listener = tokio::net::TcpListener::from_std(l.socket)?;
+            let ctx = ctx.clone();
+            let mut stop = shutdown.clone();
+            let (active, idle) = (active.clone(), idle.clone());
+            accepts.push(tokio::task::spawn_local(async move {
+                loop {
+                    let (tcp, peer) = tokio::select! {
+                        r = listener.accept() => match r {
+                            Ok(x) => x,
+                            Err(e) => {
+                                tracing::warn!("accept failed: {e}");
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            }
+                        },
+                        _ = stop.changed() => return,
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let local = tcp.local_addr().unwrap_or(peer);
+                    let conn = Rc::new(ConnInfo {
+                        peer,
+                        local,
+                        listener: l.name.clone(),
+                        protocol: "HTTP/1.1",
+                    });
+                    let ctx = ctx.clone();
+                    let mut stop = stop.clone();
+                    let (active, idle) = (active.clone(), idle.clone());
+                    active.set(active.get() + 1);
+                    tokio::task::spawn_local(async move {
+                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let conn = if req.version() == http::Version::HTTP_2 {
+                                Rc::new(ConnInfo {
+                                    peer: conn.peer,
+                                    local: conn.local,
+                                    listener: conn.listener.clone(),
+                                    protocol: "HTTP/2",
+                                })
+                            } else {
+                                conn.clone()
+                            };
+                            proxy::handle(req, conn, ctx.clone())
+                        });
+                        let mut builder = auto::Builder::new(LocalExec);
+                        builder.http1().timer(TokioTimer::new()).keep_alive(true);
+                        builder.http2().timer(TokioTimer::new());
+                        let served = builder.serve_connection(TokioIo::new(tcp), svc);
+                        tokio::pin!(served);
+                        let r = tokio::select! {
+                            r = served.as_mut() => r,
+                            _ = stop.changed() => {
+                                served.as_mut().graceful_shutdown();
+                                served.await
+                            }
+                        };
+                        if let Err(e) = r {
+                            tracing::debug!("connection from {peer}: {e}");
+                        }
+                        active.set(active.get() - 1);
+                        if active.get() == 0 {
+                            idle.notify_waiters();
+                        }
+                    });
+                }
+            }));
+        }
+        let _ = shutdown.wait_for(|v| *v).await;
+        for a in accepts {
+            let _ = a.await;
+        }
+        // Drain: in-flight connections finish their current request, then close.
+        let drained = async {
+            loop {
+                // Created before the check, so a notify in between is not lost.
+                let notified = idle.notified();
+                if active.get() == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(drain, drained).await.is_err() {
+            tracing::warn!(worker = id, "drain time over with {} connections open", active.get());
+        }
+        Ok::<(), std::io::Error>(())
+    })
+}
