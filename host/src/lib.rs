@@ -14,3 +14,4 @@ pub mod chain;
 pub mod proxy;
 pub mod upstream;
 pub mod worker;
+pub mod backend;

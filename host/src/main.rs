@@ -1,1 +1,351 @@
-fn main() {}
+//! The `lateen` command: run the proxy, validate a config, run the demo.
+
+use anyhow::{bail, Context, Result};
+use arc_swap::ArcSwap;
+use clap::{Args, Parser, Subcommand};
+use lateen::admin::{self, AdminState};
+use lateen::config::compile::{self, BuildOptions};
+use lateen::snapshot::Snapshot;
+use lateen::wasm::{Runtime, RuntimeOptions};
+use lateen::worker::{self, BoundListener};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "lateen", version, about = "WebAssembly-first service-mesh proxy")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy on a config directory (or file) of Istio YAML.
+    Run(RunArgs),
+    /// Check a config offline (YAML, references, plugins and their on_configure).
+    Validate {
+        /// Config directory or file.
+        config: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run the demo: sample backends v1/v2/v3 and the proxy on the embedded sample config.
+    Demo {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run one sample backend (answers with its name).
+    SampleBackend {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Directory with the built-in filters (lateen_router.wasm). Default: $LATEEN_FILTERS_DIR,
+    /// then `filters/` beside the binary, then the cargo target layout.
+    #[arg(long)]
+    filters_dir: Option<PathBuf>,
+    /// Compiled-module cache directory ("none" disables it).
+    #[arg(long)]
+    cache_dir: Option<String>,
+    /// Log filter (tracing syntax), e.g. `info`, `lateen=debug`.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Config directory or file.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Worker threads (0 = one per core), as Envoy's --concurrency.
+    #[arg(long, default_value_t = 0)]
+    concurrency: usize,
+    /// Admin API address.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin_address: SocketAddr,
+    /// Bind every listener to this address instead of the Gateway's.
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    drain_time: Duration,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    compile::parse_duration_ms(s)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{s}` is not a duration (e.g. 5s, 500ms)"))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run_cli(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_logs(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Run(args) => {
+            init_logs(&args.common.log_level);
+            run(args, None)
+        }
+        Cmd::Validate { config, common } => {
+            init_logs(&common.log_level);
+            validate(&config, &common)
+        }
+        Cmd::Demo { common } => {
+            init_logs(&common.log_level);
+            demo(common)
+        }
+        Cmd::SampleBackend { name, listen } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(lateen::backend::serve(name, listen))?;
+            Ok(())
+        }
+    }
+}
+
+fn filters_dir(common: &Common) -> PathBuf {
+    if let Some(d) = &common.filters_dir {
+        return d.clone();
+    }
+    if let Some(d) = std::env::var_os("LATEEN_FILTERS_DIR") {
+        return d.into();
+    }
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let candidates = [
+        exe_dir.join("filters"),
+        exe_dir.join("../wasm32-wasip1/wasm"),
+        exe_dir.join("../../wasm32-wasip1/wasm"),
+    ];
+    candidates
+        .iter()
+        .find(|d| d.join("lateen_router.wasm").exists())
+        .cloned()
+        .unwrap_or_else(|| candidates[0].clone())
+}
+
+fn runtime(common: &Common) -> Result<Runtime> {
+    let cache_dir = match common.cache_dir.as_deref() {
+        Some("none") => None,
+        Some(d) => Some(PathBuf::from(d)),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("lateen/modules")),
+    };
+    Runtime::new(RuntimeOptions {
+        cache_dir,
+        ..RuntimeOptions::default()
+    })
+    .context("starting the wasm runtime")
+}
+
+fn load_snapshot(
+    config: &Path,
+    rt: &Runtime,
+    opts: &BuildOptions,
+    version: u64,
+) -> Result<Snapshot> {
+    let res = compile::load(config).map_err(report)?;
+    let snap = compile::build(&res, rt, opts, version).map_err(report)?;
+    for w in &snap.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(snap)
+}
+
+fn report(errors: Vec<lateen::config::ConfigError>) -> anyhow::Error {
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    anyhow::anyhow!("configuration has {} error(s)", errors.len())
+}
+
+fn validate(config: &Path, common: &Common) -> Result<()> {
+    let rt = runtime(common)?;
+    let opts = BuildOptions {
+        builtin_filters: filters_dir(common),
+        bind_override: None,
+    };
+    let snap = load_snapshot(config, &rt, &opts, 1)?;
+    for w in &snap.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{}: ok ({} listener(s), {} cluster(s), {} plugin(s))",
+        config.display(),
+        snap.listeners.len(),
+        snap.clusters.len(),
+        snap.plugins.len()
+    );
+    Ok(())
+}
+
+fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> {
+    let rt = Arc::new(runtime(&args.common)?);
+    let opts = BuildOptions {
+        builtin_filters: filters_dir(&args.common),
+        bind_override: args.bind,
+    };
+    let snap = load_snapshot(&args.config, &rt, &opts, 1)?;
+    let workers = if args.concurrency == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        args.concurrency
+    };
+    // Bind every listener for every worker first, so a port conflict fails the start.
+    let mut per_worker: Vec<Vec<BoundListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for l in &snap.listeners {
+        for w in per_worker.iter_mut() {
+            let socket = worker::bind(l.addr)
+                .with_context(|| format!("binding listener {} on {}", l.name, l.addr))?;
+            w.push(BoundListener {
+                name: l.name.clone().into(),
+                socket,
+            });
+        }
+    }
+    let listening: Vec<String> = snap.listeners.iter().map(|l| l.addr.to_string()).collect();
+    let snapshots = Arc::new(ArcSwap::from_pointee(snap));
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_state = AdminState {
+        snapshots: snapshots.clone(),
+        shared: rt.shared.clone(),
+        ready: ready.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let admin = admin::start(args.admin_address, admin_state)
+        .with_context(|| format!("binding admin API on {}", args.admin_address))?;
+    let mut handles = Vec::new();
+    for (id, listeners) in per_worker.into_iter().enumerate() {
+        let (snapshots, rt, rx) = (snapshots.clone(), rt.clone(), shutdown.subscribe());
+        let drain = args.drain_time;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("lateen-worker-{id}"))
+                .spawn(move || worker::run_worker(id, listeners, snapshots, rt, rx, drain))?,
+        );
+    }
+    ready.store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!(
+        "lateen ready: {workers} worker(s), listeners [{}], admin http://{}",
+        listening.join(", "),
+        args.admin_address
+    );
+    if let Some(f) = on_ready {
+        f();
+    }
+    wait_for_signal(shutdown.clone())?;
+    tracing::info!("shutting down: draining for at most {:?}", args.drain_time);
+    let _ = shutdown.send(true);
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("worker ended with error: {e}"),
+            Err(_) => bail!("a worker thread panicked"),
+        }
+    }
+    let _ = admin.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+// Blocks until SIGTERM/SIGINT, or until shutdown was requested through the admin API.
+fn wait_for_signal(shutdown: tokio::sync::watch::Sender<bool>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut rx = shutdown.subscribe();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = rx.wait_for(|v| *v) => {}
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+const DEMO_CONFIG: &str = include_str!("../../samples/demo/demo.yaml");
+
+fn demo(common: Common) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("lateen-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("demo.yaml"), DEMO_CONFIG)?;
+    let backends = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    for (i, name) in ["v1", "v2", "v3"].iter().enumerate() {
+        let addr: SocketAddr = ([127, 0, 0, 1], 9081 + i as u16).into();
+        backends.spawn(async move {
+            if let Err(e) = lateen::backend::serve(name.to_string(), addr).await {
+                tracing::error!("sample backend {name} on {addr}: {e}");
+            }
+        });
+    }
+    let args = RunArgs {
+        config: dir.clone(),
+        concurrency: 0,
+        admin_address: "127.0.0.1:15000".parse()?,
+        bind: None,
+        drain_time: Duration::from_secs(2),
+        common,
+    };
+    let r = run(
+        args,
+        Some(Box::new(|| {
+            println!(
+                r#"
+Lateen demo is running: gateway on http://127.0.0.1:8080, backends v1/v2/v3 on :9081-9083.
+Try:
+  # the 90/7/3 canary split (count which backend answered):
+  for i in $(seq 100); do curl -s -o /dev/null -D - http://127.0.0.1:8080/ | grep -i x-backend; done | sort | uniq -c
+  # testers (cookie user=tester) always get v3:
+  curl -s --cookie user=tester http://127.0.0.1:8080/
+  # mobile clients get v2:
+  curl -s -A 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1' http://127.0.0.1:8080/
+  # the running config:
+  curl -s http://127.0.0.1:15000/config_dump
+Ctrl-C stops it."#
+            );
+        })),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    backends.shutdown_background();
+    r
+}
