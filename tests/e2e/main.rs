@@ -1,1 +1,7 @@
-fn main(){}
+//! End-to-end tests: the real `lateen` binary, real upstream servers on 127.0.0.1, real
+//! sockets. One binary with a module per area.
+
+mod config;
+mod lifecycle;
+mod plugins;
+mod routing;

@@ -1,0 +1,340 @@
+//! Test support for Lateen's end-to-end tests: real upstream servers on 127.0.0.1, the real
+//! `lateen` binary on a temporary config, and a plain HTTP client.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the build put the binary and the wasm modules.
+pub struct Paths {
+    pub bin: PathBuf,
+    pub wasm_dir: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+/// Finds `lateen` and the built filters from the test binary's own location
+/// (`target/debug/deps/e2e-…`).
+pub fn paths() -> Paths {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>")
+        .to_path_buf();
+    let target = profile_dir.parent().expect("target dir").to_path_buf();
+    Paths {
+        bin: profile_dir.join("lateen"),
+        wasm_dir: target.join("wasm32-wasip1/wasm"),
+        cache_dir: target.join("lateen-test-cache"),
+    }
+}
+
+/// A wasm module built from this workspace (`lateen_router`, `test_plugin_trap`, ...).
+pub fn wasm(name: &str) -> PathBuf {
+    let p = paths().wasm_dir.join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: build the filters first (tests/run.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A request as a backend saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An upstream server that names itself in `x-backend` and records what it saw.
+/// `/slow/<ms>` answers after that delay; anything else at once.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().expect("addr");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (name2, seen2) = (name.to_string(), seen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (name, seen) = (name2.clone(), seen2.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (name, seen) = (name.clone(), seen.clone());
+                        async move {
+                            let path = req.uri().path_and_query().map_or("/".into(), |p| p.to_string());
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .collect();
+                            let method = req.method().to_string();
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            seen.lock().unwrap().push(Seen { method: method.clone(), path: path.clone(), headers });
+                            if let Some(ms) = path.strip_prefix("/slow/") {
+                                let ms: u64 = ms.parse().unwrap_or(0);
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
+                            let text = if path.ends_with("/echo-body") {
+                                String::from_utf8_lossy(&body).into_owned()
+                            } else {
+                                format!("{name} {method} {path}")
+                            };
+                            let mut r = hyper::Response::new(Full::new(Bytes::from(text)));
+                            r.headers_mut().insert("x-backend", name.parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Backend { name: name.to_string(), addr, seen, task }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("backend saw a request")
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A running `lateen run` process on a temporary config directory.
+pub struct Proxy {
+    pub port: u16,
+    pub admin: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Proxy {
+    /// Starts the proxy on `yaml` (written to `config.yaml`); `{{PORT}}` in it becomes the
+    /// listener port and `{{WASM}}` the directory of built modules. Waits until ready.
+    pub async fn start(yaml: &str) -> Result<Proxy> {
+        Self::start_with(yaml, &[]).await
+    }
+
+    pub async fn start_with(yaml: &str, extra: &[&str]) -> Result<Proxy> {
+        let p = paths();
+        let port = free_port();
+        let admin = free_port();
+        let dir = tempfile::tempdir()?;
+        let yaml = yaml
+            .replace("{{PORT}}", &port.to_string())
+            .replace("{{WASM}}", &p.wasm_dir.display().to_string());
+        std::fs::write(dir.path().join("config.yaml"), yaml)?;
+        let log = std::fs::File::create(dir.path().join("lateen.log"))?;
+        let child = Command::new(&p.bin)
+            .arg("run")
+            .arg("--config")
+            .arg(dir.path().join("config.yaml"))
+            .args(["--concurrency", "1", "--admin-address"])
+            .arg(format!("127.0.0.1:{admin}"))
+            .arg("--filters-dir")
+            .arg(&p.wasm_dir)
+            .arg("--cache-dir")
+            .arg(&p.cache_dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", p.bin.display()))?;
+        let mut proxy = Proxy { port, admin, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = proxy.child.try_wait()? {
+                bail!("lateen exited with {status} before ready:\n{}", proxy.log());
+            }
+            if let Ok(r) = get(&format!("http://127.0.0.1:{admin}/ready")).await {
+                if r.status == 200 {
+                    return Ok(proxy);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("lateen not ready after 60s:\n{}", proxy.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("lateen.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// GET `url`.
+pub async fn get(url: &str) -> Result<Resp> {
+    send("GET", url, &[], "").await
+}
+
+/// Sends a request over HTTP/1.1.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Result<Resp> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let mut b = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(Bytes::from(body.to_string())))?;
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .context("request timed out")??;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Sends a GET over HTTP/2 with prior knowledge (h2c).
+pub async fn get_h2(url: &str) -> Result<Resp> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = hyper::Request::builder().uri(url).body(Full::new(Bytes::new()))?;
+    let resp = client.request(req).await?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// The usual preamble: a Gateway on `{{PORT}}` and a ServiceEntry `svc.test` whose STATIC
+/// endpoints are the given backends, labelled `version: <backend name>`, with a
+/// DestinationRule subset per backend.
+pub fn mesh(backends: &[&Backend]) -> String {
+    let mut eps = String::new();
+    let mut subsets = String::new();
+    for b in backends {
+        eps.push_str(&format!(
+            "  - address: 127.0.0.1\n    ports: {{http: {}}}\n    labels: {{version: {}}}\n",
+            b.port(),
+            b.name
+        ));
+        subsets.push_str(&format!("  - name: {0}\n    labels: {{version: {0}}}\n", b.name));
+    }
+    // A subset no endpoint carries: `no healthy upstream`.
+    subsets.push_str("  - name: empty\n    labels: {version: none}\n");
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {{{{PORT}}}}, name: http, protocol: HTTP}}
+    hosts: ["*"]
+    bind: 127.0.0.1
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: svc, namespace: test}}
+spec:
+  hosts: [svc.test]
+  ports:
+  - {{number: 80, name: http, protocol: HTTP}}
+  resolution: STATIC
+  endpoints:
+{eps}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: svc, namespace: test}}
+spec:
+  host: svc.test
+  subsets:
+{subsets}"#
+    )
+}

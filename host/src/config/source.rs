@@ -134,7 +134,15 @@ fn saphyr_error(
     // serde-saphyr appends a source snippet after the first line; the location already
     // says where, so keep just the message.
     let full = e.to_string();
-    let message = full.lines().next().unwrap_or("invalid YAML").trim().to_string();
+    let mut message = full.lines().next().unwrap_or("invalid YAML").trim();
+    // Its own "line N column M:" counts within the document; ours (above) within the file.
+    message = message.strip_prefix("error:").unwrap_or(message).trim_start();
+    if let Some(rest) = message.strip_prefix("line ") {
+        if let Some((_, after)) = rest.split_once(": ") {
+            message = after;
+        }
+    }
+    let message = message.to_string();
     let field = info
         .lines
         .iter()

@@ -1,1 +1,138 @@
+//! A test plugin written only against the public `proxy-wasm` crate, as a plugin built for
+//! Envoy would be. It exercises headers, bodies, local responses, http_call, properties and
+//! metrics. Behaviour by request path:
+//! - every request: adds `x-plugin-added: <config.value>`, removes `x-remove-me`, copies the
+//!   `plugin_root_id` property into `x-plugin-root-id`, counts `header_echo_requests_total`;
+//! - `/local`: answers 418 `local reply` itself;
+//! - `/callout`: calls `config.callout` and adds `x-callout-status` / `x-callout-body`;
+//! - `/replace`: replaces the response body with `replaced body`.
+//! A config with `"reject": true` makes on_configure return false.
 
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use std::time::Duration;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { value: "yes".into(), callout: String::new(), counter: 0 })
+    });
+}}
+
+struct Root {
+    value: String,
+    callout: String,
+    counter: u32,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let cfg: serde_json::Value = match self.get_plugin_configuration() {
+            Some(b) if !b.is_empty() => match serde_json::from_slice(&b) {
+                Ok(v) => v,
+                Err(_) => return false,
+            },
+            _ => serde_json::json!({}),
+        };
+        if cfg["reject"].as_bool() == Some(true) {
+            return false;
+        }
+        if let Some(v) = cfg["value"].as_str() {
+            self.value = v.to_string();
+        }
+        if let Some(c) = cfg["callout"].as_str() {
+            self.callout = c.to_string();
+        }
+        self.counter = hostcalls::define_metric(MetricType::Counter, "header_echo_requests_total")
+            .unwrap_or(0);
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream {
+            value: self.value.clone(),
+            callout: self.callout.clone(),
+            counter: self.counter,
+            path: String::new(),
+        }))
+    }
+}
+
+struct Stream {
+    value: String,
+    callout: String,
+    counter: u32,
+    path: String,
+}
+
+impl Context for Stream {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _: usize) {
+        let status = self
+            .get_http_call_response_header(":status")
+            .unwrap_or_else(|| "none".into());
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        self.add_http_request_header("x-callout-status", &status);
+        self.add_http_request_header("x-callout-body", &body);
+        self.resume_http_request();
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        if self.counter != 0 {
+            let _ = hostcalls::increment_metric(self.counter, 1);
+        }
+        self.path = self.get_http_request_header(":path").unwrap_or_default();
+        self.add_http_request_header("x-plugin-added", &self.value.clone());
+        self.set_http_request_header("x-remove-me", None);
+        if let Some(root) = self.get_property(vec!["plugin_root_id"]) {
+            self.set_http_request_header("x-plugin-root-id", Some(&String::from_utf8_lossy(&root)));
+        }
+        match self.path.as_str() {
+            "/local" => {
+                self.send_http_response(418, vec![("x-local", "yes")], Some(b"local reply"));
+                Action::Pause
+            }
+            "/callout" => {
+                let headers = vec![(":method", "GET"), (":path", "/from-plugin"), (":authority", "callout")];
+                match self.dispatch_http_call(&self.callout.clone(), headers, None, vec![], Duration::from_secs(5)) {
+                    Ok(_) => Action::Pause,
+                    Err(_) => {
+                        self.send_http_response(500, vec![], Some(b"dispatch failed"));
+                        Action::Pause
+                    }
+                }
+            }
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        self.set_http_response_header("x-response-plugin", Some("seen"));
+        if self.path == "/replace" {
+            self.set_http_response_header("content-length", None);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        if self.path != "/replace" {
+            return Action::Continue;
+        }
+        if !eos {
+            return Action::Pause;
+        }
+        self.set_http_response_body(0, size, b"replaced body");
+        Action::Continue
+    }
+}

@@ -1,0 +1,137 @@
+//! Plugins built with the public proxy-wasm crate, loaded unchanged through WasmPlugin.
+
+use lateen_e2e::*;
+use std::time::{Duration, Instant};
+
+fn header_echo_config(a: &Backend, b: &Backend, c: &Backend) -> String {
+    mesh(&[a, b, c])
+        + r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: header-echo, namespace: istio-system}
+spec:
+  selector:
+    matchLabels: {istio: ingressgateway}
+  url: file://{{WASM}}/test_plugin_header_echo.wasm
+  pluginName: echo-root
+  pluginConfig:
+    value: hello
+    callout: outbound|80|b|svc.test
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /routed}, headers: {x-plugin-added: {exact: hello}}}]
+    route: [{destination: {host: svc.test, subset: c}}]
+  - route: [{destination: {host: svc.test, subset: a}}]
+"#
+}
+
+#[tokio::test]
+async fn proxy_wasm_plugin_headers_bodies_local_reply_and_http_call() {
+    let (a, b, c) = (Backend::start("a").await, Backend::start("b").await, Backend::start("c").await);
+    let proxy = Proxy::start(&header_echo_config(&a, &b, &c)).await.expect("proxy starts");
+
+    // Request headers added and removed; response header added.
+    let r = send("GET", &proxy.url("/plain"), &[("x-remove-me", "1")], "").await.unwrap();
+    assert_eq!(r.status, 200, "{}", proxy.log());
+    assert_eq!(r.header("x-response-plugin"), Some("seen"));
+    let seen = a.last();
+    assert_eq!(seen.header("x-plugin-added"), Some("hello"));
+    assert_eq!(seen.header("x-remove-me"), None);
+    assert_eq!(seen.header("x-plugin-root-id"), Some("echo-root"));
+
+    // The router sees headers a plugin set.
+    let r = get(&proxy.url("/routed")).await.unwrap();
+    assert_eq!(r.header("x-backend"), Some("c"));
+
+    // Local response: the upstream never sees it.
+    let before = a.seen.lock().unwrap().len();
+    let r = get(&proxy.url("/local")).await.unwrap();
+    assert_eq!((r.status, r.body.as_str(), r.header("x-local")), (418, "local reply", Some("yes")));
+    assert_eq!(a.seen.lock().unwrap().len(), before);
+
+    // http_call to a named cluster, answer folded into the request.
+    let r = get(&proxy.url("/callout")).await.unwrap();
+    assert_eq!(r.status, 200, "{}", proxy.log());
+    let seen = a.last();
+    assert_eq!(seen.header("x-callout-status"), Some("200"));
+    assert_eq!(seen.header("x-callout-body"), Some("b GET /from-plugin"));
+    assert_eq!(b.last().path, "/from-plugin");
+
+    // Response body replaced after buffering to the end of the stream.
+    let r = get(&proxy.url("/replace")).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "replaced body"));
+
+    // Plugin metrics are exported by the host.
+    let stats = get(&format!("http://127.0.0.1:{}/stats/prometheus", proxy.admin)).await.unwrap();
+    let line = stats
+        .body
+        .lines()
+        .find(|l| l.starts_with("header_echo_requests_total "))
+        .unwrap_or_else(|| panic!("metric missing:\n{}", stats.body));
+    let n: u64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    assert_eq!(n, 5, "one increment per request");
+
+    // The config dump lists the plugin with its sha256.
+    let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin)).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
+    let names: Vec<&str> = v["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["istio-system/header-echo", "lateen/router"]);
+    assert_eq!(v["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
+}
+
+fn trap_config(a: &Backend, strategy: &str) -> String {
+    mesh(&[a])
+        + &format!(
+            r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: trap, namespace: istio-system}}
+spec:
+  url: file://{{{{WASM}}}}/test_plugin_trap.wasm
+  failStrategy: {strategy}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: test}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: svc.test}}}}]
+"#
+        )
+}
+
+#[tokio::test]
+async fn trapping_plugin_fail_close() {
+    let a = Backend::start("a").await;
+    let proxy = Proxy::start(&trap_config(&a, "FAIL_CLOSE")).await.expect("proxy starts");
+    for (header, what) in [("x-trap", "panic"), ("x-loop", "endless loop"), ("x-grow", "memory bomb")] {
+        let started = Instant::now();
+        let r = send("GET", &proxy.url("/"), &[(header, "1")], "").await.unwrap();
+        assert_eq!(r.status, 503, "{what} under FAIL_CLOSE\n{}", proxy.log());
+        assert!(started.elapsed() < Duration::from_secs(5), "{what} was stopped in time");
+        // The next request gets a fresh instance and passes.
+        let r = get(&proxy.url("/")).await.unwrap();
+        assert_eq!(r.status, 200, "after {what}\n{}", proxy.log());
+        assert_eq!(a.last().header("x-trap-plugin"), Some("passed"));
+    }
+}
+
+#[tokio::test]
+async fn trapping_plugin_fail_open() {
+    let a = Backend::start("a").await;
+    let proxy = Proxy::start(&trap_config(&a, "FAIL_OPEN")).await.expect("proxy starts");
+    let r = send("GET", &proxy.url("/"), &[("x-trap", "1")], "").await.unwrap();
+    assert_eq!(r.status, 200, "skipped under FAIL_OPEN\n{}", proxy.log());
+    assert_eq!(a.last().header("x-trap-plugin"), None);
+    let r = get(&proxy.url("/")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(a.last().header("x-trap-plugin"), Some("passed"));
+}
