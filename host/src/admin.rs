@@ -30,42 +30,51 @@ pub struct AdminState {
 pub fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<std::thread::JoinHandle<()>> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
-    std::thread::Builder::new().name("lateen-admin".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!("admin runtime: {e}");
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
-            let mut stop = state.shutdown.subscribe();
-            loop {
-                let (tcp, _) = tokio::select! {
-                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-                    _ = stop.wait_for(|v| *v) => return,
+    std::thread::Builder::new()
+        .name("lateen-admin".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("admin runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                    return;
                 };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(route(req, &state)) }
+                let mut stop = state.shutdown.subscribe();
+                loop {
+                    let (tcp, _) = tokio::select! {
+                        r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                        _ = stop.wait_for(|v| *v) => return,
+                    };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| {
+                            let state = state.clone();
+                            async move { Ok::<_, std::convert::Infallible>(route(req, &state)) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tcp), svc)
+                            .await;
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
-        });
-    })
+                }
+            });
+        })
 }
 
 fn text(status: StatusCode, ct: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ct),
+    );
     r
 }
 
@@ -76,7 +85,11 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
             if s.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "text/plain", "LIVE\n".into())
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "PRE_INITIALIZING\n".into())
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "PRE_INITIALIZING\n".into(),
+                )
             }
         }
         (&Method::GET, "/config_dump") => text(
@@ -97,7 +110,8 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: /ready /config_dump /clusters /stats/prometheus POST /quitquitquit\n".into(),
+            "admin endpoints: /ready /config_dump /clusters /stats/prometheus POST /quitquitquit\n"
+                .into(),
         ),
     }
 }
@@ -173,7 +187,13 @@ fn clusters(snap: &Snapshot) -> String {
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -184,7 +204,11 @@ pub fn prometheus(shared: &Shared) -> String {
         let name = sanitize(&m.name);
         match m.kind {
             MetricKind::Counter | MetricKind::Gauge => {
-                let t = if m.kind == MetricKind::Counter { "counter" } else { "gauge" };
+                let t = if m.kind == MetricKind::Counter {
+                    "counter"
+                } else {
+                    "gauge"
+                };
                 let _ = writeln!(out, "# TYPE {name} {t}");
                 let _ = writeln!(out, "{name} {}", m.value.load(Ordering::Relaxed));
             }

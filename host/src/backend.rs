@@ -19,7 +19,11 @@ pub async fn serve(name: String, addr: SocketAddr) -> std::io::Result<()> {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let name = name.clone();
                 async move {
-                    let body = format!("hello from {name} ({} {})\n", req.method(), req.uri().path());
+                    let body = format!(
+                        "hello from {name} ({} {})\n",
+                        req.method(),
+                        req.uri().path()
+                    );
                     let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
                     r.headers_mut().insert(
                         "x-backend",

@@ -57,19 +57,27 @@ impl VmSlot {
         if needs_new {
             if let Some(t) = self.retry_after.get() {
                 if std::time::Instant::now() < t {
-                    return Err(WasmError::Instantiate("plugin is backing off after a failure".into()));
+                    return Err(WasmError::Instantiate(
+                        "plugin is backing off after a failure".into(),
+                    ));
                 }
             }
             self.roots.borrow_mut().clear();
             *self.vm.borrow_mut() = None;
-            match Vm::new(&self.rt, &self.spec.module, self.spec.identity.clone(), self.resolver.clone()) {
+            match Vm::new(
+                &self.rt,
+                &self.spec.module,
+                self.spec.identity.clone(),
+                self.resolver.clone(),
+            ) {
                 Ok(vm) => {
                     *self.vm.borrow_mut() = Some(vm);
                     self.generation.set(self.generation.get() + 1);
                     self.retry_after.set(None);
                 }
                 Err(e) => {
-                    self.retry_after.set(Some(std::time::Instant::now() + RELOAD_BACKOFF));
+                    self.retry_after
+                        .set(Some(std::time::Instant::now() + RELOAD_BACKOFF));
                     return Err(e);
                 }
             }
@@ -78,7 +86,9 @@ impl VmSlot {
             return Ok((*id, self.generation.get()));
         }
         let mut guard = self.vm.borrow_mut();
-        let vm = guard.as_mut().ok_or_else(|| WasmError::Instantiate("no instance".into()))?;
+        let vm = guard
+            .as_mut()
+            .ok_or_else(|| WasmError::Instantiate("no instance".into()))?;
         let id = vm.create_root(config.clone())?;
         let ticks = vm.take_tick_requests();
         drop(guard);
@@ -124,7 +134,12 @@ impl VmSlot {
                             }
                             let mut st = StreamState::default();
                             if let Some(vm) = slot.vm.borrow_mut().as_mut() {
-                                let _ = vm.on_http_call_response(call.context_id, call.token, &mut st, resp);
+                                let _ = vm.on_http_call_response(
+                                    call.context_id,
+                                    call.token,
+                                    &mut st,
+                                    resp,
+                                );
                             }
                         });
                     }
@@ -170,7 +185,10 @@ pub enum Verdict {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ctx {
     NotCreated,
-    Live { id: u32, generation: u64 },
+    Live {
+        id: u32,
+        generation: u64,
+    },
     /// The plugin failed open for this stream: skip it.
     Skipped,
 }
@@ -187,7 +205,10 @@ enum Phase {
 
 impl Phase {
     fn response(self) -> bool {
-        matches!(self, Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers)
+        matches!(
+            self,
+            Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers
+        )
     }
 }
 
@@ -374,16 +395,23 @@ impl HttpStream {
                     async move { up.http_call(c).await }
                 })
                 .collect();
-            let answers = match tokio::time::timeout_at(deadline, futures_util::future::join_all(futs)).await {
-                Ok(a) => a,
-                Err(_) => (0..calls.len()).map(|_| None).collect(),
-            };
+            let answers =
+                match tokio::time::timeout_at(deadline, futures_util::future::join_all(futs)).await
+                {
+                    Ok(a) => a,
+                    Err(_) => (0..calls.len()).map(|_| None).collect(),
+                };
             let mut next = Vec::new();
             for (call, resp) in calls.drain(..).zip(answers) {
                 let r = {
                     let mut g = slot.vm.borrow_mut();
                     let Some(vm) = g.as_mut() else { break };
-                    let r = vm.on_http_call_response(call.context_id, call.token, &mut self.state, resp);
+                    let r = vm.on_http_call_response(
+                        call.context_id,
+                        call.token,
+                        &mut self.state,
+                        resp,
+                    );
                     r.map(|()| vm.take_pending_calls())
                 };
                 match r {
@@ -419,12 +447,16 @@ impl HttpStream {
 impl Drop for HttpStream {
     fn drop(&mut self) {
         for (i, ctx) in self.ctxs.iter().enumerate() {
-            let Ctx::Live { id, generation } = *ctx else { continue };
+            let Ctx::Live { id, generation } = *ctx else {
+                continue;
+            };
             let slot = &self.chain.filters[i].0;
             if slot.generation.get() != generation {
                 continue;
             }
-            let Ok(mut g) = slot.vm.try_borrow_mut() else { continue };
+            let Ok(mut g) = slot.vm.try_borrow_mut() else {
+                continue;
+            };
             if let Some(vm) = g.as_mut() {
                 if let Err(e) = vm.finish_stream(id, &mut self.state) {
                     tracing::warn!(plugin = %slot.spec.name, "plugin failed at end of stream: {e}");

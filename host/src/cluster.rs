@@ -109,9 +109,7 @@ impl Cluster {
                 let c = self.cursor.fetch_add(1, Ordering::Relaxed);
                 self.schedule[c % self.schedule.len()]
             }
-            LbPolicy::Random => {
-                self.schedule[(random % self.schedule.len() as u64) as usize]
-            }
+            LbPolicy::Random => self.schedule[(random % self.schedule.len() as u64) as usize],
             LbPolicy::LeastRequest => {
                 // Power of two choices, as Envoy does by default.
                 let a = (random % n as u64) as usize;

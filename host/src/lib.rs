@@ -4,14 +4,14 @@
 //! route decision → `cluster` (endpoints, load balancing, upstream pools). `config` turns
 //! Istio YAML into an immutable [`snapshot::Snapshot`]; `wasm` is the proxy-wasm runtime.
 
-pub mod wasm;
-pub mod config;
-pub mod cluster;
-pub mod snapshot;
 pub mod admin;
+pub mod backend;
 pub mod body;
 pub mod chain;
+pub mod cluster;
+pub mod config;
 pub mod proxy;
+pub mod snapshot;
 pub mod upstream;
+pub mod wasm;
 pub mod worker;
-pub mod backend;

@@ -15,7 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "lateen", version, about = "WebAssembly-first service-mesh proxy")]
+#[command(
+    name = "lateen",
+    version,
+    about = "WebAssembly-first service-mesh proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

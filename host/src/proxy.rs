@@ -39,7 +39,10 @@ fn header_map(list: &HeaderList, into: &mut HeaderMap) {
         if k.starts_with(':') {
             continue;
         }
-        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_bytes(v)) {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_bytes(v),
+        ) {
             (Ok(n), Ok(v)) => {
                 into.append(n, v);
             }
@@ -57,8 +60,10 @@ fn reply(status: u16, body: &'static str, flag: &'static str) -> (Response<UpBod
     let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     if !body.is_empty() {
-        r.headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
     }
     (r, flag)
 }
@@ -67,8 +72,10 @@ fn local_reply(lr: LocalResponse) -> Response<UpBody> {
     let mut r = Response::new(full(lr.body.clone()));
     *r.status_mut() = StatusCode::from_u16(lr.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if !lr.body.is_empty() {
-        r.headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
     }
     header_map(&lr.headers, r.headers_mut());
     r
@@ -103,7 +110,10 @@ pub async fn handle(
         .to_string();
     headers.push((":authority".into(), authority));
     headers.push((":path".into(), Bytes::from(path)));
-    headers.push((":method".into(), Bytes::copy_from_slice(parts.method.as_str().as_bytes())));
+    headers.push((
+        ":method".into(),
+        Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+    ));
     headers.push((":scheme".into(), Bytes::from_static(b"http")));
     for (k, v) in &parts.headers {
         if k == http::header::HOST {
@@ -142,7 +152,11 @@ pub async fn handle(
         ..StreamState::default()
     };
     let eos = body.is_end_stream();
-    let stream = Rc::new(Mutex::new(HttpStream::new(chain.clone(), state, w.upstream.clone())));
+    let stream = Rc::new(Mutex::new(HttpStream::new(
+        chain.clone(),
+        state,
+        w.upstream.clone(),
+    )));
     let mut s = stream.lock().await;
 
     if let Verdict::Respond(lr) = s.request_headers(eos).await {
@@ -178,11 +192,19 @@ pub async fn handle(
     // Upstream request from the (possibly rewritten) headers.
     let st = &s.state;
     let method = get(&st.req_headers, ":method").cloned().unwrap_or_default();
-    let path = get(&st.req_headers, ":path").cloned().unwrap_or_else(|| Bytes::from_static(b"/"));
-    let authority = get(&st.req_headers, ":authority").cloned().unwrap_or_default();
+    let path = get(&st.req_headers, ":path")
+        .cloned()
+        .unwrap_or_else(|| Bytes::from_static(b"/"));
+    let authority = get(&st.req_headers, ":authority")
+        .cloned()
+        .unwrap_or_default();
     let mut up = Request::builder()
         .method(http::Method::from_bytes(&method).unwrap_or(http::Method::GET))
-        .uri(format!("http://{}{}", ep.authority, String::from_utf8_lossy(&path)));
+        .uri(format!(
+            "http://{}{}",
+            ep.authority,
+            String::from_utf8_lossy(&path)
+        ));
     if let Some(h) = up.headers_mut() {
         header_map(&st.req_headers, h);
         if let Ok(v) = HeaderValue::from_bytes(&authority) {
@@ -275,7 +297,9 @@ pub async fn handle(
     let down_body: UpBody = if reos {
         full(Bytes::new())
     } else if chain.is_empty() {
-        rbody.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+        rbody
+            .map_err(|e| -> BoxError { Box::new(e) })
+            .boxed_unsync()
     } else {
         let (tx, rx) = ChannelBody::new(4);
         tokio::task::spawn_local(pump_response(stream.clone(), rbody, tx));

@@ -106,5 +106,7 @@ impl Upstream {
 
 /// A complete body.
 pub fn full(b: Bytes) -> UpBody {
-    Full::new(b).map_err(|e: std::convert::Infallible| -> BoxError { match e {} }).boxed_unsync()
+    Full::new(b)
+        .map_err(|e: std::convert::Infallible| -> BoxError { match e {} })
+        .boxed_unsync()
 }

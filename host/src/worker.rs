@@ -27,7 +27,10 @@ pub struct WorkerSnapshot {
 
 impl WorkerSnapshot {
     pub fn chain(&self, listener: &str) -> Rc<Chain> {
-        self.chains.get(listener).cloned().unwrap_or_else(|| self.empty.clone())
+        self.chains
+            .get(listener)
+            .cloned()
+            .unwrap_or_else(|| self.empty.clone())
     }
 }
 
@@ -223,7 +226,11 @@ pub fn run_worker(
             }
         };
         if tokio::time::timeout(drain, drained).await.is_err() {
-            tracing::warn!(worker = id, "drain time over with {} connections open", active.get());
+            tracing::warn!(
+                worker = id,
+                "drain time over with {} connections open",
+                active.get()
+            );
         }
         Ok::<(), std::io::Error>(())
     })

@@ -143,7 +143,9 @@ pub struct CompiledMatch {
 }
 
 const KNOWN_DEVICES: &[&str] = &["mobile", "desktop", "bot", "other"];
-const KNOWN_OS: &[&str] = &["ios", "android", "windows", "macos", "linux", "chromeos", "other"];
+const KNOWN_OS: &[&str] = &[
+    "ios", "android", "windows", "macos", "linux", "chromeos", "other",
+];
 const KNOWN_BROWSERS: &[&str] = &[
     "chrome",
     "firefox",
@@ -386,11 +388,13 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 /// assert_eq!(lateen_sdk::matcher::query_param("a=1&b=2", "b"), Some("2"));
 /// ```
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|part| match part.split_once('=') {
-        Some((k, v)) if k == name => Some(v),
-        None if part == name => Some(""),
-        _ => None,
-    })
+    query
+        .split('&')
+        .find_map(|part| match part.split_once('=') {
+            Some((k, v)) if k == name => Some(v),
+            None if part == name => Some(""),
+            _ => None,
+        })
 }
 
 #[cfg(test)]
@@ -447,11 +451,23 @@ mod tests {
         let m = compile(
             r#"{"method":{"exact":"POST"},"authority":{"prefix":"api."},"queryParams":{"v":{"exact":"2"}}}"#,
         );
-        let ok = req(&[(":method", "POST"), (":authority", "api.x"), (":path", "/?a=1&v=2")]);
+        let ok = req(&[
+            (":method", "POST"),
+            (":authority", "api.x"),
+            (":path", "/?a=1&v=2"),
+        ]);
         assert!(m.matches(&ok));
-        let bad = req(&[(":method", "GET"), (":authority", "api.x"), (":path", "/?v=2")]);
+        let bad = req(&[
+            (":method", "GET"),
+            (":authority", "api.x"),
+            (":path", "/?v=2"),
+        ]);
         assert!(!m.matches(&bad));
-        let bad = req(&[(":method", "POST"), (":authority", "api.x"), (":path", "/?v=3")]);
+        let bad = req(&[
+            (":method", "POST"),
+            (":authority", "api.x"),
+            (":path", "/?v=3"),
+        ]);
         assert!(!m.matches(&bad));
     }
 

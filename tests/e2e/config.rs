@@ -20,7 +20,8 @@ fn validate(yaml: &str) -> (i32, String) {
         .arg(&p.cache_dir)
         .output()
         .expect("run lateen validate");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -85,9 +86,14 @@ fn plugin_errors_sha256_and_rejected_config() {
             "{GW}---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: p, namespace: istio-system}}\nspec:\n  url: file://{{{{WASM}}}}/test_plugin_header_echo.wasm\n{extra}"
         )
     };
-    let (code, out) = validate(&plugin("  sha256: 0000000000000000000000000000000000000000000000000000000000000000\n"));
+    let (code, out) = validate(&plugin(
+        "  sha256: 0000000000000000000000000000000000000000000000000000000000000000\n",
+    ));
     assert_ne!(code, 0);
-    assert!(out.contains("field `spec.sha256`: sha256 mismatch"), "{out}");
+    assert!(
+        out.contains("field `spec.sha256`: sha256 mismatch"),
+        "{out}"
+    );
     let (code, out) = validate(&plugin("  pluginConfig: {reject: true}\n"));
     assert_ne!(code, 0);
     assert!(out.contains("field `spec.pluginConfig`"), "{out}");
@@ -101,5 +107,30 @@ fn unsupported_kinds_are_refused() {
     let yaml = format!("{GW}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny}}\nspec: {{}}\n");
     let (code, out) = validate(&yaml);
     assert_ne!(code, 0);
-    assert!(out.contains("AuthorizationPolicy is not supported yet"), "{out}");
+    assert!(
+        out.contains("AuthorizationPolicy is not supported yet"),
+        "{out}"
+    );
+}
+
+#[test]
+fn shipped_samples_validate() {
+    let p = paths();
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/demo");
+    let out = Command::new(&p.bin)
+        .arg("validate")
+        .arg(&samples)
+        .arg("--filters-dir")
+        .arg(&p.wasm_dir)
+        .arg("--cache-dir")
+        .arg(&p.cache_dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok (1 listener(s), 4 cluster(s), 1 plugin(s))"),
+        "{text}"
+    );
 }

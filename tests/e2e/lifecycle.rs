@@ -26,7 +26,10 @@ spec:
         .status()
         .unwrap();
     assert!(status.success());
-    let r = inflight.await.unwrap().expect("in-flight request completes");
+    let r = inflight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "a GET /slow/700");
     let code = tokio::task::spawn_blocking(move || {

@@ -33,11 +33,19 @@ spec:
 
 #[tokio::test]
 async fn proxy_wasm_plugin_headers_bodies_local_reply_and_http_call() {
-    let (a, b, c) = (Backend::start("a").await, Backend::start("b").await, Backend::start("c").await);
-    let proxy = Proxy::start(&header_echo_config(&a, &b, &c)).await.expect("proxy starts");
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let proxy = Proxy::start(&header_echo_config(&a, &b, &c))
+        .await
+        .expect("proxy starts");
 
     // Request headers added and removed; response header added.
-    let r = send("GET", &proxy.url("/plain"), &[("x-remove-me", "1")], "").await.unwrap();
+    let r = send("GET", &proxy.url("/plain"), &[("x-remove-me", "1")], "")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", proxy.log());
     assert_eq!(r.header("x-response-plugin"), Some("seen"));
     let seen = a.last();
@@ -52,7 +60,10 @@ async fn proxy_wasm_plugin_headers_bodies_local_reply_and_http_call() {
     // Local response: the upstream never sees it.
     let before = a.seen.lock().unwrap().len();
     let r = get(&proxy.url("/local")).await.unwrap();
-    assert_eq!((r.status, r.body.as_str(), r.header("x-local")), (418, "local reply", Some("yes")));
+    assert_eq!(
+        (r.status, r.body.as_str(), r.header("x-local")),
+        (418, "local reply", Some("yes"))
+    );
     assert_eq!(a.seen.lock().unwrap().len(), before);
 
     // http_call to a named cluster, answer folded into the request.
@@ -68,7 +79,12 @@ async fn proxy_wasm_plugin_headers_bodies_local_reply_and_http_call() {
     assert_eq!((r.status, r.body.as_str()), (200, "replaced body"));
 
     // Plugin metrics are exported by the host.
-    let stats = get(&format!("http://127.0.0.1:{}/stats/prometheus", proxy.admin)).await.unwrap();
+    let stats = get(&format!(
+        "http://127.0.0.1:{}/stats/prometheus",
+        proxy.admin
+    ))
+    .await
+    .unwrap();
     let line = stats
         .body
         .lines()
@@ -78,9 +94,16 @@ async fn proxy_wasm_plugin_headers_bodies_local_reply_and_http_call() {
     assert_eq!(n, 5, "one increment per request");
 
     // The config dump lists the plugin with its sha256.
-    let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin)).await.unwrap();
+    let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin))
+        .await
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
-    let names: Vec<&str> = v["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["istio-system/header-echo", "lateen/router"]);
     assert_eq!(v["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
 }
@@ -111,12 +134,23 @@ spec:
 #[tokio::test]
 async fn trapping_plugin_fail_close() {
     let a = Backend::start("a").await;
-    let proxy = Proxy::start(&trap_config(&a, "FAIL_CLOSE")).await.expect("proxy starts");
-    for (header, what) in [("x-trap", "panic"), ("x-loop", "endless loop"), ("x-grow", "memory bomb")] {
+    let proxy = Proxy::start(&trap_config(&a, "FAIL_CLOSE"))
+        .await
+        .expect("proxy starts");
+    for (header, what) in [
+        ("x-trap", "panic"),
+        ("x-loop", "endless loop"),
+        ("x-grow", "memory bomb"),
+    ] {
         let started = Instant::now();
-        let r = send("GET", &proxy.url("/"), &[(header, "1")], "").await.unwrap();
+        let r = send("GET", &proxy.url("/"), &[(header, "1")], "")
+            .await
+            .unwrap();
         assert_eq!(r.status, 503, "{what} under FAIL_CLOSE\n{}", proxy.log());
-        assert!(started.elapsed() < Duration::from_secs(5), "{what} was stopped in time");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what} was stopped in time"
+        );
         // The next request gets a fresh instance and passes.
         let r = get(&proxy.url("/")).await.unwrap();
         assert_eq!(r.status, 200, "after {what}\n{}", proxy.log());
@@ -127,8 +161,12 @@ async fn trapping_plugin_fail_close() {
 #[tokio::test]
 async fn trapping_plugin_fail_open() {
     let a = Backend::start("a").await;
-    let proxy = Proxy::start(&trap_config(&a, "FAIL_OPEN")).await.expect("proxy starts");
-    let r = send("GET", &proxy.url("/"), &[("x-trap", "1")], "").await.unwrap();
+    let proxy = Proxy::start(&trap_config(&a, "FAIL_OPEN"))
+        .await
+        .expect("proxy starts");
+    let r = send("GET", &proxy.url("/"), &[("x-trap", "1")], "")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "skipped under FAIL_OPEN\n{}", proxy.log());
     assert_eq!(a.last().header("x-trap-plugin"), None);
     let r = get(&proxy.url("/")).await.unwrap();

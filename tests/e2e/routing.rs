@@ -164,13 +164,23 @@ async fn every_match_type_routes_to_its_subset() {
     ];
     let mut wrong = Vec::new();
     for (method, path, headers, want) in &cases {
-        let r = send(method, &s.proxy.url(path), headers, "").await.expect("request");
+        let r = send(method, &s.proxy.url(path), headers, "")
+            .await
+            .expect("request");
         let got = r.header("x-backend").unwrap_or("none").to_string();
         if r.status != 200 || got != *want {
-            wrong.push(format!("{method} {path} {headers:?}: got {} from {got}, want {want}", r.status));
+            wrong.push(format!(
+                "{method} {path} {headers:?}: got {} from {got}, want {want}",
+                r.status
+            ));
         }
     }
-    assert!(wrong.is_empty(), "misrouted:\n{}\n{}", wrong.join("\n"), s.proxy.log());
+    assert!(
+        wrong.is_empty(),
+        "misrouted:\n{}\n{}",
+        wrong.join("\n"),
+        s.proxy.log()
+    );
 }
 
 #[tokio::test]
@@ -180,11 +190,17 @@ async fn weights_split_90_7_3() {
     for _ in 0..500 {
         let r = get(&s.proxy.url("/split")).await.expect("request");
         assert_eq!(r.status, 200);
-        *counts.entry(r.header("x-backend").unwrap_or("none").into()).or_default() += 1;
+        *counts
+            .entry(r.header("x-backend").unwrap_or("none").into())
+            .or_default() += 1;
     }
     let pct = |k: &str| f64::from(*counts.get(k).unwrap_or(&0)) / 5.0;
     for (k, want) in [("a", 90.0), ("b", 7.0), ("c", 3.0)] {
-        assert!((pct(k) - want).abs() <= 5.0, "{k}: {}% (want {want}±5) {counts:?}", pct(k));
+        assert!(
+            (pct(k) - want).abs() <= 5.0,
+            "{k}: {}% (want {want}±5) {counts:?}",
+            pct(k)
+        );
     }
 }
 
@@ -199,16 +215,35 @@ async fn envoy_responses_and_headers() {
     assert_eq!(r.status, 503);
     assert!(r.body.contains("connection failure"), "{}", r.body);
     let r = get(&s.proxy.url("/slow/2000")).await.unwrap();
-    assert_eq!((r.status, r.body.as_str()), (504, "upstream request timeout"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (504, "upstream request timeout")
+    );
 
-    let r = send("GET", &s.proxy.url("/default"), &[("x-forwarded-for", "1.2.3.4")], "").await.unwrap();
+    let r = send(
+        "GET",
+        &s.proxy.url("/default"),
+        &[("x-forwarded-for", "1.2.3.4")],
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200);
-    assert!(r.header("x-envoy-upstream-service-time").is_some_and(|v| v.parse::<u64>().is_ok()));
+    assert!(r
+        .header("x-envoy-upstream-service-time")
+        .is_some_and(|v| v.parse::<u64>().is_ok()));
     let seen = s.a.last();
     assert_eq!(seen.header("x-forwarded-for"), Some("1.2.3.4, 127.0.0.1"));
     let id = seen.header("x-request-id").expect("x-request-id generated");
     assert_eq!(id.len(), 36, "uuid: {id}");
-    send("GET", &s.proxy.url("/default"), &[("x-request-id", "given-id")], "").await.unwrap();
+    send(
+        "GET",
+        &s.proxy.url("/default"),
+        &[("x-request-id", "given-id")],
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(s.a.last().header("x-request-id"), Some("given-id"));
     let _ = (&s.b, &s.c);
 }
@@ -219,9 +254,15 @@ async fn http2_prior_knowledge_and_request_bodies() {
     let r = get_h2(&s.proxy.url("/default")).await.expect("h2c request");
     assert_eq!((r.status, r.header("x-backend")), (200, Some("a")));
     let body = "x".repeat(100_000);
-    let r = send("POST", &s.proxy.url("/default/echo-body"), &[], &body).await.unwrap();
+    let r = send("POST", &s.proxy.url("/default/echo-body"), &[], &body)
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.body.len(), body.len(), "request body streamed through the chain intact");
+    assert_eq!(
+        r.body.len(),
+        body.len(),
+        "request body streamed through the chain intact"
+    );
     assert_eq!(r.body, body);
     assert_eq!(s.a.last().method, "POST");
 }

@@ -92,21 +92,40 @@ impl Backend {
         let (name2, seen2) = (name.to_string(), seen.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let (name, seen) = (name2.clone(), seen2.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (name, seen) = (name.clone(), seen.clone());
                         async move {
-                            let path = req.uri().path_and_query().map_or("/".into(), |p| p.to_string());
+                            let path = req
+                                .uri()
+                                .path_and_query()
+                                .map_or("/".into(), |p| p.to_string());
                             let headers = req
                                 .headers()
                                 .iter()
-                                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .map(|(k, v)| {
+                                    (
+                                        k.to_string(),
+                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                    )
+                                })
                                 .collect();
                             let method = req.method().to_string();
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            seen.lock().unwrap().push(Seen { method: method.clone(), path: path.clone(), headers });
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            seen.lock().unwrap().push(Seen {
+                                method: method.clone(),
+                                path: path.clone(),
+                                headers,
+                            });
                             if let Some(ms) = path.strip_prefix("/slow/") {
                                 let ms: u64 = ms.parse().unwrap_or(0);
                                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -127,7 +146,12 @@ impl Backend {
                 });
             }
         });
-        Backend { name: name.to_string(), addr, seen, task }
+        Backend {
+            name: name.to_string(),
+            addr,
+            seen,
+            task,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -135,7 +159,12 @@ impl Backend {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("backend saw a request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("backend saw a request")
     }
 }
 
@@ -185,7 +214,12 @@ impl Proxy {
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawning {}", p.bin.display()))?;
-        let mut proxy = Proxy { port, admin, dir, child };
+        let mut proxy = Proxy {
+            port,
+            admin,
+            dir,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = proxy.child.try_wait()? {
@@ -281,7 +315,9 @@ pub async fn get_h2(url: &str) -> Result<Resp> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
-    let req = hyper::Request::builder().uri(url).body(Full::new(Bytes::new()))?;
+    let req = hyper::Request::builder()
+        .uri(url)
+        .body(Full::new(Bytes::new()))?;
     let resp = client.request(req).await?;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await?.to_bytes();
@@ -304,7 +340,10 @@ pub fn mesh(backends: &[&Backend]) -> String {
             b.port(),
             b.name
         ));
-        subsets.push_str(&format!("  - name: {0}\n    labels: {{version: {0}}}\n", b.name));
+        subsets.push_str(&format!(
+            "  - name: {0}\n    labels: {{version: {0}}}\n",
+            b.name
+        ));
     }
     // A subset no endpoint carries: `no healthy upstream`.
     subsets.push_str("  - name: empty\n    labels: {version: none}\n");

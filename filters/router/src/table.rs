@@ -261,11 +261,17 @@ mod tests {
     fn host_selection_prefers_exact_then_suffix_then_any() {
         let t = table(CFG);
         let d = t
-            .decide(&req(&[(":authority", "api.example.com:8080"), (":path", "/v1/x")]), || 0)
+            .decide(
+                &req(&[(":authority", "api.example.com:8080"), (":path", "/v1/x")]),
+                || 0,
+            )
             .unwrap();
         assert_eq!((d.cluster.as_str(), d.timeout_ms), ("api", 250));
         let d = t
-            .decide(&req(&[(":authority", "www.example.com"), (":path", "/")]), || 0)
+            .decide(
+                &req(&[(":authority", "www.example.com"), (":path", "/")]),
+                || 0,
+            )
             .unwrap();
         assert_eq!(d.cluster, "wild");
         let d = t
@@ -274,7 +280,10 @@ mod tests {
         assert_eq!(d.cluster, "c1");
         // exact host chosen, but no route in it matches: no decision (404), no fallback.
         assert!(t
-            .decide(&req(&[(":authority", "api.example.com"), (":path", "/v2")]), || 0)
+            .decide(
+                &req(&[(":authority", "api.example.com"), (":path", "/v2")]),
+                || 0
+            )
             .is_none());
     }
 
@@ -282,13 +291,18 @@ mod tests {
     fn first_match_wins_and_weights_are_relative() {
         let t = table(CFG);
         let d = t
-            .decide(&req(&[(":authority", "x"), ("cookie", "user=tester")]), || 0)
+            .decide(
+                &req(&[(":authority", "x"), ("cookie", "user=tester")]),
+                || 0,
+            )
             .unwrap();
         assert_eq!(d.route_name, "cookie");
         let mut rng = Rng::new(42);
         let mut counts = std::collections::HashMap::new();
         for _ in 0..100_000 {
-            let d = t.decide(&req(&[(":authority", "x")]), || rng.next_u64()).unwrap();
+            let d = t
+                .decide(&req(&[(":authority", "x")]), || rng.next_u64())
+                .unwrap();
             *counts.entry(d.cluster).or_insert(0u32) += 1;
         }
         let pct = |c: &str| f64::from(counts[c]) / 1000.0;

@@ -73,7 +73,9 @@ pub fn load(path: &Path) -> Result<Resources, Vec<ConfigError>> {
             let api = d.envelope.api_version.as_str();
             let kind = d.envelope.kind.as_str();
             let r = match (kind, api) {
-                ("Gateway", a) if NETWORKING.contains(&a) => d.typed().map(|t| res.gateways.push(t)),
+                ("Gateway", a) if NETWORKING.contains(&a) => {
+                    d.typed().map(|t| res.gateways.push(t))
+                }
                 ("VirtualService", a) if NETWORKING.contains(&a) => {
                     d.typed().map(|t| res.virtual_services.push(t))
                 }
@@ -89,9 +91,10 @@ pub fn load(path: &Path) -> Result<Resources, Vec<ConfigError>> {
                 ("Bootstrap", "lateen.io/v1alpha1") => d.typed().map(|t| {
                     res.bootstrap = Some(t);
                 }),
-                ("EnvoyFilter" | "Sidecar" | "WorkloadEntry" | "WorkloadGroup" | "ProxyConfig", a)
-                    if NETWORKING.contains(&a) =>
-                {
+                (
+                    "EnvoyFilter" | "Sidecar" | "WorkloadEntry" | "WorkloadGroup" | "ProxyConfig",
+                    a,
+                ) if NETWORKING.contains(&a) => {
                     Err(d.info.error("kind", format!("{kind} is not supported yet")))
                 }
                 (
@@ -181,7 +184,10 @@ pub fn build(
             if !matches!(proto.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
                 errors.push(gw.info.error(
                     &format!("{field}.port.protocol"),
-                    format!("protocol `{}` is not supported yet; expected HTTP, HTTP2 or GRPC", server.port.protocol),
+                    format!(
+                        "protocol `{}` is not supported yet; expected HTTP, HTTP2 or GRPC",
+                        server.port.protocol
+                    ),
                 ));
                 continue;
             }
@@ -192,7 +198,10 @@ pub fn build(
                 ));
             }
             let Ok(port) = u16::try_from(server.port.number) else {
-                errors.push(gw.info.error(&format!("{field}.port.number"), "port must be 1-65535"));
+                errors.push(
+                    gw.info
+                        .error(&format!("{field}.port.number"), "port must be 1-65535"),
+                );
                 continue;
             };
             let ip = match (&opts.bind_override, &server.bind) {
@@ -322,7 +331,11 @@ pub fn build(
         listeners,
         clusters,
         host_aliases: aliases,
-        plugins: plugins.into_iter().map(|(p, _, _)| p).chain(router).collect(),
+        plugins: plugins
+            .into_iter()
+            .map(|(p, _, _)| p)
+            .chain(router)
+            .collect(),
         resolver,
         warnings,
     })
@@ -374,14 +387,19 @@ fn applies(wp: &Doc<WasmPluginSpec>, w: &WorkloadInfo) -> bool {
 fn load_plugin(wp: &Doc<WasmPluginSpec>, rt: &Runtime) -> Result<(PluginSpec, Bytes), ConfigError> {
     let s = &wp.spec;
     let path = plugin_path(&s.url, &wp.info.file).map_err(|m| wp.info.error("spec.url", m))?;
-    let bytes = std::fs::read(&path)
-        .map_err(|e| wp.info.error("spec.url", format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        wp.info
+            .error("spec.url", format!("cannot read {}: {e}", path.display()))
+    })?;
     let sha = hex::encode(Sha256::digest(&bytes));
     if let Some(want) = &s.sha256 {
         if !want.eq_ignore_ascii_case(&sha) {
             return Err(wp.info.error(
                 "spec.sha256",
-                format!("sha256 mismatch: {} has {sha}, expected {want}", path.display()),
+                format!(
+                    "sha256 mismatch: {} has {sha}, expected {want}",
+                    path.display()
+                ),
             ));
         }
     }
@@ -396,7 +414,9 @@ fn load_plugin(wp: &Doc<WasmPluginSpec>, rt: &Runtime) -> Result<(PluginSpec, By
         other => {
             return Err(wp.info.error(
                 "spec.phase",
-                format!("unknown phase `{other}`; expected AUTHN, AUTHZ, STATS or UNSPECIFIED_PHASE"),
+                format!(
+                    "unknown phase `{other}`; expected AUTHN, AUTHZ, STATS or UNSPECIFIED_PHASE"
+                ),
             ))
         }
     };
@@ -544,7 +564,10 @@ fn virtual_host(
         }
         for (m, mr) in http.matches.iter().enumerate() {
             if let Err(e) = lateen_sdk::matcher::CompiledMatch::compile(mr) {
-                errors.push(vs.info.error(&format!("{field}.match[{m}].{}", e.field), e.message));
+                errors.push(
+                    vs.info
+                        .error(&format!("{field}.match[{m}].{}", e.field), e.message),
+                );
             }
         }
         if http.route.is_empty() {
@@ -559,24 +582,31 @@ fn virtual_host(
             let df = format!("{field}.route[{j}]");
             if let Some(w) = d.weight {
                 if !(0..=i64::from(u32::MAX)).contains(&w) {
-                    errors.push(vs.info.error(&format!("{df}.weight"), "weight must be >= 0"));
+                    errors.push(
+                        vs.info
+                            .error(&format!("{df}.weight"), "weight must be >= 0"),
+                    );
                     continue;
                 }
             }
             match destination_cluster(&d.destination, &vs.info.namespace, res) {
                 Ok(name) => {
                     if !clusters.contains_key(&name) {
-                        errors.push(vs.info.error(
-                            &format!("{df}.destination"),
-                            format!("no cluster `{name}`"),
-                        ));
+                        errors.push(
+                            vs.info.error(
+                                &format!("{df}.destination"),
+                                format!("no cluster `{name}`"),
+                            ),
+                        );
                     }
                     dests.push(WeightedCluster {
                         cluster: name,
                         weight: d.weight.unwrap_or(0) as u32,
                     });
                 }
-                Err((sub, msg)) => errors.push(vs.info.error(&format!("{df}.destination.{sub}"), msg)),
+                Err((sub, msg)) => {
+                    errors.push(vs.info.error(&format!("{df}.destination.{sub}"), msg))
+                }
             }
         }
         if dests.len() > 1 && dests.iter().all(|d| d.weight == 0) {
@@ -641,7 +671,11 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     (v >= 0.0 && v.is_finite()).then(|| (v * mult).round() as u64)
 }
 
-fn se_for<'a>(res: &'a Resources, host: &str, ns: &str) -> Option<(&'a Doc<ServiceEntrySpec>, String)> {
+fn se_for<'a>(
+    res: &'a Resources,
+    host: &str,
+    ns: &str,
+) -> Option<(&'a Doc<ServiceEntrySpec>, String)> {
     let fq = format!("{host}.{ns}.svc.cluster.local");
     for candidate in [host, fq.as_str()] {
         if let Some(se) = res
@@ -657,7 +691,8 @@ fn se_for<'a>(res: &'a Resources, host: &str, ns: &str) -> Option<(&'a Doc<Servi
 
 fn dr_for<'a>(res: &'a Resources, host: &str, ns: &str) -> Option<&'a Doc<DestinationRuleSpec>> {
     res.destination_rules.iter().find(|dr| {
-        dr.spec.host == host || format!("{}.{}.svc.cluster.local", dr.spec.host, dr.info.namespace) == host
+        dr.spec.host == host
+            || format!("{}.{}.svc.cluster.local", dr.spec.host, dr.info.namespace) == host
             || (dr.spec.host == host.split('.').next().unwrap_or("") && dr.info.namespace == ns)
     })
 }
@@ -736,7 +771,9 @@ fn build_clusters(
         LbPolicy::parse(s).unwrap_or_else(|| {
             errors.push(info.error(
                 field,
-                format!("unknown load balancer `{s}`; expected ROUND_ROBIN, LEAST_REQUEST or RANDOM"),
+                format!(
+                    "unknown load balancer `{s}`; expected ROUND_ROBIN, LEAST_REQUEST or RANDOM"
+                ),
             ));
             LbPolicy::RoundRobin
         })
@@ -751,14 +788,25 @@ fn build_clusters(
             continue;
         }
         if resolution == "STATIC" && se.spec.endpoints.is_empty() {
-            errors.push(se.info.error("spec.endpoints", "STATIC resolution needs endpoints"));
+            errors.push(
+                se.info
+                    .error("spec.endpoints", "STATIC resolution needs endpoints"),
+            );
         }
         for (pi, port) in se.spec.ports.iter().enumerate() {
             if u16::try_from(port.number).is_err() || port.number == 0 {
-                errors.push(se.info.error(&format!("spec.ports[{pi}].number"), "port must be 1-65535"));
+                errors.push(
+                    se.info
+                        .error(&format!("spec.ports[{pi}].number"), "port must be 1-65535"),
+                );
                 continue;
             }
-            let proto = match port.protocol.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            let proto = match port
+                .protocol
+                .as_deref()
+                .map(str::to_ascii_uppercase)
+                .as_deref()
+            {
                 Some("HTTP2" | "GRPC" | "GRPC-WEB") => UpstreamProtocol::Http2,
                 _ => UpstreamProtocol::Http1,
             };
@@ -808,7 +856,12 @@ fn build_clusters(
                 aliases.entry(host.clone()).or_insert_with(|| name.clone());
                 clusters.insert(
                     name.clone(),
-                    Arc::new(Cluster::new(name, endpoints_for(&BTreeMap::new()), base_lb, proto)),
+                    Arc::new(Cluster::new(
+                        name,
+                        endpoints_for(&BTreeMap::new()),
+                        base_lb,
+                        proto,
+                    )),
                 );
                 if let Some(dr) = dr {
                     for (si, subset) in dr.spec.subsets.iter().enumerate() {
@@ -836,7 +889,9 @@ fn build_clusters(
                 if se_for(res, &d.destination.host, &vs.info.namespace).is_some() {
                     continue;
                 }
-                let Some(port) = &d.destination.port else { continue };
+                let Some(port) = &d.destination.port else {
+                    continue;
+                };
                 let subset = d.destination.subset.clone().unwrap_or_default();
                 let name = format!("outbound|{}|{subset}|{}", port.number, d.destination.host);
                 clusters.entry(name.clone()).or_insert_with(|| {

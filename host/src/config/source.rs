@@ -111,8 +111,15 @@ pub struct RawDoc {
 impl RawDoc {
     /// Reads the document's typed form.
     pub fn typed<S: DeserializeOwned>(&self) -> Result<Doc<S>, ConfigError> {
-        let t: Typed<S> = serde_saphyr::from_str(&self.text)
-            .map_err(|e| saphyr_error(&self.info.file, self.info.index, self.info.start_line, &self.info, e))?;
+        let t: Typed<S> = serde_saphyr::from_str(&self.text).map_err(|e| {
+            saphyr_error(
+                &self.info.file,
+                self.info.index,
+                self.info.start_line,
+                &self.info,
+                e,
+            )
+        })?;
         Ok(Doc {
             info: self.info.clone(),
             meta: t.metadata,
@@ -136,7 +143,10 @@ fn saphyr_error(
     let full = e.to_string();
     let mut message = full.lines().next().unwrap_or("invalid YAML").trim();
     // Its own "line N column M:" counts within the document; ours (above) within the file.
-    message = message.strip_prefix("error:").unwrap_or(message).trim_start();
+    message = message
+        .strip_prefix("error:")
+        .unwrap_or(message)
+        .trim_start();
     if let Some(rest) = message.strip_prefix("line ") {
         if let Some((_, after)) = rest.split_once(": ") {
             message = after;
@@ -352,7 +362,9 @@ mod tests {
 
     #[test]
     fn line_map_paths() {
-        let m = line_map("a: 1\nspec:\n  http:\n  - name: x\n    route:\n    - destination:\n        host: h\n");
+        let m = line_map(
+            "a: 1\nspec:\n  http:\n  - name: x\n    route:\n    - destination:\n        host: h\n",
+        );
         assert_eq!(m["a"], 1);
         assert_eq!(m["spec.http"], 3);
         assert_eq!(m["spec.http[0]"], 4);

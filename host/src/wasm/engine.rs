@@ -52,7 +52,10 @@ pub enum WasmError {
     #[error("plugin failed to start (on_vm_start returned false)")]
     StartRejected,
     #[error("plugin trapped during {phase}: {message}")]
-    Trap { phase: &'static str, message: String },
+    Trap {
+        phase: &'static str,
+        message: String,
+    },
 }
 
 /// A module compiled for this engine and pre-linked against the host functions.

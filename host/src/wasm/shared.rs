@@ -197,11 +197,17 @@ mod tests {
     #[test]
     fn cas_semantics() {
         let s = Shared::default();
-        assert_eq!(s.set("k", Some(Bytes::from("a")), 5), SetResult::CasMismatch);
+        assert_eq!(
+            s.set("k", Some(Bytes::from("a")), 5),
+            SetResult::CasMismatch
+        );
         assert_eq!(s.set("k", Some(Bytes::from("a")), 0), SetResult::Ok);
         let (_, cas) = s.get("k").unwrap();
         assert_eq!(s.set("k", Some(Bytes::from("b")), cas), SetResult::Ok);
-        assert_eq!(s.set("k", Some(Bytes::from("c")), cas), SetResult::CasMismatch);
+        assert_eq!(
+            s.set("k", Some(Bytes::from("c")), cas),
+            SetResult::CasMismatch
+        );
         assert_eq!(s.get("k").unwrap().0, Bytes::from("b"));
     }
 

@@ -16,7 +16,10 @@ use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc};
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     #[error("plugin trapped in {phase}: {message}")]
-    Trap { phase: &'static str, message: String },
+    Trap {
+        phase: &'static str,
+        message: String,
+    },
     #[error("plugin exceeded its callback deadline in {phase}")]
     Timeout { phase: &'static str },
     #[error("plugin instance is not available: {0}")]
@@ -223,7 +226,9 @@ impl Vm {
             }
             Some(HeadersFn::V1(f)) => {
                 let f = f.clone();
-                self.with_stream(ctx, st, "on_request_headers", |s| f.call(s, (ctx as i32, n)))
+                self.with_stream(ctx, st, "on_request_headers", |s| {
+                    f.call(s, (ctx as i32, n))
+                })
             }
             None => Ok(0),
         }
@@ -264,9 +269,17 @@ impl Vm {
         eos: bool,
     ) -> Result<Action, CallError> {
         let (f, size, phase) = if response {
-            (self.f.response_body.clone(), st.resp_body.len(), "on_response_body")
+            (
+                self.f.response_body.clone(),
+                st.resp_body.len(),
+                "on_response_body",
+            )
         } else {
-            (self.f.request_body.clone(), st.req_body.len(), "on_request_body")
+            (
+                self.f.request_body.clone(),
+                st.req_body.len(),
+                "on_request_body",
+            )
         };
         let Some(f) = f else {
             return Ok(Action::Continue);
@@ -381,7 +394,10 @@ impl Exports {
         let headers = |s: &mut Store<HostState>, name: &str| {
             i.get_typed_func::<(i32, i32, i32), i32>(&mut *s, name)
                 .map(HeadersFn::V2)
-                .or_else(|_| i.get_typed_func::<(i32, i32), i32>(&mut *s, name).map(HeadersFn::V1))
+                .or_else(|_| {
+                    i.get_typed_func::<(i32, i32), i32>(&mut *s, name)
+                        .map(HeadersFn::V1)
+                })
                 .ok()
         };
         Ok(Exports {
@@ -395,7 +411,9 @@ impl Exports {
             response_headers: headers(s, "proxy_on_response_headers"),
             response_body: i.get_typed_func(&mut *s, "proxy_on_response_body").ok(),
             response_trailers: i.get_typed_func(&mut *s, "proxy_on_response_trailers").ok(),
-            http_call_response: i.get_typed_func(&mut *s, "proxy_on_http_call_response").ok(),
+            http_call_response: i
+                .get_typed_func(&mut *s, "proxy_on_http_call_response")
+                .ok(),
             done: i.get_typed_func(&mut *s, "proxy_on_done").ok(),
             log: i.get_typed_func(&mut *s, "proxy_on_log").ok(),
             delete: i.get_typed_func(&mut *s, "proxy_on_delete").ok(),

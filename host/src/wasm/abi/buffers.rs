@@ -20,7 +20,13 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_get_buffer_bytes",
-        |mut c: Ctx<'_>, t: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+        |mut c: Ctx<'_>,
+         t: i32,
+         start: i32,
+         max: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> Result<i32> {
             let slice = get(c.data(), t).map(|b| {
                 // The SDK asks for config with max = u32::MAX: clamp, never fail.
                 let start = (start as u32 as usize).min(b.len());

@@ -81,21 +81,33 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_grpc_stream",
-        |_: Ctx<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> Result<i32> {
-            ok(Status::InternalFailure)
-        },
+        |_: Ctx<'_>,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32|
+         -> Result<i32> { ok(Status::InternalFailure) },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_send",
         |_: Ctx<'_>, _: i32, _: i32, _: i32, _: i32| -> Result<i32> { ok(Status::NotFound) },
     )?;
-    l.func_wrap("env", "proxy_grpc_cancel", |_: Ctx<'_>, _: i32| -> Result<i32> {
-        ok(Status::NotFound)
-    })?;
-    l.func_wrap("env", "proxy_grpc_close", |_: Ctx<'_>, _: i32| -> Result<i32> {
-        ok(Status::NotFound)
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_cancel",
+        |_: Ctx<'_>, _: i32| -> Result<i32> { ok(Status::NotFound) },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_close",
+        |_: Ctx<'_>, _: i32| -> Result<i32> { ok(Status::NotFound) },
+    )?;
     l.func_wrap(
         "env",
         "proxy_get_status",

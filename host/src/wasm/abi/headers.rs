@@ -9,7 +9,10 @@ use wasmtime::{Linker, Result};
 /// Serializes a map the way the SDK reads it: count, (key len, value len) pairs, then
 /// NUL-terminated keys and values. An empty map is 4 zero bytes (never the 1-byte form).
 pub fn encode_map(h: &HeaderList) -> Vec<u8> {
-    let size = 4 + h.iter().map(|(k, v)| 8 + k.len() + v.len() + 2).sum::<usize>();
+    let size = 4 + h
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len() + 2)
+        .sum::<usize>();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&(h.len() as u32).to_le_bytes());
     for (k, v) in h {
@@ -120,7 +123,13 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_get_header_map_value",
-        |mut c: Ctx<'_>, map_type: i32, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
+        |mut c: Ctx<'_>,
+         map_type: i32,
+         kp: i32,
+         kl: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> Result<i32> {
             let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
             let value = with_map(c.data_mut(), map_type, |m| {
                 m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())

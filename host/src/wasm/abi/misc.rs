@@ -14,7 +14,9 @@ pub(crate) fn plugin_log(plugin: &str, level: i32, msg: &str) {
         1 => tracing::debug!(target: "lateen::plugin", plugin, "{msg}"),
         2 => tracing::info!(target: "lateen::plugin", plugin, "{msg}"),
         3 => tracing::warn!(target: "lateen::plugin", plugin, "{msg}"),
-        _ => tracing::error!(target: "lateen::plugin", plugin, level = log_level_name(level), "{msg}"),
+        _ => {
+            tracing::error!(target: "lateen::plugin", plugin, level = log_level_name(level), "{msg}")
+        }
     }
 }
 
@@ -75,17 +77,27 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         },
     )?;
     // ABI 0.1.0 names.
-    l.func_wrap("env", "proxy_continue_request", |mut c: Ctx<'_>| -> Result<i32> {
-        c.data_mut().cur.resume_request = true;
-        ok(Status::Ok)
-    })?;
-    l.func_wrap("env", "proxy_continue_response", |mut c: Ctx<'_>| -> Result<i32> {
-        c.data_mut().cur.resume_response = true;
-        ok(Status::Ok)
-    })?;
-    l.func_wrap("env", "proxy_clear_route_cache", |_: Ctx<'_>| -> Result<i32> {
-        ok(Status::Ok)
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_continue_request",
+        |mut c: Ctx<'_>| -> Result<i32> {
+            c.data_mut().cur.resume_request = true;
+            ok(Status::Ok)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_continue_response",
+        |mut c: Ctx<'_>| -> Result<i32> {
+            c.data_mut().cur.resume_response = true;
+            ok(Status::Ok)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_clear_route_cache",
+        |_: Ctx<'_>| -> Result<i32> { ok(Status::Ok) },
+    )?;
     l.func_wrap(
         "env",
         "proxy_close_stream",

@@ -11,7 +11,13 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_get_shared_data",
-        |mut c: Ctx<'_>, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32, ret_cas: i32| -> Result<i32> {
+        |mut c: Ctx<'_>,
+         kp: i32,
+         kl: i32,
+         ret_ptr: i32,
+         ret_size: i32,
+         ret_cas: i32|
+         -> Result<i32> {
             let key = read_string(&c, kp, kl)?;
             match c.data().shared.get(&key) {
                 Some((v, cas)) => {
@@ -45,7 +51,10 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_register_shared_queue",
         |mut c: Ctx<'_>, np: i32, nl: i32, ret_id: i32| -> Result<i32> {
             let name = read_string(&c, np, nl)?;
-            let id = c.data().shared.register_queue(&c.data().plugin.vm_id, &name);
+            let id = c
+                .data()
+                .shared
+                .register_queue(&c.data().plugin.vm_id, &name);
             write_u32(&mut c, ret_id, id)?;
             ok(Status::Ok)
         },

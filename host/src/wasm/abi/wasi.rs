@@ -62,19 +62,26 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
             Ok(ESUCCESS)
         },
     )?;
-    l.func_wrap(M, "random_get", |mut c: Ctx<'_>, p: i32, n: i32| -> Result<i32> {
-        let mut buf = vec![0u8; n as u32 as usize];
-        rand::fill(&mut buf[..]);
-        write_bytes(&mut c, p, &buf)?;
-        Ok(ESUCCESS)
-    })?;
+    l.func_wrap(
+        M,
+        "random_get",
+        |mut c: Ctx<'_>, p: i32, n: i32| -> Result<i32> {
+            let mut buf = vec![0u8; n as u32 as usize];
+            rand::fill(&mut buf[..]);
+            write_bytes(&mut c, p, &buf)?;
+            Ok(ESUCCESS)
+        },
+    )?;
     l.func_wrap(
         M,
         "environ_sizes_get",
         |mut c: Ctx<'_>, ret_count: i32, ret_size: i32| -> Result<i32> {
             let env = &c.data().plugin.env;
             let count = env.len() as u32;
-            let size = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() as u32;
+            let size = env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>() as u32;
             write_u32(&mut c, ret_count, count)?;
             write_u32(&mut c, ret_size, size)?;
             Ok(ESUCCESS)
@@ -113,14 +120,22 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
             c.data().plugin.name
         ))
     })?;
-    l.func_wrap(M, "sched_yield", |_: Ctx<'_>| -> Result<i32> { Ok(ESUCCESS) })?;
-    l.func_wrap(M, "fd_close", |_: Ctx<'_>, _: i32| -> Result<i32> { Ok(EBADF) })?;
-    l.func_wrap(M, "fd_fdstat_get", |_: Ctx<'_>, _: i32, _: i32| -> Result<i32> {
+    l.func_wrap(M, "sched_yield", |_: Ctx<'_>| -> Result<i32> {
+        Ok(ESUCCESS)
+    })?;
+    l.func_wrap(M, "fd_close", |_: Ctx<'_>, _: i32| -> Result<i32> {
         Ok(EBADF)
     })?;
-    l.func_wrap(M, "fd_prestat_get", |_: Ctx<'_>, _: i32, _: i32| -> Result<i32> {
-        Ok(EBADF)
-    })?;
+    l.func_wrap(
+        M,
+        "fd_fdstat_get",
+        |_: Ctx<'_>, _: i32, _: i32| -> Result<i32> { Ok(EBADF) },
+    )?;
+    l.func_wrap(
+        M,
+        "fd_prestat_get",
+        |_: Ctx<'_>, _: i32, _: i32| -> Result<i32> { Ok(EBADF) },
+    )?;
     l.func_wrap(
         M,
         "fd_prestat_dir_name",

@@ -104,8 +104,18 @@ impl HttpContext for Stream {
                 Action::Pause
             }
             "/callout" => {
-                let headers = vec![(":method", "GET"), (":path", "/from-plugin"), (":authority", "callout")];
-                match self.dispatch_http_call(&self.callout.clone(), headers, None, vec![], Duration::from_secs(5)) {
+                let headers = vec![
+                    (":method", "GET"),
+                    (":path", "/from-plugin"),
+                    (":authority", "callout"),
+                ];
+                match self.dispatch_http_call(
+                    &self.callout.clone(),
+                    headers,
+                    None,
+                    vec![],
+                    Duration::from_secs(5),
+                ) {
                     Ok(_) => Action::Pause,
                     Err(_) => {
                         self.send_http_response(500, vec![], Some(b"dispatch failed"));

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Lateen vs nginx, side by side in one run: same upstream, one worker each, wrk as the load.
+# Not a test and not run in CI. Usage: bash tests/bench/bench.sh [duration-seconds]
+#
+# Layout on a 2-core machine: the proxy under test is pinned to CPU 0; the upstream (nginx,
+# one worker, a fixed 2-byte answer) and wrk share CPU 1. Each scenario runs at 16 and 64
+# connections; rps is wrk's, latency percentiles are wrk's --latency output.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DUR="${1:-10}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk || ! need taskset; then
+  apt-get update -qq && apt-get install -y -qq nginx wrk util-linux >/dev/null
+fi
+if need rustup; then rustup target add wasm32-wasip1 >/dev/null; fi
+cargo build -q --profile wasm --target wasm32-wasip1 -p lateen-router
+cargo build -q --release -p lateen
+LATEEN="$CARGO_TARGET_DIR/release/lateen"
+WASM="$CARGO_TARGET_DIR/wasm32-wasip1/wasm"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NGX=$(free_port); LAT=$(free_port); LAT2=$(free_port); ADM=$(free_port); ADM2=$(free_port)
+
+mkdir -p "$WORK/up" "$WORK/px"
+cat > "$WORK/up/nginx.conf" <<NGINX
+worker_processes 1; daemon off; pid $WORK/up/pid; error_log $WORK/up/err.log;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
+  location / { return 200 "ok"; } } }
+NGINX
+cat > "$WORK/px/nginx.conf" <<NGINX
+worker_processes 1; daemon off; pid $WORK/px/pid; error_log $WORK/px/err.log;
+events { worker_connections 4096; }
+http { access_log off;
+  upstream up { server 127.0.0.1:$UP; keepalive 256; }
+  server { listen 127.0.0.1:$NGX; keepalive_requests 1000000;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGINX
+
+mesh() { # $1 = listener port
+cat <<YAML
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: $1, name: http, protocol: HTTP}
+    hosts: ["*"]
+    bind: 127.0.0.1
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: up, namespace: bench}
+spec:
+  hosts: [up.bench]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: $UP}, labels: {version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: up, namespace: bench}
+spec:
+  host: up.bench
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v1}}, {name: v3, labels: {version: v1}}]
+YAML
+}
+# Scenario A: one route, one destination (the router filter still runs: routing is wasm).
+mkdir -p "$WORK/a" "$WORK/b"
+{ mesh "$LAT"; cat <<YAML
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: bench}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: up.bench}}]
+YAML
+} > "$WORK/a/config.yaml"
+# Scenario B: a realistic table: 12 rules of every match kind before the 90/7/3 split.
+{ mesh "$LAT2"; cat <<YAML
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: bench}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {exact: /admin}}]
+    route: [{destination: {host: up.bench, subset: v3}}]
+  - match: [{uri: {regex: "/api/v[0-9]+/users/[0-9]+"}}]
+    route: [{destination: {host: up.bench, subset: v2}}]
+  - match: [{headers: {x-env: {exact: dev}}}]
+    route: [{destination: {host: up.bench, subset: v2}}]
+  - match: [{headers: {x-tenant: {regex: "gold-.*"}}}]
+    route: [{destination: {host: up.bench, subset: v3}}]
+  - match: [{queryParams: {beta: {exact: "1"}}}]
+    route: [{destination: {host: up.bench, subset: v3}}]
+  - match: [{method: {exact: DELETE}}]
+    route: [{destination: {host: up.bench, subset: v2}}]
+  - match: [{cookies: {user: {exact: tester}}}]
+    route: [{destination: {host: up.bench, subset: v3}}]
+  - match: [{cookies: {session: {regex: "[a-f0-9]{32}"}}}]
+    route: [{destination: {host: up.bench, subset: v2}}]
+  - match: [{authority: {exact: internal.example.com}}]
+    route: [{destination: {host: up.bench, subset: v2}}]
+  - match: [{withoutHeaders: {x-canary: {}}, uri: {prefix: /static}}]
+    route: [{destination: {host: up.bench, subset: v1}}]
+  - match: [{headers: {user-agent: {regex: ".*Googlebot.*"}}}]
+    route: [{destination: {host: up.bench, subset: v2}}]
+  - match: [{userAgent: {device: mobile}}]
+    route: [{destination: {host: up.bench, subset: v2}}]
+  - route:
+    - {destination: {host: up.bench, subset: v1}, weight: 90}
+    - {destination: {host: up.bench, subset: v2}, weight: 7}
+    - {destination: {host: up.bench, subset: v3}, weight: 3}
+YAML
+} > "$WORK/b/config.yaml"
+
+taskset -c 1 nginx -c "$WORK/up/nginx.conf" & PIDS+=($!)
+taskset -c 0 nginx -c "$WORK/px/nginx.conf" & PIDS+=($!)
+taskset -c 0 "$LATEEN" run --config "$WORK/a" --concurrency 1 --admin-address "127.0.0.1:$ADM" \
+  --filters-dir "$WASM" --log-level warn & PIDS+=($!)
+taskset -c 0 "$LATEEN" run --config "$WORK/b" --concurrency 1 --admin-address "127.0.0.1:$ADM2" \
+  --filters-dir "$WASM" --log-level warn & PIDS+=($!)
+for url in "http://127.0.0.1:$UP/" "http://127.0.0.1:$NGX/" "http://127.0.0.1:$ADM/ready" "http://127.0.0.1:$ADM2/ready"; do
+  for _ in $(seq 200); do curl -sf -o /dev/null "$url" && break; sleep 0.05; done
+done
+for url in "http://127.0.0.1:$NGX/" "http://127.0.0.1:$LAT/" "http://127.0.0.1:$LAT2/"; do
+  [ "$(curl -s "$url")" = "ok" ] || { echo "bench: $url does not answer ok" >&2; exit 1; }
+done
+
+run_wrk() { # url conns -> "rps p50_us p99_us"
+  taskset -c 1 wrk -t1 -c"$2" -d"${DUR}s" --latency "$1" | awk '
+    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1000000; return v }
+    /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=us($2) } /^ +99%/ { p99=us($2) }
+    /Non-2xx/ { bad=$NF } /Socket errors/ { err=1 }
+    END { printf "%d %d %d %s\n", rps, p50, p99, (bad==""?0:bad) }'
+}
+
+printf "%-34s %5s %10s %9s %9s %8s\n" scenario conns rps p50_us p99_us vs_nginx
+for c in 16 64; do
+  read -r n_rps n_p50 n_p99 n_bad < <(run_wrk "http://127.0.0.1:$NGX/" "$c")
+  printf "%-34s %5d %10d %9d %9d %8s\n" "nginx proxy_pass (1 worker)" "$c" "$n_rps" "$n_p50" "$n_p99" "1.00"
+  for s in "lateen, router (1 route)|$LAT" "lateen, router (13 rules, 90/7/3)|$LAT2"; do
+    name="${s%%|*}"; port="${s##*|}"
+    read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$port/" "$c")
+    [ "$bad" = "0" ] || echo "  ($name: $bad non-2xx responses)"
+    printf "%-34s %5d %10d %9d %9d %8s\n" "$name (1 worker)" "$c" "$rps" "$p50" "$p99" \
+      "$(awk -v a="$rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')"
+  done
+done

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds the filters and the proxy, then runs every test (unit, doc and end-to-end).
+# Usage: bash tests/run.sh            (from anywhere; installs the wasm target if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+if command -v rustup >/dev/null 2>&1; then
+  rustup target add wasm32-wasip1 >/dev/null
+fi
+
+# Filters and test plugins are wasm32-wasip1 modules; the e2e tests load them from
+# $CARGO_TARGET_DIR/wasm32-wasip1/wasm/.
+cargo build --profile wasm --target wasm32-wasip1 \
+  -p lateen-router -p test-plugin-header-echo -p test-plugin-trap
+# The e2e tests start the real binary.
+cargo build -p lateen
+cargo test --workspace
