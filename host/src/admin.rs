@@ -158,11 +158,17 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
             })
         })
         .collect();
+    let services: Vec<_> = snap
+        .service_plugins
+        .iter()
+        .map(|f| serde_json::json!({"name": f.plugin.name, "url": f.plugin.url, "sha256": f.plugin.module.sha256}))
+        .collect();
     serde_json::json!({
         "version": snap.version,
         "listeners": listeners,
         "clusters": clusters,
         "plugins": plugins,
+        "servicePlugins": services,
         "warnings": snap.warnings,
     })
 }

@@ -48,6 +48,11 @@ impl VmSlot {
         })
     }
 
+    /// Whether the instance exists and has not trapped.
+    fn healthy(&self) -> bool {
+        matches!(&*self.vm.borrow(), Some(vm) if vm.broken().is_none())
+    }
+
     /// The root context for `config`, instantiating the VM if it is absent or broken.
     fn root(self: &Rc<Self>, config: &Bytes) -> Result<(u32, u64), WasmError> {
         let needs_new = match &*self.vm.borrow() {
@@ -91,10 +96,47 @@ impl VmSlot {
             .ok_or_else(|| WasmError::Instantiate("no instance".into()))?;
         let id = vm.create_root(config.clone())?;
         let ticks = vm.take_tick_requests();
+        let calls = vm.take_pending_calls();
         drop(guard);
         self.roots.borrow_mut().insert(config.clone(), id);
         self.start_ticks(ticks);
+        self.spawn_root_calls(calls);
         Ok((id, self.generation.get()))
+    }
+
+    /// Sends http_calls a root context made and delivers the answers back to it.
+    fn spawn_root_calls(self: &Rc<Self>, calls: Vec<PendingCall>) {
+        let generation = self.generation.get();
+        for call in calls {
+            let slot = self.clone();
+            tokio::task::spawn_local(async move {
+                let resp = match slot.upstream.upgrade() {
+                    Some(u) => u.http_call(&call).await,
+                    None => None,
+                };
+                if slot.generation.get() != generation {
+                    return;
+                }
+                let more = {
+                    let mut st = StreamState::default();
+                    let mut g = slot.vm.borrow_mut();
+                    let Some(vm) = g.as_mut() else { return };
+                    if let Err(e) =
+                        vm.on_http_call_response(call.context_id, call.token, &mut st, resp)
+                    {
+                        tracing::warn!(plugin = %slot.spec.name, "on_http_call_response failed: {e}");
+                        return;
+                    }
+                    vm.take_pending_calls()
+                };
+                slot.spawn_root_calls(more);
+            });
+        }
+    }
+
+    /// Starts a service plugin: its root context, ticks and calls.
+    pub fn start_service(self: &Rc<Self>, config: &Bytes) -> Result<(), WasmError> {
+        self.root(config).map(|_| ())
     }
 
     fn start_ticks(self: &Rc<Self>, ticks: Vec<(u32, Duration)>) {
@@ -149,9 +191,18 @@ impl VmSlot {
     }
 }
 
+/// One filter of a chain on one worker.
+struct ChainFilter {
+    slot: Rc<VmSlot>,
+    config: Bytes,
+    /// Root context for `config` and the instance generation it belongs to, so the
+    /// per-request path does not hash the configuration.
+    root: Cell<Option<(u32, u64)>>,
+}
+
 /// A listener's filter chain on one worker.
 pub struct Chain {
-    filters: Vec<(Rc<VmSlot>, Bytes)>,
+    filters: Vec<ChainFilter>,
 }
 
 impl Chain {
@@ -160,9 +211,11 @@ impl Chain {
             filters: specs
                 .iter()
                 .filter_map(|f| {
-                    slots
-                        .get(&Arc::as_ptr(&f.plugin))
-                        .map(|s| (s.clone(), f.configuration.clone()))
+                    slots.get(&Arc::as_ptr(&f.plugin)).map(|s| ChainFilter {
+                        slot: s.clone(),
+                        config: f.configuration.clone(),
+                        root: Cell::new(None),
+                    })
                 })
                 .collect(),
         }
@@ -262,7 +315,7 @@ impl HttpStream {
     }
 
     fn fail(&mut self, i: usize, err: &dyn std::fmt::Display) -> Option<Verdict> {
-        let spec = &self.chain.filters[i].0.spec;
+        let spec = &self.chain.filters[i].slot.spec;
         tracing::warn!(plugin = %spec.name, "plugin failed: {err}");
         match spec.fail {
             FailStrategy::Open => {
@@ -284,7 +337,8 @@ impl HttpStream {
 
     // The context of filter i for this stream, created on first use.
     fn context(&mut self, i: usize) -> Result<Option<u32>, String> {
-        let (slot, cfg) = &self.chain.filters[i];
+        let f = &self.chain.filters[i];
+        let slot = &f.slot;
         match self.ctxs[i] {
             Ctx::Skipped => Ok(None),
             Ctx::Live { id, generation } => {
@@ -295,7 +349,14 @@ impl HttpStream {
                 }
             }
             Ctx::NotCreated => {
-                let (root, generation) = slot.root(cfg).map_err(|e| e.to_string())?;
+                let (root, generation) = match f.root.get() {
+                    Some((root, g)) if g == slot.generation.get() && slot.healthy() => (root, g),
+                    _ => {
+                        let r = slot.root(&f.config).map_err(|e| e.to_string())?;
+                        f.root.set(Some(r));
+                        r
+                    }
+                };
                 let mut g = slot.vm.borrow_mut();
                 let vm = g.as_mut().ok_or("no instance")?;
                 let id = vm.create_stream(root).map_err(|e| e.to_string())?;
@@ -321,7 +382,7 @@ impl HttpStream {
                     None => continue,
                 },
             };
-            let slot = self.chain.filters[i].0.clone();
+            let slot = self.chain.filters[i].slot.clone();
             let result = {
                 let mut g = slot.vm.borrow_mut();
                 let Some(vm) = g.as_mut() else { continue };
@@ -376,7 +437,7 @@ impl HttpStream {
         phase: Phase,
         mut action: Action,
     ) -> Result<Action, Verdict> {
-        let slot = self.chain.filters[i].0.clone();
+        let slot = self.chain.filters[i].slot.clone();
         let resumed = |st: &mut StreamState| {
             let r = if phase.response() {
                 std::mem::take(&mut st.resume_response)
@@ -450,7 +511,7 @@ impl Drop for HttpStream {
             let Ctx::Live { id, generation } = *ctx else {
                 continue;
             };
-            let slot = &self.chain.filters[i].0;
+            let slot = &self.chain.filters[i].slot;
             if slot.generation.get() != generation {
                 continue;
             }

@@ -62,6 +62,8 @@ pub struct Snapshot {
     /// Bare host names (ServiceEntry hosts) → their default cluster, for `http_call`.
     pub host_aliases: HashMap<String, String>,
     pub plugins: Vec<Arc<PluginSpec>>,
+    /// Singleton plugins run once per proxy (on worker 0), not per worker.
+    pub service_plugins: Vec<FilterSpec>,
     pub resolver: Arc<dyn ClusterResolver>,
     pub warnings: Vec<String>,
 }

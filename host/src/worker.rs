@@ -140,6 +140,23 @@ pub fn run_worker(
             upstream,
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491)),
         });
+        // Service plugins run once per proxy: on worker 0, for the life of the process.
+        let mut services = Vec::new();
+        if id == 0 {
+            let snap = ctx.snapshots.load_full();
+            for sp in &snap.service_plugins {
+                let slot = VmSlot::new(
+                    sp.plugin.clone(),
+                    ctx.rt.clone(),
+                    snap.resolver.clone(),
+                    Rc::downgrade(&ctx.upstream),
+                );
+                match slot.start_service(&sp.configuration) {
+                    Ok(()) => services.push(slot),
+                    Err(e) => tracing::error!(plugin = %sp.plugin.name, "service plugin failed to start: {e}"),
+                }
+            }
+        }
         let active = Rc::new(Cell::new(0usize));
         let idle = Rc::new(tokio::sync::Notify::new());
         let mut accepts = Vec::new();
@@ -211,6 +228,7 @@ pub fn run_worker(
             }));
         }
         let _ = shutdown.wait_for(|v| *v).await;
+        drop(services);
         for a in accepts {
             let _ = a.await;
         }

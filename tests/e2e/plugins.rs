@@ -173,3 +173,65 @@ async fn trapping_plugin_fail_open() {
     assert_eq!(r.status, 200);
     assert_eq!(a.last().header("x-trap-plugin"), Some("passed"));
 }
+
+#[tokio::test]
+async fn service_plugin_ticks_and_calls_out() {
+    let a = Backend::start("a").await;
+    let yaml = mesh(&[&a])
+        + r#"---
+apiVersion: lateen.io/v1alpha1
+kind: Bootstrap
+metadata: {name: bootstrap, namespace: istio-system}
+spec:
+  workload:
+    namespace: istio-system
+    labels: {istio: ingressgateway}
+  servicePlugins:
+  - name: ticker
+    url: file://{{WASM}}/test_plugin_ticker.wasm
+    pluginConfig: "outbound|80||svc.test"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: svc.test}}]
+"#;
+    let proxy = Proxy::start_with(&yaml, &["--concurrency", "2"])
+        .await
+        .expect("proxy starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ticks: Vec<String> = a
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with("/tick/"))
+            .map(|s| s.path.clone())
+            .collect();
+        // Once per proxy, not once per worker: the tick counter runs 1, 2, 3...
+        if ticks.len() >= 3 {
+            assert_eq!(
+                &ticks[..3],
+                ["/tick/1", "/tick/2", "/tick/3"],
+                "{}",
+                proxy.log()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ticks seen: {ticks:?}\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin))
+        .await
+        .unwrap();
+    assert!(dump.body.contains("istio-system/ticker"), "{}", dump.body);
+}

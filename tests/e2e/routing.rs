@@ -20,6 +20,15 @@ spec:
   endpoints: [{address: 127.0.0.1, ports: {http: {{DOWN}}}}]
 ---
 apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dns, namespace: test}
+spec:
+  hosts: [dns.test]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+  endpoints: [{address: localhost, ports: {http: {{A}}}}]
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: routes, namespace: test}
 spec:
@@ -108,6 +117,9 @@ spec:
   - name: down
     match: [{uri: {prefix: /down}}]
     route: [{destination: {host: down.test}}]
+  - name: dns
+    match: [{uri: {prefix: /dns}}]
+    route: [{destination: {host: dns.test}}]
   - name: default
     match: [{uri: {prefix: /default}}]
     route: [{destination: {host: svc.test, subset: a}}]
@@ -126,7 +138,10 @@ async fn setup() -> Setup {
         Backend::start("b").await,
         Backend::start("c").await,
     );
-    let yaml = mesh(&[&a, &b, &c]) + &ROUTES.replace("{{DOWN}}", &free_port().to_string());
+    let yaml = mesh(&[&a, &b, &c])
+        + &ROUTES
+            .replace("{{DOWN}}", &free_port().to_string())
+            .replace("{{A}}", &a.port().to_string());
     let proxy = Proxy::start(&yaml).await.expect("proxy starts");
     Setup { a, b, c, proxy }
 }
@@ -161,6 +176,7 @@ async fn every_match_type_routes_to_its_subset() {
         ("GET", "/k", vec![("cookie", "x=1; group=gold")], "c"),
         ("GET", "/ua", vec![("user-agent", FIREFOX)], "a"),
         ("GET", "/default", vec![], "a"),
+        ("GET", "/dns", vec![], "a"),
     ];
     let mut wrong = Vec::new();
     for (method, path, headers, want) in &cases {

@@ -203,7 +203,12 @@ impl Proxy {
             .arg("run")
             .arg("--config")
             .arg(dir.path().join("config.yaml"))
-            .args(["--concurrency", "1", "--admin-address"])
+            .args(if extra.contains(&"--concurrency") {
+                &[][..]
+            } else {
+                &["--concurrency", "1"][..]
+            })
+            .arg("--admin-address")
             .arg(format!("127.0.0.1:{admin}"))
             .arg("--filters-dir")
             .arg(&p.wasm_dir)

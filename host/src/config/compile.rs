@@ -158,7 +158,7 @@ pub fn build(
         if !applies(wp, &workload) {
             continue;
         }
-        match load_plugin(wp, rt) {
+        match load_plugin(&wp.info, &wp.spec, "spec", wp.info.key(), rt) {
             Ok((spec, cfg)) => plugins.push((Arc::new(spec), cfg, wp.info.clone())),
             Err(e) => errors.push(e),
         }
@@ -166,6 +166,37 @@ pub fn build(
     plugins.sort_by(|a, b| {
         (a.0.phase, -a.0.priority, &a.0.name).cmp(&(b.0.phase, -b.0.priority, &b.0.name))
     });
+
+    let mut service_plugins = Vec::new();
+    if let Some(b) = &res.bootstrap {
+        for (i, sp) in b.spec.service_plugins.iter().enumerate() {
+            let as_wasm = WasmPluginSpec {
+                url: sp.url.clone(),
+                sha256: sp.sha256.clone(),
+                plugin_config: sp.plugin_config.clone(),
+                vm_config: sp.vm_config.clone(),
+                ..WasmPluginSpec::default()
+            };
+            let prefix = format!("spec.servicePlugins[{i}]");
+            let name = format!("{}/{}", b.info.namespace, sp.name);
+            match load_plugin(&b.info, &as_wasm, &prefix, name, rt) {
+                Ok((spec, cfg)) => {
+                    let spec = Arc::new(spec);
+                    if let Err(e) = probe(rt, &spec, &cfg, resolver.clone()) {
+                        errors.push(
+                            b.info
+                                .error(&format!("{prefix}.pluginConfig"), e.to_string()),
+                        );
+                    }
+                    service_plugins.push(FilterSpec {
+                        plugin: spec,
+                        configuration: cfg,
+                    });
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
 
     let router = match load_router(rt, &opts.builtin_filters) {
         Ok(r) => Some(r),
@@ -336,6 +367,7 @@ pub fn build(
             .map(|(p, _, _)| p)
             .chain(router)
             .collect(),
+        service_plugins,
         resolver,
         warnings,
     })
@@ -384,18 +416,24 @@ fn applies(wp: &Doc<WasmPluginSpec>, w: &WorkloadInfo) -> bool {
     ns_ok && labels_ok
 }
 
-fn load_plugin(wp: &Doc<WasmPluginSpec>, rt: &Runtime) -> Result<(PluginSpec, Bytes), ConfigError> {
-    let s = &wp.spec;
-    let path = plugin_path(&s.url, &wp.info.file).map_err(|m| wp.info.error("spec.url", m))?;
-    let bytes = std::fs::read(&path).map_err(|e| {
-        wp.info
-            .error("spec.url", format!("cannot read {}: {e}", path.display()))
-    })?;
+/// Loads a plugin module described at `prefix` (`spec` for a WasmPlugin,
+/// `spec.servicePlugins[i]` for a service plugin) of a document.
+fn load_plugin(
+    info: &DocInfo,
+    s: &WasmPluginSpec,
+    prefix: &str,
+    name: String,
+    rt: &Runtime,
+) -> Result<(PluginSpec, Bytes), ConfigError> {
+    let at = |f: &str| format!("{prefix}.{f}");
+    let path = plugin_path(&s.url, &info.file).map_err(|m| info.error(&at("url"), m))?;
+    let bytes = std::fs::read(&path)
+        .map_err(|e| info.error(&at("url"), format!("cannot read {}: {e}", path.display())))?;
     let sha = hex::encode(Sha256::digest(&bytes));
     if let Some(want) = &s.sha256 {
         if !want.eq_ignore_ascii_case(&sha) {
-            return Err(wp.info.error(
-                "spec.sha256",
+            return Err(info.error(
+                &at("sha256"),
                 format!(
                     "sha256 mismatch: {} has {sha}, expected {want}",
                     path.display()
@@ -405,15 +443,15 @@ fn load_plugin(wp: &Doc<WasmPluginSpec>, rt: &Runtime) -> Result<(PluginSpec, By
     }
     let module = rt
         .compile(&bytes)
-        .map_err(|e| wp.info.error("spec.url", e.to_string()))?;
+        .map_err(|e| info.error(&at("url"), e.to_string()))?;
     let phase = match s.phase.as_deref().unwrap_or("UNSPECIFIED_PHASE") {
         "AUTHN" => Phase::Authn,
         "AUTHZ" => Phase::Authz,
         "STATS" => Phase::Stats,
         "UNSPECIFIED_PHASE" | "UNSPECIFIED" => Phase::Unspecified,
         other => {
-            return Err(wp.info.error(
-                "spec.phase",
+            return Err(info.error(
+                &at("phase"),
                 format!(
                     "unknown phase `{other}`; expected AUTHN, AUTHZ, STATS or UNSPECIFIED_PHASE"
                 ),
@@ -424,8 +462,8 @@ fn load_plugin(wp: &Doc<WasmPluginSpec>, rt: &Runtime) -> Result<(PluginSpec, By
         "FAIL_CLOSE" => FailStrategy::Close,
         "FAIL_OPEN" => FailStrategy::Open,
         other => {
-            return Err(wp.info.error(
-                "spec.failStrategy",
+            return Err(info.error(
+                &at("failStrategy"),
                 format!("unknown failStrategy `{other}`; expected FAIL_CLOSE or FAIL_OPEN"),
             ))
         }
@@ -450,7 +488,6 @@ fn load_plugin(wp: &Doc<WasmPluginSpec>, rt: &Runtime) -> Result<(PluginSpec, By
         Some(v) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
         None => Bytes::new(),
     };
-    let name = wp.info.key();
     let identity = PluginIdentity {
         name: name.clone(),
         root_id: s.plugin_name.clone().unwrap_or_else(|| name.clone()),

@@ -382,6 +382,23 @@ pub struct BootstrapSpec {
     pub workload: Option<Workload>,
     #[serde(default)]
     pub admin: Option<AdminSpec>,
+    /// Singleton plugins (Envoy's WasmService): a root context only, run once per proxy for
+    /// background work on ticks and http_calls.
+    #[serde(default)]
+    pub service_plugins: Vec<ServicePluginSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePluginSpec {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub plugin_config: Option<Value>,
+    #[serde(default)]
+    pub vm_config: Option<VmConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
