@@ -439,12 +439,11 @@ impl HttpStream {
     ) -> Result<Action, Verdict> {
         let slot = self.chain.filters[i].slot.clone();
         let resumed = |st: &mut StreamState| {
-            let r = if phase.response() {
+            if phase.response() {
                 std::mem::take(&mut st.resume_response)
             } else {
                 std::mem::take(&mut st.resume_request)
-            };
-            r
+            }
         };
         let deadline = tokio::time::Instant::now() + PAUSE_LIMIT;
         while !calls.is_empty() {

@@ -125,6 +125,14 @@ spec:
     route: [{destination: {host: svc.test, subset: a}}]
 "#;
 
+/// (method, path, headers, expected backend)
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    &'static str,
+);
+
 struct Setup {
     a: Backend,
     b: Backend,
@@ -149,8 +157,7 @@ async fn setup() -> Setup {
 #[tokio::test]
 async fn every_match_type_routes_to_its_subset() {
     let s = setup().await;
-    // (method, path, headers, expected backend)
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("GET", "/exact", vec![], "a"),
         ("GET", "/exact?q=1", vec![], "a"),
         ("GET", "/prefix/x", vec![], "b"),

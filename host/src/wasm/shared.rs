@@ -63,11 +63,14 @@ struct Queue {
 }
 
 /// Process-wide plugin state.
+/// Metric ids by name, and the metrics by id - 1.
+type MetricTable = (HashMap<String, u32>, Vec<Arc<Metric>>);
+
 #[derive(Default)]
 pub struct Shared {
     data: RwLock<HashMap<String, (Bytes, u32)>>,
     queues: Mutex<Vec<Queue>>,
-    metrics: RwLock<(HashMap<String, u32>, Vec<Arc<Metric>>)>,
+    metrics: RwLock<MetricTable>,
 }
 
 impl Shared {

@@ -31,6 +31,7 @@ type F1R = TypedFunc<i32, i32>;
 type F2 = TypedFunc<(i32, i32), ()>;
 type F2R = TypedFunc<(i32, i32), i32>;
 type F3R = TypedFunc<(i32, i32, i32), i32>;
+type F5 = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
 /// Header callbacks: ABI 0.2.x passes end_of_stream, 0.1.0 does not.
 enum HeadersFn {
@@ -49,7 +50,7 @@ struct Exports {
     response_headers: Option<HeadersFn>,
     response_body: Option<F3R>,
     response_trailers: Option<F2R>,
-    http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    http_call_response: Option<F5>,
     done: Option<F1R>,
     log: Option<F1>,
     delete: Option<F1>,

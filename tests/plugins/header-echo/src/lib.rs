@@ -6,6 +6,7 @@
 //! - `/local`: answers 418 `local reply` itself;
 //! - `/callout`: calls `config.callout` and adds `x-callout-status` / `x-callout-body`;
 //! - `/replace`: replaces the response body with `replaced body`.
+//!
 //! A config with `"reject": true` makes on_configure return false.
 
 use proxy_wasm::hostcalls;
