@@ -289,11 +289,7 @@ pub async fn handle(
         s.set_outcome(lr.status, "-");
         return Ok(local_reply(lr));
     }
-    let status = get(&s.state.resp_headers, ":status")
-        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u16>().ok())
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .unwrap_or(rparts.status);
-    s.set_outcome(status.as_u16(), "-");
+    let mut rbody = rbody;
     let down_body: UpBody = if reos {
         full(Bytes::new())
     } else if chain.is_empty() {
@@ -301,10 +297,38 @@ pub async fn handle(
             .map_err(|e| -> BoxError { Box::new(e) })
             .boxed_unsync()
     } else {
-        let (tx, rx) = ChannelBody::new(4);
-        tokio::task::spawn_local(pump_response(stream.clone(), rbody, tx));
-        rx.boxed_unsync()
+        // Read the first frame before answering. Most responses are one frame: they then
+        // pass the body callbacks here and leave in a single write, with no pump task (and
+        // a plugin may still replace the whole response).
+        drop(s);
+        let first = rbody.frame().await;
+        s = stream.lock().await;
+        let whole = match &first {
+            None => Some(Bytes::new()),
+            Some(Ok(f)) if rbody.is_end_stream() => f.data_ref().cloned(),
+            _ => None,
+        };
+        match whole {
+            Some(data) => {
+                s.state.resp_body.extend_from_slice(&data);
+                if let Verdict::Respond(lr) = s.response_body(true).await {
+                    s.set_outcome(lr.status, "-");
+                    return Ok(local_reply(lr));
+                }
+                full(Bytes::from(std::mem::take(&mut s.state.resp_body)))
+            }
+            None => {
+                let (tx, rx) = ChannelBody::new(4);
+                tokio::task::spawn_local(pump_response(stream.clone(), first, rbody, tx));
+                rx.boxed_unsync()
+            }
+        }
     };
+    let status = get(&s.state.resp_headers, ":status")
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(rparts.status);
+    s.set_outcome(status.as_u16(), "-");
     let mut out = Response::new(down_body);
     *out.status_mut() = status;
     header_map(&s.state.resp_headers, out.headers_mut());
@@ -315,17 +339,32 @@ type Tx = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
 
 // Feeds the request body through the chain into the upstream request.
 async fn pump_request(stream: Rc<Mutex<HttpStream>>, mut body: Incoming, tx: Tx) {
-    pump(&stream, &mut body, &tx, false).await;
+    pump(&stream, None, &mut body, &tx, false).await;
 }
 
 // Feeds the upstream response body through the chain to the client.
-async fn pump_response(stream: Rc<Mutex<HttpStream>>, mut body: Incoming, tx: Tx) {
-    pump(&stream, &mut body, &tx, true).await;
+async fn pump_response(
+    stream: Rc<Mutex<HttpStream>>,
+    first: Option<Result<Frame<Bytes>, hyper::Error>>,
+    mut body: Incoming,
+    tx: Tx,
+) {
+    pump(&stream, Some(first), &mut body, &tx, true).await;
 }
 
-async fn pump(stream: &Rc<Mutex<HttpStream>>, body: &mut Incoming, tx: &Tx, response: bool) {
+// `first`, when given, is a frame already read from `body`.
+async fn pump(
+    stream: &Rc<Mutex<HttpStream>>,
+    mut first: Option<Option<Result<Frame<Bytes>, hyper::Error>>>,
+    body: &mut Incoming,
+    tx: &Tx,
+    response: bool,
+) {
     loop {
-        let frame = body.frame().await;
+        let frame = match first.take() {
+            Some(f) => f,
+            None => body.frame().await,
+        };
         let mut s = stream.lock().await;
         let (data, trailers, eos) = match frame {
             None => (Bytes::new(), None, true),

@@ -74,9 +74,15 @@ async fn proxy_wasm_plugin_headers_bodies_local_reply_and_http_call() {
     assert_eq!(seen.header("x-callout-body"), Some("b GET /from-plugin"));
     assert_eq!(b.last().path, "/from-plugin");
 
-    // Response body replaced after buffering to the end of the stream.
+    // Response body replaced after buffering to the end of the stream: a one-frame body,
+    // and one that arrives in three frames.
     let r = get(&proxy.url("/replace")).await.unwrap();
     assert_eq!((r.status, r.body.as_str()), (200, "replaced body"));
+    let r = get(&proxy.url("/replace/chunks")).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "replaced body"));
+    // A streamed body the plugin does not touch passes frame by frame.
+    let r = get(&proxy.url("/plain/chunks")).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "chunk0;chunk1;chunk2;"));
 
     // Plugin metrics are exported by the host.
     let stats = get(&format!(
@@ -91,7 +97,7 @@ async fn proxy_wasm_plugin_headers_bodies_local_reply_and_http_call() {
         .find(|l| l.starts_with("header_echo_requests_total "))
         .unwrap_or_else(|| panic!("metric missing:\n{}", stats.body));
     let n: u64 = line.split(' ').nth(1).unwrap().parse().unwrap();
-    assert_eq!(n, 5, "one increment per request");
+    assert_eq!(n, 7, "one increment per request");
 
     // The config dump lists the plugin with its sha256.
     let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin))

@@ -135,7 +135,22 @@ impl Backend {
                             } else {
                                 format!("{name} {method} {path}")
                             };
-                            let mut r = hyper::Response::new(Full::new(Bytes::from(text)));
+                            let body = if path.contains("/chunks") {
+                                // Three chunks, 20 ms apart: a body that arrives in frames.
+                                let chunks = futures_util::stream::unfold(0u8, |i| async move {
+                                    if i == 3 {
+                                        return None;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                    let frame =
+                                        hyper::body::Frame::data(Bytes::from(format!("chunk{i};")));
+                                    Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
+                                });
+                                http_body_util::StreamBody::new(chunks).boxed_unsync()
+                            } else {
+                                Full::new(Bytes::from(text)).boxed_unsync()
+                            };
+                            let mut r = hyper::Response::new(body);
                             r.headers_mut().insert("x-backend", name.parse().unwrap());
                             Ok::<_, std::convert::Infallible>(r)
                         }

@@ -5,7 +5,7 @@
 //!   `plugin_root_id` property into `x-plugin-root-id`, counts `header_echo_requests_total`;
 //! - `/local`: answers 418 `local reply` itself;
 //! - `/callout`: calls `config.callout` and adds `x-callout-status` / `x-callout-body`;
-//! - `/replace`: replaces the response body with `replaced body`.
+//! - `/replace…`: replaces the response body with `replaced body`.
 //!
 //! A config with `"reject": true` makes on_configure return false.
 
@@ -130,14 +130,14 @@ impl HttpContext for Stream {
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         self.set_http_response_header("x-response-plugin", Some("seen"));
-        if self.path == "/replace" {
+        if self.path.starts_with("/replace") {
             self.set_http_response_header("content-length", None);
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        if self.path != "/replace" {
+        if !self.path.starts_with("/replace") {
             return Action::Continue;
         }
         if !eos {
