@@ -150,15 +150,15 @@ run_wrk() { # url conns -> "rps p50_us p99_us"
     END { printf "%d %d %d %s\n", rps, p50, p99, (bad==""?0:bad) }'
 }
 
-printf "%-34s %5s %10s %9s %9s %8s\n" scenario conns rps p50_us p99_us vs_nginx
+printf "%-46s %5s %10s %9s %9s %8s\n" scenario conns rps p50_us p99_us vs_nginx
 for c in 16 64; do
   read -r n_rps n_p50 n_p99 n_bad < <(run_wrk "http://127.0.0.1:$NGX/" "$c")
-  printf "%-34s %5d %10d %9d %9d %8s\n" "nginx proxy_pass (1 worker)" "$c" "$n_rps" "$n_p50" "$n_p99" "1.00"
+  printf "%-46s %5d %10d %9d %9d %8s\n" "nginx proxy_pass (1 worker)" "$c" "$n_rps" "$n_p50" "$n_p99" "1.00"
   for s in "lateen, router (1 route)|$LAT" "lateen, router (13 rules, 90/7/3)|$LAT2"; do
     name="${s%%|*}"; port="${s##*|}"
     read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$port/" "$c")
     [ "$bad" = "0" ] || echo "  ($name: $bad non-2xx responses)"
-    printf "%-34s %5d %10d %9d %9d %8s\n" "$name (1 worker)" "$c" "$rps" "$p50" "$p99" \
+    printf "%-46s %5d %10d %9d %9d %8s\n" "$name (1 worker)" "$c" "$rps" "$p50" "$p99" \
       "$(awk -v a="$rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')"
   done
 done
