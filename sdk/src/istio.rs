@@ -144,3 +144,151 @@ pub struct HttpMatchRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<UserAgentMatch>,
 }
+
+/// Istio `HTTPRedirect`.
+///
+/// ```
+/// let r: lateen_sdk::istio::HttpRedirect = serde_json::from_str(r#"{"uri":"/new","redirectCode":302}"#).unwrap();
+/// assert_eq!(r.redirect_code, Some(302));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRedirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// `FROM_PROTOCOL_DEFAULT` or `FROM_REQUEST_PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derive_port: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Default 301.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_code: Option<u32>,
+}
+
+/// Istio `RegexRewrite`: `match` is RE2, `rewrite` may use `\1`-style groups.
+///
+/// ```
+/// let r: lateen_sdk::istio::RegexRewrite = serde_json::from_str(r#"{"match":"^/v1/(.*)","rewrite":"/\\1"}"#).unwrap();
+/// assert_eq!(r.pattern, "^/v1/(.*)");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegexRewrite {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub rewrite: String,
+}
+
+/// Istio `HTTPRewrite`.
+///
+/// ```
+/// let r: lateen_sdk::istio::HttpRewrite = serde_json::from_str(r#"{"uri":"/v2"}"#).unwrap();
+/// assert_eq!(r.uri.as_deref(), Some("/v2"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// Istio `Headers.HeaderOperations`.
+///
+/// ```
+/// let h: lateen_sdk::istio::HeaderOperations = serde_json::from_str(r#"{"set":{"x-a":"1"},"remove":["x-b"]}"#).unwrap();
+/// assert_eq!(h.remove, vec!["x-b".to_string()]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderOperations {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// Istio `Headers`: operations on the request and on the response.
+///
+/// ```
+/// let h: lateen_sdk::istio::Headers = serde_json::from_str(r#"{"response":{"add":{"x-a":"1"}}}"#).unwrap();
+/// assert!(h.request.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Headers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HeaderOperations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HeaderOperations>,
+}
+
+/// Istio `HTTPBody`: `string` or base64 `bytes`.
+///
+/// ```
+/// let b: lateen_sdk::istio::HttpBody = serde_json::from_str(r#"{"string":"hi"}"#).unwrap();
+/// assert_eq!(b.string.as_deref(), Some("hi"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+}
+
+/// Istio `HTTPDirectResponse`.
+///
+/// ```
+/// let d: lateen_sdk::istio::HttpDirectResponse = serde_json::from_str(r#"{"status":503,"body":{"string":"down"}}"#).unwrap();
+/// assert_eq!(d.status, 503);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpDirectResponse {
+    pub status: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<HttpBody>,
+}
+
+impl HttpDirectResponse {
+    /// The body bytes (`bytes` is base64, as in Istio).
+    ///
+    /// ```
+    /// let d: lateen_sdk::istio::HttpDirectResponse =
+    ///     serde_json::from_str(r#"{"status":200,"body":{"bytes":"aGk="}}"#).unwrap();
+    /// assert_eq!(d.body_bytes().unwrap(), b"hi");
+    /// ```
+    pub fn body_bytes(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        match &self.body {
+            None => Ok(Vec::new()),
+            Some(HttpBody {
+                string: Some(s),
+                bytes: None,
+            }) => Ok(s.as_bytes().to_vec()),
+            Some(HttpBody {
+                string: None,
+                bytes: Some(b),
+            }) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| format!("body.bytes is not base64: {e}")),
+            Some(HttpBody {
+                string: None,
+                bytes: None,
+            }) => Ok(Vec::new()),
+            Some(_) => Err("set only one of body.string and body.bytes".into()),
+        }
+    }
+}

@@ -213,6 +213,20 @@ impl CompiledMatch {
         })
     }
 
+    /// The `uri.prefix` of this match, if it is a prefix match (for prefix rewrites).
+    ///
+    /// ```
+    /// use lateen_sdk::{istio::HttpMatchRequest, matcher::CompiledMatch};
+    /// let m: HttpMatchRequest = serde_json::from_str(r#"{"uri":{"prefix":"/a"}}"#).unwrap();
+    /// assert_eq!(CompiledMatch::compile(&m).unwrap().uri_prefix(), Some("/a"));
+    /// ```
+    pub fn uri_prefix(&self) -> Option<&str> {
+        match &self.uri {
+            Some(StrMatcher::Prefix(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     /// Whether every condition of this match holds for `req`.
     pub fn matches<R: RequestView + ?Sized>(&self, req: &R) -> bool {
         if let Some(p) = self.port {

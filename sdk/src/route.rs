@@ -11,6 +11,7 @@
 //! | `lateen.route.cluster`     | cluster name, `outbound\|PORT\|SUBSET\|HOST`     |
 //! | `lateen.route.name`        | route name (`VS-namespace/VS-name/route-name`)   |
 //! | `lateen.route.timeout_ms`  | upstream timeout in milliseconds, `0` = none     |
+//! | `lateen.route.id`          | unique route id `namespace/vs#index`, the key fault and rate-limit configs use |
 //!
 //! Filters that run after the router read the same paths (e.g. to scope a policy to a route).
 
@@ -20,6 +21,8 @@ pub const CLUSTER: &[&str] = &["lateen", "route", "cluster"];
 pub const ROUTE_NAME: &[&str] = &["lateen", "route", "name"];
 /// Property path of the upstream timeout, in milliseconds.
 pub const TIMEOUT_MS: &[&str] = &["lateen", "route", "timeout_ms"];
+/// Property path of the route's unique id (`namespace/vs#index`).
+pub const ROUTE_ID: &[&str] = &["lateen", "route", "id"];
 
 /// A route decision, as the router sets it.
 ///

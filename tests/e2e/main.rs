@@ -5,3 +5,4 @@ mod config;
 mod lifecycle;
 mod plugins;
 mod routing;
+mod traffic;

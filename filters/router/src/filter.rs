@@ -1,6 +1,9 @@
 //! proxy-wasm glue: root context compiles the table, each request asks it for a decision.
 
-use crate::table::{Rng, RouteTable, RouterConfig};
+use crate::table::{
+    apply_header_ops, redirect_location, Action as RouteAction, Rng, RouteTable, RouterConfig,
+};
+use lateen_sdk::istio::{HeaderOperations, Headers};
 use lateen_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use lateen_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use lateen_sdk::proxy_wasm::{self, hostcalls};
@@ -58,6 +61,7 @@ impl RootContext for RouterRoot {
         Some(Box::new(RouterStream {
             table: self.table.clone(),
             rng: self.rng.clone(),
+            response_ops: Vec::new(),
         }))
     }
 }
@@ -65,6 +69,23 @@ impl RootContext for RouterRoot {
 struct RouterStream {
     table: Option<Rc<RouteTable>>,
     rng: Rc<RefCell<Rng>>,
+    /// Response header operations of the chosen route and destination.
+    response_ops: Vec<HeaderOperations>,
+}
+
+impl RouterStream {
+    fn request_ops(&self, ops: &HeaderOperations) {
+        apply_header_ops(
+            ops,
+            |k, v| self.set_http_request_header(k, Some(v)),
+            |k, v| self.add_http_request_header(k, v),
+            |k| self.set_http_request_header(k, None),
+        );
+    }
+}
+
+fn response_of(h: &Option<Headers>) -> Option<HeaderOperations> {
+    h.as_ref().and_then(|h| h.response.clone())
 }
 
 impl Context for RouterStream {}
@@ -80,12 +101,73 @@ impl HttpContext for RouterStream {
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
             .collect();
-        if let Some(decision) = table.decide(&headers, || self.rng.borrow_mut().next_u64()) {
+        let table = table.clone();
+        let Some(sel) = table.select(&headers, || self.rng.borrow_mut().next_u64()) else {
+            // No decision: the host answers 404 (NR), as Envoy's router does.
+            return Action::Continue;
+        };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        match &sel.route.action {
+            RouteAction::Redirect(r) => {
+                let location =
+                    redirect_location(r, header(":scheme"), header(":authority"), header(":path"));
+                let code = r.redirect_code.unwrap_or(301);
+                self.send_http_response(code, vec![("location", location.as_str())], None);
+                return Action::Pause;
+            }
+            RouteAction::Direct { status, body } => {
+                self.send_http_response(*status, vec![], Some(body));
+                return Action::Pause;
+            }
+            RouteAction::Forward { .. } => {}
+        }
+        if let Some(rw) = &sel.route.rewrite {
+            let path = header(":path");
+            if let Some(new) = rw.path(path, sel.matched_prefix) {
+                self.set_http_request_header("x-envoy-original-path", Some(path));
+                self.set_http_request_header(":path", Some(&new));
+            }
+            if let Some(a) = &rw.authority {
+                self.set_http_request_header(":authority", Some(a));
+            }
+        }
+        // Destination-level operations first, then the route's (Envoy's order).
+        let dest_headers = sel.destination.and_then(|d| d.headers.clone());
+        for h in [&dest_headers, &sel.route.headers] {
+            if let Some(ops) = h.as_ref().and_then(|h| h.request.as_ref()) {
+                self.request_ops(ops);
+            }
+        }
+        self.response_ops = [response_of(&dest_headers), response_of(&sel.route.headers)]
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Some(decision) = sel.decision() {
             if let Err(status) = decision.apply() {
                 log::error(&format!("router: host refused route decision: {status:?}"));
             }
+            let _ = hostcalls::set_property(
+                lateen_sdk::route::ROUTE_ID.to_vec(),
+                Some(sel.route.id.as_bytes()),
+            );
         }
-        // No decision: the host answers 404 (NR), as Envoy's router does.
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        for ops in &self.response_ops {
+            apply_header_ops(
+                ops,
+                |k, v| self.set_http_response_header(k, Some(v)),
+                |k, v| self.add_http_response_header(k, v),
+                |k| self.set_http_response_header(k, None),
+            );
+        }
         Action::Continue
     }
 }

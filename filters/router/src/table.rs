@@ -1,9 +1,12 @@
 //! The route table: virtual hosts, first-match routes and weighted destinations. Pure logic,
 //! natively unit-tested; the wasm glue in `filter.rs` only feeds it headers.
 
-use lateen_sdk::istio::HttpMatchRequest;
+use lateen_sdk::istio::{
+    HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest, HttpRedirect, HttpRewrite,
+};
 use lateen_sdk::matcher::{CompiledMatch, MatchError, RequestView};
 use lateen_sdk::route::Decision;
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// The router's configuration: what the host generates from the VirtualServices bound to a
@@ -30,23 +33,38 @@ pub struct VirtualHostConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteConfig {
+    /// The HTTPRoute's name (Envoy's route name).
     pub name: String,
+    /// Unique id of the route in the config (`ns/vs#index`), the key other filters use.
+    #[serde(default)]
+    pub id: String,
     /// Alternatives; empty matches every request.
     #[serde(default, rename = "match")]
     pub matches: Vec<HttpMatchRequest>,
+    #[serde(default)]
     pub route: Vec<WeightedCluster>,
     /// Upstream timeout in milliseconds, 0 for none.
     #[serde(default)]
     pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<HttpRedirect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<HttpDirectResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<HttpRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
 }
 
-/// A destination: cluster and relative weight.
+/// A destination: cluster, relative weight and its own header operations.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WeightedCluster {
     pub cluster: String,
     #[serde(default)]
     pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
 }
 
 /// The compiled table.
@@ -69,13 +87,67 @@ enum Domain {
     Suffix(String),
 }
 
+/// What a route does with a request.
 #[derive(Debug)]
-struct Route {
-    name: String,
+pub enum Action {
+    /// Forward to one of the weighted clusters.
+    Forward {
+        clusters: Vec<Destination>,
+        total_weight: u64,
+    },
+    Redirect(HttpRedirect),
+    Direct {
+        status: u32,
+        body: Vec<u8>,
+    },
+}
+
+/// A compiled destination.
+#[derive(Debug)]
+pub struct Destination {
+    pub cluster: String,
+    weight: u64,
+    pub headers: Option<Headers>,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub id: String,
     matches: Vec<CompiledMatch>,
-    clusters: Vec<(String, u64)>,
-    total_weight: u64,
-    timeout_ms: u64,
+    pub action: Action,
+    pub timeout_ms: u64,
+    pub rewrite: Option<Rewrite>,
+    pub headers: Option<Headers>,
+}
+
+/// A compiled `HTTPRewrite`.
+#[derive(Debug)]
+pub struct Rewrite {
+    uri: Option<String>,
+    pub authority: Option<String>,
+    regex: Option<(Regex, String)>,
+}
+
+/// The route chosen for a request.
+pub struct Selected<'a> {
+    pub route: &'a Route,
+    /// The chosen destination, for forwarding routes.
+    pub destination: Option<&'a Destination>,
+    /// The `uri.prefix` of the match that matched, for prefix rewrites.
+    pub matched_prefix: Option<&'a str>,
+}
+
+impl Selected<'_> {
+    /// The decision the host acts on (forwarding routes only).
+    pub fn decision(&self) -> Option<Decision> {
+        self.destination.map(|d| Decision {
+            cluster: d.cluster.clone(),
+            route_name: self.route.name.clone(),
+            timeout_ms: self.route.timeout_ms,
+        })
+    }
 }
 
 impl RouteTable {
@@ -98,28 +170,69 @@ impl RouteTable {
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                if r.route.is_empty() {
-                    return Err(format!(
-                        "virtualHosts[{vi}] ({}) routes[{ri}]: no destination",
-                        vh.name
-                    ));
-                }
-                // Istio: a single destination with no weight gets 100; weights are relative.
-                let clusters: Vec<(String, u64)> = if r.route.len() == 1 {
-                    vec![(r.route[0].cluster.clone(), 1)]
-                } else {
-                    r.route
-                        .iter()
-                        .map(|d| (d.cluster.clone(), u64::from(d.weight)))
-                        .collect()
+                let at =
+                    |what: &str| format!("virtualHosts[{vi}] ({}) routes[{ri}]{what}", vh.name);
+                let action = match (&r.redirect, &r.direct_response, r.route.is_empty()) {
+                    (Some(rd), None, true) => Action::Redirect(rd.clone()),
+                    (None, Some(d), true) => Action::Direct {
+                        status: d.status,
+                        body: d
+                            .body_bytes()
+                            .map_err(|e| format!("{}: {e}", at(".directResponse")))?,
+                    },
+                    (None, None, false) => {
+                        // Istio: a single destination with no weight gets 100; weights are relative.
+                        let single = r.route.len() == 1;
+                        let clusters: Vec<Destination> = r
+                            .route
+                            .iter()
+                            .map(|d| Destination {
+                                cluster: d.cluster.clone(),
+                                weight: if single { 1 } else { u64::from(d.weight) },
+                                headers: d.headers.clone(),
+                            })
+                            .collect();
+                        let total_weight = clusters.iter().map(|d| d.weight).sum();
+                        Action::Forward {
+                            clusters,
+                            total_weight,
+                        }
+                    }
+                    (None, None, true) => return Err(format!("{}: no destination", at(""))),
+                    _ => {
+                        return Err(format!(
+                            "{}: route, redirect and directResponse are exclusive",
+                            at("")
+                        ))
+                    }
                 };
-                let total_weight = clusters.iter().map(|(_, w)| w).sum();
+                let rewrite = match &r.rewrite {
+                    None => None,
+                    Some(rw) => Some(Rewrite {
+                        uri: rw.uri.clone(),
+                        authority: rw.authority.clone(),
+                        regex: match &rw.uri_regex_rewrite {
+                            None => None,
+                            Some(rr) => Some((
+                                Regex::new(&rr.pattern).map_err(|e| {
+                                    format!(
+                                        "{}: invalid regex: {e}",
+                                        at(".rewrite.uriRegexRewrite.match")
+                                    )
+                                })?,
+                                re2_substitution(&rr.rewrite),
+                            )),
+                        },
+                    }),
+                };
                 routes.push(Route {
                     name: r.name.clone(),
+                    id: r.id.clone(),
                     matches,
-                    clusters,
-                    total_weight,
+                    action,
                     timeout_ms: r.timeout_ms,
+                    rewrite,
+                    headers: r.headers.clone(),
                 });
             }
             let domains = vh
@@ -143,40 +256,57 @@ impl RouteTable {
 
     /// Picks the route for a request. `roll` supplies a uniformly random u64 for weighted
     /// destinations (only called when a route has more than one).
+    pub fn select<R: RequestView + ?Sized>(
+        &self,
+        req: &R,
+        roll: impl FnOnce() -> u64,
+    ) -> Option<Selected<'_>> {
+        let authority = req.header(":authority").unwrap_or("");
+        let host = strip_port(authority).to_ascii_lowercase();
+        let vh = self.select_host(&host)?;
+        let (route, matched) = vh.routes.iter().find_map(|r| {
+            if r.matches.is_empty() {
+                return Some((r, None));
+            }
+            r.matches
+                .iter()
+                .find(|m| m.matches(req))
+                .map(|m| (r, Some(m)))
+        })?;
+        let destination = match &route.action {
+            Action::Forward {
+                clusters,
+                total_weight,
+            } => Some(if clusters.len() == 1 || *total_weight == 0 {
+                &clusters[0]
+            } else {
+                let mut pick = roll() % total_weight;
+                let mut chosen = &clusters[0];
+                for d in clusters {
+                    if pick < d.weight {
+                        chosen = d;
+                        break;
+                    }
+                    pick -= d.weight;
+                }
+                chosen
+            }),
+            _ => None,
+        };
+        Some(Selected {
+            route,
+            destination,
+            matched_prefix: matched.and_then(CompiledMatch::uri_prefix),
+        })
+    }
+
+    /// The decision for a request, for forwarding routes.
     pub fn decide<R: RequestView + ?Sized>(
         &self,
         req: &R,
         roll: impl FnOnce() -> u64,
     ) -> Option<Decision> {
-        let authority = req.header(":authority").unwrap_or("");
-        let host = strip_port(authority).to_ascii_lowercase();
-        let vh = self.select_host(&host)?;
-        let route = vh
-            .routes
-            .iter()
-            .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.matches(req)))?;
-        let cluster = if route.clusters.len() == 1 {
-            &route.clusters[0].0
-        } else if route.total_weight == 0 {
-            // All weights zero: Istio treats this as invalid; send to the first.
-            &route.clusters[0].0
-        } else {
-            let mut pick = roll() % route.total_weight;
-            let mut chosen = &route.clusters[0].0;
-            for (c, w) in &route.clusters {
-                if pick < *w {
-                    chosen = c;
-                    break;
-                }
-                pick -= w;
-            }
-            chosen
-        };
-        Some(Decision {
-            cluster: cluster.clone(),
-            route_name: route.name.clone(),
-            timeout_ms: route.timeout_ms,
-        })
+        self.select(req, roll)?.decision()
     }
 
     // Envoy's order: exact domain, then the longest suffix wildcard, then `*`.
@@ -199,6 +329,112 @@ impl RouteTable {
         }
         best.map(|(vh, _)| vh)
     }
+}
+
+impl Rewrite {
+    /// The rewritten `:path` (query kept), or `None` if the path is unchanged.
+    pub fn path(&self, path: &str, matched_prefix: Option<&str>) -> Option<String> {
+        let (p, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let new = if let Some(uri) = &self.uri {
+            // Istio: a prefix match has its prefix replaced; otherwise the whole path.
+            match matched_prefix {
+                Some(prefix) if p.len() >= prefix.len() => format!("{uri}{}", &p[prefix.len()..]),
+                _ => uri.clone(),
+            }
+        } else if let Some((re, with)) = &self.regex {
+            re.replace_all(p, with.as_str()).into_owned()
+        } else {
+            return None;
+        };
+        Some(match query {
+            Some(q) => format!("{new}?{q}"),
+            None => new,
+        })
+    }
+}
+
+/// The `location` of a redirect, as Envoy builds it. The query string is kept unless the new
+/// `uri` has its own.
+pub fn redirect_location(r: &HttpRedirect, scheme: &str, authority: &str, path: &str) -> String {
+    let scheme = r.scheme.as_deref().unwrap_or(scheme);
+    let (req_host, req_port) = match authority.rsplit_once(':') {
+        Some((h, p))
+            if !h.ends_with(']') && p.bytes().all(|b| b.is_ascii_digit()) || h.ends_with(']') =>
+        {
+            (h, Some(p))
+        }
+        _ => (authority, None),
+    };
+    let host = r.authority.as_deref().unwrap_or(req_host);
+    let port = match (r.port, r.derive_port.as_deref()) {
+        (Some(p), _) => Some(p.to_string()),
+        (None, Some("FROM_PROTOCOL_DEFAULT")) => None,
+        (None, Some("FROM_REQUEST_PORT")) => req_port.map(str::to_string),
+        // An authority rewrite drops the request's port, as Envoy's host_redirect does.
+        (None, _) if r.authority.is_some() => None,
+        (None, _) => req_port.map(str::to_string),
+    };
+    let default_port = matches!(
+        (scheme, port.as_deref()),
+        ("http", Some("80")) | ("https", Some("443"))
+    );
+    let (p, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let new_path = match &r.uri {
+        Some(u) if u.contains('?') => u.clone(),
+        Some(u) => match query {
+            Some(q) => format!("{u}?{q}"),
+            None => u.clone(),
+        },
+        None => match query {
+            Some(q) => format!("{p}?{q}"),
+            None => p.to_string(),
+        },
+    };
+    match port {
+        Some(port) if !default_port => format!("{scheme}://{host}:{port}{new_path}"),
+        _ => format!("{scheme}://{host}{new_path}"),
+    }
+}
+
+/// Applies header operations through the given accessors, in Envoy's order: set, add, remove.
+pub fn apply_header_ops(
+    ops: &HeaderOperations,
+    mut set: impl FnMut(&str, &str),
+    mut add: impl FnMut(&str, &str),
+    mut remove: impl FnMut(&str),
+) {
+    for (k, v) in &ops.set {
+        set(k, v);
+    }
+    for (k, v) in &ops.add {
+        add(k, v);
+    }
+    for k in &ops.remove {
+        remove(k);
+    }
+}
+
+// RE2/Envoy substitutions use `\1`; the regex crate uses `${1}`.
+fn re2_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(d)) if d.is_ascii_digit() => {
+                out.push_str(&format!("${{{d}}}"));
+                chars.next();
+            }
+            ('$', _) => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -319,6 +555,103 @@ mod tests {
         .unwrap();
         let e = RouteTable::compile(&cfg).unwrap_err();
         assert!(e.contains("routes[0].match[0].uri.regex"), "{e}");
+    }
+
+    #[test]
+    fn redirects_keep_the_query() {
+        let r = |json: &str| -> HttpRedirect { serde_json::from_str(json).unwrap() };
+        assert_eq!(
+            redirect_location(&r(r#"{"uri":"/new"}"#), "http", "a.com:8080", "/old?x=1"),
+            "http://a.com:8080/new?x=1"
+        );
+        assert_eq!(
+            redirect_location(
+                &r(r#"{"authority":"b.com","scheme":"https"}"#),
+                "http",
+                "a.com:8080",
+                "/p"
+            ),
+            "https://b.com/p"
+        );
+        assert_eq!(
+            redirect_location(
+                &r(r#"{"port":9443,"scheme":"https"}"#),
+                "http",
+                "a.com:8080",
+                "/p"
+            ),
+            "https://a.com:9443/p"
+        );
+        assert_eq!(
+            redirect_location(
+                &r(r#"{"derivePort":"FROM_PROTOCOL_DEFAULT"}"#),
+                "http",
+                "a.com:8080",
+                "/p"
+            ),
+            "http://a.com/p"
+        );
+        assert_eq!(
+            redirect_location(
+                &r(r#"{"authority":"b.com","derivePort":"FROM_REQUEST_PORT"}"#),
+                "http",
+                "a.com:8080",
+                "/p"
+            ),
+            "http://b.com:8080/p"
+        );
+    }
+
+    #[test]
+    fn rewrites() {
+        let rw = Rewrite {
+            uri: Some("/v2".into()),
+            authority: None,
+            regex: None,
+        };
+        assert_eq!(
+            rw.path("/v1/users?x=1", Some("/v1")),
+            Some("/v2/users?x=1".into())
+        );
+        assert_eq!(rw.path("/exact", None), Some("/v2".into()));
+        let rw = Rewrite {
+            uri: None,
+            authority: None,
+            regex: Some((
+                Regex::new("^/service/([^/]+)(/.*)$").unwrap(),
+                re2_substitution("\\2/instance/\\1"),
+            )),
+        };
+        assert_eq!(
+            rw.path("/service/foo/v1/api?q", None),
+            Some("/v1/api/instance/foo?q".into())
+        );
+    }
+
+    #[test]
+    fn redirect_and_direct_routes() {
+        let t = table(
+            r#"{"virtualHosts":[{"name":"v","domains":["*"],"routes":[
+            {"name":"r","match":[{"uri":{"prefix":"/old"}}],"redirect":{"uri":"/new"}},
+            {"name":"d","match":[{"uri":{"prefix":"/down"}}],"directResponse":{"status":503,"body":{"string":"maintenance"}}},
+            {"name":"f","route":[{"cluster":"c","headers":{"request":{"set":{"x-d":"1"}}}}]}]}]}"#,
+        );
+        let s = t.select(&req(&[(":path", "/old/x")]), || 0).unwrap();
+        assert!(matches!(s.route.action, Action::Redirect(_)) && s.decision().is_none());
+        assert_eq!(s.matched_prefix, Some("/old"));
+        let s = t.select(&req(&[(":path", "/down")]), || 0).unwrap();
+        assert!(
+            matches!(&s.route.action, Action::Direct { status: 503, body } if body == b"maintenance")
+        );
+        let s = t.select(&req(&[(":path", "/")]), || 0).unwrap();
+        assert_eq!(s.decision().unwrap().cluster, "c");
+        assert!(s.destination.unwrap().headers.is_some());
+        let bad = serde_json::from_str::<RouterConfig>(
+            r#"{"virtualHosts":[{"name":"v","domains":["*"],"routes":[
+            {"name":"x","redirect":{"uri":"/n"},"route":[{"cluster":"c"}]}]}]}"#,
+        )
+        .unwrap();
+        assert!(RouteTable::compile(&bad).unwrap_err().contains("exclusive"));
     }
 
     #[test]

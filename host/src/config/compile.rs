@@ -607,12 +607,68 @@ fn virtual_host(
                 );
             }
         }
-        if http.route.is_empty() {
-            errors.push(vs.info.error(
-                &format!("{field}.route"),
-                "a route needs at least one destination (redirect and directResponse are not supported yet)",
-            ));
-            continue;
+        let actions = [
+            !http.route.is_empty(),
+            http.redirect.is_some(),
+            http.direct_response.is_some(),
+        ];
+        match actions.iter().filter(|a| **a).count() {
+            0 => {
+                errors.push(vs.info.error(
+                    &format!("{field}.route"),
+                    "a route needs destinations, a redirect or a directResponse",
+                ));
+                continue;
+            }
+            1 => {}
+            _ => {
+                errors.push(vs.info.error(
+                    &field,
+                    "route, redirect and directResponse are mutually exclusive",
+                ));
+                continue;
+            }
+        }
+        if let Some(d) = &http.direct_response {
+            if !(200..=599).contains(&d.status) {
+                errors.push(vs.info.error(
+                    &format!("{field}.directResponse.status"),
+                    "status must be 200-599",
+                ));
+            }
+            if let Err(e) = d.body_bytes() {
+                errors.push(vs.info.error(&format!("{field}.directResponse.body"), e));
+            }
+        }
+        if let Some(r) = &http.redirect {
+            if let Some(code) = r.redirect_code {
+                if !matches!(code, 301 | 302 | 303 | 307 | 308) {
+                    errors.push(vs.info.error(
+                        &format!("{field}.redirect.redirectCode"),
+                        "redirectCode must be 301, 302, 303, 307 or 308",
+                    ));
+                }
+            }
+            if let Some(d) = r.derive_port.as_deref() {
+                if !matches!(d, "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT") {
+                    errors.push(vs.info.error(
+                        &format!("{field}.redirect.derivePort"),
+                        "expected FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT",
+                    ));
+                }
+            }
+        }
+        if let Some(rr) = http
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.uri_regex_rewrite.as_ref())
+        {
+            if let Err(e) = regex::Regex::new(&rr.pattern) {
+                errors.push(vs.info.error(
+                    &format!("{field}.rewrite.uriRegexRewrite.match"),
+                    format!("invalid regex: {e}"),
+                ));
+            }
         }
         let mut dests = Vec::new();
         for (j, d) in http.route.iter().enumerate() {
@@ -639,6 +695,7 @@ fn virtual_host(
                     dests.push(WeightedCluster {
                         cluster: name,
                         weight: d.weight.unwrap_or(0) as u32,
+                        headers: d.headers.clone(),
                     });
                 }
                 Err((sub, msg)) => {
@@ -670,9 +727,14 @@ fn virtual_host(
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("{}.{i}", vs.info.name)),
+            id: format!("{}#{i}", vs.info.key()),
             matches: http.matches.clone(),
             route: dests,
             timeout_ms,
+            redirect: http.redirect.clone(),
+            direct_response: http.direct_response.clone(),
+            rewrite: http.rewrite.clone(),
+            headers: http.headers.clone(),
         });
     }
     if errors.len() > before {

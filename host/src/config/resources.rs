@@ -3,7 +3,7 @@
 //! schema that Lateen does not act on yet are accepted (so copied YAML loads) and reported
 //! as warnings; unknown fields are errors, so a typo never passes silently.
 
-use lateen_sdk::istio::HttpMatchRequest;
+use lateen_sdk::istio::{Headers, HttpDirectResponse, HttpMatchRequest, HttpRedirect, HttpRewrite};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -116,15 +116,17 @@ pub struct HttpRoute {
     /// Istio duration (`1.5s`, `250ms`).
     #[serde(default)]
     pub timeout: Option<String>,
+    #[serde(default)]
+    pub redirect: Option<HttpRedirect>,
+    #[serde(default)]
+    pub direct_response: Option<HttpDirectResponse>,
+    #[serde(default)]
+    pub rewrite: Option<HttpRewrite>,
+    #[serde(default)]
+    pub headers: Option<Headers>,
     // Accepted, not acted on yet (reported as warnings).
     #[serde(default)]
-    pub redirect: Option<Value>,
-    #[serde(default)]
-    pub direct_response: Option<Value>,
-    #[serde(default)]
     pub delegate: Option<Value>,
-    #[serde(default)]
-    pub rewrite: Option<Value>,
     #[serde(default)]
     pub retries: Option<Value>,
     #[serde(default)]
@@ -139,8 +141,6 @@ pub struct HttpRoute {
     pub mirror_percent: Option<Value>,
     #[serde(default)]
     pub cors_policy: Option<Value>,
-    #[serde(default)]
-    pub headers: Option<Value>,
 }
 
 impl HttpRoute {
@@ -148,15 +148,11 @@ impl HttpRoute {
     pub fn unsupported_fields(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         for (set, name) in [
-            (self.redirect.is_some(), "redirect"),
-            (self.direct_response.is_some(), "directResponse"),
             (self.delegate.is_some(), "delegate"),
-            (self.rewrite.is_some(), "rewrite"),
             (self.retries.is_some(), "retries"),
             (self.fault.is_some(), "fault"),
             (self.mirror.is_some() || self.mirrors.is_some(), "mirror"),
             (self.cors_policy.is_some(), "corsPolicy"),
-            (self.headers.is_some(), "headers"),
         ] {
             if set {
                 out.push(name);
@@ -173,7 +169,7 @@ pub struct HttpRouteDestination {
     #[serde(default)]
     pub weight: Option<i64>,
     #[serde(default)]
-    pub headers: Option<Value>,
+    pub headers: Option<Headers>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
