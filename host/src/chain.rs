@@ -4,7 +4,7 @@
 
 use crate::snapshot::{FailStrategy, FilterSpec, PluginSpec};
 use crate::upstream::Upstream;
-use crate::wasm::state::{LocalResponse, PendingCall};
+use crate::wasm::state::{LocalResponse, PendingCall, RemoteAction};
 use crate::wasm::{Action, ClusterResolver, Runtime, StreamState, Vm, WasmError};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -12,6 +12,13 @@ use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// What ends a stream's pause when another context acted on it.
+enum Wake {
+    Resume,
+    Local(LocalResponse),
+}
 
 /// One plugin's instance on one worker, recreated after a trap.
 pub struct VmSlot {
@@ -25,6 +32,12 @@ pub struct VmSlot {
     /// backoff period.
     retry_after: Cell<Option<std::time::Instant>>,
     upstream: Weak<Upstream>,
+    /// Tick period per root context; the root's tick task reads it before every sleep.
+    ticks: RefCell<HashMap<u32, Rc<Cell<Duration>>>>,
+    /// Paused streams waiting for another context to resume them.
+    waiters: RefCell<HashMap<u32, oneshot::Sender<Wake>>>,
+    /// Wake-ups that arrived before their stream started waiting.
+    early: RefCell<HashMap<u32, Wake>>,
 }
 
 const RELOAD_BACKOFF: Duration = Duration::from_millis(200);
@@ -45,6 +58,9 @@ impl VmSlot {
             generation: Cell::new(0),
             retry_after: Cell::new(None),
             upstream,
+            ticks: RefCell::new(HashMap::new()),
+            waiters: RefCell::new(HashMap::new()),
+            early: RefCell::new(HashMap::new()),
         })
     }
 
@@ -68,6 +84,7 @@ impl VmSlot {
                 }
             }
             self.roots.borrow_mut().clear();
+            self.ticks.borrow_mut().clear();
             *self.vm.borrow_mut() = None;
             match Vm::new(
                 &self.rt,
@@ -90,18 +107,79 @@ impl VmSlot {
         if let Some(id) = self.roots.borrow().get(config) {
             return Ok((*id, self.generation.get()));
         }
-        let mut guard = self.vm.borrow_mut();
-        let vm = guard
-            .as_mut()
-            .ok_or_else(|| WasmError::Instantiate("no instance".into()))?;
-        let id = vm.create_root(config.clone())?;
-        let ticks = vm.take_tick_requests();
-        let calls = vm.take_pending_calls();
-        drop(guard);
+        let id = {
+            let mut guard = self.vm.borrow_mut();
+            let vm = guard
+                .as_mut()
+                .ok_or_else(|| WasmError::Instantiate("no instance".into()))?;
+            vm.create_root(config.clone())?
+        };
         self.roots.borrow_mut().insert(config.clone(), id);
-        self.start_ticks(ticks);
-        self.spawn_root_calls(calls);
+        self.after_call();
         Ok((id, self.generation.get()))
+    }
+
+    /// Starts a service plugin: its root context, ticks and calls.
+    pub fn start_service(self: &Rc<Self>, config: &Bytes) -> Result<(), WasmError> {
+        self.root(config).map(|_| ())
+    }
+
+    /// Acts on what the last callback asked for besides its own stream: tick periods,
+    /// root-context http_calls (`calls`, when the caller does not drive them itself) and
+    /// actions on other streams.
+    fn after_call_with(self: &Rc<Self>, calls: Vec<PendingCall>) {
+        let (ticks, remote) = {
+            let mut g = self.vm.borrow_mut();
+            let Some(vm) = g.as_mut() else { return };
+            (vm.take_tick_requests(), vm.take_remote_actions())
+        };
+        if !ticks.is_empty() {
+            self.set_ticks(ticks);
+        }
+        if !calls.is_empty() {
+            self.spawn_root_calls(calls);
+        }
+        for action in remote {
+            let (ctx, wake) = match action {
+                RemoteAction::Resume { context, .. } => (context, Wake::Resume),
+                RemoteAction::LocalResponse { context, response } => {
+                    (context, Wake::Local(response))
+                }
+            };
+            match self.waiters.borrow_mut().remove(&ctx) {
+                Some(tx) => {
+                    let _ = tx.send(wake);
+                }
+                None => {
+                    self.early.borrow_mut().insert(ctx, wake);
+                }
+            }
+        }
+    }
+
+    fn after_call(self: &Rc<Self>) {
+        let calls = match self.vm.borrow_mut().as_mut() {
+            Some(vm) => vm.take_pending_calls(),
+            None => return,
+        };
+        self.after_call_with(calls);
+    }
+
+    /// Waits until another context resumes (or answers) stream `ctx`.
+    async fn wait_resume(&self, ctx: u32, limit: Duration) -> Option<Wake> {
+        if let Some(w) = self.early.borrow_mut().remove(&ctx) {
+            return Some(w);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().insert(ctx, tx);
+        let r = tokio::time::timeout(limit, rx).await;
+        self.waiters.borrow_mut().remove(&ctx);
+        r.ok().and_then(Result::ok)
+    }
+
+    fn forget_stream(&self, ctx: u32) {
+        self.waiters.borrow_mut().remove(&ctx);
+        self.early.borrow_mut().remove(&ctx);
     }
 
     /// Sends http_calls a root context made and delivers the answers back to it.
@@ -117,7 +195,7 @@ impl VmSlot {
                 if slot.generation.get() != generation {
                     return;
                 }
-                let more = {
+                {
                     let mut st = StreamState::default();
                     let mut g = slot.vm.borrow_mut();
                     let Some(vm) = g.as_mut() else { return };
@@ -127,64 +205,50 @@ impl VmSlot {
                         tracing::warn!(plugin = %slot.spec.name, "on_http_call_response failed: {e}");
                         return;
                     }
-                    vm.take_pending_calls()
-                };
-                slot.spawn_root_calls(more);
+                }
+                slot.after_call();
             });
         }
     }
 
-    /// Starts a service plugin: its root context, ticks and calls.
-    pub fn start_service(self: &Rc<Self>, config: &Bytes) -> Result<(), WasmError> {
-        self.root(config).map(|_| ())
-    }
-
-    fn start_ticks(self: &Rc<Self>, ticks: Vec<(u32, Duration)>) {
+    // Applies tick period changes: one task per root context, which re-reads its period
+    // before every sleep; a zero period ends it.
+    fn set_ticks(self: &Rc<Self>, ticks: Vec<(u32, Duration)>) {
         for (root, period) in ticks {
+            if let Some(cell) = self.ticks.borrow().get(&root) {
+                cell.set(period);
+                continue;
+            }
             if period.is_zero() {
                 continue;
             }
+            let cell = Rc::new(Cell::new(period));
+            self.ticks.borrow_mut().insert(root, cell.clone());
             let weak = Rc::downgrade(self);
             let generation = self.generation.get();
             tokio::task::spawn_local(async move {
-                let mut iv = tokio::time::interval(period);
-                iv.tick().await;
                 loop {
-                    iv.tick().await;
+                    let period = cell.get();
+                    if period.is_zero() {
+                        if let Some(slot) = weak.upgrade() {
+                            slot.ticks.borrow_mut().remove(&root);
+                        }
+                        return;
+                    }
+                    tokio::time::sleep(period).await;
                     let Some(slot) = weak.upgrade() else { return };
                     if slot.generation.get() != generation {
                         return;
                     }
-                    let calls = {
-                        let mut g = slot.vm.borrow_mut();
-                        let Some(vm) = g.as_mut() else { return };
-                        if let Err(e) = vm.on_tick(root) {
-                            tracing::warn!(plugin = %slot.spec.name, "on_tick failed: {e}");
-                            return;
-                        }
-                        vm.take_pending_calls()
+                    let ticked = match slot.vm.borrow_mut().as_mut() {
+                        Some(vm) => vm.on_tick(root),
+                        None => return,
                     };
-                    for call in calls {
-                        let slot = slot.clone();
-                        tokio::task::spawn_local(async move {
-                            let resp = match slot.upstream.upgrade() {
-                                Some(u) => u.http_call(&call).await,
-                                None => None,
-                            };
-                            if slot.generation.get() != generation {
-                                return;
-                            }
-                            let mut st = StreamState::default();
-                            if let Some(vm) = slot.vm.borrow_mut().as_mut() {
-                                let _ = vm.on_http_call_response(
-                                    call.context_id,
-                                    call.token,
-                                    &mut st,
-                                    resp,
-                                );
-                            }
-                        });
+                    if let Err(e) = ticked {
+                        tracing::warn!(plugin = %slot.spec.name, "on_tick failed: {e}");
+                        return;
                     }
+                    slot.after_call();
                 }
             });
         }
@@ -404,6 +468,7 @@ impl HttpStream {
                     None => continue,
                 },
             };
+            slot.after_call_with(Vec::new());
             if let Some(lr) = self.state.local_response.take() {
                 return Verdict::Respond(lr);
             }
@@ -414,15 +479,21 @@ impl HttpStream {
                 }
             }
             if action == Action::Pause {
-                return match phase {
-                    // Body pauses buffer until the end of the stream.
-                    Phase::RequestBody | Phase::ResponseBody if !eos => Verdict::Buffer,
-                    _ => {
-                        tracing::warn!(plugin = %slot.spec.name,
-                            "plugin paused the stream with nothing pending; continuing it");
-                        Verdict::Continue
+                // Body pauses buffer until the end of the stream.
+                if matches!(phase, Phase::RequestBody | Phase::ResponseBody) && !eos {
+                    return Verdict::Buffer;
+                }
+                // Otherwise another context (a tick, a call answer) resumes the stream.
+                match slot.wait_resume(ctx, PAUSE_LIMIT).await {
+                    Some(Wake::Resume) => {}
+                    Some(Wake::Local(lr)) => return Verdict::Respond(lr),
+                    None => {
+                        let e = format!("stream paused for more than {PAUSE_LIMIT:?}");
+                        if let Some(v) = self.fail(i, &e) {
+                            return v;
+                        }
                     }
-                };
+                }
             }
         }
         Verdict::Continue
@@ -474,6 +545,7 @@ impl HttpStream {
                     );
                     r.map(|()| vm.take_pending_calls())
                 };
+                slot.after_call_with(Vec::new());
                 match r {
                     Ok(more) => next.extend(more),
                     Err(e) => {
@@ -511,6 +583,7 @@ impl Drop for HttpStream {
                 continue;
             };
             let slot = &self.chain.filters[i].slot;
+            slot.forget_stream(id);
             if slot.generation.get() != generation {
                 continue;
             }

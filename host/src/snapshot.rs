@@ -17,6 +17,8 @@ pub enum Phase {
     Stats,
     Unspecified,
     Router,
+    /// Built-in filters that act on the route decision (fault).
+    PostRoute,
 }
 
 /// What to do when a plugin fails (WasmPlugin `failStrategy`).

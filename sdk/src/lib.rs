@@ -17,6 +17,7 @@
 pub mod config;
 pub mod istio;
 pub mod matcher;
+pub mod rng;
 pub mod route;
 pub mod useragent;
 

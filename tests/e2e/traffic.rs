@@ -99,3 +99,109 @@ async fn redirects_direct_responses_rewrites_and_headers() {
     assert_eq!(r.header("x-dest-resp"), Some("a"));
     assert_eq!(r.header("x-backend"), None, "response header removed");
 }
+
+const FAULTS: &str = r#"---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: faults, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /abort100}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    route: [{destination: {host: svc.test}}]
+  - match: [{uri: {prefix: /abort50}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 50}}}
+    route: [{destination: {host: svc.test}}]
+  - match: [{uri: {prefix: /unset}}]
+    fault: {abort: {httpStatus: 500}}
+    route: [{destination: {host: svc.test}}]
+  - match: [{uri: {prefix: /delay-abort}}]
+    fault:
+      delay: {fixedDelay: 200ms, percentage: {value: 100}}
+      abort: {httpStatus: 500, percentage: {value: 100}}
+    route: [{destination: {host: svc.test}}]
+  - match: [{uri: {prefix: /delay}}]
+    fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}}
+    route: [{destination: {host: svc.test}}]
+  - match: [{uri: {prefix: /grpc}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}
+    route: [{destination: {host: svc.test}}]
+  - route: [{destination: {host: svc.test}}]
+"#;
+
+#[tokio::test]
+async fn fault_injection_per_route() {
+    let a = Backend::start("a").await;
+    let proxy = Proxy::start(&(mesh(&[&a]) + FAULTS))
+        .await
+        .expect("proxy starts");
+
+    let r = get(&proxy.url("/abort100")).await.unwrap();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (503, "fault filter abort"),
+        "{}",
+        proxy.log()
+    );
+    let r = get(&proxy.url("/other")).await.unwrap();
+    assert_eq!(r.status, 200, "a fault applies only to its own route");
+    for _ in 0..20 {
+        assert_eq!(
+            get(&proxy.url("/unset")).await.unwrap().status,
+            200,
+            "unset percentage is 0%"
+        );
+    }
+
+    // 50% over N = 500: within 3σ (σ = √(500·¼) ≈ 11.2).
+    let mut aborted = 0;
+    for _ in 0..500 {
+        let r = get(&proxy.url("/abort50")).await.unwrap();
+        match r.status {
+            418 => aborted += 1,
+            200 => {}
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(
+        (aborted as f64 - 250.0).abs() <= 3.0 * 11.2,
+        "aborted {aborted}/500"
+    );
+
+    let started = std::time::Instant::now();
+    let r = get(&proxy.url("/delay")).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(
+        took >= std::time::Duration::from_millis(300),
+        "delayed {took:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(2), "delayed {took:?}");
+
+    let started = std::time::Instant::now();
+    let r = get(&proxy.url("/delay-abort")).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (500, "fault filter abort"));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+
+    // Delayed requests do not hold up others: several at once all take about one delay.
+    let started = std::time::Instant::now();
+    let many: Vec<_> = (0..5)
+        .map(|_| {
+            let url = proxy.url("/delay");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for m in many {
+        assert_eq!(m.await.unwrap().unwrap().status, 200);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let r = get(&proxy.url("/grpc")).await.unwrap();
+    assert_eq!((r.status, r.header("grpc-status")), (200, Some("14")));
+}

@@ -450,24 +450,7 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-/// xorshift64*: cheap and good enough to split traffic by weight.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
+pub use lateen_sdk::rng::Rng;
 
 #[cfg(test)]
 mod tests {

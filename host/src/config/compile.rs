@@ -7,7 +7,11 @@ use crate::cluster::{Cluster, Endpoint, LbPolicy, UpstreamProtocol};
 use crate::snapshot::{FailStrategy, FilterSpec, ListenerSpec, Phase, PluginSpec, Snapshot};
 use crate::wasm::{PluginIdentity, Runtime, Vm};
 use bytes::Bytes;
+use lateen_fault::config::{
+    Abort as FaultAbortCfg, Delay as FaultDelayCfg, FaultConfig, RouteFault,
+};
 use lateen_router_config::{RouteConfig, RouterConfig, VirtualHostConfig, WeightedCluster};
+use lateen_sdk::istio::{grpc_code, HttpFaultInjection, Percent};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -259,6 +263,7 @@ pub fn build(
     let gateway_keys: BTreeSet<String> = res.gateways.iter().map(|g| g.info.key()).collect();
     let mut listeners = Vec::new();
     let mut vs_bound: BTreeSet<String> = BTreeSet::new();
+    let mut fault_filter: Option<Arc<PluginSpec>> = None;
     for (addr, gws) in &by_addr {
         let mut vhosts = Vec::new();
         for vs in &res.virtual_services {
@@ -269,6 +274,23 @@ pub fn build(
             vs_bound.insert(vs.info.key());
             if let Some(vh) = virtual_host(vs, res, &clusters, &mut errors, &mut warnings) {
                 vhosts.push(vh);
+            }
+        }
+        let mut faults = FaultConfig::default();
+        for vs in &res.virtual_services {
+            if !gateway_refs(vs).iter().any(|r| gws.contains(r)) {
+                continue;
+            }
+            for (i, http) in vs.spec.http.iter().enumerate() {
+                let Some(f) = &http.fault else { continue };
+                match route_fault(f) {
+                    Ok(rf) => {
+                        faults.routes.insert(format!("{}#{i}", vs.info.key()), rf);
+                    }
+                    Err((field, msg)) => {
+                        errors.push(vs.info.error(&format!("spec.http[{i}].fault.{field}"), msg))
+                    }
+                }
             }
         }
         let router_cfg = RouterConfig {
@@ -295,6 +317,20 @@ pub fn build(
                     field: String::new(),
                     message: format!("cannot encode router configuration: {e}"),
                 }),
+            }
+        }
+        if !faults.routes.is_empty() {
+            if fault_filter.is_none() {
+                match load_builtin(rt, &opts.builtin_filters, "fault", Phase::PostRoute) {
+                    Ok(f) => fault_filter = Some(f),
+                    Err(e) => errors.push(e),
+                }
+            }
+            if let (Some(f), Ok(json)) = (&fault_filter, serde_json::to_vec(&faults)) {
+                filters.push(FilterSpec {
+                    plugin: f.clone(),
+                    configuration: Bytes::from(json),
+                });
             }
         }
         listeners.push(ListenerSpec {
@@ -366,6 +402,7 @@ pub fn build(
             .into_iter()
             .map(|(p, _, _)| p)
             .chain(router)
+            .chain(fault_filter)
             .collect(),
         service_plugins,
         resolver,
@@ -527,36 +564,46 @@ fn plugin_path(url: &str, yaml: &Path) -> Result<PathBuf, String> {
 }
 
 fn load_router(rt: &Runtime, dir: &Path) -> Result<Arc<PluginSpec>, ConfigError> {
-    let path = dir.join("lateen_router.wasm");
+    load_builtin(rt, dir, "router", Phase::Router)
+}
+
+/// Loads a built-in filter (`lateen_<name>.wasm`) from the filters directory.
+fn load_builtin(
+    rt: &Runtime,
+    dir: &Path,
+    name: &str,
+    phase: Phase,
+) -> Result<Arc<PluginSpec>, ConfigError> {
+    let path = dir.join(format!("lateen_{name}.wasm"));
     let err = |m: String| ConfigError {
         file: path.clone(),
         doc: 0,
         line: 0,
-        resource: Some("built-in router".into()),
+        resource: Some(format!("built-in {name} filter")),
         field: String::new(),
         message: m,
     };
     let bytes = std::fs::read(&path).map_err(|e| {
         err(format!(
-            "cannot read the built-in router filter: {e}; build the filters \
+            "cannot read the built-in {name} filter: {e}; build the filters \
              (cargo build --target wasm32-wasip1 --profile wasm) or pass --filters-dir"
         ))
     })?;
     let module = rt.compile(&bytes).map_err(|e| err(e.to_string()))?;
-    let name = "lateen/router".to_string();
+    let full = format!("lateen/{name}");
     Ok(Arc::new(PluginSpec {
-        name: name.clone(),
+        name: full.clone(),
         url: format!("file://{}", path.display()),
         module: Arc::new(module),
         identity: Arc::new(PluginIdentity {
-            name: name.clone(),
-            root_id: "router".into(),
-            vm_id: name,
+            name: full.clone(),
+            root_id: name.into(),
+            vm_id: full,
             env: Vec::new(),
             vm_configuration: Bytes::new(),
         }),
         fail: FailStrategy::Close,
-        phase: Phase::Router,
+        phase,
         priority: 0,
     }))
 }
@@ -750,6 +797,74 @@ fn virtual_host(
             .collect(),
         routes,
     })
+}
+
+/// A VirtualService fault as the fault filter's configuration; `Err((field, message))`.
+fn route_fault(f: &HttpFaultInjection) -> Result<RouteFault, (&'static str, String)> {
+    let pct = |p: &Option<Percent>, legacy: Option<i32>, field| {
+        let v = p
+            .as_ref()
+            .map(|p| p.value)
+            .or(legacy.map(f64::from))
+            .unwrap_or(0.0);
+        if (0.0..=100.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err((field, format!("percentage {v} is not within 0-100")))
+        }
+    };
+    let delay = match &f.delay {
+        None => None,
+        Some(d) => {
+            if d.exponential_delay.is_some() {
+                return Err((
+                    "delay.exponentialDelay",
+                    "not supported; use fixedDelay".into(),
+                ));
+            }
+            let Some(fixed) = &d.fixed_delay else {
+                return Err(("delay.fixedDelay", "a delay needs fixedDelay".into()));
+            };
+            let ms = parse_duration_ms(fixed)
+                .ok_or(("delay.fixedDelay", format!("`{fixed}` is not a duration")))?;
+            Some(FaultDelayCfg {
+                fixed_delay_ms: ms,
+                percentage: pct(&d.percentage, d.percent, "delay.percentage")?,
+            })
+        }
+    };
+    let abort = match &f.abort {
+        None => None,
+        Some(a) => {
+            if a.http2_error.is_some() {
+                return Err((
+                    "abort.http2Error",
+                    "not supported; use httpStatus or grpcStatus".into(),
+                ));
+            }
+            let grpc_status = match &a.grpc_status {
+                None => None,
+                Some(name) => Some(grpc_code(name).ok_or((
+                    "abort.grpcStatus",
+                    format!("unknown gRPC status `{name}` (e.g. UNAVAILABLE)"),
+                ))?),
+            };
+            let http_status = match (a.http_status, grpc_status) {
+                (Some(s), _) if (200..=599).contains(&s) => s as u32,
+                (Some(s), _) => return Err(("abort.httpStatus", format!("{s} is not 200-599"))),
+                (None, Some(_)) => 200,
+                (None, None) => {
+                    return Err(("abort", "an abort needs httpStatus or grpcStatus".into()))
+                }
+            };
+            Some(FaultAbortCfg {
+                http_status,
+                grpc_status,
+                percentage: pct(&a.percentage, None, "abort.percentage")?,
+            })
+        }
+    };
+    Ok(RouteFault { delay, abort })
 }
 
 /// Istio durations: `1.5s`, `250ms`, `2m`, `1h`.

@@ -3,7 +3,9 @@
 //! schema that Lateen does not act on yet are accepted (so copied YAML loads) and reported
 //! as warnings; unknown fields are errors, so a typo never passes silently.
 
-use lateen_sdk::istio::{Headers, HttpDirectResponse, HttpMatchRequest, HttpRedirect, HttpRewrite};
+use lateen_sdk::istio::{
+    Headers, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRewrite,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -130,7 +132,7 @@ pub struct HttpRoute {
     #[serde(default)]
     pub retries: Option<Value>,
     #[serde(default)]
-    pub fault: Option<Value>,
+    pub fault: Option<HttpFaultInjection>,
     #[serde(default)]
     pub mirror: Option<Value>,
     #[serde(default)]
@@ -150,7 +152,6 @@ impl HttpRoute {
         for (set, name) in [
             (self.delegate.is_some(), "delegate"),
             (self.retries.is_some(), "retries"),
-            (self.fault.is_some(), "fault"),
             (self.mirror.is_some() || self.mirrors.is_some(), "mirror"),
             (self.cors_policy.is_some(), "corsPolicy"),
         ] {

@@ -88,6 +88,20 @@ pub struct CallResponse {
     pub trailers: HeaderList,
 }
 
+/// Something a callback asked of another stream (after `proxy_set_effective_context`):
+/// typically a root context resuming a paused stream from `on_tick`.
+#[derive(Debug)]
+pub enum RemoteAction {
+    Resume {
+        context: u32,
+        response: bool,
+    },
+    LocalResponse {
+        context: u32,
+        response: LocalResponse,
+    },
+}
+
 /// Looks up cluster names for `proxy_http_call` (the snapshot's clusters).
 pub trait ClusterResolver: Send + Sync {
     /// The canonical cluster name for an upstream a plugin named: an Istio cluster name, or a
@@ -105,8 +119,12 @@ pub struct HostState {
     pub alloc: Option<TypedFunc<i32, i32>>,
     /// The stream whose callback is running (swapped in and out by the chain).
     pub cur: StreamState,
-    /// Context the current callback runs for.
+    /// Context the current callback runs for (changed by `proxy_set_effective_context`).
     pub active_context: u32,
+    /// Context whose stream state is swapped into `cur` (0: none).
+    pub cur_context: u32,
+    /// Actions aimed at other streams, for the driver to deliver.
+    pub remote: Vec<RemoteAction>,
     /// Plugin configuration of the root context being configured.
     pub plugin_configuration: Bytes,
     pub call_response: Option<CallResponse>,
@@ -135,6 +153,8 @@ impl HostState {
             alloc: None,
             cur: StreamState::default(),
             active_context: 0,
+            cur_context: 0,
+            remote: Vec::new(),
             plugin_configuration: Bytes::new(),
             call_response: None,
             pending_calls: Vec::new(),

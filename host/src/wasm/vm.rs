@@ -4,10 +4,12 @@
 
 use super::engine::{CompiledModule, Runtime, WasmError};
 use super::state::{
-    CallResponse, ClusterResolver, HostState, PendingCall, PluginIdentity, StreamState,
+    CallResponse, ClusterResolver, HostState, PendingCall, PluginIdentity, RemoteAction,
+    StreamState,
 };
 use super::types::Action;
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc};
@@ -63,6 +65,8 @@ pub struct Vm {
     deadline: u64,
     next_context: u32,
     broken: Option<String>,
+    /// Stream context → its root, so a stream asking for ticks gets them on its root.
+    parents: HashMap<u32, u32>,
 }
 
 impl Vm {
@@ -109,6 +113,7 @@ impl Vm {
             deadline,
             next_context: 1,
             broken: None,
+            parents: HashMap::new(),
         })
     }
 
@@ -166,6 +171,7 @@ impl Vm {
         self.call("proxy_on_context_create", |s| {
             cc.call(s, (id as i32, root as i32))
         })?;
+        self.parents.insert(id, root);
         Ok(id)
     }
 
@@ -205,8 +211,11 @@ impl Vm {
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         std::mem::swap(&mut self.store.data_mut().cur, st);
-        self.store.data_mut().active_context = ctx;
+        let data = self.store.data_mut();
+        data.active_context = ctx;
+        data.cur_context = ctx;
         let r = self.call(phase, f);
+        self.store.data_mut().cur_context = 0;
         std::mem::swap(&mut self.store.data_mut().cur, st);
         r
     }
@@ -352,6 +361,7 @@ impl Vm {
 
     /// Ends a stream context: on_done, on_log, on_delete (Envoy's order).
     pub fn finish_stream(&mut self, ctx: u32, st: &mut StreamState) -> Result<(), CallError> {
+        self.parents.remove(&ctx);
         if let Some(f) = self.f.done.clone() {
             self.with_stream(ctx, st, "on_done", |s| f.call(s, ctx as i32))?;
         }
@@ -369,9 +379,20 @@ impl Vm {
         std::mem::take(&mut self.store.data_mut().pending_calls)
     }
 
-    /// Tick periods requested since the last look.
+    /// Tick periods requested since the last look, by root context.
     pub fn take_tick_requests(&mut self) -> Vec<(u32, Duration)> {
-        std::mem::take(&mut self.store.data_mut().tick_requests)
+        let mut reqs = std::mem::take(&mut self.store.data_mut().tick_requests);
+        for (ctx, _) in &mut reqs {
+            if let Some(root) = self.parents.get(ctx) {
+                *ctx = *root;
+            }
+        }
+        reqs
+    }
+
+    /// Actions callbacks aimed at other streams since the last look.
+    pub fn take_remote_actions(&mut self) -> Vec<RemoteAction> {
+        std::mem::take(&mut self.store.data_mut().remote)
     }
 
     /// Bytes of linear memory in use.

@@ -1,7 +1,7 @@
 //! Logging, time, timers, stream control and local responses.
 
 use super::{headers::decode_map, ok, read, read_string, write_u32, write_u64, Ctx};
-use crate::wasm::state::{HostState, LocalResponse};
+use crate::wasm::state::{HostState, LocalResponse, RemoteAction};
 use crate::wasm::types::{log_level_name, stream, Status};
 use bytes::Bytes;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +17,21 @@ pub(crate) fn plugin_log(plugin: &str, level: i32, msg: &str) {
         _ => {
             tracing::error!(target: "lateen::plugin", plugin, level = log_level_name(level), "{msg}")
         }
+    }
+}
+
+// Resumes the effective context's stream: the one being called, or another one (a root
+// context resuming a paused stream from on_tick).
+fn resume(s: &mut HostState, response: bool) {
+    if s.active_context == s.cur_context {
+        if response {
+            s.cur.resume_response = true;
+        } else {
+            s.cur.resume_request = true;
+        }
+    } else {
+        let context = s.active_context;
+        s.remote.push(RemoteAction::Resume { context, response });
     }
 }
 
@@ -67,10 +82,9 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_continue_stream",
         |mut c: Ctx<'_>, t: i32| -> Result<i32> {
-            let s = &mut c.data_mut().cur;
             match t {
-                stream::HTTP_REQUEST => s.resume_request = true,
-                stream::HTTP_RESPONSE => s.resume_response = true,
+                stream::HTTP_REQUEST => resume(c.data_mut(), false),
+                stream::HTTP_RESPONSE => resume(c.data_mut(), true),
                 _ => {}
             }
             ok(Status::Ok)
@@ -81,7 +95,7 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_continue_request",
         |mut c: Ctx<'_>| -> Result<i32> {
-            c.data_mut().cur.resume_request = true;
+            resume(c.data_mut(), false);
             ok(Status::Ok)
         },
     )?;
@@ -89,7 +103,7 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_continue_response",
         |mut c: Ctx<'_>| -> Result<i32> {
-            c.data_mut().cur.resume_response = true;
+            resume(c.data_mut(), true);
             ok(Status::Ok)
         },
     )?;
@@ -130,13 +144,21 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
             if !(200..=599).contains(&status) {
                 return ok(Status::BadArgument);
             }
-            c.data_mut().cur.local_response = Some(LocalResponse {
+            let response = LocalResponse {
                 status,
                 details,
                 body,
                 headers,
                 grpc_status,
-            });
+            };
+            let s = c.data_mut();
+            if s.active_context == s.cur_context {
+                s.cur.local_response = Some(response);
+            } else {
+                let context = s.active_context;
+                s.remote
+                    .push(RemoteAction::LocalResponse { context, response });
+            }
             ok(Status::Ok)
         },
     )?;
