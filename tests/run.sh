@@ -12,7 +12,7 @@ fi
 # Filters and test plugins are wasm32-wasip1 modules; the e2e tests load them from
 # $CARGO_TARGET_DIR/wasm32-wasip1/wasm/.
 cargo build --profile wasm --target wasm32-wasip1 \
-  -p lateen-router -p lateen-fault -p test-plugin-header-echo -p test-plugin-trap -p test-plugin-ticker
+  -p lateen-router -p lateen-fault -p lateen-ratelimit -p test-plugin-header-echo -p test-plugin-trap -p test-plugin-ticker
 # The e2e tests start the real binary.
 cargo build -p lateen
 cargo test --workspace

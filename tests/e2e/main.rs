@@ -4,5 +4,6 @@
 mod config;
 mod lifecycle;
 mod plugins;
+mod ratelimit;
 mod routing;
 mod traffic;

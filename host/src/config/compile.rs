@@ -1,6 +1,7 @@
 //! Resources → validated set → [`Snapshot`]. Validation names the file, document, line and
 //! field of every problem; a snapshot is only produced when there are none.
 
+use super::envoyfilter;
 use super::resources::*;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
 use crate::cluster::{Cluster, Endpoint, LbPolicy, UpstreamProtocol};
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use lateen_fault::config::{
     Abort as FaultAbortCfg, Delay as FaultDelayCfg, FaultConfig, RouteFault,
 };
+use lateen_ratelimit::config::RateLimitConfig;
 use lateen_router_config::{RouteConfig, RouterConfig, VirtualHostConfig, WeightedCluster};
 use lateen_sdk::istio::{grpc_code, HttpFaultInjection, Percent};
 use sha2::{Digest, Sha256};
@@ -31,6 +33,7 @@ pub struct Resources {
     pub destination_rules: Vec<Doc<DestinationRuleSpec>>,
     pub service_entries: Vec<Doc<ServiceEntrySpec>>,
     pub wasm_plugins: Vec<Doc<WasmPluginSpec>>,
+    pub envoy_filters: Vec<Doc<EnvoyFilterSpec>>,
     pub bootstrap: Option<Doc<BootstrapSpec>>,
     pub warnings: Vec<String>,
 }
@@ -95,10 +98,12 @@ pub fn load(path: &Path) -> Result<Resources, Vec<ConfigError>> {
                 ("Bootstrap", "lateen.io/v1alpha1") => d.typed().map(|t| {
                     res.bootstrap = Some(t);
                 }),
-                (
-                    "EnvoyFilter" | "Sidecar" | "WorkloadEntry" | "WorkloadGroup" | "ProxyConfig",
-                    a,
-                ) if NETWORKING.contains(&a) => {
+                ("EnvoyFilter", a) if NETWORKING.contains(&a) => {
+                    d.typed().map(|t| res.envoy_filters.push(t))
+                }
+                ("Sidecar" | "WorkloadEntry" | "WorkloadGroup" | "ProxyConfig", a)
+                    if NETWORKING.contains(&a) =>
+                {
                     Err(d.info.error("kind", format!("{kind} is not supported yet")))
                 }
                 (
@@ -260,6 +265,30 @@ pub fn build(
         }
     }
 
+    // Istio's local rate-limit EnvoyFilters, for every listener of this workload.
+    let mut rate_limits = RateLimitConfig::default();
+    for ef in &res.envoy_filters {
+        let selected = ef.spec.workload_selector.as_ref().is_none_or(|s| {
+            s.labels
+                .iter()
+                .all(|(k, v)| workload.labels.get(k) == Some(v))
+        });
+        let ns_ok =
+            ef.info.namespace == ROOT_NAMESPACE || workload.namespaces.contains(&ef.info.namespace);
+        match envoyfilter::rate_limit_rules(ef, true) {
+            Ok(rules) if selected && ns_ok => rate_limits.rules.extend(rules),
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut ratelimit_filter: Option<Arc<PluginSpec>> = None;
+    if !rate_limits.rules.is_empty() {
+        match load_builtin(rt, &opts.builtin_filters, "ratelimit", Phase::PostRoute) {
+            Ok(f) => ratelimit_filter = Some(f),
+            Err(e) => errors.push(e),
+        }
+    }
+
     let gateway_keys: BTreeSet<String> = res.gateways.iter().map(|g| g.info.key()).collect();
     let mut listeners = Vec::new();
     let mut vs_bound: BTreeSet<String> = BTreeSet::new();
@@ -318,6 +347,12 @@ pub fn build(
                     message: format!("cannot encode router configuration: {e}"),
                 }),
             }
+        }
+        if let (Some(f), Ok(json)) = (&ratelimit_filter, serde_json::to_vec(&rate_limits)) {
+            filters.push(FilterSpec {
+                plugin: f.clone(),
+                configuration: Bytes::from(json),
+            });
         }
         if !faults.routes.is_empty() {
             if fault_filter.is_none() {
@@ -402,6 +437,7 @@ pub fn build(
             .into_iter()
             .map(|(p, _, _)| p)
             .chain(router)
+            .chain(ratelimit_filter)
             .chain(fault_filter)
             .collect(),
         service_plugins,

@@ -2,6 +2,7 @@
 //! [`crate::snapshot::Snapshot`]. Nothing here touches a socket.
 
 pub mod compile;
+pub mod envoyfilter;
 pub mod resources;
 pub mod source;
 

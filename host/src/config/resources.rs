@@ -415,3 +415,46 @@ pub struct AdminSpec {
     #[serde(default)]
     pub address: Option<String>,
 }
+
+/// `networking.istio.io EnvoyFilter`. Lateen serves the patches Istio's rate-limit task
+/// uses (see `envoyfilter.rs`); other patches are refused.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyFilterSpec {
+    #[serde(default)]
+    pub workload_selector: Option<EnvoyFilterSelector>,
+    #[serde(default)]
+    pub target_refs: Option<Value>,
+    #[serde(default)]
+    pub config_patches: Vec<EnvoyConfigObjectPatch>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyFilterSelector {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyConfigObjectPatch {
+    pub apply_to: String,
+    #[serde(default, rename = "match")]
+    pub matches: Option<Value>,
+    pub patch: EnvoyPatch,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyPatch {
+    #[serde(default)]
+    pub operation: Option<String>,
+    /// Envoy configuration (snake_case, as Envoy spells it).
+    #[serde(default)]
+    pub value: Option<Value>,
+    #[serde(default)]
+    pub filter_class: Option<String>,
+}

@@ -1,0 +1,256 @@
+//! proxy-wasm glue for the rate-limit filter.
+
+use crate::bucket::{take, State, Take};
+use crate::config::{DescriptorAction, Key, RateLimitConfig, Rule, TokenBucket};
+use lateen_sdk::matcher::{cookie, CompiledMatch};
+use lateen_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
+use lateen_sdk::proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use lateen_sdk::proxy_wasm::{self, hostcalls};
+use lateen_sdk::rng::Rng;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(RlRoot { rules: Rc::new(Vec::new()), rng: Rc::new(RefCell::new(Rng::new(1))) })
+    });
+}}
+
+struct Compiled {
+    rule: Rule,
+    matches: Vec<CompiledMatch>,
+}
+
+struct RlRoot {
+    rules: Rc<Vec<Compiled>>,
+    rng: Rc<RefCell<Rng>>,
+}
+
+impl Context for RlRoot {}
+
+impl RootContext for RlRoot {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let cfg: RateLimitConfig = match lateen_sdk::config::parse_or_default(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = hostcalls::log(LogLevel::Error, &format!("ratelimit: {e}"));
+                return false;
+            }
+        };
+        let mut rules = Vec::new();
+        for (i, rule) in cfg.rules.into_iter().enumerate() {
+            let mut matches = Vec::new();
+            for (m, mr) in rule.matches.iter().enumerate() {
+                match CompiledMatch::compile(mr) {
+                    Ok(c) => matches.push(c),
+                    Err(e) => {
+                        let _ = hostcalls::log(
+                            LogLevel::Error,
+                            &format!("ratelimit: rules[{i}].match[{m}].{e}"),
+                        );
+                        return false;
+                    }
+                }
+            }
+            rules.push(Compiled { rule, matches });
+        }
+        self.rules = Rc::new(rules);
+        *self.rng.borrow_mut() = Rng::from_clock();
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(RlStream {
+            rules: self.rules.clone(),
+            rng: self.rng.clone(),
+            response_headers: Vec::new(),
+        }))
+    }
+}
+
+struct RlStream {
+    rules: Rc<Vec<Compiled>>,
+    rng: Rc<RefCell<Rng>>,
+    response_headers: Vec<(String, String)>,
+}
+
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+// Takes a token from the shared bucket `key`, retrying on concurrent updates (CAS).
+fn take_shared(key: &str, tb: &TokenBucket) -> Take {
+    let mut last = take(tb, None, now_ms());
+    for _ in 0..16 {
+        let (bytes, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
+        let state = bytes.as_deref().and_then(State::decode);
+        last = take(tb, state, now_ms());
+        match hostcalls::set_shared_data(key, Some(&last.next.encode()), cas) {
+            Err(Status::CasMismatch) => continue,
+            _ => return last,
+        }
+    }
+    last
+}
+
+impl RlStream {
+    fn key_value(&self, rule: &Rule, headers: &[(String, String)]) -> Option<String> {
+        let h = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        Some(match &rule.key {
+            Key::None => String::new(),
+            Key::SourceIp => source_ip(self)?,
+            Key::Path => h(":path")?.split('?').next().unwrap_or("").to_string(),
+            Key::Header(name) => h(&name.to_ascii_lowercase())?.to_string(),
+            Key::Cookie(name) => cookie(h("cookie")?, name)?.to_string(),
+        })
+    }
+
+    // Envoy's descriptor selection: entries from the route's actions; a descriptor whose
+    // entries equal them gives its bucket; otherwise the rule's default bucket.
+    fn descriptor(
+        &self,
+        rule: &Rule,
+        headers: &[(String, String)],
+    ) -> Option<(String, TokenBucket)> {
+        if rule.actions.is_empty() {
+            return None;
+        }
+        let mut entries = Vec::new();
+        for a in &rule.actions {
+            match a {
+                DescriptorAction::RequestHeader { header, key } => {
+                    let v = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(header))
+                        .map(|(_, v)| v.clone())?;
+                    entries.push((key.clone(), v));
+                }
+                DescriptorAction::RemoteAddress => {
+                    entries.push(("remote_address".into(), source_ip(self)?));
+                }
+                DescriptorAction::Generic { key, value } => {
+                    entries.push((key.clone(), value.clone()))
+                }
+            }
+        }
+        let d = rule.descriptors.iter().find(|d| d.entries == entries)?;
+        let id = entries
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Some((id, d.token_bucket))
+    }
+
+    fn reject(&self, rule: &Rule, t: &Take, tb: &TokenBucket) {
+        let mut headers: Vec<(String, String)> =
+            vec![("x-envoy-ratelimited".into(), "true".into())];
+        headers.extend(rule.response_headers.iter().cloned());
+        if rule.rate_limit_headers {
+            headers.extend(limit_headers(tb, t));
+        }
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.send_http_response(429, refs, Some(b"local_rate_limited"));
+    }
+}
+
+fn source_ip(ctx: &dyn Context) -> Option<String> {
+    let addr = ctx.get_property(vec!["source", "address"])?;
+    let addr = String::from_utf8_lossy(&addr).into_owned();
+    // `1.2.3.4:5678` or `[::1]:5678`
+    Some(match addr.rsplit_once(':') {
+        Some((ip, _)) => ip.trim_start_matches('[').trim_end_matches(']').to_string(),
+        None => addr,
+    })
+}
+
+fn limit_headers(tb: &TokenBucket, t: &Take) -> Vec<(String, String)> {
+    vec![
+        ("x-ratelimit-limit".into(), tb.max_tokens.to_string()),
+        ("x-ratelimit-remaining".into(), t.remaining.to_string()),
+        (
+            "x-ratelimit-reset".into(),
+            t.reset_ms.div_ceil(1000).to_string(),
+        ),
+    ]
+}
+
+impl Context for RlStream {}
+
+impl HttpContext for RlStream {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        if self.rules.is_empty() {
+            return Action::Continue;
+        }
+        let headers: Vec<(String, String)> = self
+            .get_http_request_headers_bytes()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        let route = self
+            .get_property(lateen_sdk::route::ROUTE_NAME.to_vec())
+            .map(|r| String::from_utf8_lossy(&r).into_owned())
+            .unwrap_or_default();
+        let rules = self.rules.clone();
+        for c in rules.iter() {
+            let rule = &c.rule;
+            if !rule.routes.is_empty() && !rule.routes.contains(&route)
+                || rule.except_routes.contains(&route)
+            {
+                continue;
+            }
+            if !c.matches.is_empty() && !c.matches.iter().any(|m| m.matches(&headers)) {
+                continue;
+            }
+            if !self.rng.borrow_mut().chance(rule.enabled_percent) {
+                continue;
+            }
+            let (bucket, tb) = match self.descriptor(rule, &headers) {
+                Some((id, tb)) => (format!("lateen.rl.{}.d.{id}", rule.name), tb),
+                None => {
+                    let Some(v) = self.key_value(rule, &headers) else {
+                        continue;
+                    };
+                    (format!("lateen.rl.{}.k.{v}", rule.name), rule.token_bucket)
+                }
+            };
+            let t = take_shared(&bucket, &tb);
+            if !t.allowed {
+                if self.rng.borrow_mut().chance(rule.enforced_percent) {
+                    self.reject(rule, &t, &tb);
+                    return Action::Pause;
+                }
+                continue;
+            }
+            if rule.rate_limit_headers {
+                self.response_headers = limit_headers(&tb, &t);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        for (k, v) in std::mem::take(&mut self.response_headers) {
+            self.set_http_response_header(&k, Some(&v));
+        }
+        Action::Continue
+    }
+}
