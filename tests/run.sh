@@ -8,6 +8,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 if command -v rustup >/dev/null 2>&1; then
   rustup target add wasm32-wasip1 >/dev/null
 fi
+# The global rate-limit test runs a real Redis.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "tests/run.sh: redis-server is needed (apt-get install redis-server)" >&2
+    exit 1
+  fi
+fi
 
 # Filters and test plugins are wasm32-wasip1 modules; the e2e tests load them from
 # $CARGO_TARGET_DIR/wasm32-wasip1/wasm/.

@@ -67,6 +67,9 @@ pub struct Snapshot {
     /// Singleton plugins run once per proxy (on worker 0), not per worker.
     pub service_plugins: Vec<FilterSpec>,
     pub resolver: Arc<dyn ClusterResolver>,
+    /// `redis://host:port/` of the Bootstrap's Redis, served to plugins as the
+    /// `lateen.redis` cluster.
+    pub redis_url: Option<String>,
     pub warnings: Vec<String>,
 }
 

@@ -22,7 +22,33 @@ pub struct Upstream {
     h1: Client<HttpConnector, UpBody>,
     h2: Client<HttpConnector, UpBody>,
     snapshots: Arc<ArcSwap<Snapshot>>,
+    /// This worker's Redis connection (url, connection), made on first use.
+    redis: tokio::sync::Mutex<Option<(String, redis::aio::ConnectionManager)>>,
 }
+
+/// Atomic token bucket in Redis, timed by the Redis server's clock so that every proxy
+/// agrees. Same arithmetic as the local bucket: refills of `per` tokens at whole intervals.
+const TAKE_SCRIPT: &str = r"
+local max = tonumber(ARGV[1])
+local per = tonumber(ARGV[2])
+local interval = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local s = redis.call('HMGET', KEYS[1], 'tokens', 'last')
+local tokens = tonumber(s[1])
+local last = tonumber(s[2])
+if tokens == nil or last == nil then tokens = max; last = now end
+local fills = math.floor((now - last) / interval)
+if fills > 0 then
+  tokens = math.min(max, tokens + fills * per)
+  last = last + fills * interval
+end
+local allowed = 0
+if tokens > 0 then tokens = tokens - 1; allowed = 1 end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'last', last)
+redis.call('PEXPIRE', KEYS[1], interval * (math.ceil(max / math.max(per, 1)) + 1))
+return {allowed, tokens, last + interval - now}
+";
 
 impl Upstream {
     pub fn new(snapshots: Arc<ArcSwap<Snapshot>>) -> Self {
@@ -39,7 +65,72 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .http2_only(true)
             .build(conn);
-        Upstream { h1, h2, snapshots }
+        Upstream {
+            h1,
+            h2,
+            snapshots,
+            redis: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn redis(&self, url: &str) -> Result<redis::aio::ConnectionManager, String> {
+        let mut g = self.redis.lock().await;
+        if let Some((u, c)) = &*g {
+            if u == url {
+                return Ok(c.clone());
+            }
+        }
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let conn = redis::aio::ConnectionManager::new(client)
+            .await
+            .map_err(|e| e.to_string())?;
+        *g = Some((url.to_string(), conn.clone()));
+        Ok(conn)
+    }
+
+    // The host-managed `lateen.redis` cluster (global rate limits).
+    async fn redis_call(&self, url: &str, call: &PendingCall) -> CallResponse {
+        use lateen_ratelimit::config::{TakeRequest, TakeResponse, TAKE_PATH};
+        let reply = |status: u16, body: Vec<u8>| CallResponse {
+            headers: vec![(":status".into(), Bytes::from(status.to_string()))],
+            body: Bytes::from(body),
+            trailers: Vec::new(),
+        };
+        let path = call
+            .headers
+            .iter()
+            .find(|(k, _)| k == ":path")
+            .map(|(_, v)| v.clone());
+        if path.as_deref() != Some(TAKE_PATH.as_bytes()) {
+            return reply(404, b"unknown lateen.redis operation".to_vec());
+        }
+        let Ok(req) = serde_json::from_slice::<TakeRequest>(&call.body) else {
+            return reply(400, b"invalid take request".to_vec());
+        };
+        let conn = match self.redis(url).await {
+            Ok(c) => c,
+            Err(e) => return reply(503, e.into_bytes()),
+        };
+        let mut conn = conn;
+        let r: Result<(u64, u64, i64), _> = redis::Script::new(TAKE_SCRIPT)
+            .key(&req.key)
+            .arg(req.max_tokens)
+            .arg(req.tokens_per_fill)
+            .arg(req.fill_interval_ms.max(1))
+            .invoke_async(&mut conn)
+            .await;
+        match r {
+            Ok((allowed, remaining, reset)) => reply(
+                200,
+                serde_json::to_vec(&TakeResponse {
+                    allowed: allowed == 1,
+                    remaining,
+                    reset_ms: reset.max(0) as u64,
+                })
+                .unwrap_or_default(),
+            ),
+            Err(e) => reply(503, e.to_string().into_bytes()),
+        }
     }
 
     pub fn client(&self, p: UpstreamProtocol) -> &Client<HttpConnector, UpBody> {
@@ -53,6 +144,12 @@ impl Upstream {
     /// then sees zero headers, as the spec says).
     pub async fn http_call(&self, call: &PendingCall) -> Option<CallResponse> {
         let snap = self.snapshots.load_full();
+        if call.cluster == lateen_ratelimit::config::REDIS_CLUSTER {
+            let url = snap.redis_url.clone()?;
+            return tokio::time::timeout(call.timeout, self.redis_call(&url, call))
+                .await
+                .ok();
+        }
         let cluster = snap.cluster(&call.cluster)?.clone();
         let ep = cluster.pick(rand::random())?;
         let mut method = "GET".to_string();

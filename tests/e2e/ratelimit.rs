@@ -232,3 +232,58 @@ spec:
         );
     }
 }
+
+#[tokio::test]
+async fn global_limit_is_shared_by_two_proxies_through_redis() {
+    let redis = Redis::start().await;
+    let a = Backend::start("a").await;
+    let config = mesh(&[&a])
+        + VS
+        + &format!(
+            r#"---
+apiVersion: lateen.io/v1alpha1
+kind: Bootstrap
+metadata: {{name: bootstrap, namespace: istio-system}}
+spec:
+  workload:
+    namespace: istio-system
+    labels: {{istio: ingressgateway}}
+  redis: {{address: "127.0.0.1:{}"}}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: ratelimit, namespace: istio-system}}
+spec:
+  url: file://{{{{WASM}}}}/lateen_ratelimit.wasm
+  pluginConfig:
+    rules:
+    - name: shared
+      mode: global
+      tokenBucket: {{maxTokens: 5, tokensPerFill: 5, fillIntervalMs: 60000}}
+      rateLimitHeaders: true
+"#,
+            redis.port
+        );
+    let p1 = Proxy::start(&config).await.expect("first proxy starts");
+    let p2 = Proxy::start(&config).await.expect("second proxy starts");
+    let mut ok = [0, 0];
+    for i in 0..12 {
+        let p = if i % 2 == 0 { &p1 } else { &p2 };
+        let r = get(&p.url("/anything")).await.unwrap();
+        match r.status {
+            200 => ok[i % 2] += 1,
+            429 => assert_eq!(r.body, "local_rate_limited"),
+            s => panic!("unexpected {s}\n{}\n{}", p1.log(), p2.log()),
+        }
+    }
+    assert_eq!(
+        ok[0] + ok[1],
+        5,
+        "one limit of 5 across both proxies: {ok:?}\n{}",
+        p1.log()
+    );
+    assert!(
+        ok[0] > 0 && ok[1] > 0,
+        "both proxies served from the shared bucket: {ok:?}"
+    );
+}

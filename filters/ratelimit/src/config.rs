@@ -55,6 +55,45 @@ pub struct Rule {
     /// Add `x-ratelimit-limit`, `x-ratelimit-remaining`, `x-ratelimit-reset`.
     #[serde(default)]
     pub rate_limit_headers: bool,
+    /// `local` (this proxy) or `global` (shared by every proxy through the host's Redis).
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Where a rule's buckets live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Proxy-wasm shared data: one bucket per proxy.
+    #[default]
+    Local,
+    /// The host-managed `lateen.redis` cluster: one bucket for every proxy using that Redis.
+    Global,
+}
+
+/// The host-managed cluster global mode calls (`proxy_http_call`), and its protocol:
+/// `POST /ratelimit/take` with a [`TakeRequest`] JSON body, answered with a
+/// [`TakeResponse`] JSON body (status 200), or a non-200 status when Redis is unreachable.
+pub const REDIS_CLUSTER: &str = "lateen.redis";
+pub const TAKE_PATH: &str = "/ratelimit/take";
+
+/// Body of a global take.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TakeRequest {
+    pub key: String,
+    pub max_tokens: u64,
+    pub tokens_per_fill: u64,
+    pub fill_interval_ms: u64,
+}
+
+/// Answer to a global take.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TakeResponse {
+    pub allowed: bool,
+    pub remaining: u64,
+    pub reset_ms: u64,
 }
 
 fn hundred() -> f64 {

@@ -1,7 +1,10 @@
 //! proxy-wasm glue for the rate-limit filter.
 
 use crate::bucket::{take, State, Take};
-use crate::config::{DescriptorAction, Key, RateLimitConfig, Rule, TokenBucket};
+use crate::config::{
+    DescriptorAction, Key, Mode, RateLimitConfig, Rule, TakeRequest, TakeResponse, TokenBucket,
+    REDIS_CLUSTER, TAKE_PATH,
+};
 use lateen_sdk::matcher::{cookie, CompiledMatch};
 use lateen_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use lateen_sdk::proxy_wasm::types::{Action, ContextType, LogLevel, Status};
@@ -71,6 +74,9 @@ impl RootContext for RlRoot {
             rules: self.rules.clone(),
             rng: self.rng.clone(),
             response_headers: Vec::new(),
+            headers: Vec::new(),
+            route: String::new(),
+            pending: None,
         }))
     }
 }
@@ -79,6 +85,10 @@ struct RlStream {
     rules: Rc<Vec<Compiled>>,
     rng: Rc<RefCell<Rng>>,
     response_headers: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    route: String,
+    /// A global take in flight: the rule's index and bucket.
+    pending: Option<(usize, TokenBucket)>,
 }
 
 fn now_ms() -> u64 {
@@ -193,58 +203,163 @@ fn limit_headers(tb: &TokenBucket, t: &Take) -> Vec<(String, String)> {
     ]
 }
 
-impl Context for RlStream {}
+impl RlStream {
+    // Evaluates rules from `from` on. Returns Pause when a global take is in flight or the
+    // request was rejected.
+    fn evaluate(&mut self, from: usize) -> Action {
+        let rules = self.rules.clone();
+        let headers = std::mem::take(&mut self.headers);
+        let result = self.evaluate_with(&rules, &headers, from);
+        self.headers = headers;
+        result
+    }
+
+    fn evaluate_with(
+        &mut self,
+        rules: &[Compiled],
+        headers: &[(String, String)],
+        from: usize,
+    ) -> Action {
+        for (i, c) in rules.iter().enumerate().skip(from) {
+            let rule = &c.rule;
+            if !rule.routes.is_empty() && !rule.routes.contains(&self.route)
+                || rule.except_routes.contains(&self.route)
+            {
+                continue;
+            }
+            if !c.matches.is_empty() && !c.matches.iter().any(|m| m.matches(headers)) {
+                continue;
+            }
+            if !self.rng.borrow_mut().chance(rule.enabled_percent) {
+                continue;
+            }
+            let (bucket, tb) = match self.descriptor(rule, headers) {
+                Some((id, tb)) => (format!("lateen.rl.{}.d.{id}", rule.name), tb),
+                None => {
+                    let Some(v) = self.key_value(rule, headers) else {
+                        continue;
+                    };
+                    (format!("lateen.rl.{}.k.{v}", rule.name), rule.token_bucket)
+                }
+            };
+            if rule.mode == Mode::Global {
+                let body = serde_json::to_vec(&TakeRequest {
+                    key: bucket,
+                    max_tokens: tb.max_tokens,
+                    tokens_per_fill: tb.tokens_per_fill,
+                    fill_interval_ms: tb.fill_interval_ms,
+                })
+                .unwrap_or_default();
+                let call = self.dispatch_http_call(
+                    REDIS_CLUSTER,
+                    vec![
+                        (":method", "POST"),
+                        (":path", TAKE_PATH),
+                        (":authority", REDIS_CLUSTER),
+                    ],
+                    Some(&body),
+                    vec![],
+                    std::time::Duration::from_millis(500),
+                );
+                match call {
+                    Ok(_) => {
+                        self.pending = Some((i, tb));
+                        return Action::Pause;
+                    }
+                    Err(e) => {
+                        // No Redis configured or reachable: fail open, loudly.
+                        let _ = hostcalls::log(
+                            LogLevel::Warn,
+                            &format!("ratelimit: global rule {} skipped: {e:?}", rule.name),
+                        );
+                        continue;
+                    }
+                }
+            }
+            let t = take_shared(&bucket, &tb);
+            if self.verdict(rule, &t, &tb) {
+                return Action::Pause;
+            }
+        }
+        Action::Continue
+    }
+
+    // Applies a take's result; true if the request was rejected.
+    fn verdict(&mut self, rule: &Rule, t: &Take, tb: &TokenBucket) -> bool {
+        if !t.allowed {
+            if self.rng.borrow_mut().chance(rule.enforced_percent) {
+                self.reject(rule, t, tb);
+                return true;
+            }
+            return false;
+        }
+        if rule.rate_limit_headers {
+            self.response_headers = limit_headers(tb, t);
+        }
+        false
+    }
+}
+
+impl Context for RlStream {
+    fn on_http_call_response(&mut self, _: u32, _: usize, body_size: usize, _: usize) {
+        let Some((i, tb)) = self.pending.take() else {
+            return;
+        };
+        let rules = self.rules.clone();
+        let rule = &rules[i].rule;
+        let ok = self.get_http_call_response_header(":status").as_deref() == Some("200");
+        let answer: Option<TakeResponse> = if ok {
+            self.get_http_call_response_body(0, body_size)
+                .and_then(|b| serde_json::from_slice(&b).ok())
+        } else {
+            None
+        };
+        match answer {
+            Some(a) => {
+                let t = Take {
+                    allowed: a.allowed,
+                    remaining: a.remaining,
+                    reset_ms: a.reset_ms,
+                    next: State {
+                        tokens: a.remaining,
+                        last_fill_ms: 0,
+                    },
+                };
+                if self.verdict(rule, &t, &tb) {
+                    return;
+                }
+            }
+            None => {
+                let _ = hostcalls::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "ratelimit: global store unavailable for rule {}; allowing",
+                        rule.name
+                    ),
+                );
+            }
+        }
+        if self.evaluate(i + 1) == Action::Continue {
+            self.resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for RlStream {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         if self.rules.is_empty() {
             return Action::Continue;
         }
-        let headers: Vec<(String, String)> = self
+        self.headers = self
             .get_http_request_headers_bytes()
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
             .collect();
-        let route = self
+        self.route = self
             .get_property(lateen_sdk::route::ROUTE_NAME.to_vec())
             .map(|r| String::from_utf8_lossy(&r).into_owned())
             .unwrap_or_default();
-        let rules = self.rules.clone();
-        for c in rules.iter() {
-            let rule = &c.rule;
-            if !rule.routes.is_empty() && !rule.routes.contains(&route)
-                || rule.except_routes.contains(&route)
-            {
-                continue;
-            }
-            if !c.matches.is_empty() && !c.matches.iter().any(|m| m.matches(&headers)) {
-                continue;
-            }
-            if !self.rng.borrow_mut().chance(rule.enabled_percent) {
-                continue;
-            }
-            let (bucket, tb) = match self.descriptor(rule, &headers) {
-                Some((id, tb)) => (format!("lateen.rl.{}.d.{id}", rule.name), tb),
-                None => {
-                    let Some(v) = self.key_value(rule, &headers) else {
-                        continue;
-                    };
-                    (format!("lateen.rl.{}.k.{v}", rule.name), rule.token_bucket)
-                }
-            };
-            let t = take_shared(&bucket, &tb);
-            if !t.allowed {
-                if self.rng.borrow_mut().chance(rule.enforced_percent) {
-                    self.reject(rule, &t, &tb);
-                    return Action::Pause;
-                }
-                continue;
-            }
-            if rule.rate_limit_headers {
-                self.response_headers = limit_headers(&tb, &t);
-            }
-        }
-        Action::Continue
+        self.evaluate(0)
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {

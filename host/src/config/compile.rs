@@ -157,7 +157,23 @@ pub fn build(
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut warnings = res.warnings.clone();
-    let (clusters, aliases) = build_clusters(res, &mut errors);
+    let (clusters, mut aliases) = build_clusters(res, &mut errors);
+    let redis_url = res
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.spec.redis.as_ref().map(|r| (b, r)))
+        .map(|(b, r)| {
+            if r.address.contains("://") || !r.address.contains(':') {
+                errors.push(b.info.error("spec.redis.address", "expected host:port"));
+            }
+            format!("redis://{}/", r.address)
+        });
+    if redis_url.is_some() {
+        aliases.insert(
+            lateen_ratelimit::config::REDIS_CLUSTER.to_string(),
+            lateen_ratelimit::config::REDIS_CLUSTER.to_string(),
+        );
+    }
     let workload = workload(res);
     let resolver = Snapshot::resolver(&clusters, &aliases);
 
@@ -442,6 +458,7 @@ pub fn build(
             .collect(),
         service_plugins,
         resolver,
+        redis_url,
         warnings,
     })
 }

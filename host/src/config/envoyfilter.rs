@@ -16,7 +16,7 @@
 use super::compile::parse_duration_ms;
 use super::resources::EnvoyFilterSpec;
 use super::source::{ConfigError, Doc};
-use lateen_ratelimit::config::{Descriptor, DescriptorAction, Key, Rule, TokenBucket};
+use lateen_ratelimit::config::{Descriptor, DescriptorAction, Key, Mode, Rule, TokenBucket};
 use serde_json::Value;
 
 const LOCAL_RATELIMIT: &str = "envoy.filters.http.local_ratelimit";
@@ -275,6 +275,7 @@ fn local_rate_limit(
             .get("enable_x_ratelimit_headers")
             .and_then(Value::as_str)
             == Some("DRAFT_VERSION_03"),
+        mode: Mode::Local,
     }))
 }
 

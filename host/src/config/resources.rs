@@ -383,6 +383,16 @@ pub struct BootstrapSpec {
     /// background work on ticks and http_calls.
     #[serde(default)]
     pub service_plugins: Vec<ServicePluginSpec>,
+    /// Redis for state shared by several proxies (global rate limits).
+    #[serde(default)]
+    pub redis: Option<RedisSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisSpec {
+    /// `host:port`.
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
