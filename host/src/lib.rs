@@ -11,6 +11,7 @@ pub mod chain;
 pub mod cluster;
 pub mod config;
 pub mod proxy;
+pub mod retry;
 pub mod snapshot;
 pub mod upstream;
 pub mod wasm;

@@ -3,6 +3,7 @@
 
 use crate::body::{BoxError, ChannelBody, UpBody};
 use crate::chain::{HttpStream, Verdict};
+use crate::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::full;
 use crate::wasm::state::{HeaderList, LocalResponse, StreamInfo};
 use crate::wasm::StreamState;
@@ -183,35 +184,28 @@ pub async fn handle(
         s.set_outcome(503, flag);
         return Ok(r);
     };
-    let Some(ep) = cluster.pick(w.random()) else {
-        let (r, flag) = reply(503, "no healthy upstream", "UH");
-        s.set_outcome(503, flag);
-        return Ok(r);
-    };
-
     // Upstream request from the (possibly rewritten) headers.
     let st = &s.state;
-    let method = get(&st.req_headers, ":method").cloned().unwrap_or_default();
-    let path = get(&st.req_headers, ":path")
-        .cloned()
-        .unwrap_or_else(|| Bytes::from_static(b"/"));
+    let method =
+        http::Method::from_bytes(get(&st.req_headers, ":method").map_or(&b"GET"[..], |v| v))
+            .unwrap_or(http::Method::GET);
+    let path = String::from_utf8_lossy(get(&st.req_headers, ":path").map_or(&b"/"[..], |v| v))
+        .into_owned();
     let authority = get(&st.req_headers, ":authority")
         .cloned()
         .unwrap_or_default();
-    let mut up = Request::builder()
-        .method(http::Method::from_bytes(&method).unwrap_or(http::Method::GET))
-        .uri(format!(
-            "http://{}{}",
-            ep.authority,
-            String::from_utf8_lossy(&path)
-        ));
-    if let Some(h) = up.headers_mut() {
-        header_map(&st.req_headers, h);
-        if let Ok(v) = HeaderValue::from_bytes(&authority) {
-            h.insert(http::header::HOST, v);
+    let mut headers = HeaderMap::with_capacity(st.req_headers.len());
+    header_map(&st.req_headers, &mut headers);
+    if let Ok(v) = HeaderValue::from_bytes(&authority) {
+        headers.insert(http::header::HOST, v);
+    }
+    let policy = RetryPolicy::from_property(prop(&s, "lateen.route.retry").as_deref());
+    if eos {
+        if let Some(mirrors) = prop(&s, "lateen.route.mirror") {
+            mirror(&w, &ws, &mirrors, &method, &path, &headers);
         }
     }
-    let up_body: UpBody = if eos {
+    let mut first_body = Some(if eos {
         full(Bytes::new())
     } else if chain.is_empty() {
         body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
@@ -219,27 +213,81 @@ pub async fn handle(
         let (tx, rx) = ChannelBody::new(4);
         tokio::task::spawn_local(pump_request(stream.clone(), body, tx));
         rx.boxed_unsync()
-    };
-    let up = match up.body(up_body) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("cannot build upstream request: {e}");
-            let (r, flag) = reply(503, "invalid upstream request", "DPE");
-            s.set_outcome(503, flag);
-            return Ok(r);
-        }
-    };
+    });
     drop(s);
 
-    ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let sent = Instant::now();
-    let call = w.upstream.client(cluster.protocol).request(up);
-    let result = if timeout_ms > 0 {
-        tokio::time::timeout(Duration::from_millis(timeout_ms), call).await
-    } else {
-        Ok(call.await)
+    // Tries: the first, then retries while the policy allows. A request whose body streams
+    // upstream is not replayable, so it gets one try.
+    let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
+    let mut tried: Vec<String> = Vec::new();
+    let mut attempt = 0u32;
+    let (result, sent) = loop {
+        attempt += 1;
+        let mut ep = cluster.pick(w.random());
+        if policy.ignore_previous_hosts {
+            for _ in 0..3 {
+                match ep {
+                    Some(e) if tried.contains(&e.authority) => ep = cluster.pick(w.random()),
+                    _ => break,
+                }
+            }
+        }
+        let Some(ep) = ep else {
+            let (r, flag) = reply(503, "no healthy upstream", "UH");
+            stream.lock().await.set_outcome(503, flag);
+            return Ok(r);
+        };
+        tried.push(ep.authority.clone());
+        let body = first_body.take().unwrap_or_else(|| full(Bytes::new()));
+        let mut req = Request::new(body);
+        *req.method_mut() = method.clone();
+        *req.headers_mut() = headers.clone();
+        match format!("http://{}{}", ep.authority, path).parse() {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => {
+                tracing::warn!("cannot build upstream request: {e}");
+                let (r, flag) = reply(503, "invalid upstream request", "DPE");
+                stream.lock().await.set_outcome(503, flag);
+                return Ok(r);
+            }
+        }
+        let now = Instant::now();
+        let remaining = deadline.map(|d| d.saturating_duration_since(now));
+        let per_try = match (policy.per_try.is_zero(), remaining) {
+            (true, r) => r,
+            (false, None) => Some(policy.per_try),
+            (false, Some(r)) => Some(policy.per_try.min(r)),
+        };
+        ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let call = w.upstream.client(cluster.protocol).request(req);
+        let result = match per_try {
+            Some(t) => tokio::time::timeout(t, call).await,
+            None => Ok(call.await),
+        };
+        ep.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let outcome = match &result {
+            Err(_) => TryOutcome::PerTryTimeout,
+            Ok(Err(e)) if e.is_connect() => TryOutcome::ConnectFailure,
+            Ok(Err(_)) => TryOutcome::Reset,
+            Ok(Ok(r)) => TryOutcome::Response {
+                status: r.status().as_u16(),
+                grpc_status: r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse().ok()),
+            },
+        };
+        let overall_left = deadline.is_none_or(|d| Instant::now() < d);
+        if eos && attempt <= policy.attempts && overall_left && policy.on.retriable(outcome) {
+            tracing::debug!(cluster = %cluster_name, ?outcome, attempt, "retrying");
+            tokio::time::sleep(crate::retry::backoff(attempt, w.random())).await;
+            continue;
+        }
+        // A per-try timeout with the route deadline passed is the route's timeout.
+        let retried = attempt > 1;
+        break ((result, retried), now);
     };
-    ep.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    let (result, retried) = result;
     let mut s = stream.lock().await;
     if let Some(lr) = s.early_reply.take() {
         s.set_outcome(lr.status, "-");
@@ -256,13 +304,13 @@ pub async fn handle(
                 reply(
                     503,
                     "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-                    "UF",
+                    if retried { "URX" } else { "UF" },
                 )
             } else {
                 reply(
                     503,
                     "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-                    "UC",
+                    if retried { "URX" } else { "UC" },
                 )
             };
             tracing::debug!(cluster = %cluster_name, "upstream error: {e}");
@@ -333,6 +381,54 @@ pub async fn handle(
     *out.status_mut() = status;
     header_map(&s.state.resp_headers, out.headers_mut());
     Ok(out)
+}
+
+// Sends fire-and-forget copies of a bodyless request to the mirror clusters, with Envoy's
+// `-shadow` suffix on the host. A mirror's failure never reaches the client.
+fn mirror(
+    w: &Rc<WorkerCtx>,
+    ws: &crate::worker::WorkerSnapshot,
+    clusters: &str,
+    method: &http::Method,
+    path: &str,
+    headers: &HeaderMap,
+) {
+    for name in clusters.split(',').filter(|c| !c.is_empty()) {
+        let Some(cluster) = ws.snap.cluster(name).cloned() else {
+            continue;
+        };
+        let Some(ep) = cluster.pick(w.random()) else {
+            continue;
+        };
+        let mut h = headers.clone();
+        if let Some(host) = h.get(http::header::HOST).and_then(|v| v.to_str().ok()) {
+            let shadow = match host.rsplit_once(':') {
+                Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                    format!("{name}-shadow:{port}")
+                }
+                _ => format!("{host}-shadow"),
+            };
+            if let Ok(v) = HeaderValue::from_str(&shadow) {
+                h.insert(http::header::HOST, v);
+            }
+        }
+        let mut req = Request::new(full(Bytes::new()));
+        *req.method_mut() = method.clone();
+        *req.headers_mut() = h;
+        let Ok(uri) = format!("http://{}{}", ep.authority, path).parse() else {
+            continue;
+        };
+        *req.uri_mut() = uri;
+        let client = w.upstream.client(cluster.protocol).clone();
+        tokio::task::spawn_local(async move {
+            if let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(30), client.request(req)).await
+            {
+                // Drain so the connection returns to the pool.
+                let _ = resp.into_body().collect().await;
+            }
+        });
+    }
 }
 
 type Tx = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>;

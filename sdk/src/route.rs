@@ -12,6 +12,8 @@
 //! | `lateen.route.name`        | route name (`VS-namespace/VS-name/route-name`)   |
 //! | `lateen.route.timeout_ms`  | upstream timeout in milliseconds, `0` = none     |
 //! | `lateen.route.id`          | unique route id `namespace/vs#index`, the key fault and rate-limit configs use |
+//! | `lateen.route.retry`       | `ATTEMPTS;PER_TRY_TIMEOUT_MS;RETRY_ON;IGNORE_PREVIOUS_HOSTS(0/1)`; absent = Istio's default policy (2 attempts on `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes` with 503) |
+//! | `lateen.route.mirror`      | comma-separated clusters to mirror this request to (already sampled) |
 //!
 //! Filters that run after the router read the same paths (e.g. to scope a policy to a route).
 
@@ -21,6 +23,10 @@ pub const CLUSTER: &[&str] = &["lateen", "route", "cluster"];
 pub const ROUTE_NAME: &[&str] = &["lateen", "route", "name"];
 /// Property path of the upstream timeout, in milliseconds.
 pub const TIMEOUT_MS: &[&str] = &["lateen", "route", "timeout_ms"];
+/// Property path of the route's retry policy.
+pub const RETRY: &[&str] = &["lateen", "route", "retry"];
+/// Property path of the clusters to mirror to.
+pub const MIRROR: &[&str] = &["lateen", "route", "mirror"];
 /// Property path of the route's unique id (`namespace/vs#index`).
 pub const ROUTE_ID: &[&str] = &["lateen", "route", "id"];
 

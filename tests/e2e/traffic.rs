@@ -205,3 +205,118 @@ async fn fault_injection_per_route() {
     let r = get(&proxy.url("/grpc")).await.unwrap();
     assert_eq!((r.status, r.header("grpc-status")), (200, Some("14")));
 }
+
+const RETRIES: &str = r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: half-down, namespace: test}
+spec:
+  hosts: [half-down.test]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: {{DOWN}}}}
+  - {address: 127.0.0.1, ports: {http: {{A}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: retries, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /r5xx}}]
+    retries: {attempts: 3, retryOn: 5xx}
+    route: [{destination: {host: svc.test, subset: a}}]
+  - match: [{uri: {prefix: /none}}]
+    retries: {attempts: 0}
+    route: [{destination: {host: svc.test, subset: a}}]
+  - match: [{uri: {prefix: /pertry}}]
+    retries: {attempts: 2, perTryTimeout: 200ms, retryOn: gateway-error}
+    route: [{destination: {host: svc.test, subset: a}}]
+  - match: [{uri: {prefix: /halfdown}}]
+    route: [{destination: {host: half-down.test}}]
+  - match: [{uri: {prefix: /mirror}}]
+    mirror: {host: svc.test, subset: b}
+    mirrorPercentage: {value: 100}
+    route: [{destination: {host: svc.test, subset: a}}]
+  - route: [{destination: {host: svc.test, subset: a}}]
+"#;
+
+fn count(b: &Backend, needle: &str) -> usize {
+    b.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.contains(needle))
+        .count()
+}
+
+#[tokio::test]
+async fn retries_per_try_timeouts_and_mirrors() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let yaml = mesh(&[&a, &b])
+        + &RETRIES
+            .replace("{{DOWN}}", &free_port().to_string())
+            .replace("{{A}}", &a.port().to_string());
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+
+    // Istio's default policy: 2 retries on 503 (retriable-status-codes) and connect failures.
+    assert_eq!(
+        get(&proxy.url("/d/flaky/2/k1")).await.unwrap().status,
+        200,
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(count(&a, "flaky/2/k1"), 3);
+    assert_eq!(get(&proxy.url("/d/flaky/3/k2")).await.unwrap().status, 503);
+    assert_eq!(count(&a, "flaky/3/k2"), 3, "1 try + 2 retries");
+    assert_eq!(get(&proxy.url("/d/status/500")).await.unwrap().status, 500);
+    assert_eq!(count(&a, "status/500"), 1, "500 is not retried by default");
+
+    // retryOn 5xx with 3 attempts.
+    assert_eq!(
+        get(&proxy.url("/r5xx/flaky/3/k3")).await.unwrap().status,
+        200
+    );
+    assert_eq!(count(&a, "flaky/3/k3"), 4);
+    // attempts: 0 disables retries.
+    assert_eq!(
+        get(&proxy.url("/none/flaky/1/k4")).await.unwrap().status,
+        503
+    );
+    assert_eq!(count(&a, "flaky/1/k4"), 1);
+
+    // A slow first try is cut by perTryTimeout and retried.
+    let started = std::time::Instant::now();
+    let r = get(&proxy.url("/pertry/slowfirst/k5")).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(count(&a, "slowfirst/k5"), 2);
+
+    // One endpoint refuses connections: the default policy retries on another host.
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/halfdown")).await.unwrap().status, 200);
+    }
+
+    // Mirror: the client gets a's answer, b gets a copy with the -shadow host.
+    let r = send(
+        "GET",
+        &proxy.url("/mirror/x"),
+        &[("host", "shop.example.com")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.header("x-backend"), Some("a"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while count(&b, "/mirror/x") == 0 {
+        assert!(std::time::Instant::now() < deadline, "mirror never arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.last().header("host"), Some("shop.example.com-shadow"));
+}

@@ -82,6 +82,56 @@ pub struct Backend {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// What a backend answers for special paths (anywhere in the path):
+/// `/flaky/N/KEY`: 503 for the first N requests of KEY, then 200;
+/// `/status/CODE`: that status; `/slowfirst/KEY`: the first request of KEY waits 1 s;
+/// `/slow/MS`: waits MS; `…/chunks`: a three-frame body; `…/echo-body`: echoes the body.
+fn special(path: &str, counts: &Mutex<std::collections::HashMap<String, u32>>) -> (u16, u64) {
+    let seg = |marker: &str| path.split_once(marker).map(|(_, rest)| rest.to_string());
+    let mut count = |key: &str| {
+        let mut c = counts.lock().unwrap();
+        let n = c.entry(key.to_string()).or_default();
+        *n += 1;
+        *n
+    };
+    if let Some(rest) = seg("/flaky/") {
+        let mut it = rest.splitn(2, '/');
+        let n: u32 = it.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let key = it.next().unwrap_or("");
+        return (
+            if count(&format!("flaky/{key}")) <= n {
+                503
+            } else {
+                200
+            },
+            0,
+        );
+    }
+    if let Some(rest) = seg("/status/") {
+        return (
+            rest.split('/')
+                .next()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(200),
+            0,
+        );
+    }
+    if let Some(key) = seg("/slowfirst/") {
+        return (
+            200,
+            if count(&format!("slowfirst/{key}")) == 1 {
+                1000
+            } else {
+                0
+            },
+        );
+    }
+    if let Some(ms) = seg("/slow/") {
+        return (200, ms.parse().unwrap_or(0));
+    }
+    (200, 0)
+}
+
 impl Backend {
     pub async fn start(name: &str) -> Backend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -89,16 +139,17 @@ impl Backend {
             .expect("bind backend");
         let addr = listener.local_addr().expect("addr");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let counts: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
         let (name2, seen2) = (name.to_string(), seen.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (name, seen) = (name2.clone(), seen2.clone());
+                let (name, seen, counts) = (name2.clone(), seen2.clone(), counts.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (name, seen) = (name.clone(), seen.clone());
+                        let (name, seen, counts) = (name.clone(), seen.clone(), counts.clone());
                         async move {
                             let path = req
                                 .uri()
@@ -126,9 +177,9 @@ impl Backend {
                                 path: path.clone(),
                                 headers,
                             });
-                            if let Some(ms) = path.strip_prefix("/slow/") {
-                                let ms: u64 = ms.parse().unwrap_or(0);
-                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            let (status, delay_ms) = special(&path, &counts);
+                            if delay_ms > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                             }
                             let text = if path.ends_with("/echo-body") {
                                 String::from_utf8_lossy(&body).into_owned()
@@ -151,6 +202,7 @@ impl Backend {
                                 Full::new(Bytes::from(text)).boxed_unsync()
                             };
                             let mut r = hyper::Response::new(body);
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                             r.headers_mut().insert("x-backend", name.parse().unwrap());
                             Ok::<_, std::convert::Infallible>(r)
                         }

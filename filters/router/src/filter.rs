@@ -155,6 +155,29 @@ impl HttpContext for RouterStream {
                 lateen_sdk::route::ROUTE_ID.to_vec(),
                 Some(sel.route.id.as_bytes()),
             );
+            if let Some(retry) = &sel.route.retry {
+                let _ = hostcalls::set_property(
+                    lateen_sdk::route::RETRY.to_vec(),
+                    Some(retry.as_bytes()),
+                );
+            }
+            if !sel.route.mirrors.is_empty() {
+                let mut rng = self.rng.borrow_mut();
+                let chosen: Vec<&str> = sel
+                    .route
+                    .mirrors
+                    .iter()
+                    .filter(|(_, pct)| rng.chance(*pct))
+                    .map(|(c, _)| c.as_str())
+                    .collect();
+                drop(rng);
+                if !chosen.is_empty() {
+                    let _ = hostcalls::set_property(
+                        lateen_sdk::route::MIRROR.to_vec(),
+                        Some(chosen.join(",").as_bytes()),
+                    );
+                }
+            }
         }
         Action::Continue
     }

@@ -54,6 +54,12 @@ pub struct RouteConfig {
     pub rewrite: Option<HttpRewrite>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
+    /// The retry policy as the `lateen.route.retry` property value; `None`: Istio's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// Mirrors: cluster and percentage (0-100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<(String, f64)>,
 }
 
 /// A destination: cluster, relative weight and its own header operations.
@@ -120,6 +126,8 @@ pub struct Route {
     pub timeout_ms: u64,
     pub rewrite: Option<Rewrite>,
     pub headers: Option<Headers>,
+    pub retry: Option<String>,
+    pub mirrors: Vec<(String, f64)>,
 }
 
 /// A compiled `HTTPRewrite`.
@@ -233,6 +241,8 @@ impl RouteTable {
                     timeout_ms: r.timeout_ms,
                     rewrite,
                     headers: r.headers.clone(),
+                    retry: r.retry.clone(),
+                    mirrors: r.mirrors.clone(),
                 });
             }
             let domains = vh

@@ -822,7 +822,41 @@ fn virtual_host(
                 }
             },
         };
+        let retry = match &http.retries {
+            None => None,
+            Some(r) => match retry_property(r) {
+                Ok(p) => Some(p),
+                Err((f, m)) => {
+                    errors.push(vs.info.error(&format!("{field}.retries.{f}"), m));
+                    None
+                }
+            },
+        };
+        let mut mirrors = Vec::new();
+        for (j, (d, pct)) in mirror_destinations(http).into_iter().enumerate() {
+            let mf = if http.mirror.is_some() && j == 0 {
+                format!("{field}.mirror")
+            } else {
+                format!(
+                    "{field}.mirrors[{}]",
+                    j - usize::from(http.mirror.is_some())
+                )
+            };
+            if !(0.0..=100.0).contains(&pct) {
+                errors.push(
+                    vs.info
+                        .error(&mf, format!("percentage {pct} is not within 0-100")),
+                );
+                continue;
+            }
+            match destination_cluster(&d, &vs.info.namespace, res) {
+                Ok(name) => mirrors.push((name, pct)),
+                Err((sub, msg)) => errors.push(vs.info.error(&format!("{mf}.{sub}"), msg)),
+            }
+        }
         routes.push(RouteConfig {
+            retry,
+            mirrors,
             name: http
                 .name
                 .clone()
@@ -918,6 +952,84 @@ fn route_fault(f: &HttpFaultInjection) -> Result<RouteFault, (&'static str, Stri
         }
     };
     Ok(RouteFault { delay, abort })
+}
+
+/// Mirror destinations of a route with their percentages (`mirror` + `mirrorPercentage`,
+/// then `mirrors[]`; an unset percentage mirrors everything).
+fn mirror_destinations(http: &HttpRoute) -> Vec<(Destination, f64)> {
+    let conv = |m: &lateen_sdk::istio::MirrorDestination| Destination {
+        host: m.host.clone(),
+        subset: m.subset.clone(),
+        port: m.port.as_ref().map(|p| PortSelector { number: p.number }),
+    };
+    let mut out = Vec::new();
+    if let Some(m) = &http.mirror {
+        let pct = http
+            .mirror_percentage
+            .as_ref()
+            .map(|p| p.value)
+            .or(http.mirror_percent.map(f64::from))
+            .unwrap_or(100.0);
+        out.push((conv(m), pct));
+    }
+    for m in &http.mirrors {
+        out.push((
+            conv(&m.destination),
+            m.percentage.as_ref().map_or(100.0, |p| p.value),
+        ));
+    }
+    out
+}
+
+/// Retry tokens Lateen acts on (Envoy's `retry_on`, as Istio passes them).
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "refused-stream",
+    "retriable-4xx",
+    "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// Istio's retry policy when a route sets none: 2 attempts.
+pub const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+/// `HTTPRetry` as the `lateen.route.retry` property: `ATTEMPTS;PER_TRY_MS;RETRY_ON;IGNORE`.
+fn retry_property(r: &lateen_sdk::istio::HttpRetry) -> Result<String, (&'static str, String)> {
+    let attempts = r.attempts.unwrap_or(0);
+    let per_try = match &r.per_try_timeout {
+        None => 0,
+        Some(t) => {
+            parse_duration_ms(t).ok_or(("perTryTimeout", format!("`{t}` is not a duration")))?
+        }
+    };
+    let retry_on = r
+        .retry_on
+        .clone()
+        .unwrap_or_else(|| DEFAULT_RETRY_ON.to_string());
+    for tok in retry_on.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if !RETRY_ON.contains(&tok) && tok.parse::<u16>().is_err() {
+            return Err((
+                "retryOn",
+                format!(
+                    "unknown retry condition `{tok}`; expected {} or a status code",
+                    RETRY_ON.join(", ")
+                ),
+            ));
+        }
+    }
+    let ignore = r.retry_ignore_previous_hosts.unwrap_or(true);
+    Ok(format!(
+        "{attempts};{per_try};{retry_on};{}",
+        u8::from(ignore)
+    ))
 }
 
 /// Istio durations: `1.5s`, `250ms`, `2m`, `1h`.
@@ -1152,20 +1264,25 @@ fn build_clusters(
     // Destinations on hosts no ServiceEntry declares are reached by DNS at their port.
     for vs in &res.virtual_services {
         for http in &vs.spec.http {
-            for d in &http.route {
-                if se_for(res, &d.destination.host, &vs.info.namespace).is_some() {
+            let dests = http
+                .route
+                .iter()
+                .map(|d| d.destination.clone())
+                .chain(mirror_destinations(http).into_iter().map(|(d, _)| d));
+            for d in dests {
+                if se_for(res, &d.host, &vs.info.namespace).is_some() {
                     continue;
                 }
-                let Some(port) = &d.destination.port else {
+                let Some(port) = &d.port else {
                     continue;
                 };
-                let subset = d.destination.subset.clone().unwrap_or_default();
-                let name = format!("outbound|{}|{subset}|{}", port.number, d.destination.host);
+                let subset = d.subset.clone().unwrap_or_default();
+                let name = format!("outbound|{}|{subset}|{}", port.number, d.host);
                 clusters.entry(name.clone()).or_insert_with(|| {
                     Arc::new(Cluster::new(
                         name,
                         vec![Endpoint::new(
-                            format!("{}:{}", d.destination.host, port.number),
+                            format!("{}:{}", d.host, port.number),
                             BTreeMap::new(),
                             1,
                         )],

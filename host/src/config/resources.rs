@@ -4,7 +4,8 @@
 //! as warnings; unknown fields are errors, so a typo never passes silently.
 
 use lateen_sdk::istio::{
-    Headers, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRewrite,
+    Headers, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpMirrorPolicy,
+    HttpRedirect, HttpRetry, HttpRewrite, MirrorDestination, Percent,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -130,17 +131,17 @@ pub struct HttpRoute {
     #[serde(default)]
     pub delegate: Option<Value>,
     #[serde(default)]
-    pub retries: Option<Value>,
+    pub retries: Option<HttpRetry>,
     #[serde(default)]
     pub fault: Option<HttpFaultInjection>,
     #[serde(default)]
-    pub mirror: Option<Value>,
+    pub mirror: Option<MirrorDestination>,
     #[serde(default)]
-    pub mirrors: Option<Value>,
+    pub mirrors: Vec<HttpMirrorPolicy>,
     #[serde(default)]
-    pub mirror_percentage: Option<Value>,
+    pub mirror_percentage: Option<Percent>,
     #[serde(default)]
-    pub mirror_percent: Option<Value>,
+    pub mirror_percent: Option<u32>,
     #[serde(default)]
     pub cors_policy: Option<Value>,
 }
@@ -151,8 +152,6 @@ impl HttpRoute {
         let mut out = Vec::new();
         for (set, name) in [
             (self.delegate.is_some(), "delegate"),
-            (self.retries.is_some(), "retries"),
-            (self.mirror.is_some() || self.mirrors.is_some(), "mirror"),
             (self.cors_policy.is_some(), "corsPolicy"),
         ] {
             if set {
