@@ -88,7 +88,7 @@ pub struct Backend {
 /// `/slow/MS`: waits MS; `…/chunks`: a three-frame body; `…/echo-body`: echoes the body.
 fn special(path: &str, counts: &Mutex<std::collections::HashMap<String, u32>>) -> (u16, u64) {
     let seg = |marker: &str| path.split_once(marker).map(|(_, rest)| rest.to_string());
-    let mut count = |key: &str| {
+    let count = |key: &str| {
         let mut c = counts.lock().unwrap();
         let n = c.entry(key.to_string()).or_default();
         *n += 1;
