@@ -15,7 +15,7 @@ if ! need nginx || ! need wrk || ! need taskset; then
   apt-get update -qq && apt-get install -y -qq nginx wrk util-linux >/dev/null
 fi
 if need rustup; then rustup target add wasm32-wasip1 >/dev/null; fi
-cargo build -q --profile wasm --target wasm32-wasip1 -p lateen-router
+cargo build -q --profile wasm --target wasm32-wasip1 -p lateen-router -p lateen-fault -p lateen-ratelimit
 cargo build -q --release -p lateen
 LATEEN="$CARGO_TARGET_DIR/release/lateen"
 WASM="$CARGO_TARGET_DIR/wasm32-wasip1/wasm"
@@ -26,7 +26,8 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port); LAT=$(free_port); LAT2=$(free_port); ADM=$(free_port); ADM2=$(free_port)
+UP=$(free_port); NGX=$(free_port); LAT=$(free_port); LAT2=$(free_port); LAT3=$(free_port)
+ADM=$(free_port); ADM2=$(free_port); ADM3=$(free_port)
 
 mkdir -p "$WORK/up" "$WORK/px"
 cat > "$WORK/up/nginx.conf" <<NGINX
@@ -129,16 +130,52 @@ spec:
 YAML
 } > "$WORK/b/config.yaml"
 
+# Scenario C: the standard chain: router + fault (0 %) + rate limit (never limiting).
+mkdir -p "$WORK/c"
+{ mesh "$LAT3"; cat <<YAML
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: bench}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - name: main
+    fault: {abort: {httpStatus: 503, percentage: {value: 0}}}
+    route: [{destination: {host: up.bench}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: ratelimit, namespace: istio-system}
+spec:
+  configPatches:
+  - applyTo: HTTP_FILTER
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          stat_prefix: http_local_rate_limiter
+          token_bucket: {max_tokens: 100000000, tokens_per_fill: 100000000, fill_interval: 1s}
+          filter_enabled: {default_value: {numerator: 100, denominator: HUNDRED}}
+          filter_enforced: {default_value: {numerator: 100, denominator: HUNDRED}}
+YAML
+} > "$WORK/c/config.yaml"
+
 taskset -c 1 nginx -c "$WORK/up/nginx.conf" & PIDS+=($!)
 taskset -c 0 nginx -c "$WORK/px/nginx.conf" & PIDS+=($!)
 taskset -c 0 "$LATEEN" run --config "$WORK/a" --concurrency 1 --admin-address "127.0.0.1:$ADM" \
   --filters-dir "$WASM" --log-level warn & PIDS+=($!)
 taskset -c 0 "$LATEEN" run --config "$WORK/b" --concurrency 1 --admin-address "127.0.0.1:$ADM2" \
   --filters-dir "$WASM" --log-level warn & PIDS+=($!)
-for url in "http://127.0.0.1:$UP/" "http://127.0.0.1:$NGX/" "http://127.0.0.1:$ADM/ready" "http://127.0.0.1:$ADM2/ready"; do
+taskset -c 0 "$LATEEN" run --config "$WORK/c" --concurrency 1 --admin-address "127.0.0.1:$ADM3" \
+  --filters-dir "$WASM" --log-level warn & PIDS+=($!)
+for url in "http://127.0.0.1:$UP/" "http://127.0.0.1:$NGX/" "http://127.0.0.1:$ADM/ready" "http://127.0.0.1:$ADM2/ready" "http://127.0.0.1:$ADM3/ready"; do
   for _ in $(seq 200); do curl -sf -o /dev/null "$url" && break; sleep 0.05; done
 done
-for url in "http://127.0.0.1:$NGX/" "http://127.0.0.1:$LAT/" "http://127.0.0.1:$LAT2/"; do
+for url in "http://127.0.0.1:$NGX/" "http://127.0.0.1:$LAT/" "http://127.0.0.1:$LAT2/" "http://127.0.0.1:$LAT3/"; do
   [ "$(curl -s "$url")" = "ok" ] || { echo "bench: $url does not answer ok" >&2; exit 1; }
 done
 
@@ -154,7 +191,8 @@ printf "%-46s %5s %10s %9s %9s %8s\n" scenario conns rps p50_us p99_us vs_nginx
 for c in 16 64; do
   read -r n_rps n_p50 n_p99 n_bad < <(run_wrk "http://127.0.0.1:$NGX/" "$c")
   printf "%-46s %5d %10d %9d %9d %8s\n" "nginx proxy_pass (1 worker)" "$c" "$n_rps" "$n_p50" "$n_p99" "1.00"
-  for s in "lateen, router (1 route)|$LAT" "lateen, router (13 rules, 90/7/3)|$LAT2"; do
+  for s in "lateen, router (1 route)|$LAT" "lateen, router (13 rules, 90/7/3)|$LAT2" \
+           "lateen, router+fault 0%+ratelimit|$LAT3"; do
     name="${s%%|*}"; port="${s##*|}"
     read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$port/" "$c")
     [ "$bad" = "0" ] || echo "  ($name: $bad non-2xx responses)"
