@@ -2,7 +2,36 @@
 //! [`crate::upstream`]; the state here is shared by all workers and lock-free.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Milliseconds since the process started: the clock for ejections.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// DestinationRule `outlierDetection`, in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierPolicy {
+    /// Consecutive 5xx (and connection failures) before ejection; 0 = off.
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 (and connection failures) before ejection; 0 = off.
+    pub consecutive_gateway: u32,
+    pub base_ejection_ms: u64,
+    pub max_ejection_percent: u32,
+}
+
+/// How a try with an endpoint went, for outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    Success,
+    Status(u16),
+    /// Connection failure, reset or timeout (counted as a 5xx/gateway error, as Envoy does
+    /// unless local-origin errors are split).
+    LocalFailure,
+}
 
 /// Load-balancing policy (DestinationRule `loadBalancer.simple`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +70,11 @@ pub struct Endpoint {
     pub weight: u32,
     /// Requests in flight, for LEAST_REQUEST.
     pub active: AtomicUsize,
+    consecutive_5xx: AtomicU32,
+    consecutive_gateway: AtomicU32,
+    /// Ejected until this `now_ms()`; 0 = not ejected.
+    ejected_until: AtomicU64,
+    ejections: AtomicU32,
 }
 
 impl Endpoint {
@@ -50,7 +84,16 @@ impl Endpoint {
             labels,
             weight: weight.max(1),
             active: AtomicUsize::new(0),
+            consecutive_5xx: AtomicU32::new(0),
+            consecutive_gateway: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
         }
+    }
+
+    /// Whether outlier detection has this endpoint out of rotation now.
+    pub fn ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
     }
 }
 
@@ -64,6 +107,20 @@ pub struct Cluster {
     /// Weighted round-robin schedule: endpoint indexes repeated by weight.
     schedule: Vec<usize>,
     cursor: AtomicUsize,
+    /// Circuit breaker: most requests in flight (connectionPool), `None` = unlimited.
+    pub max_requests: Option<u64>,
+    /// Requests in flight across all endpoints.
+    pub in_flight: AtomicUsize,
+    pub outlier: Option<OutlierPolicy>,
+}
+
+/// A request admitted by the circuit breaker; releases its slot when dropped.
+pub struct Admitted<'a>(&'a Cluster);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Cluster {
@@ -92,11 +149,93 @@ impl Cluster {
             protocol,
             schedule,
             cursor: AtomicUsize::new(0),
+            max_requests: None,
+            in_flight: AtomicUsize::new(0),
+            outlier: None,
         }
     }
 
-    /// Picks an endpoint; `None` when the cluster has none (503 `no healthy upstream`).
+    /// Admits a request under the circuit breaker, or `None` on overflow (503 UO).
+    pub fn admit(&self) -> Option<Admitted<'_>> {
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) as u64;
+        let guard = Admitted(self);
+        match self.max_requests {
+            Some(max) if n >= max => None,
+            _ => Some(guard),
+        }
+    }
+
+    /// Feeds outlier detection with the outcome of a try.
+    pub fn report(&self, ep: &Endpoint, r: Report) {
+        let Some(p) = self.outlier else { return };
+        let (five, gateway) = match r {
+            Report::Success => {
+                ep.consecutive_5xx.store(0, Ordering::Relaxed);
+                ep.consecutive_gateway.store(0, Ordering::Relaxed);
+                return;
+            }
+            Report::Status(s) if s < 500 => {
+                ep.consecutive_5xx.store(0, Ordering::Relaxed);
+                ep.consecutive_gateway.store(0, Ordering::Relaxed);
+                return;
+            }
+            Report::Status(s) => (true, matches!(s, 502..=504)),
+            Report::LocalFailure => (true, true),
+        };
+        let c5 = if five {
+            ep.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
+        let cg = if gateway {
+            ep.consecutive_gateway.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            ep.consecutive_gateway.store(0, Ordering::Relaxed);
+            0
+        };
+        let trip = (p.consecutive_5xx > 0 && c5 >= p.consecutive_5xx)
+            || (p.consecutive_gateway > 0 && cg >= p.consecutive_gateway);
+        if !trip {
+            return;
+        }
+        let now = now_ms();
+        if ep.ejected(now) {
+            return;
+        }
+        let ejected = self.endpoints.iter().filter(|e| e.ejected(now)).count();
+        // Envoy ejects at least one host whatever max_ejection_percent says.
+        let allowed = ejected == 0
+            || (ejected + 1) * 100 <= p.max_ejection_percent as usize * self.endpoints.len();
+        if !allowed {
+            return;
+        }
+        let times = ep.ejections.fetch_add(1, Ordering::Relaxed) as u64 + 1;
+        ep.ejected_until
+            .store(now + p.base_ejection_ms * times, Ordering::Relaxed);
+        ep.consecutive_5xx.store(0, Ordering::Relaxed);
+        ep.consecutive_gateway.store(0, Ordering::Relaxed);
+        tracing::info!(cluster = %self.name, endpoint = %ep.authority, "outlier ejected for {} ms", p.base_ejection_ms * times);
+    }
+
+    /// Picks an endpoint that is not ejected; `None` when there is none (503 `no healthy
+    /// upstream`).
     pub fn pick(&self, random: u64) -> Option<&Endpoint> {
+        if self.outlier.is_none() {
+            return self.pick_any(random);
+        }
+        let now = now_ms();
+        let mut r = random;
+        for _ in 0..self.endpoints.len().max(1) * 2 {
+            let e = self.pick_any(r)?;
+            if !e.ejected(now) {
+                return Some(e);
+            }
+            r = r.rotate_left(17).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        }
+        self.endpoints.iter().find(|e| !e.ejected(now))
+    }
+
+    fn pick_any(&self, random: u64) -> Option<&Endpoint> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
@@ -159,6 +298,34 @@ mod tests {
             counts[if e.authority.ends_with(".0:80") { 0 } else { 1 }] += 1;
         }
         assert_eq!(counts, [100, 300]);
+    }
+
+    #[test]
+    fn outliers_are_ejected_and_the_breaker_overflows() {
+        let mut c = cluster(LbPolicy::RoundRobin, &[1, 1]);
+        c.outlier = Some(OutlierPolicy {
+            consecutive_5xx: 2,
+            consecutive_gateway: 0,
+            base_ejection_ms: 60_000,
+            max_ejection_percent: 100,
+        });
+        c.max_requests = Some(1);
+        let bad = &c.endpoints[1];
+        c.report(bad, Report::Status(500));
+        assert!(!bad.ejected(now_ms()));
+        c.report(bad, Report::LocalFailure);
+        assert!(bad.ejected(now_ms()));
+        for _ in 0..10 {
+            assert!(c.pick(7).unwrap().authority.ends_with(".0:80"));
+        }
+        c.report(&c.endpoints[0], Report::Status(503));
+        c.report(&c.endpoints[0], Report::Status(503));
+        assert!(c.pick(7).is_none(), "every host ejected");
+        let first = c.admit();
+        assert!(first.is_some());
+        assert!(c.admit().is_none(), "second concurrent request overflows");
+        drop(first);
+        assert!(c.admit().is_some());
     }
 
     #[test]

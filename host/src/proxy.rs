@@ -3,6 +3,7 @@
 
 use crate::body::{BoxError, ChannelBody, UpBody};
 use crate::chain::{HttpStream, Verdict};
+use crate::cluster::Report;
 use crate::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::full;
 use crate::wasm::state::{HeaderList, LocalResponse, StreamInfo};
@@ -218,6 +219,18 @@ pub async fn handle(
 
     // Tries: the first, then retries while the policy allows. A request whose body streams
     // upstream is not replayable, so it gets one try.
+    // Circuit breaker (DestinationRule connectionPool): overflow is Envoy's 503 UO.
+    let Some(_admitted) = cluster.admit() else {
+        let (mut r, flag) = reply(
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            "UO",
+        );
+        r.headers_mut()
+            .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+        stream.lock().await.set_outcome(503, flag);
+        return Ok(r);
+    };
     let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
     let mut tried: Vec<String> = Vec::new();
     let mut attempt = 0u32;
@@ -277,6 +290,14 @@ pub async fn handle(
                     .and_then(|v| v.to_str().ok()?.parse().ok()),
             },
         };
+        cluster.report(
+            ep,
+            match outcome {
+                TryOutcome::Response { status, .. } if status >= 500 => Report::Status(status),
+                TryOutcome::Response { .. } => Report::Success,
+                _ => Report::LocalFailure,
+            },
+        );
         let overall_left = deadline.is_none_or(|d| Instant::now() < d);
         if eos && attempt <= policy.attempts && overall_left && policy.on.retriable(outcome) {
             tracing::debug!(cluster = %cluster_name, ?outcome, attempt, "retrying");

@@ -320,3 +320,126 @@ async fn retries_per_try_timeouts_and_mirrors() {
     }
     assert_eq!(b.last().header("host"), Some("shop.example.com-shadow"));
 }
+
+#[tokio::test]
+async fn outlier_detection_and_circuit_breaking() {
+    let (a, bad) = (
+        Backend::start("a").await,
+        Backend::failing("bad", 500).await,
+    );
+    let yaml = mesh(&[&a, &bad])
+        + &r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: pool, namespace: test}
+spec:
+  hosts: [pool.test]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: {{A}}}}
+  - {address: 127.0.0.1, ports: {http: {{BAD}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: allbad, namespace: test}
+spec:
+  hosts: [allbad.test]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: {{BAD}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pool, namespace: test}
+spec:
+  host: pool.test
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: allbad, namespace: test}
+spec:
+  host: allbad.test
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, baseEjectionTime: 60s, maxEjectionPercent: 100}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cb, namespace: test}
+spec:
+  hosts: [cb.test]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: {{A}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cb, namespace: test}
+spec:
+  host: cb.test
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /pool}}]
+    route: [{destination: {host: pool.test}}]
+  - match: [{uri: {prefix: /allbad}}]
+    route: [{destination: {host: allbad.test}}]
+  - route: [{destination: {host: cb.test}}]
+"#
+        .replace("{{A}}", &a.port().to_string())
+        .replace("{{BAD}}", &bad.port().to_string());
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+
+    // The failing endpoint is ejected after 2 consecutive 5xx; then only `a` answers.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(get(&proxy.url("/pool")).await.unwrap().status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 500).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(statuses[10..].iter().all(|s| *s == 200), "{statuses:?}");
+    // With every host ejected: no healthy upstream.
+    assert_eq!(get(&proxy.url("/allbad")).await.unwrap().status, 500);
+    let r = get(&proxy.url("/allbad")).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
+
+    // Circuit breaker: 1 connection + 1 pending; concurrent slow requests overflow.
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let url = proxy.url("/slow/400");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    let mut overflow = 0;
+    let mut ok = 0;
+    for c in calls {
+        let r = c.await.unwrap().unwrap();
+        match r.status {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(r.header("x-envoy-overloaded"), Some("true"));
+                assert!(r.body.ends_with("reset reason: overflow"), "{}", r.body);
+                overflow += 1;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!(ok, 2, "max 1 connection + 1 pending in flight");
+    assert_eq!(overflow, 4);
+}

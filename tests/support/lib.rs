@@ -134,6 +134,15 @@ fn special(path: &str, counts: &Mutex<std::collections::HashMap<String, u32>>) -
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
+        Self::start_with(name, None).await
+    }
+
+    /// A backend that answers every request with `status`.
+    pub async fn failing(name: &str, status: u16) -> Backend {
+        Self::start_with(name, Some(status)).await
+    }
+
+    async fn start_with(name: &str, fixed_status: Option<u16>) -> Backend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
@@ -178,6 +187,7 @@ impl Backend {
                                 headers,
                             });
                             let (status, delay_ms) = special(&path, &counts);
+                            let status = fixed_status.unwrap_or(status);
                             if delay_ms > 0 {
                                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                             }

@@ -4,7 +4,7 @@
 use super::envoyfilter;
 use super::resources::*;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
-use crate::cluster::{Cluster, Endpoint, LbPolicy, UpstreamProtocol};
+use crate::cluster::{Cluster, Endpoint, LbPolicy, OutlierPolicy, UpstreamProtocol};
 use crate::snapshot::{FailStrategy, FilterSpec, ListenerSpec, Phase, PluginSpec, Snapshot};
 use crate::wasm::{PluginIdentity, Runtime, Vm};
 use bytes::Bytes;
@@ -158,6 +158,18 @@ pub fn build(
     let mut errors = Vec::new();
     let mut warnings = res.warnings.clone();
     let (clusters, mut aliases) = build_clusters(res, &mut errors);
+    let mut seen_dr: BTreeMap<&str, String> = BTreeMap::new();
+    for dr in &res.destination_rules {
+        if let Some(first) = seen_dr.get(dr.spec.host.as_str()) {
+            warnings.push(format!(
+                "{}: ignored: DestinationRule {first} already configures host `{}` (the first one wins)",
+                dr.info.key(),
+                dr.spec.host
+            ));
+        } else {
+            seen_dr.insert(&dr.spec.host, dr.info.key());
+        }
+    }
     let redis_url = res
         .bootstrap
         .as_ref()
@@ -1135,6 +1147,50 @@ fn destination_cluster(
     Ok(format!("outbound|{port}|{subset}|{host}"))
 }
 
+/// Circuit-breaker limit and outlier policy of a trafficPolicy.
+fn upstream_policies(
+    tp: Option<&TrafficPolicy>,
+    info: &DocInfo,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<u64>, Option<OutlierPolicy>) {
+    let Some(tp) = tp else { return (None, None) };
+    // HTTP/1: connections in use plus requests waiting for one; HTTP/2: http2MaxRequests.
+    let max_requests = tp.connection_pool.as_ref().and_then(|cp| {
+        let conns = cp.tcp.as_ref().and_then(|t| t.max_connections);
+        let pending = cp.http.as_ref().and_then(|h| h.http1_max_pending_requests);
+        let h2 = cp.http.as_ref().and_then(|h| h.http2_max_requests);
+        let h1 = conns.map(|c| c + pending.unwrap_or(1024));
+        match (h1, h2) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    });
+    let outlier = tp.outlier_detection.as_ref().map(|o| {
+        let mut dur = |v: &Option<String>, field: &str, default: u64| match v {
+            None => default,
+            Some(t) => parse_duration_ms(t).unwrap_or_else(|| {
+                errors.push(info.error(
+                    &format!("{at}.outlierDetection.{field}"),
+                    format!("`{t}` is not a duration"),
+                ));
+                default
+            }),
+        };
+        OutlierPolicy {
+            // Istio: consecutive5xxErrors defaults to 5; consecutiveErrors is its old name.
+            consecutive_5xx: o
+                .consecutive5xx_errors
+                .or(o.consecutive_errors)
+                .unwrap_or(5),
+            consecutive_gateway: o.consecutive_gateway_errors.unwrap_or(0),
+            base_ejection_ms: dur(&o.base_ejection_time, "baseEjectionTime", 30_000),
+            max_ejection_percent: o.max_ejection_percent.unwrap_or(10).min(100),
+        }
+    });
+    (max_requests, outlier)
+}
+
 fn lb_of(tp: Option<&TrafficPolicy>) -> Option<&str> {
     tp?.load_balancer.as_ref()?.simple.as_deref()
 }
@@ -1231,17 +1287,25 @@ fn build_clusters(
                     ),
                     None => LbPolicy::RoundRobin,
                 };
+                let base_pol = match dr {
+                    Some(d) => upstream_policies(
+                        d.spec.traffic_policy.as_ref(),
+                        &d.info,
+                        "spec.trafficPolicy",
+                        errors,
+                    ),
+                    None => (None, None),
+                };
                 let name = format!("outbound|{}||{host}", port.number);
                 aliases.entry(host.clone()).or_insert_with(|| name.clone());
-                clusters.insert(
+                let mut c = Cluster::new(
                     name.clone(),
-                    Arc::new(Cluster::new(
-                        name,
-                        endpoints_for(&BTreeMap::new()),
-                        base_lb,
-                        proto,
-                    )),
+                    endpoints_for(&BTreeMap::new()),
+                    base_lb,
+                    proto,
                 );
+                (c.max_requests, c.outlier) = base_pol;
+                clusters.insert(name, Arc::new(c));
                 if let Some(dr) = dr {
                     for (si, subset) in dr.spec.subsets.iter().enumerate() {
                         let lb = match lb_of(subset.traffic_policy.as_ref()) {
@@ -1255,7 +1319,28 @@ fn build_clusters(
                         };
                         let name = format!("outbound|{}|{}|{host}", port.number, subset.name);
                         let eps = endpoints_for(&subset.labels);
-                        clusters.insert(name.clone(), Arc::new(Cluster::new(name, eps, lb, proto)));
+                        let mut c = Cluster::new(name.clone(), eps, lb, proto);
+                        // A subset's trafficPolicy replaces the rule's, field by field.
+                        let sub = upstream_policies(
+                            subset.traffic_policy.as_ref(),
+                            &dr.info,
+                            &format!("spec.subsets[{si}].trafficPolicy"),
+                            errors,
+                        );
+                        let has = |f: fn(&TrafficPolicy) -> bool| {
+                            subset.traffic_policy.as_ref().is_some_and(f)
+                        };
+                        c.max_requests = if has(|t| t.connection_pool.is_some()) {
+                            sub.0
+                        } else {
+                            base_pol.0
+                        };
+                        c.outlier = if has(|t| t.outlier_detection.is_some()) {
+                            sub.1
+                        } else {
+                            base_pol.1
+                        };
+                        clusters.insert(name, Arc::new(c));
                     }
                 }
             }

@@ -218,9 +218,9 @@ pub struct TrafficPolicy {
     #[serde(default)]
     pub load_balancer: Option<LoadBalancerSettings>,
     #[serde(default)]
-    pub connection_pool: Option<Value>,
+    pub connection_pool: Option<ConnectionPool>,
     #[serde(default)]
-    pub outlier_detection: Option<Value>,
+    pub outlier_detection: Option<OutlierDetection>,
     #[serde(default)]
     pub tls: Option<Value>,
     #[serde(default)]
@@ -466,4 +466,74 @@ pub struct EnvoyPatch {
     pub value: Option<Value>,
     #[serde(default)]
     pub filter_class: Option<String>,
+}
+
+/// Istio `ConnectionPoolSettings`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionPool {
+    #[serde(default)]
+    pub tcp: Option<TcpPool>,
+    #[serde(default)]
+    pub http: Option<HttpPool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpPool {
+    #[serde(default)]
+    pub max_connections: Option<u64>,
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub tcp_keepalive: Option<Value>,
+    #[serde(default)]
+    pub max_connection_duration: Option<String>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpPool {
+    #[serde(default)]
+    pub http1_max_pending_requests: Option<u64>,
+    #[serde(default)]
+    pub http2_max_requests: Option<u64>,
+    #[serde(default)]
+    pub max_requests_per_connection: Option<u64>,
+    #[serde(default)]
+    pub max_retries: Option<u64>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub h2_upgrade_policy: Option<String>,
+    #[serde(default)]
+    pub use_client_protocol: Option<bool>,
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u64>,
+}
+
+/// Istio `OutlierDetection`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    #[serde(default)]
+    pub consecutive_errors: Option<u32>,
+    #[serde(default)]
+    pub consecutive5xx_errors: Option<u32>,
+    #[serde(default)]
+    pub consecutive_gateway_errors: Option<u32>,
+    #[serde(default)]
+    pub consecutive_local_origin_failures: Option<u32>,
+    #[serde(default)]
+    pub split_external_local_origin_errors: Option<bool>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub base_ejection_time: Option<String>,
+    #[serde(default)]
+    pub max_ejection_percent: Option<u32>,
+    #[serde(default)]
+    pub min_health_percent: Option<u32>,
 }
