@@ -29,6 +29,16 @@ spec:
     rewrite:
       uriRegexRewrite: {match: "^/svc/([^/]+)(/.*)$", rewrite: "\\2/instance/\\1"}
     route: [{destination: {host: svc.test, subset: a}}]
+  - name: cors
+    match: [{uri: {prefix: /cors}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://app.example.com"}, {regex: "https://.*\\.dev\\.example\\.com"}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-token]
+      exposeHeaders: [x-request-id]
+      maxAge: 24h
+      allowCredentials: true
+    route: [{destination: {host: svc.test, subset: a}}]
   - name: headers
     match: [{uri: {prefix: /headers}}]
     headers:

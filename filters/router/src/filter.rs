@@ -1,7 +1,8 @@
 //! proxy-wasm glue: root context compiles the table, each request asks it for a decision.
 
 use crate::table::{
-    apply_header_ops, redirect_location, Action as RouteAction, Rng, RouteTable, RouterConfig,
+    apply_header_ops, redirect_location, Action as RouteAction, CorsAction, Rng, RouteTable,
+    RouterConfig,
 };
 use lateen_sdk::istio::{HeaderOperations, Headers};
 use lateen_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -112,6 +113,32 @@ impl HttpContext for RouterStream {
                 .find(|(k, _)| k == name)
                 .map_or("", |(_, v)| v.as_str())
         };
+        // CORS first: a preflight is answered here; an allowed origin gets response headers.
+        let mut cors_headers = Vec::new();
+        if let Some(cors) = &sel.route.cors {
+            let origin = headers
+                .iter()
+                .find(|(k, _)| k == "origin")
+                .map(|(_, v)| v.as_str());
+            let req_method = headers
+                .iter()
+                .find(|(k, _)| k == "access-control-request-method")
+                .map(|(_, v)| v.as_str());
+            match cors.evaluate(header(":method"), origin, req_method) {
+                CorsAction::Preflight(h) => {
+                    let refs: Vec<(&str, &str)> =
+                        h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    self.send_http_response(200, refs, None);
+                    return Action::Pause;
+                }
+                CorsAction::IgnoredPreflight => {
+                    self.send_http_response(200, vec![], None);
+                    return Action::Pause;
+                }
+                CorsAction::Response(h) => cors_headers = h,
+                CorsAction::None => {}
+            }
+        }
         match &sel.route.action {
             RouteAction::Redirect(r) => {
                 let location =
@@ -147,6 +174,12 @@ impl HttpContext for RouterStream {
             .into_iter()
             .flatten()
             .collect();
+        if !cors_headers.is_empty() {
+            self.response_ops.push(HeaderOperations {
+                set: cors_headers.into_iter().collect(),
+                ..HeaderOperations::default()
+            });
+        }
         if let Some(decision) = sel.decision() {
             if let Err(status) = decision.apply() {
                 log::error(&format!("router: host refused route decision: {status:?}"));

@@ -2,8 +2,10 @@
 //! natively unit-tested; the wasm glue in `filter.rs` only feeds it headers.
 
 use lateen_sdk::istio::{
-    HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest, HttpRedirect, HttpRewrite,
+    CorsPolicy, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest, HttpRedirect,
+    HttpRewrite,
 };
+use lateen_sdk::matcher::StrMatcher;
 use lateen_sdk::matcher::{CompiledMatch, MatchError, RequestView};
 use lateen_sdk::route::Decision;
 use regex::Regex;
@@ -60,6 +62,11 @@ pub struct RouteConfig {
     /// Mirrors: cluster and percentage (0-100).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<(String, f64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_policy: Option<CorsPolicy>,
+    /// `corsPolicy.maxAge` in seconds (the host parses the duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_max_age_s: Option<u64>,
 }
 
 /// A destination: cluster, relative weight and its own header operations.
@@ -128,6 +135,114 @@ pub struct Route {
     pub headers: Option<Headers>,
     pub retry: Option<String>,
     pub mirrors: Vec<(String, f64)>,
+    pub cors: Option<Cors>,
+}
+
+/// A compiled `CorsPolicy`.
+#[derive(Debug)]
+pub struct Cors {
+    origins: Vec<StrMatcher>,
+    methods: String,
+    allow_headers: String,
+    expose_headers: String,
+    max_age: Option<u64>,
+    credentials: bool,
+    ignore_unmatched_preflights: bool,
+}
+
+/// What CORS asks of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsAction {
+    /// Not a CORS request, or an origin that is not allowed: nothing to add.
+    None,
+    /// Answer a preflight locally (200 with these headers).
+    Preflight(Vec<(String, String)>),
+    /// A preflight from an origin that is not allowed, with `unmatchedPreflights: IGNORE`:
+    /// answer 200 without CORS headers.
+    IgnoredPreflight,
+    /// Add these headers to the response.
+    Response(Vec<(String, String)>),
+}
+
+impl Cors {
+    fn compile(c: &CorsPolicy, max_age: Option<u64>) -> Result<Self, String> {
+        let mut origins = c
+            .allow_origins
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                StrMatcher::compile(m, false, &format!("corsPolicy.allowOrigins[{i}]"))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        origins.extend(c.allow_origin.iter().map(|o| {
+            if o == "*" {
+                StrMatcher::Any
+            } else {
+                StrMatcher::Exact(o.clone())
+            }
+        }));
+        Ok(Cors {
+            origins,
+            methods: c.allow_methods.join(","),
+            allow_headers: c.allow_headers.join(","),
+            expose_headers: c.expose_headers.join(","),
+            max_age,
+            credentials: c.allow_credentials.unwrap_or(false),
+            ignore_unmatched_preflights: c.unmatched_preflights.as_deref() == Some("IGNORE"),
+        })
+    }
+
+    /// Envoy's CORS filter for one request.
+    pub fn evaluate(
+        &self,
+        method: &str,
+        origin: Option<&str>,
+        request_method: Option<&str>,
+    ) -> CorsAction {
+        let Some(origin) = origin else {
+            return CorsAction::None;
+        };
+        let preflight = method == "OPTIONS" && request_method.is_some();
+        let allowed = self.origins.iter().any(|m| m.matches(origin));
+        if !allowed {
+            return if preflight && self.ignore_unmatched_preflights {
+                CorsAction::IgnoredPreflight
+            } else {
+                CorsAction::None
+            };
+        }
+        let mut h = vec![(
+            "access-control-allow-origin".to_string(),
+            origin.to_string(),
+        )];
+        if self.credentials {
+            h.push(("access-control-allow-credentials".into(), "true".into()));
+        }
+        if preflight {
+            if !self.methods.is_empty() {
+                h.push(("access-control-allow-methods".into(), self.methods.clone()));
+            }
+            if !self.allow_headers.is_empty() {
+                h.push((
+                    "access-control-allow-headers".into(),
+                    self.allow_headers.clone(),
+                ));
+            }
+            if let Some(age) = self.max_age {
+                h.push(("access-control-max-age".into(), age.to_string()));
+            }
+            CorsAction::Preflight(h)
+        } else {
+            if !self.expose_headers.is_empty() {
+                h.push((
+                    "access-control-expose-headers".into(),
+                    self.expose_headers.clone(),
+                ));
+            }
+            CorsAction::Response(h)
+        }
+    }
 }
 
 /// A compiled `HTTPRewrite`.
@@ -243,6 +358,13 @@ impl RouteTable {
                     headers: r.headers.clone(),
                     retry: r.retry.clone(),
                     mirrors: r.mirrors.clone(),
+                    cors: match &r.cors_policy {
+                        None => None,
+                        Some(c) => Some(
+                            Cors::compile(c, r.cors_max_age_s)
+                                .map_err(|e| format!("{}: {e}", at("")))?,
+                        ),
+                    },
                 });
             }
             let domains = vh
@@ -645,6 +767,33 @@ mod tests {
         )
         .unwrap();
         assert!(RouteTable::compile(&bad).unwrap_err().contains("exclusive"));
+    }
+
+    #[test]
+    fn cors_preflight_and_actual_requests() {
+        let c: CorsPolicy = serde_json::from_str(
+            r#"{"allowOrigins":[{"exact":"https://a.com"},{"regex":"https://.*\\.b\\.com"}],
+                "allowMethods":["GET","POST"],"allowHeaders":["x-token"],"exposeHeaders":["x-id"],
+                "allowCredentials":true}"#,
+        )
+        .unwrap();
+        let cors = Cors::compile(&c, Some(86400)).unwrap();
+        let CorsAction::Preflight(h) =
+            cors.evaluate("OPTIONS", Some("https://a.com"), Some("POST"))
+        else {
+            panic!("preflight expected");
+        };
+        assert!(h.contains(&("access-control-allow-methods".into(), "GET,POST".into())));
+        assert!(h.contains(&("access-control-max-age".into(), "86400".into())));
+        let CorsAction::Response(h) = cors.evaluate("GET", Some("https://x.b.com"), None) else {
+            panic!("response headers expected");
+        };
+        assert!(h.contains(&("access-control-expose-headers".into(), "x-id".into())));
+        assert_eq!(
+            cors.evaluate("GET", Some("https://evil.com"), None),
+            CorsAction::None
+        );
+        assert_eq!(cors.evaluate("GET", None, None), CorsAction::None);
     }
 
     #[test]

@@ -866,7 +866,32 @@ fn virtual_host(
                 Err((sub, msg)) => errors.push(vs.info.error(&format!("{mf}.{sub}"), msg)),
             }
         }
+        let cors_max_age_s = match http.cors_policy.as_ref().and_then(|c| c.max_age.as_ref()) {
+            None => None,
+            Some(t) => match parse_duration_ms(t) {
+                Some(ms) => Some(ms / 1000),
+                None => {
+                    errors.push(vs.info.error(
+                        &format!("{field}.corsPolicy.maxAge"),
+                        format!("`{t}` is not a duration"),
+                    ));
+                    None
+                }
+            },
+        };
+        if let Some(c) = &http.cors_policy {
+            for (k, m) in c.allow_origins.iter().enumerate() {
+                if let Err(e) = lateen_sdk::matcher::StrMatcher::compile(m, false, "") {
+                    errors.push(vs.info.error(
+                        &format!("{field}.corsPolicy.allowOrigins[{k}]{}", e.field),
+                        e.message,
+                    ));
+                }
+            }
+        }
         routes.push(RouteConfig {
+            cors_policy: http.cors_policy.clone(),
+            cors_max_age_s,
             retry,
             mirrors,
             name: http

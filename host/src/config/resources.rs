@@ -143,17 +143,14 @@ pub struct HttpRoute {
     #[serde(default)]
     pub mirror_percent: Option<u32>,
     #[serde(default)]
-    pub cors_policy: Option<Value>,
+    pub cors_policy: Option<lateen_sdk::istio::CorsPolicy>,
 }
 
 impl HttpRoute {
     /// Names of set fields Lateen does not act on yet.
     pub fn unsupported_fields(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        for (set, name) in [
-            (self.delegate.is_some(), "delegate"),
-            (self.cors_policy.is_some(), "corsPolicy"),
-        ] {
+        for (set, name) in [(self.delegate.is_some(), "delegate")] {
             if set {
                 out.push(name);
             }
