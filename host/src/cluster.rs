@@ -53,6 +53,128 @@ impl LbPolicy {
     }
 }
 
+/// What a consistent-hash policy hashes (DestinationRule `consistentHash`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Header(String),
+    /// A cookie; with a ttl, the proxy generates it when absent.
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl_s: Option<u64>,
+    },
+    SourceIp,
+    QueryParam(String),
+}
+
+/// A consistent-hash policy and its lookup table.
+#[derive(Debug)]
+pub struct HashPolicy {
+    pub key: HashKey,
+    table: HashTable,
+}
+
+#[derive(Debug)]
+enum HashTable {
+    /// Ketama-style ring: (point, endpoint) sorted by point.
+    Ring(Vec<(u64, usize)>),
+    /// Maglev lookup table (prime size).
+    Maglev(Vec<usize>),
+}
+
+/// Hashes a key the way the lookup tables expect (xxHash64, as Envoy).
+pub fn hash_key(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh64::xxh64(bytes, 0)
+}
+
+impl HashPolicy {
+    /// A ring with at least `min_ring` points, shared out by endpoint weight.
+    pub fn ring(key: HashKey, endpoints: &[Endpoint], min_ring: usize) -> Self {
+        let total: u64 = endpoints
+            .iter()
+            .map(|e| u64::from(e.weight))
+            .sum::<u64>()
+            .max(1);
+        let mut ring = Vec::new();
+        for (i, e) in endpoints.iter().enumerate() {
+            let points = (min_ring as u64 * u64::from(e.weight))
+                .div_ceil(total)
+                .max(1);
+            for j in 0..points {
+                ring.push((hash_key(format!("{}_{j}", e.authority).as_bytes()), i));
+            }
+        }
+        ring.sort_unstable();
+        HashPolicy {
+            key,
+            table: HashTable::Ring(ring),
+        }
+    }
+
+    /// A Maglev table of `size` entries (rounded up to a prime, as Envoy requires one).
+    pub fn maglev(key: HashKey, endpoints: &[Endpoint], size: usize) -> Self {
+        let m = next_prime(size.max(endpoints.len().max(1) * 100).max(7));
+        let n = endpoints.len();
+        let mut table = vec![usize::MAX; m];
+        if n > 0 {
+            let perms: Vec<(usize, usize)> = endpoints
+                .iter()
+                .map(|e| {
+                    let offset = hash_key(e.authority.as_bytes()) as usize % m;
+                    let skip =
+                        xxhash_rust::xxh64::xxh64(e.authority.as_bytes(), 1) as usize % (m - 1) + 1;
+                    (offset, skip)
+                })
+                .collect();
+            let mut next = vec![0usize; n];
+            let mut filled = 0;
+            'fill: loop {
+                for i in 0..n {
+                    // Weighted: an endpoint takes `weight` turns per round.
+                    for _ in 0..endpoints[i].weight.max(1) {
+                        let (offset, skip) = perms[i];
+                        let mut c = (offset + next[i] * skip) % m;
+                        while table[c] != usize::MAX {
+                            next[i] += 1;
+                            c = (offset + next[i] * skip) % m;
+                        }
+                        table[c] = i;
+                        next[i] += 1;
+                        filled += 1;
+                        if filled == m {
+                            break 'fill;
+                        }
+                    }
+                }
+            }
+        }
+        HashPolicy {
+            key,
+            table: HashTable::Maglev(table),
+        }
+    }
+
+    /// The endpoint index for a hash, then the following ones (for skipping ejected hosts).
+    fn candidates(&self, h: u64, n: usize) -> impl Iterator<Item = usize> + '_ {
+        let (start, len) = match &self.table {
+            HashTable::Ring(r) => (r.partition_point(|(p, _)| *p < h), r.len()),
+            HashTable::Maglev(t) => ((h % t.len().max(1) as u64) as usize, t.len()),
+        };
+        (0..len.min(n * 64).max(1)).filter_map(move |k| match &self.table {
+            HashTable::Ring(r) => r.get((start + k) % r.len().max(1)).map(|(_, i)| *i),
+            HashTable::Maglev(t) => t.get((start + k) % t.len().max(1)).copied(),
+        })
+    }
+}
+
+fn next_prime(mut n: usize) -> usize {
+    let is_prime = |n: usize| n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0);
+    while !is_prime(n) {
+        n += 1;
+    }
+    n
+}
+
 /// HTTP version spoken to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
@@ -112,6 +234,7 @@ pub struct Cluster {
     /// Requests in flight across all endpoints.
     pub in_flight: AtomicUsize,
     pub outlier: Option<OutlierPolicy>,
+    pub hash: Option<HashPolicy>,
 }
 
 /// A request admitted by the circuit breaker; releases its slot when dropped.
@@ -152,7 +275,18 @@ impl Cluster {
             max_requests: None,
             in_flight: AtomicUsize::new(0),
             outlier: None,
+            hash: None,
         }
+    }
+
+    /// Picks by consistent hash, skipping ejected endpoints.
+    pub fn pick_hashed(&self, h: u64) -> Option<&Endpoint> {
+        let policy = self.hash.as_ref()?;
+        let now = now_ms();
+        policy
+            .candidates(h, self.endpoints.len())
+            .filter_map(|i| self.endpoints.get(i))
+            .find(|e| !e.ejected(now))
     }
 
     /// Admits a request under the circuit breaker, or `None` on overflow (503 UO).
@@ -326,6 +460,22 @@ mod tests {
         assert!(c.admit().is_none(), "second concurrent request overflows");
         drop(first);
         assert!(c.admit().is_some());
+    }
+
+    #[test]
+    fn consistent_hash_is_stable_and_spreads() {
+        for build in [HashPolicy::ring, HashPolicy::maglev] {
+            let mut c = cluster(LbPolicy::RoundRobin, &[1, 1, 1]);
+            c.hash = Some(build(HashKey::SourceIp, &c.endpoints, 1024));
+            let mut seen = std::collections::HashSet::new();
+            for user in 0..60 {
+                let h = hash_key(format!("user-{user}").as_bytes());
+                let first = c.pick_hashed(h).unwrap().authority.clone();
+                assert_eq!(c.pick_hashed(h).unwrap().authority, first);
+                seen.insert(first);
+            }
+            assert_eq!(seen.len(), 3, "keys spread over every endpoint");
+        }
     }
 
     #[test]

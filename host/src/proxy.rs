@@ -3,7 +3,7 @@
 
 use crate::body::{BoxError, ChannelBody, UpBody};
 use crate::chain::{HttpStream, Verdict};
-use crate::cluster::Report;
+use crate::cluster::{hash_key, HashKey, Report};
 use crate::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::full;
 use crate::wasm::state::{HeaderList, LocalResponse, StreamInfo};
@@ -232,11 +232,49 @@ pub async fn handle(
         return Ok(r);
     };
     let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
+    // Consistent hashing (DestinationRule consistentHash) picks the first try's endpoint.
+    let mut set_cookie: Option<String> = None;
+    let hash = cluster.hash.as_ref().and_then(|hp| match &hp.key {
+        HashKey::Header(h) => headers.get(h.as_str()).map(|v| hash_key(v.as_bytes())),
+        HashKey::SourceIp => Some(hash_key(conn.peer.ip().to_string().as_bytes())),
+        HashKey::QueryParam(q) => path
+            .split_once('?')
+            .and_then(|(_, query)| lateen_sdk::matcher::query_param(query, q))
+            .map(|v| hash_key(v.as_bytes())),
+        HashKey::Cookie {
+            name,
+            path: cookie_path,
+            ttl_s,
+        } => {
+            let existing = headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|c| lateen_sdk::matcher::cookie(c, name));
+            match (existing, ttl_s) {
+                (Some(v), _) => Some(hash_key(v.as_bytes())),
+                // Envoy generates the cookie when it is absent and a ttl is set.
+                (None, Some(ttl)) => {
+                    let v = format!("{:016x}", w.random());
+                    let p = cookie_path
+                        .as_ref()
+                        .map(|p| format!("; Path={p}"))
+                        .unwrap_or_default();
+                    set_cookie = Some(format!("{name}=\"{v}\"; Max-Age={ttl}{p}; HttpOnly"));
+                    Some(hash_key(v.as_bytes()))
+                }
+                (None, None) => None,
+            }
+        }
+    });
     let mut tried: Vec<String> = Vec::new();
     let mut attempt = 0u32;
     let (result, sent) = loop {
         attempt += 1;
-        let mut ep = cluster.pick(w.random());
+        let mut ep = match hash {
+            Some(h) if attempt == 1 => cluster.pick_hashed(h),
+            _ => cluster.pick(w.random()),
+        };
         if policy.ignore_previous_hosts {
             for _ in 0..3 {
                 match ep {
@@ -401,6 +439,9 @@ pub async fn handle(
     let mut out = Response::new(down_body);
     *out.status_mut() = status;
     header_map(&s.state.resp_headers, out.headers_mut());
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        out.headers_mut().append(http::header::SET_COOKIE, c);
+    }
     Ok(out)
 }
 

@@ -453,3 +453,110 @@ spec:
     assert_eq!(ok, 2, "max 1 connection + 1 pending in flight");
     assert_eq!(overflow, 4);
 }
+
+#[tokio::test]
+async fn consistent_hash_by_header_and_generated_cookie() {
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let eps = [&a, &b, &c]
+        .iter()
+        .map(|x| {
+            format!(
+                "  - {{address: 127.0.0.1, ports: {{http: {}}}}}\n",
+                x.port()
+            )
+        })
+        .collect::<String>();
+    let yaml = mesh(&[&a])
+        + &format!(
+            r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: sticky, namespace: test}}
+spec:
+  hosts: [sticky.test, cookie.test]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+{eps}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: sticky, namespace: test}}
+spec:
+  host: sticky.test
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {{httpHeaderName: x-user, maglev: {{tableSize: 65537}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: cookie, namespace: test}}
+spec:
+  host: cookie.test
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpCookie: {{name: lateen-sticky, path: /, ttl: 3600s}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: test}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{{uri: {{prefix: /cookie}}}}]
+    route: [{{destination: {{host: cookie.test}}}}]
+  - route: [{{destination: {{host: sticky.test}}}}]
+"#
+        );
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    let mut backends = std::collections::HashSet::new();
+    for user in 0..12 {
+        let id = format!("user-{user}");
+        let first = send("GET", &proxy.url("/"), &[("x-user", &id)], "")
+            .await
+            .unwrap();
+        let first = first.header("x-backend").unwrap().to_string();
+        for _ in 0..4 {
+            let r = send("GET", &proxy.url("/"), &[("x-user", &id)], "")
+                .await
+                .unwrap();
+            assert_eq!(
+                r.header("x-backend"),
+                Some(first.as_str()),
+                "{id} sticks to one host"
+            );
+        }
+        backends.insert(first);
+    }
+    assert!(backends.len() >= 2, "users spread over hosts: {backends:?}");
+
+    // No cookie yet: the proxy generates one; sending it back sticks to one host.
+    let r = get(&proxy.url("/cookie")).await.unwrap();
+    let set = r
+        .header("set-cookie")
+        .expect("generated cookie")
+        .to_string();
+    assert!(
+        set.starts_with("lateen-sticky=\"")
+            && set.contains("Max-Age=3600")
+            && set.contains("Path=/"),
+        "{set}"
+    );
+    let value = set.split(';').next().unwrap().to_string();
+    let first = r.header("x-backend").unwrap().to_string();
+    for _ in 0..6 {
+        let r = send("GET", &proxy.url("/cookie"), &[("cookie", &value)], "")
+            .await
+            .unwrap();
+        assert_eq!(r.header("x-backend"), Some(first.as_str()));
+        assert!(
+            r.header("set-cookie").is_none(),
+            "no new cookie once the client has one"
+        );
+    }
+}

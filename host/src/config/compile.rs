@@ -4,7 +4,9 @@
 use super::envoyfilter;
 use super::resources::*;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
-use crate::cluster::{Cluster, Endpoint, LbPolicy, OutlierPolicy, UpstreamProtocol};
+use crate::cluster::{
+    Cluster, Endpoint, HashKey, HashPolicy, LbPolicy, OutlierPolicy, UpstreamProtocol,
+};
 use crate::snapshot::{FailStrategy, FilterSpec, ListenerSpec, Phase, PluginSpec, Snapshot};
 use crate::wasm::{PluginIdentity, Runtime, Vm};
 use bytes::Bytes;
@@ -1172,6 +1174,74 @@ fn destination_cluster(
     Ok(format!("outbound|{port}|{subset}|{host}"))
 }
 
+/// The consistent-hash policy of a trafficPolicy, if any.
+fn hash_policy(
+    tp: &TrafficPolicy,
+    endpoints: &[Endpoint],
+    info: &DocInfo,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<HashPolicy> {
+    let ch = tp.load_balancer.as_ref()?.consistent_hash.as_ref()?;
+    let at = format!("{at}.loadBalancer.consistentHash");
+    let mut keys = Vec::new();
+    if let Some(h) = &ch.http_header_name {
+        keys.push(HashKey::Header(h.to_ascii_lowercase()));
+    }
+    if let Some(c) = &ch.http_cookie {
+        let ttl_s = match &c.ttl {
+            None => None,
+            Some(t) => match parse_duration_ms(t) {
+                Some(ms) => Some(ms / 1000),
+                None => {
+                    errors.push(info.error(
+                        &format!("{at}.httpCookie.ttl"),
+                        format!("`{t}` is not a duration"),
+                    ));
+                    None
+                }
+            },
+        };
+        keys.push(HashKey::Cookie {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            ttl_s,
+        });
+    }
+    if ch.use_source_ip == Some(true) {
+        keys.push(HashKey::SourceIp);
+    }
+    if let Some(q) = &ch.http_query_parameter_name {
+        keys.push(HashKey::QueryParam(q.clone()));
+    }
+    if keys.len() != 1 {
+        errors.push(info.error(
+            &at,
+            "set exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
+        ));
+        return None;
+    }
+    let key = keys.remove(0);
+    Some(match (&ch.maglev, &ch.ring_hash) {
+        (Some(m), None) => {
+            HashPolicy::maglev(key, endpoints, m.table_size.unwrap_or(65537) as usize)
+        }
+        (None, r) => HashPolicy::ring(
+            key,
+            endpoints,
+            r.as_ref()
+                .and_then(|r| r.minimum_ring_size)
+                .or(ch.minimum_ring_size)
+                .unwrap_or(1024)
+                .min(1 << 20) as usize,
+        ),
+        (Some(_), Some(_)) => {
+            errors.push(info.error(&at, "set only one of ringHash and maglev"));
+            return None;
+        }
+    })
+}
+
 /// Circuit-breaker limit and outlier policy of a trafficPolicy.
 fn upstream_policies(
     tp: Option<&TrafficPolicy>,
@@ -1330,6 +1400,10 @@ fn build_clusters(
                     proto,
                 );
                 (c.max_requests, c.outlier) = base_pol;
+                let base_tp = dr.and_then(|d| d.spec.traffic_policy.as_ref().map(|t| (d, t)));
+                if let Some((d, t)) = base_tp {
+                    c.hash = hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors);
+                }
                 clusters.insert(name, Arc::new(c));
                 if let Some(dr) = dr {
                     for (si, subset) in dr.spec.subsets.iter().enumerate() {
@@ -1364,6 +1438,23 @@ fn build_clusters(
                             sub.1
                         } else {
                             base_pol.1
+                        };
+                        let sub_lb = subset
+                            .traffic_policy
+                            .as_ref()
+                            .filter(|t| t.load_balancer.is_some());
+                        c.hash = match (sub_lb, base_tp) {
+                            (Some(t), _) => hash_policy(
+                                t,
+                                &c.endpoints,
+                                &dr.info,
+                                &format!("spec.subsets[{si}].trafficPolicy"),
+                                errors,
+                            ),
+                            (None, Some((d, t))) => {
+                                hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors)
+                            }
+                            (None, None) => None,
                         };
                         clusters.insert(name, Arc::new(c));
                     }

@@ -235,7 +235,7 @@ pub struct LoadBalancerSettings {
     #[serde(default)]
     pub simple: Option<String>,
     #[serde(default)]
-    pub consistent_hash: Option<Value>,
+    pub consistent_hash: Option<ConsistentHash>,
     #[serde(default)]
     pub locality_lb_setting: Option<Value>,
     #[serde(default)]
@@ -533,4 +533,51 @@ pub struct OutlierDetection {
     pub max_ejection_percent: Option<u32>,
     #[serde(default)]
     pub min_health_percent: Option<u32>,
+}
+
+/// Istio `LoadBalancerSettings.ConsistentHashLB`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsistentHash {
+    #[serde(default)]
+    pub http_header_name: Option<String>,
+    #[serde(default)]
+    pub http_cookie: Option<HashCookie>,
+    #[serde(default)]
+    pub use_source_ip: Option<bool>,
+    #[serde(default)]
+    pub http_query_parameter_name: Option<String>,
+    #[serde(default)]
+    pub ring_hash: Option<RingHashSpec>,
+    #[serde(default)]
+    pub maglev: Option<MaglevSpec>,
+    /// Deprecated: `ringHash.minimumRingSize`.
+    #[serde(default)]
+    pub minimum_ring_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HashCookie {
+    pub name: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub attributes: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RingHashSpec {
+    #[serde(default)]
+    pub minimum_ring_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaglevSpec {
+    #[serde(default)]
+    pub table_size: Option<u64>,
 }
