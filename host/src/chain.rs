@@ -567,6 +567,17 @@ impl HttpStream {
         Ok(action)
     }
 
+    /// Records a local reply's outcome, with the flags a filter set (`lateen.response_flags`).
+    pub fn set_local_outcome(&mut self, code: u16) {
+        let flags = self
+            .state
+            .props
+            .get("lateen.response_flags")
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .unwrap_or_else(|| "-".into());
+        self.set_outcome(code, &flags);
+    }
+
     /// Records how the stream ended, for `response.*` properties in on_log.
     pub fn set_outcome(&mut self, code: u16, flags: &str) {
         self.state.response_code = Some(code);

@@ -162,7 +162,7 @@ pub async fn handle(
     let mut s = stream.lock().await;
 
     if let Verdict::Respond(lr) = s.request_headers(eos).await {
-        s.set_outcome(lr.status, "-");
+        s.set_local_outcome(lr.status);
         return Ok(local_reply(lr));
     }
     let prop = |s: &HttpStream, key: &str| {
@@ -349,7 +349,7 @@ pub async fn handle(
     let (result, retried) = result;
     let mut s = stream.lock().await;
     if let Some(lr) = s.early_reply.take() {
-        s.set_outcome(lr.status, "-");
+        s.set_local_outcome(lr.status);
         return Ok(local_reply(lr));
     }
     let resp = match result {
@@ -393,7 +393,7 @@ pub async fn handle(
     s.state.resp_headers = resp_headers;
     let reos = rbody.is_end_stream();
     if let Verdict::Respond(lr) = s.response_headers(reos).await {
-        s.set_outcome(lr.status, "-");
+        s.set_local_outcome(lr.status);
         return Ok(local_reply(lr));
     }
     let mut rbody = rbody;
@@ -419,7 +419,7 @@ pub async fn handle(
             Some(data) => {
                 s.state.resp_body.extend_from_slice(&data);
                 if let Verdict::Respond(lr) = s.response_body(true).await {
-                    s.set_outcome(lr.status, "-");
+                    s.set_local_outcome(lr.status);
                     return Ok(local_reply(lr));
                 }
                 full(Bytes::from(std::mem::take(&mut s.state.resp_body)))

@@ -14,6 +14,7 @@
 //! | `lateen.route.id`          | unique route id `namespace/vs#index`, the key fault and rate-limit configs use |
 //! | `lateen.route.retry`       | `ATTEMPTS;PER_TRY_TIMEOUT_MS;RETRY_ON;IGNORE_PREVIOUS_HOSTS(0/1)`; absent = Istio's default policy (2 attempts on `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes` with 503) |
 //! | `lateen.route.mirror`      | comma-separated clusters to mirror this request to (already sampled) |
+//! | `lateen.response_flags`    | Envoy response flags a filter records for the stream (`FI`, `DI`, `RL`, ...), read back as `response.flags` |
 //!
 //! Filters that run after the router read the same paths (e.g. to scope a policy to a route).
 
@@ -27,6 +28,8 @@ pub const TIMEOUT_MS: &[&str] = &["lateen", "route", "timeout_ms"];
 pub const RETRY: &[&str] = &["lateen", "route", "retry"];
 /// Property path of the clusters to mirror to.
 pub const MIRROR: &[&str] = &["lateen", "route", "mirror"];
+/// Property path of the response flags a filter records (`FI`, `DI`, `RL`).
+pub const RESPONSE_FLAGS: &[&str] = &["lateen", "response_flags"];
 /// Property path of the route's unique id (`namespace/vs#index`).
 pub const ROUTE_ID: &[&str] = &["lateen", "route", "id"];
 

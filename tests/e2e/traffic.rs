@@ -144,9 +144,19 @@ spec:
 #[tokio::test]
 async fn fault_injection_per_route() {
     let a = Backend::start("a").await;
-    let proxy = Proxy::start(&(mesh(&[&a]) + FAULTS))
+    // header-echo counts response flags in on_log, as a metrics plugin would.
+    let flags_plugin = r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: header-echo, namespace: istio-system}
+spec:
+  url: file://{{WASM}}/test_plugin_header_echo.wasm
+"#;
+    let proxy = Proxy::start(&(mesh(&[&a]) + FAULTS + flags_plugin))
         .await
         .expect("proxy starts");
+    let stats_url = format!("http://127.0.0.1:{}/stats/prometheus", proxy.admin);
+    let stats = || get(&stats_url);
 
     let r = get(&proxy.url("/abort100")).await.unwrap();
     assert_eq!(
@@ -155,6 +165,8 @@ async fn fault_injection_per_route() {
         "{}",
         proxy.log()
     );
+    let s = stats().await.unwrap().body;
+    assert!(s.contains("header_echo_flags_FI 1"), "FI recorded:\n{s}");
     let r = get(&proxy.url("/other")).await.unwrap();
     assert_eq!(r.status, 200, "a fault applies only to its own route");
     for _ in 0..20 {
@@ -214,6 +226,11 @@ async fn fault_injection_per_route() {
 
     let r = get(&proxy.url("/grpc")).await.unwrap();
     assert_eq!((r.status, r.header("grpc-status")), (200, Some("14")));
+    let s = stats().await.unwrap().body;
+    assert!(
+        s.contains("header_echo_flags_DI_FI 1"),
+        "DI,FI recorded:\n{s}"
+    );
 }
 
 const RETRIES: &str = r#"---

@@ -124,6 +124,19 @@ impl HttpContext for FaultStream {
             return Action::Continue;
         };
         let outcome = fault.roll(&mut self.shared.rng.borrow_mut());
+        // Envoy's response flags, for the access log and metrics: DI delay, FI abort.
+        let flags = match (outcome.delay_ms.is_some(), outcome.abort.is_some()) {
+            (true, true) => Some("DI,FI"),
+            (true, false) => Some("DI"),
+            (false, true) => Some("FI"),
+            (false, false) => None,
+        };
+        if let Some(f) = flags {
+            let _ = hostcalls::set_property(
+                lateen_sdk::route::RESPONSE_FLAGS.to_vec(),
+                Some(f.as_bytes()),
+            );
+        }
         if let Some(ms) = outcome.delay_ms {
             self.shared.sleepers.borrow_mut().push(Sleeper {
                 wake: self.get_current_time() + Duration::from_millis(ms),

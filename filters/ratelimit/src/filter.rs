@@ -168,6 +168,7 @@ impl RlStream {
     }
 
     fn reject(&self, rule: &Rule, t: &Take, tb: &TokenBucket) {
+        let _ = hostcalls::set_property(lateen_sdk::route::RESPONSE_FLAGS.to_vec(), Some(b"RL"));
         let mut headers: Vec<(String, String)> =
             vec![("x-envoy-ratelimited".into(), "true".into())];
         headers.extend(rule.response_headers.iter().cloned());

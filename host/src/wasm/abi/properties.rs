@@ -58,7 +58,10 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
         "destination.address" => Bytes::from(info?.destination.to_string()),
         "destination.port" => int(i64::from(info?.destination.port())),
         "response.code" => int(i64::from(s.cur.response_code?)),
-        "response.flags" => Bytes::from(s.cur.response_flags.clone()),
+        "response.flags" => match s.cur.props.get("lateen.response_flags") {
+            Some(f) if s.cur.response_flags.is_empty() => f.clone(),
+            _ => Bytes::from(s.cur.response_flags.clone()),
+        },
         "listener_name" | "xds.listener_name" => Bytes::from(info?.listener.clone()),
         // Envoy's names for the route decision.
         "route_name" | "xds.route_name" => s.cur.props.get("lateen.route.name")?.clone(),

@@ -8,6 +8,9 @@
 //! - `/replace…`: replaces the response body with `replaced body`.
 //!
 //! A config with `"reject": true` makes on_configure return false.
+//!
+//! At the end of every stream it counts the stream's response flags (the `response.flags`
+//! property) in `header_echo_flags_<FLAGS>`, as a metrics plugin would label them.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -134,6 +137,18 @@ impl HttpContext for Stream {
             self.set_http_response_header("content-length", None);
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let flags = self
+            .get_property(vec!["response", "flags"])
+            .map(|f| String::from_utf8_lossy(&f).replace([',', '-'], "_"))
+            .unwrap_or_else(|| "none".into());
+        if let Ok(id) =
+            hostcalls::define_metric(MetricType::Counter, &format!("header_echo_flags_{flags}"))
+        {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
