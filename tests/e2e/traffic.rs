@@ -577,3 +577,59 @@ spec:
         );
     }
 }
+
+#[tokio::test]
+async fn port_level_settings_override_per_port() {
+    let a = Backend::start("a").await;
+    let yaml = mesh(&[&a])
+        + &r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ports, namespace: test}
+spec:
+  hosts: [ports.test]
+  ports: [{number: 80, name: http}, {number: 81, name: admin}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: {{A}}, admin: {{A}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ports, namespace: test}
+spec:
+  host: ports.test
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_REQUEST}
+    portLevelSettings:
+    - port: {number: 81}
+      loadBalancer: {simple: RANDOM}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: ports.test, port: {number: 81}}}]
+"#
+        .replace("{{A}}", &a.port().to_string());
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
+    let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin))
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
+    let lb = |name: &str| {
+        v["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["lb"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        lb("outbound|80||ports.test").as_deref(),
+        Some("LeastRequest")
+    );
+    assert_eq!(lb("outbound|81||ports.test").as_deref(), Some("Random"));
+}

@@ -1174,6 +1174,28 @@ fn destination_cluster(
     Ok(format!("outbound|{port}|{subset}|{host}"))
 }
 
+/// A trafficPolicy as it applies to `port`: its `portLevelSettings` entry for the port, if
+/// any, replaces the load balancer, connection pool and outlier detection it sets.
+fn at_port(tp: &TrafficPolicy, port: u32) -> TrafficPolicy {
+    let mut eff = tp.clone();
+    if let Some(p) = tp
+        .port_level_settings
+        .iter()
+        .find(|p| p.port.as_ref().is_some_and(|n| n.number == port))
+    {
+        if p.load_balancer.is_some() {
+            eff.load_balancer = p.load_balancer.clone();
+        }
+        if p.connection_pool.is_some() {
+            eff.connection_pool = p.connection_pool.clone();
+        }
+        if p.outlier_detection.is_some() {
+            eff.outlier_detection = p.outlier_detection.clone();
+        }
+    }
+    eff
+}
+
 /// The consistent-hash policy of a trafficPolicy, if any.
 fn hash_policy(
     tp: &TrafficPolicy,
@@ -1373,9 +1395,13 @@ fn build_clusters(
                         .collect()
                 };
                 let dr = dr_for(res, host, &se.info.namespace);
+                // The rule's policy with this port's portLevelSettings laid over it.
+                let base_eff = dr
+                    .and_then(|d| d.spec.traffic_policy.as_ref())
+                    .map(|t| at_port(t, port.number));
                 let base_lb = match dr {
                     Some(d) => lb_parse(
-                        lb_of(d.spec.traffic_policy.as_ref()),
+                        lb_of(base_eff.as_ref()),
                         &d.info,
                         "spec.trafficPolicy.loadBalancer.simple",
                         errors,
@@ -1383,12 +1409,9 @@ fn build_clusters(
                     None => LbPolicy::RoundRobin,
                 };
                 let base_pol = match dr {
-                    Some(d) => upstream_policies(
-                        d.spec.traffic_policy.as_ref(),
-                        &d.info,
-                        "spec.trafficPolicy",
-                        errors,
-                    ),
+                    Some(d) => {
+                        upstream_policies(base_eff.as_ref(), &d.info, "spec.trafficPolicy", errors)
+                    }
                     None => (None, None),
                 };
                 let name = format!("outbound|{}||{host}", port.number);
@@ -1400,14 +1423,18 @@ fn build_clusters(
                     proto,
                 );
                 (c.max_requests, c.outlier) = base_pol;
-                let base_tp = dr.and_then(|d| d.spec.traffic_policy.as_ref().map(|t| (d, t)));
+                let base_tp = dr.and_then(|d| base_eff.as_ref().map(|t| (d, t)));
                 if let Some((d, t)) = base_tp {
                     c.hash = hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors);
                 }
                 clusters.insert(name, Arc::new(c));
                 if let Some(dr) = dr {
                     for (si, subset) in dr.spec.subsets.iter().enumerate() {
-                        let lb = match lb_of(subset.traffic_policy.as_ref()) {
+                        let sub_eff = subset
+                            .traffic_policy
+                            .as_ref()
+                            .map(|t| at_port(t, port.number));
+                        let lb = match lb_of(sub_eff.as_ref()) {
                             Some(s) => lb_parse(
                                 Some(s),
                                 &dr.info,
@@ -1421,14 +1448,12 @@ fn build_clusters(
                         let mut c = Cluster::new(name.clone(), eps, lb, proto);
                         // A subset's trafficPolicy replaces the rule's, field by field.
                         let sub = upstream_policies(
-                            subset.traffic_policy.as_ref(),
+                            sub_eff.as_ref(),
                             &dr.info,
                             &format!("spec.subsets[{si}].trafficPolicy"),
                             errors,
                         );
-                        let has = |f: fn(&TrafficPolicy) -> bool| {
-                            subset.traffic_policy.as_ref().is_some_and(f)
-                        };
+                        let has = |f: fn(&TrafficPolicy) -> bool| sub_eff.as_ref().is_some_and(f);
                         c.max_requests = if has(|t| t.connection_pool.is_some()) {
                             sub.0
                         } else {
@@ -1439,10 +1464,7 @@ fn build_clusters(
                         } else {
                             base_pol.1
                         };
-                        let sub_lb = subset
-                            .traffic_policy
-                            .as_ref()
-                            .filter(|t| t.load_balancer.is_some());
+                        let sub_lb = sub_eff.as_ref().filter(|t| t.load_balancer.is_some());
                         c.hash = match (sub_lb, base_tp) {
                             (Some(t), _) => hash_policy(
                                 t,

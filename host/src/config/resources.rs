@@ -221,7 +221,7 @@ pub struct TrafficPolicy {
     #[serde(default)]
     pub tls: Option<Value>,
     #[serde(default)]
-    pub port_level_settings: Option<Value>,
+    pub port_level_settings: Vec<PortTrafficPolicy>,
     #[serde(default)]
     pub tunnel: Option<Value>,
     #[serde(default)]
@@ -580,4 +580,20 @@ pub struct RingHashSpec {
 pub struct MaglevSpec {
     #[serde(default)]
     pub table_size: Option<u64>,
+}
+
+/// Istio `TrafficPolicy.PortTrafficPolicy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortTrafficPolicy {
+    #[serde(default)]
+    pub port: Option<PortSelector>,
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPool>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default)]
+    pub tls: Option<Value>,
 }
