@@ -137,6 +137,11 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                 "name": c.name,
                 "lb": format!("{:?}", c.lb),
                 "protocol": format!("{:?}", c.protocol),
+                "connectTimeoutMs": c.conn.connect_timeout_ms,
+                "idleTimeoutMs": c.conn.idle_timeout_ms,
+                "maxRequests": c.max_requests,
+                "outlierDetection": c.outlier.is_some(),
+                "consistentHash": c.hash.as_ref().map(|h| format!("{:?}", h.key)),
                 "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
                     "address": e.authority, "labels": e.labels, "weight": e.weight,
                 })).collect::<Vec<_>>(),

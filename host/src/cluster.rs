@@ -181,7 +181,7 @@ fn next_prime(mut n: usize) -> usize {
 }
 
 /// HTTP version spoken to the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 with prior knowledge (h2c).
@@ -240,6 +240,18 @@ pub struct Cluster {
     pub in_flight: AtomicUsize,
     pub outlier: Option<OutlierPolicy>,
     pub hash: Option<HashPolicy>,
+    /// Connection settings (connectionPool `tcp.connectTimeout`, `http.idleTimeout`).
+    pub conn: ConnSettings,
+}
+
+/// How connections to a cluster are made and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnSettings {
+    pub protocol: UpstreamProtocol,
+    /// Istio's default connectTimeout is 10 s.
+    pub connect_timeout_ms: u64,
+    /// Idle keep-alive connections are closed after this (Envoy's default: 1 h).
+    pub idle_timeout_ms: u64,
 }
 
 /// A request admitted by the circuit breaker; releases its slot when dropped.
@@ -281,6 +293,11 @@ impl Cluster {
             in_flight: AtomicUsize::new(0),
             outlier: None,
             hash: None,
+            conn: ConnSettings {
+                protocol,
+                connect_timeout_ms: 10_000,
+                idle_timeout_ms: 3_600_000,
+            },
         }
     }
 

@@ -310,7 +310,7 @@ pub async fn handle(
             (false, Some(r)) => Some(policy.per_try.min(r)),
         };
         ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let call = w.upstream.client(cluster.protocol).request(req);
+        let call = w.upstream.client(&cluster.conn).request(req);
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, call).await,
             None => Ok(call.await),
@@ -481,7 +481,7 @@ fn mirror(
             continue;
         };
         *req.uri_mut() = uri;
-        let client = w.upstream.client(cluster.protocol).clone();
+        let client = w.upstream.client(&cluster.conn);
         tokio::task::spawn_local(async move {
             if let Ok(Ok(resp)) =
                 tokio::time::timeout(Duration::from_secs(30), client.request(req)).await

@@ -2,7 +2,7 @@
 //! of `proxy_http_call`.
 
 use crate::body::{BoxError, UpBody};
-use crate::cluster::UpstreamProtocol;
+use crate::cluster::{ConnSettings, UpstreamProtocol};
 use crate::snapshot::Snapshot;
 use crate::wasm::state::{CallResponse, PendingCall};
 use arc_swap::ArcSwap;
@@ -17,10 +17,11 @@ use std::time::Duration;
 /// Largest http_call response body delivered to a plugin.
 const CALL_BODY_LIMIT: usize = 4 << 20;
 
-/// One worker's upstream clients.
+/// One worker's upstream clients: one pool per distinct connection settings (protocol,
+/// connect timeout, idle timeout), so clusters with the defaults share one.
 pub struct Upstream {
-    h1: Client<HttpConnector, UpBody>,
-    h2: Client<HttpConnector, UpBody>,
+    clients:
+        std::cell::RefCell<std::collections::HashMap<ConnSettings, Client<HttpConnector, UpBody>>>,
     snapshots: Arc<ArcSwap<Snapshot>>,
     /// This worker's Redis connection (url, connection), made on first use.
     redis: tokio::sync::Mutex<Option<(String, redis::aio::ConnectionManager)>>,
@@ -52,22 +53,8 @@ return {allowed, tokens, last + interval - now}
 
 impl Upstream {
     pub fn new(snapshots: Arc<ArcSwap<Snapshot>>) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        // Istio's default connectTimeout.
-        conn.set_connect_timeout(Some(Duration::from_secs(10)));
-        conn.enforce_http(true);
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(conn.clone());
-        let h2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .http2_only(true)
-            .build(conn);
         Upstream {
-            h1,
-            h2,
+            clients: Default::default(),
             snapshots,
             redis: tokio::sync::Mutex::new(None),
         }
@@ -133,11 +120,24 @@ impl Upstream {
         }
     }
 
-    pub fn client(&self, p: UpstreamProtocol) -> &Client<HttpConnector, UpBody> {
-        match p {
-            UpstreamProtocol::Http1 => &self.h1,
-            UpstreamProtocol::Http2 => &self.h2,
+    /// The pool for a cluster's connection settings (cheap to clone).
+    pub fn client(&self, s: &ConnSettings) -> Client<HttpConnector, UpBody> {
+        if let Some(c) = self.clients.borrow().get(s) {
+            return c.clone();
         }
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(Duration::from_millis(s.connect_timeout_ms)));
+        conn.enforce_http(true);
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_idle_timeout(Duration::from_millis(s.idle_timeout_ms))
+            .pool_max_idle_per_host(1024);
+        if s.protocol == UpstreamProtocol::Http2 {
+            b.http2_only(true);
+        }
+        let client = b.build(conn);
+        self.clients.borrow_mut().insert(*s, client.clone());
+        client
     }
 
     /// Sends a plugin's http_call to its cluster; `None` on failure or timeout (the plugin
@@ -171,7 +171,7 @@ impl Upstream {
             .header(http::header::HOST, authority)
             .body(full(call.body.clone()))
             .ok()?;
-        let client = self.client(cluster.protocol);
+        let client = self.client(&cluster.conn);
         let fut = async {
             let resp = client.request(req).await.ok()?;
             let (parts, body) = resp.into_parts();

@@ -602,6 +602,9 @@ spec:
     portLevelSettings:
     - port: {number: 81}
       loadBalancer: {simple: RANDOM}
+      connectionPool:
+        tcp: {connectTimeout: 250ms}
+        http: {idleTimeout: 30s}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -632,4 +635,20 @@ spec:
         Some("LeastRequest")
     );
     assert_eq!(lb("outbound|81||ports.test").as_deref(), Some("Random"));
+    let cluster = |name: &str| {
+        v["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(cluster("outbound|81||ports.test")["connectTimeoutMs"], 250);
+    assert_eq!(cluster("outbound|81||ports.test")["idleTimeoutMs"], 30000);
+    assert_eq!(
+        cluster("outbound|80||ports.test")["connectTimeoutMs"],
+        10000,
+        "Istio's default"
+    );
 }

@@ -5,7 +5,7 @@ use super::envoyfilter;
 use super::resources::*;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
 use crate::cluster::{
-    Cluster, Endpoint, HashKey, HashPolicy, LbPolicy, OutlierPolicy, UpstreamProtocol,
+    Cluster, ConnSettings, Endpoint, HashKey, HashPolicy, LbPolicy, OutlierPolicy, UpstreamProtocol,
 };
 use crate::snapshot::{FailStrategy, FilterSpec, ListenerSpec, Phase, PluginSpec, Snapshot};
 use crate::wasm::{PluginIdentity, Runtime, Vm};
@@ -1196,6 +1196,54 @@ fn at_port(tp: &TrafficPolicy, port: u32) -> TrafficPolicy {
     eff
 }
 
+/// Connection settings from a trafficPolicy's connectionPool (`tcp.connectTimeout`,
+/// `http.idleTimeout`, else `tcp.idleTimeout`).
+fn conn_settings(
+    tp: Option<&TrafficPolicy>,
+    mut base: ConnSettings,
+    dr: &Option<&Doc<DestinationRuleSpec>>,
+    errors: &mut Vec<ConfigError>,
+) -> ConnSettings {
+    let Some(cp) = tp.and_then(|t| t.connection_pool.as_ref()) else {
+        return base;
+    };
+    let mut dur = |v: Option<&String>, field: &str| -> Option<u64> {
+        let t = v?;
+        match parse_duration_ms(t) {
+            Some(ms) if ms > 0 => Some(ms),
+            _ => {
+                if let Some(d) = dr {
+                    errors.push(d.info.error(
+                        &format!("spec.trafficPolicy.connectionPool.{field}"),
+                        format!("`{t}` is not a positive duration"),
+                    ));
+                }
+                None
+            }
+        }
+    };
+    if let Some(ms) = dur(
+        cp.tcp.as_ref().and_then(|t| t.connect_timeout.as_ref()),
+        "tcp.connectTimeout",
+    ) {
+        base.connect_timeout_ms = ms;
+    }
+    let idle = dur(
+        cp.http.as_ref().and_then(|h| h.idle_timeout.as_ref()),
+        "http.idleTimeout",
+    )
+    .or_else(|| {
+        dur(
+            cp.tcp.as_ref().and_then(|t| t.idle_timeout.as_ref()),
+            "tcp.idleTimeout",
+        )
+    });
+    if let Some(ms) = idle {
+        base.idle_timeout_ms = ms;
+    }
+    base
+}
+
 /// The consistent-hash policy of a trafficPolicy, if any.
 fn hash_policy(
     tp: &TrafficPolicy,
@@ -1423,6 +1471,7 @@ fn build_clusters(
                     proto,
                 );
                 (c.max_requests, c.outlier) = base_pol;
+                c.conn = conn_settings(base_eff.as_ref(), c.conn, &dr, errors);
                 let base_tp = dr.and_then(|d| base_eff.as_ref().map(|t| (d, t)));
                 if let Some((d, t)) = base_tp {
                     c.hash = hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors);
@@ -1458,6 +1507,12 @@ fn build_clusters(
                             sub.0
                         } else {
                             base_pol.0
+                        };
+                        let base_conn = conn_settings(base_eff.as_ref(), c.conn, &Some(dr), errors);
+                        c.conn = if has(|t| t.connection_pool.is_some()) {
+                            conn_settings(sub_eff.as_ref(), c.conn, &Some(dr), errors)
+                        } else {
+                            base_conn
                         };
                         c.outlier = if has(|t| t.outlier_detection.is_some()) {
                             sub.1
