@@ -12,7 +12,7 @@ use crate::worker::WorkerCtx;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -201,12 +201,8 @@ pub async fn handle(
         headers.insert(http::header::HOST, v);
     }
     let policy = RetryPolicy::from_property(prop(&s, "lateen.route.retry").as_deref());
-    if eos {
-        if let Some(mirrors) = prop(&s, "lateen.route.mirror") {
-            mirror(&w, &ws, &mirrors, &method, &path, &headers);
-        }
-    }
-    let mut first_body = Some(if eos {
+    let mirrors = prop(&s, "lateen.route.mirror");
+    let streamed: UpBody = if eos {
         full(Bytes::new())
     } else if chain.is_empty() {
         body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
@@ -214,11 +210,45 @@ pub async fn handle(
         let (tx, rx) = ChannelBody::new(4);
         tokio::task::spawn_local(pump_request(stream.clone(), body, tx));
         rx.boxed_unsync()
-    });
+    };
     drop(s);
+    // A small body is kept whole so that it can be replayed for retries and mirrors (Envoy
+    // buffers for the same reason); a large or unknown-length one streams, with one try.
+    let replayable = eos
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n <= REPLAY_LIMIT);
+    let mut first_body = None;
+    let replay: Option<Bytes> = if eos {
+        Some(Bytes::new())
+    } else if replayable && (policy.attempts > 0 || mirrors.is_some()) {
+        match Limited::new(streamed, REPLAY_LIMIT as usize)
+            .collect()
+            .await
+        {
+            Ok(c) => Some(c.to_bytes()),
+            Err(e) => {
+                let mut s = stream.lock().await;
+                if let Some(lr) = s.early_reply.take() {
+                    s.set_local_outcome(lr.status);
+                    return Ok(local_reply(lr));
+                }
+                tracing::debug!("request body failed: {e}");
+                let (r, flag) = reply(400, "", "DPE");
+                s.set_outcome(400, flag);
+                return Ok(r);
+            }
+        }
+    } else {
+        first_body = Some(streamed);
+        None
+    };
+    if let (Some(m), Some(b)) = (&mirrors, &replay) {
+        mirror(&w, &ws, m, &method, &path, &headers, b);
+    }
 
-    // Tries: the first, then retries while the policy allows. A request whose body streams
-    // upstream is not replayable, so it gets one try.
+    // Tries: the first, then retries while the policy allows (replayable bodies only).
     // Circuit breaker (DestinationRule connectionPool): overflow is Envoy's 503 UO.
     let Some(_admitted) = cluster.admit() else {
         let (mut r, flag) = reply(
@@ -289,7 +319,11 @@ pub async fn handle(
             return Ok(r);
         };
         tried.push(ep.authority.clone());
-        let body = first_body.take().unwrap_or_else(|| full(Bytes::new()));
+        let body = match (&replay, first_body.take()) {
+            (Some(b), _) => full(b.clone()),
+            (None, Some(b)) => b,
+            (None, None) => full(Bytes::new()),
+        };
         let mut req = Request::new(body);
         *req.method_mut() = method.clone();
         *req.headers_mut() = headers.clone();
@@ -337,7 +371,11 @@ pub async fn handle(
             },
         );
         let overall_left = deadline.is_none_or(|d| Instant::now() < d);
-        if eos && attempt <= policy.attempts && overall_left && policy.on.retriable(outcome) {
+        if replay.is_some()
+            && attempt <= policy.attempts
+            && overall_left
+            && policy.on.retriable(outcome)
+        {
             tracing::debug!(cluster = %cluster_name, ?outcome, attempt, "retrying");
             tokio::time::sleep(crate::retry::backoff(attempt, w.random())).await;
             continue;
@@ -445,8 +483,11 @@ pub async fn handle(
     Ok(out)
 }
 
-// Sends fire-and-forget copies of a bodyless request to the mirror clusters, with Envoy's
-// `-shadow` suffix on the host. A mirror's failure never reaches the client.
+/// Largest request body kept for replays (retries, mirrors).
+const REPLAY_LIMIT: u64 = 64 * 1024;
+
+// Sends fire-and-forget copies of a request to the mirror clusters, with Envoy's `-shadow`
+// suffix on the host. A mirror's failure never reaches the client.
 fn mirror(
     w: &Rc<WorkerCtx>,
     ws: &crate::worker::WorkerSnapshot,
@@ -454,6 +495,7 @@ fn mirror(
     method: &http::Method,
     path: &str,
     headers: &HeaderMap,
+    body: &Bytes,
 ) {
     for name in clusters.split(',').filter(|c| !c.is_empty()) {
         let Some(cluster) = ws.snap.cluster(name).cloned() else {
@@ -474,7 +516,7 @@ fn mirror(
                 h.insert(http::header::HOST, v);
             }
         }
-        let mut req = Request::new(full(Bytes::new()));
+        let mut req = Request::new(full(body.clone()));
         *req.method_mut() = method.clone();
         *req.headers_mut() = h;
         let Ok(uri) = format!("http://{}{}", ep.authority, path).parse() else {

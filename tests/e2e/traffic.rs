@@ -307,6 +307,17 @@ async fn retries_per_try_timeouts_and_mirrors() {
         200
     );
     assert_eq!(count(&a, "flaky/3/k3"), 4);
+    // A small POST body is kept and replayed on the retry.
+    let r = send(
+        "POST",
+        &proxy.url("/r5xx/flaky/1/kp/echo-body"),
+        &[],
+        "payload",
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "payload"));
+    assert_eq!(count(&a, "flaky/1/kp"), 2);
     // attempts: 0 disables retries.
     assert_eq!(
         get(&proxy.url("/none/flaky/1/k4")).await.unwrap().status,
@@ -346,6 +357,18 @@ async fn retries_per_try_timeouts_and_mirrors() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(b.last().header("host"), Some("shop.example.com-shadow"));
+    // Requests with a body are mirrored too.
+    send("POST", &proxy.url("/mirror/post"), &[], "data")
+        .await
+        .unwrap();
+    while count(&b, "/mirror/post") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "POST mirror never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.last().method, "POST");
 }
 
 #[tokio::test]
