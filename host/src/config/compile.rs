@@ -1241,6 +1241,15 @@ fn conn_settings(
     if let Some(ms) = idle {
         base.idle_timeout_ms = ms;
     }
+    // h2UpgradePolicy: UPGRADE speaks HTTP/2 (prior knowledge) to an HTTP/1.1 port.
+    if cp
+        .http
+        .as_ref()
+        .and_then(|h| h.h2_upgrade_policy.as_deref())
+        == Some("UPGRADE")
+    {
+        base.protocol = UpstreamProtocol::Http2;
+    }
     base
 }
 
@@ -1369,12 +1378,16 @@ fn build_clusters(
     let lb_parse = |s: Option<&str>, info: &DocInfo, field: &str, errors: &mut Vec<ConfigError>| {
         let s = s.unwrap_or("ROUND_ROBIN");
         LbPolicy::parse(s).unwrap_or_else(|| {
-            errors.push(info.error(
-                field,
+            let msg = if s == "PASSTHROUGH" {
+                "PASSTHROUGH forwards to the caller's original destination, which only a \
+                 sidecar has; a gateway cannot use it"
+                    .to_string()
+            } else {
                 format!(
                     "unknown load balancer `{s}`; expected ROUND_ROBIN, LEAST_REQUEST or RANDOM"
-                ),
-            ));
+                )
+            };
+            errors.push(info.error(field, msg));
             LbPolicy::RoundRobin
         })
     };
