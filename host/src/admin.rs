@@ -23,6 +23,7 @@ pub struct AdminState {
     pub shared: Arc<Shared>,
     pub ready: Arc<AtomicBool>,
     pub shutdown: watch::Sender<bool>,
+    pub reloads: Arc<crate::watch::ReloadStatus>,
 }
 
 /// Serves the admin API on `addr` until shutdown. Binds before returning so that a port
@@ -92,17 +93,34 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
                 )
             }
         }
-        (&Method::GET, "/config_dump") => text(
-            StatusCode::OK,
-            "application/json",
-            serde_json::to_string_pretty(&config_dump(&snap)).unwrap_or_default(),
-        ),
+        (&Method::GET, "/config_dump") => {
+            let mut dump = config_dump(&snap);
+            dump["lastReloadError"] = match s.reloads.last_error.lock() {
+                Ok(e) => serde_json::json!(*e),
+                Err(_) => serde_json::Value::Null,
+            };
+            text(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&dump).unwrap_or_default(),
+            )
+        }
         (&Method::GET, "/clusters") => text(StatusCode::OK, "text/plain", clusters(&snap)),
-        (&Method::GET, "/stats/prometheus") => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            prometheus(&s.shared),
-        ),
+        (&Method::GET, "/stats/prometheus") => {
+            let mut out = prometheus(&s.shared);
+            let _ = writeln!(out, "# TYPE config_reload_total counter");
+            for (result, n) in [
+                ("success", &s.reloads.success),
+                ("failure", &s.reloads.failure),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "config_reload_total{{result=\"{result}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+            text(StatusCode::OK, "text/plain; version=0.0.4", out)
+        }
         (&Method::POST, "/quitquitquit") => {
             let _ = s.shutdown.send(true);
             text(StatusCode::OK, "text/plain", "OK\n".into())

@@ -15,4 +15,5 @@ pub mod retry;
 pub mod snapshot;
 pub mod upstream;
 pub mod wasm;
+pub mod watch;
 pub mod worker;

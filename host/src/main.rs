@@ -83,6 +83,9 @@ struct RunArgs {
     /// Bind every listener to this address instead of the Gateway's.
     #[arg(long)]
     bind: Option<IpAddr>,
+    /// Do not watch the config (and plugin files) for changes.
+    #[arg(long)]
+    no_watch: bool,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     drain_time: Duration,
@@ -248,11 +251,13 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
     let snapshots = Arc::new(ArcSwap::from_pointee(snap));
     let (shutdown, _) = tokio::sync::watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
+    let reloads = Arc::new(lateen::watch::ReloadStatus::default());
     let admin_state = AdminState {
         snapshots: snapshots.clone(),
         shared: rt.shared.clone(),
         ready: ready.clone(),
         shutdown: shutdown.clone(),
+        reloads: reloads.clone(),
     };
     let admin = admin::start(args.admin_address, admin_state)
         .with_context(|| format!("binding admin API on {}", args.admin_address))?;
@@ -265,6 +270,17 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
                 .name(format!("lateen-worker-{id}"))
                 .spawn(move || worker::run_worker(id, listeners, snapshots, rt, rx, drain))?,
         );
+    }
+    if !args.no_watch {
+        let reloader = lateen::watch::Reloader {
+            config: args.config.clone(),
+            snapshots: snapshots.clone(),
+            rt: rt.clone(),
+            opts: opts.clone(),
+            status: reloads,
+        };
+        lateen::watch::spawn(reloader, Duration::from_millis(200))
+            .with_context(|| format!("watching {}", args.config.display()))?;
     }
     ready.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(
@@ -329,6 +345,7 @@ fn demo(common: Common) -> Result<()> {
     }
     let args = RunArgs {
         config: dir.clone(),
+        no_watch: false,
         concurrency: 0,
         admin_address: "127.0.0.1:15000".parse()?,
         bind: None,

@@ -5,5 +5,6 @@ mod config;
 mod lifecycle;
 mod plugins;
 mod ratelimit;
+mod reload;
 mod routing;
 mod traffic;

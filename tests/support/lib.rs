@@ -319,6 +319,17 @@ impl Proxy {
         }
     }
 
+    /// Replaces the config file the way editors and Kubernetes do (write, then rename), with
+    /// the same substitutions as `start`.
+    pub fn rewrite(&self, yaml: &str) {
+        let yaml = yaml
+            .replace("{{PORT}}", &self.port.to_string())
+            .replace("{{WASM}}", &paths().wasm_dir.display().to_string());
+        let tmp = self.dir.path().join(".config.yaml.tmp");
+        std::fs::write(&tmp, yaml).expect("write config");
+        std::fs::rename(&tmp, self.dir.path().join("config.yaml")).expect("swap config");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

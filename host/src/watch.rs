@@ -1,0 +1,193 @@
+//! The file source: watches the config directory (and the directories of `file://` plugins)
+//! and, on a change, builds a new snapshot beside the running one and swaps it in. A change
+//! that fails to load (YAML, references, sha256, compile, `on_configure`) changes nothing:
+//! the last good snapshot keeps serving, and the failure is logged, counted and shown on
+//! the admin API.
+
+use crate::config::compile::{self, BuildOptions};
+use crate::snapshot::Snapshot;
+use crate::wasm::Runtime;
+use arc_swap::ArcSwap;
+use notify::RecursiveMode;
+use notify_debouncer_full::new_debouncer;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Reload outcomes, for `/stats/prometheus` and `/config_dump`.
+#[derive(Default)]
+pub struct ReloadStatus {
+    pub success: AtomicU64,
+    pub failure: AtomicU64,
+    /// Errors of the last failed reload, cleared by the next good one.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// Builds snapshots from the config path and swaps them in.
+pub struct Reloader {
+    pub config: PathBuf,
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub rt: Arc<Runtime>,
+    pub opts: BuildOptions,
+    pub status: Arc<ReloadStatus>,
+}
+
+// What a reload would read: the config files' contents and the plugin modules' sizes and
+// times. Several events for one change, or events for unrelated files (logs beside the
+// config), then cause one reload at most.
+fn fingerprint(dirs: &BTreeSet<PathBuf>, config: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Ok(files) = crate::config::source::config_files(config) {
+        for f in files {
+            f.hash(&mut h);
+            std::fs::read(&f).unwrap_or_default().hash(&mut h);
+        }
+    }
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            continue;
+        };
+        let mut files: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        files.sort();
+        for f in files {
+            f.hash(&mut h);
+            if let Ok(m) = std::fs::metadata(&f) {
+                m.len().hash(&mut h);
+                m.modified().ok().hash(&mut h);
+            }
+        }
+    }
+    h.finish()
+}
+
+impl Reloader {
+    /// Loads and builds the config; swaps it in on success. Returns whether it did.
+    pub fn reload(&self) -> bool {
+        let current = self.snapshots.load_full();
+        let version = current.version + 1;
+        let built = compile::load(&self.config)
+            .and_then(|res| compile::build(&res, &self.rt, &self.opts, version));
+        match built {
+            Ok(snap) => {
+                let old: BTreeSet<_> = current.listeners.iter().map(|l| l.addr).collect();
+                let new: BTreeSet<_> = snap.listeners.iter().map(|l| l.addr).collect();
+                if old != new {
+                    tracing::warn!(
+                        "listeners changed ({:?} -> {:?}); listeners are bound at start, so new \
+                         ones need a restart (routes and plugins are applied now)",
+                        old,
+                        new
+                    );
+                }
+                for w in &snap.warnings {
+                    tracing::warn!("{w}");
+                }
+                self.snapshots.store(Arc::new(snap));
+                self.status.success.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut e) = self.status.last_error.lock() {
+                    *e = None;
+                }
+                tracing::info!("configuration reloaded (version {version})");
+                true
+            }
+            Err(errors) => {
+                let text = errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                tracing::error!(
+                    "configuration change rejected, version {} keeps serving:\n{text}",
+                    current.version
+                );
+                self.status.failure.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut e) = self.status.last_error.lock() {
+                    *e = Some(text);
+                }
+                false
+            }
+        }
+    }
+
+    /// Directories to watch: the config directory (or a config file's directory, so that
+    /// editors' and Kubernetes' rename-based updates are seen) and every local plugin's.
+    fn watch_dirs(&self) -> BTreeSet<PathBuf> {
+        let mut dirs = BTreeSet::new();
+        let dir = if self.config.is_dir() {
+            self.config.clone()
+        } else {
+            self.config
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        };
+        dirs.insert(dir);
+        let snap = self.snapshots.load();
+        for p in snap
+            .plugins
+            .iter()
+            .chain(snap.service_plugins.iter().map(|f| &f.plugin))
+        {
+            if let Some(path) = p.url.strip_prefix("file://") {
+                if let Some(parent) = Path::new(path).parent() {
+                    dirs.insert(parent.to_path_buf());
+                }
+            }
+        }
+        dirs
+    }
+}
+
+/// Starts watching on a thread of its own; changes are debounced for `debounce`.
+pub fn spawn(reloader: Reloader, debounce: Duration) -> notify::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut debouncer = new_debouncer(debounce, None, tx)?;
+    let mut watched = BTreeSet::new();
+    for d in reloader.watch_dirs() {
+        debouncer.watch(&d, RecursiveMode::NonRecursive)?;
+        watched.insert(d);
+    }
+    let mut last = fingerprint(&watched, &reloader.config);
+    std::thread::Builder::new()
+        .name("lateen-watch".into())
+        .spawn(move || {
+            for result in rx {
+                match result {
+                    Ok(events) if events.is_empty() => continue,
+                    Ok(_) => {}
+                    Err(errors) => {
+                        for e in errors {
+                            tracing::warn!("watching the config: {e}");
+                        }
+                        continue;
+                    }
+                }
+                let now = fingerprint(&watched, &reloader.config);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                if reloader.reload() {
+                    // A new plugin may live in a directory not watched yet.
+                    for d in reloader.watch_dirs() {
+                        if !watched.contains(&d) {
+                            match debouncer.watch(&d, RecursiveMode::NonRecursive) {
+                                Ok(()) => {
+                                    watched.insert(d);
+                                }
+                                Err(e) => tracing::warn!("cannot watch {}: {e}", d.display()),
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(|e| notify::Error::generic(&e.to_string()))?;
+    Ok(())
+}

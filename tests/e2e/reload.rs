@@ -1,0 +1,213 @@
+//! Hot reload: config and plugin configuration change under load with no failed request; a
+//! bad change changes nothing.
+
+use lateen_e2e::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn config(a: &Backend, b: &Backend, subset: &str, value: &str) -> String {
+    mesh(&[a, b])
+        + &format!(
+            r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: header-echo, namespace: istio-system}}
+spec:
+  url: file://{{{{WASM}}}}/test_plugin_header_echo.wasm
+  pluginConfig: {{value: {value}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: test}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: svc.test, subset: {subset}}}}}]
+"#
+        )
+}
+
+#[tokio::test]
+async fn config_and_plugin_changes_under_load_fail_no_request() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = Proxy::start_with(&config(&a, &b, "a", "one"), &["--concurrency", "2"])
+        .await
+        .expect("proxy starts");
+    let stop = Arc::new(AtomicBool::new(false));
+    let results: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, results, url) = (stop.clone(), results.clone(), proxy.url("/"));
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = get(&url).await;
+                let entry = match r {
+                    Ok(r) => (r.status, r.header("x-backend").unwrap_or("").to_string()),
+                    Err(e) => (0, e.to_string()),
+                };
+                results.lock().unwrap().push(entry);
+            }
+        }));
+    }
+    let wait_for = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Route and plugin config change together.
+    proxy.rewrite(&config(&a, &b, "b", "two"));
+    let seen_b = b.seen.clone();
+    wait_for(
+        "the new route and plugin config",
+        Box::new(move || {
+            seen_b
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.header("x-plugin-added") == Some("two"))
+        }),
+    )
+    .await;
+
+    // A broken change is rejected and the running config keeps serving.
+    proxy.rewrite(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: broken\n",
+    );
+    let admin = proxy.admin;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dump = get(&format!("http://127.0.0.1:{admin}/config_dump"))
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
+        if let Some(e) = v["lastReloadError"].as_str() {
+            assert!(e.contains("config.yaml:"), "{e}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bad change was not reported:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n = results.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let results = results.lock().unwrap();
+    let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        results.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        results[n..].iter().all(|(_, backend)| backend == "b"),
+        "still on the last good config"
+    );
+    let stats = get(&format!("http://127.0.0.1:{admin}/stats/prometheus"))
+        .await
+        .unwrap();
+    assert!(
+        stats
+            .body
+            .contains("config_reload_total{result=\"failure\"} 1"),
+        "{}",
+        stats.body
+    );
+    assert!(
+        !stats
+            .body
+            .contains("config_reload_total{result=\"success\"} 0"),
+        "{}",
+        stats.body
+    );
+    assert!(results.len() > 100, "load ran: {} requests", results.len());
+}
+
+#[tokio::test]
+async fn a_changed_plugin_module_is_hot_loaded() {
+    let a = Backend::start("a").await;
+    let yaml = mesh(&[&a])
+        + r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: local-plugin, namespace: istio-system}
+spec:
+  url: file://plugin.wasm
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: svc.test}}]
+"#;
+    // The plugin file sits beside the config; start with header-echo.
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("plugin.wasm");
+    std::fs::copy(wasm("test_plugin_header_echo"), &plugin).unwrap();
+    let yaml = yaml.replace(
+        "file://plugin.wasm",
+        &format!("file://{}", plugin.display()),
+    );
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    get(&proxy.url("/")).await.unwrap();
+    assert_eq!(a.last().header("x-plugin-added"), Some("yes"));
+
+    // Swap the module the way a deployment does: write beside, then rename over.
+    let tmp = dir.path().join(".plugin.wasm.tmp");
+    std::fs::copy(wasm("test_plugin_trap"), &tmp).unwrap();
+    std::fs::rename(&tmp, &plugin).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&proxy.url("/")).await.unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "no request fails during the swap\n{}",
+            proxy.log()
+        );
+        if a.last().header("x-trap-plugin") == Some("passed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new module never loaded\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin))
+        .await
+        .unwrap();
+    assert!(
+        dump.body.contains(&sha256_of(&plugin)),
+        "config dump shows the new sha256"
+    );
+}
+
+fn sha256_of(p: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
