@@ -103,7 +103,7 @@ async fn config_and_plugin_changes_under_load_fail_no_request() {
     for l in load {
         l.await.unwrap();
     }
-    let results = results.lock().unwrap();
+    let results = results.lock().unwrap().clone();
     let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
     assert!(
         failed.is_empty(),
