@@ -9,16 +9,20 @@
 //!   first-class cookie and user-agent matchers, and [`matcher`] to compile and evaluate them;
 //! - [`route`]: the route-decision contract — the property paths the router sets and the
 //!   host reads to pick a cluster;
-//! - [`useragent`]: browser / OS / device classification of a `user-agent` header.
+//! - [`useragent`]: browser / OS / device classification of a `user-agent` header;
+//! - [`store`]: the shared store (global rate limits) through a host-managed cluster;
+//! - [`rng`]: a cheap PRNG for sampling percentages and weights.
 //!
-//! Everything except [`route`] works in any proxy-wasm host. [`route`]'s properties are
-//! Lateen's: in Envoy they are ordinary filter-state properties that nothing reads.
+//! Everything except [`route`] and [`store`] works in any proxy-wasm host. [`route`]'s
+//! properties are Lateen's: in Envoy they are ordinary filter-state properties that nothing
+//! reads; [`store`]'s cluster exists only in Lateen.
 
 pub mod config;
 pub mod istio;
 pub mod matcher;
 pub mod rng;
 pub mod route;
+pub mod store;
 pub mod useragent;
 
 pub use proxy_wasm;

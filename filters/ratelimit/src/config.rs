@@ -71,30 +71,8 @@ pub enum Mode {
     Global,
 }
 
-/// The host-managed cluster global mode calls (`proxy_http_call`), and its protocol:
-/// `POST /ratelimit/take` with a [`TakeRequest`] JSON body, answered with a
-/// [`TakeResponse`] JSON body (status 200), or a non-200 status when Redis is unreachable.
-pub const REDIS_CLUSTER: &str = "lateen.redis";
-pub const TAKE_PATH: &str = "/ratelimit/take";
-
-/// Body of a global take.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TakeRequest {
-    pub key: String,
-    pub max_tokens: u64,
-    pub tokens_per_fill: u64,
-    pub fill_interval_ms: u64,
-}
-
-/// Answer to a global take.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TakeResponse {
-    pub allowed: bool,
-    pub remaining: u64,
-    pub reset_ms: u64,
-}
+/// Global mode's store: the host-managed cluster and its protocol (see `lateen_sdk::store`).
+pub use lateen_sdk::store::{TakeRequest, TakeResponse, CLUSTER as REDIS_CLUSTER, TAKE_PATH};
 
 fn hundred() -> f64 {
     100.0
