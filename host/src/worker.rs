@@ -140,23 +140,46 @@ pub fn run_worker(
             upstream,
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491)),
         });
-        // Service plugins run once per proxy: on worker 0, for the life of the process.
-        let mut services = Vec::new();
-        if id == 0 {
-            let snap = ctx.snapshots.load_full();
-            for sp in &snap.service_plugins {
-                let slot = VmSlot::new(
-                    sp.plugin.clone(),
-                    ctx.rt.clone(),
-                    snap.resolver.clone(),
-                    Rc::downgrade(&ctx.upstream),
-                );
-                match slot.start_service(&sp.configuration) {
-                    Ok(()) => services.push(slot),
-                    Err(e) => tracing::error!(plugin = %sp.plugin.name, "service plugin failed to start: {e}"),
+        // Service plugins run once per proxy, on worker 0; a reload restarts them on the new
+        // snapshot (the old instances stop with their slots).
+        let services_task = (id == 0).then(|| {
+            let ctx = ctx.clone();
+            tokio::task::spawn_local(async move {
+                type Key = (String, String, bytes::Bytes);
+                let mut running: Option<(Arc<Snapshot>, Vec<(Key, Rc<VmSlot>)>)> = None;
+                loop {
+                    let snap = ctx.snapshots.load_full();
+                    if running.as_ref().is_none_or(|(s, _)| !Arc::ptr_eq(s, &snap)) {
+                        // Unchanged service plugins (same name, module, config) keep running.
+                        let mut old = running.take().map(|(_, s)| s).unwrap_or_default();
+                        let mut slots = Vec::new();
+                        for sp in &snap.service_plugins {
+                            let key: Key = (
+                                sp.plugin.name.clone(),
+                                sp.plugin.module.sha256.clone(),
+                                sp.configuration.clone(),
+                            );
+                            if let Some(i) = old.iter().position(|(k, _)| *k == key) {
+                                slots.push(old.swap_remove(i));
+                                continue;
+                            }
+                            let slot = VmSlot::new(
+                                sp.plugin.clone(),
+                                ctx.rt.clone(),
+                                snap.resolver.clone(),
+                                Rc::downgrade(&ctx.upstream),
+                            );
+                            match slot.start_service(&sp.configuration) {
+                                Ok(()) => slots.push((key, slot)),
+                                Err(e) => tracing::error!(plugin = %sp.plugin.name, "service plugin failed to start: {e}"),
+                            }
+                        }
+                        running = Some((snap, slots));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-            }
-        }
+            })
+        });
         let active = Rc::new(Cell::new(0usize));
         let idle = Rc::new(tokio::sync::Notify::new());
         let mut accepts = Vec::new();
@@ -228,7 +251,9 @@ pub fn run_worker(
             }));
         }
         let _ = shutdown.wait_for(|v| *v).await;
-        drop(services);
+        if let Some(t) = services_task {
+            t.abort();
+        }
         for a in accepts {
             let _ = a.await;
         }
