@@ -146,7 +146,8 @@ pub fn run_worker(
             let ctx = ctx.clone();
             tokio::task::spawn_local(async move {
                 type Key = (String, String, bytes::Bytes);
-                let mut running: Option<(Arc<Snapshot>, Vec<(Key, Rc<VmSlot>)>)> = None;
+                type Running = (Arc<Snapshot>, Vec<(Key, Rc<VmSlot>)>);
+                let mut running: Option<Running> = None;
                 loop {
                     let snap = ctx.snapshots.load_full();
                     if running.as_ref().is_none_or(|(s, _)| !Arc::ptr_eq(s, &snap)) {
