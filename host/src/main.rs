@@ -166,15 +166,27 @@ fn filters_dir(common: &Common) -> PathBuf {
         .unwrap_or_else(|| candidates[0].clone())
 }
 
-fn runtime(common: &Common) -> Result<Runtime> {
-    let cache_dir = match common.cache_dir.as_deref() {
+fn cache_dir(common: &Common) -> Option<PathBuf> {
+    match common.cache_dir.as_deref() {
         Some("none") => None,
         Some(d) => Some(PathBuf::from(d)),
         None => std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
             .map(|d| d.join("lateen/modules")),
-    };
+    }
+}
+
+// Remote plugin modules are kept beside the compiled ones (or in a temporary directory).
+fn fetcher(common: &Common) -> Arc<dyn lateen::config::compile::ModuleSource> {
+    let dir = cache_dir(common)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("lateen-{}", std::process::id())))
+        .join("fetched");
+    Arc::new(lateen::fetch::HttpFetcher { cache_dir: dir })
+}
+
+fn runtime(common: &Common) -> Result<Runtime> {
+    let cache_dir = cache_dir(common);
     Runtime::new(RuntimeOptions {
         cache_dir,
         ..RuntimeOptions::default()
@@ -208,6 +220,7 @@ fn validate(config: &Path, common: &Common) -> Result<()> {
     let opts = BuildOptions {
         builtin_filters: filters_dir(common),
         bind_override: None,
+        remote: Some(fetcher(common)),
     };
     let snap = load_snapshot(config, &rt, &opts, 1)?;
     for w in &snap.warnings {
@@ -228,6 +241,7 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
     let opts = BuildOptions {
         builtin_filters: filters_dir(&args.common),
         bind_override: args.bind,
+        remote: Some(fetcher(&args.common)),
     };
     let snap = load_snapshot(&args.config, &rt, &opts, 1)?;
     let workers = if args.concurrency == 0 {

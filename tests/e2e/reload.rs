@@ -211,3 +211,81 @@ fn sha256_of(p: &std::path::Path) -> String {
         .unwrap()
         .to_string()
 }
+
+#[tokio::test]
+async fn http_plugin_urls_are_verified_cached_and_survive_the_server() {
+    let a = Backend::start("a").await;
+    let module = std::fs::read(wasm("test_plugin_header_echo")).unwrap();
+    let sha = sha256_of(&wasm("test_plugin_header_echo"));
+    let server = FileServer::start(module).await;
+    let server_addr = server.addr;
+    let cfg = |sha: &str, route_name: &str| {
+        mesh(&[&a])
+            + &format!(
+                r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: remote, namespace: istio-system}}
+spec:
+  url: http://{}/plugins/header-echo.wasm
+  sha256: {sha}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: test}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - name: {route_name}
+    route: [{{destination: {{host: svc.test}}}}]
+"#,
+                server_addr
+            )
+    };
+    let proxy = Proxy::start(&cfg(&sha, "first"))
+        .await
+        .expect("proxy starts");
+    get(&proxy.url("/")).await.unwrap();
+    assert_eq!(a.last().header("x-plugin-added"), Some("yes"));
+
+    // The server goes away; a config change still loads, from the cache.
+    drop(server);
+    proxy.rewrite(&cfg(&sha, "second"));
+    let stats_url = format!("http://127.0.0.1:{}/stats/prometheus", proxy.admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !get(&stats_url)
+        .await
+        .unwrap()
+        .body
+        .contains("config_reload_total{result=\"success\"} 1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reload from cache failed\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    get(&proxy.url("/")).await.unwrap();
+    assert_eq!(a.last().header("x-plugin-added"), Some("yes"));
+
+    // A wrong sha256 is refused and the running config stays.
+    proxy.rewrite(&cfg(&"0".repeat(64), "third"));
+    let dump_url = format!("http://127.0.0.1:{}/config_dump", proxy.admin);
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&get(&dump_url).await.unwrap().body).unwrap();
+        if let Some(e) = v["lastReloadError"].as_str() {
+            assert!(e.contains("spec.url") && e.contains("sha256"), "{e}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bad sha256 not reported\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
+}

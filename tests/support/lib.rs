@@ -506,3 +506,47 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+/// Serves `bytes` at every path on a loopback port until dropped (a plugin server).
+pub struct FileServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FileServer {
+    pub async fn start(bytes: Vec<u8>) -> FileServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let bytes = Bytes::from(bytes);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let bytes = bytes.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                        let bytes = bytes.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                bytes,
+                            )))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        FileServer { addr, task }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

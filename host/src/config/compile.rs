@@ -144,6 +144,16 @@ pub struct BuildOptions {
     pub builtin_filters: PathBuf,
     /// Overrides every Gateway server's bind address (tests, local runs).
     pub bind_override: Option<IpAddr>,
+    /// Fetches `http://` plugin modules (the host's `fetch` module); `None` refuses them.
+    pub remote: Option<Arc<dyn ModuleSource>>,
+}
+
+/// Where remote plugin modules come from. The config layer asks; the host fetches (config
+/// code touches no socket).
+pub trait ModuleSource: Send + Sync + std::fmt::Debug {
+    /// The module at `url`, checked against `sha256` when given. `always` (imagePullPolicy
+    /// `Always`) fetches even when a cached copy exists.
+    fn fetch(&self, url: &str, sha256: Option<&str>, always: bool) -> Result<Vec<u8>, String>;
 }
 
 const ROOT_NAMESPACE: &str = "istio-system";
@@ -197,7 +207,7 @@ pub fn build(
         if !applies(wp, &workload) {
             continue;
         }
-        match load_plugin(&wp.info, &wp.spec, "spec", wp.info.key(), rt) {
+        match load_plugin(&wp.info, &wp.spec, "spec", wp.info.key(), rt, opts) {
             Ok((spec, cfg)) => plugins.push((Arc::new(spec), cfg, wp.info.clone())),
             Err(e) => errors.push(e),
         }
@@ -218,7 +228,7 @@ pub fn build(
             };
             let prefix = format!("spec.servicePlugins[{i}]");
             let name = format!("{}/{}", b.info.namespace, sp.name);
-            match load_plugin(&b.info, &as_wasm, &prefix, name, rt) {
+            match load_plugin(&b.info, &as_wasm, &prefix, name, rt, opts) {
                 Ok((spec, cfg)) => {
                     let spec = Arc::new(spec);
                     if let Err(e) = probe(rt, &spec, &cfg, resolver.clone()) {
@@ -528,11 +538,36 @@ fn load_plugin(
     prefix: &str,
     name: String,
     rt: &Runtime,
+    opts: &BuildOptions,
 ) -> Result<(PluginSpec, Bytes), ConfigError> {
     let at = |f: &str| format!("{prefix}.{f}");
-    let path = plugin_path(&s.url, &info.file).map_err(|m| info.error(&at("url"), m))?;
-    let bytes = std::fs::read(&path)
-        .map_err(|e| info.error(&at("url"), format!("cannot read {}: {e}", path.display())))?;
+    let (bytes, path) = if s.url.starts_with("http://") || s.url.starts_with("https://") {
+        let remote = opts.remote.as_ref().ok_or_else(|| {
+            info.error(
+                &at("url"),
+                "remote plugin URLs are not enabled in this mode",
+            )
+        })?;
+        let always = match s.image_pull_policy.as_deref() {
+            None | Some("IfNotPresent") | Some("UNSPECIFIED_POLICY") => false,
+            Some("Always") => true,
+            Some(other) => {
+                return Err(info.error(
+                    &at("imagePullPolicy"),
+                    format!("unknown policy `{other}`; expected IfNotPresent or Always"),
+                ))
+            }
+        };
+        let bytes = remote
+            .fetch(&s.url, s.sha256.as_deref(), always)
+            .map_err(|m| info.error(&at("url"), m))?;
+        (bytes, PathBuf::from(&s.url))
+    } else {
+        let path = plugin_path(&s.url, &info.file).map_err(|m| info.error(&at("url"), m))?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| info.error(&at("url"), format!("cannot read {}: {e}", path.display())))?;
+        (bytes, path)
+    };
     let sha = hex::encode(Sha256::digest(&bytes));
     if let Some(want) = &s.sha256 {
         if !want.eq_ignore_ascii_case(&sha) {
@@ -618,7 +653,7 @@ fn plugin_path(url: &str, yaml: &Path) -> Result<PathBuf, String> {
     let Some(rest) = url.strip_prefix("file://") else {
         let scheme = url.split("://").next().unwrap_or(url);
         return Err(format!(
-            "url scheme `{scheme}` is not supported yet; use file:// (http(s):// and oci:// \
+            "url scheme `{scheme}` is not supported yet; use file:// or http:// (oci:// \
              delivery is planned)"
         ));
     };
