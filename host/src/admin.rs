@@ -24,6 +24,10 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     pub shutdown: watch::Sender<bool>,
     pub reloads: Arc<crate::watch::ReloadStatus>,
+    /// Where pushed modules are stored (`POST /plugins/NAME`); `None` refuses pushes.
+    pub pushed_dir: Option<std::path::PathBuf>,
+    /// Bearer token required on mutating endpoints, when set.
+    pub token: Option<String>,
 }
 
 /// Serves the admin API on `addr` until shutdown. Binds before returning so that a port
@@ -56,9 +60,18 @@ pub fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<std::thread
                     };
                     let state = state.clone();
                     tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
+                        let svc = service_fn(move |req: Request<Incoming>| {
                             let state = state.clone();
-                            async move { Ok::<_, std::convert::Infallible>(route(req, &state)) }
+                            async move {
+                                let is_push = req.method() == Method::POST
+                                    && req.uri().path().starts_with("/plugins/");
+                                let r = if is_push {
+                                    push(req, &state).await
+                                } else {
+                                    route(req, &state)
+                                };
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(tcp), svc)
@@ -67,6 +80,110 @@ pub fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<std::thread
                 }
             });
         })
+}
+
+// Mutating endpoints need the bearer token, when one is configured.
+fn authorize(req: &Request<Incoming>, s: &AdminState) -> Option<Response<Full<Bytes>>> {
+    let want = s.token.as_ref()?;
+    let got = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if got == Some(want.as_str()) {
+        None
+    } else {
+        Some(text(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "missing or wrong bearer token\n".into(),
+        ))
+    }
+}
+
+/// Largest module accepted by a push.
+const MAX_PUSH: usize = 256 << 20;
+
+// `POST /plugins/NAME` with the module as the body and its sha256 in `x-sha256`: stored as
+// `pushed://NAME`. The file watcher then reloads every config that references it.
+async fn push(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    use sha2::{Digest, Sha256};
+    if let Some(denied) = authorize(&req, s) {
+        return denied;
+    }
+    let Some(dir) = s.pushed_dir.clone() else {
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "text/plain",
+            "pushes need a module cache (--cache-dir)\n".into(),
+        );
+    };
+    let name = req.uri().path().trim_start_matches("/plugins/").to_string();
+    let path = match crate::config::compile::pushed_path(&dir, &name) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+    };
+    let Some(want) = req
+        .headers()
+        .get("x-sha256")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "x-sha256 header required\n".into(),
+        );
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_PUSH)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("reading the module: {e}\n"),
+            )
+        }
+    };
+    let got = hex::encode(Sha256::digest(&body));
+    if got != want {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("sha256 mismatch: the module has {got}, x-sha256 says {want}\n"),
+        );
+    }
+    if !body.starts_with(b"\0asm") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "not a wasm module\n".into(),
+        );
+    }
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let stored = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&tmp, &body))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    match stored {
+        Ok(()) => {
+            tracing::info!("module pushed as pushed://{name} ({got})");
+            text(
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({"name": name, "url": format!("pushed://{name}"), "sha256": got})
+                    .to_string(),
+            )
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("storing the module: {e}\n"),
+        ),
+    }
 }
 
 fn text(status: StatusCode, ct: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -122,6 +239,9 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
             text(StatusCode::OK, "text/plain; version=0.0.4", out)
         }
         (&Method::POST, "/quitquitquit") => {
+            if let Some(denied) = authorize(&req, s) {
+                return denied;
+            }
             let _ = s.shutdown.send(true);
             text(StatusCode::OK, "text/plain", "OK\n".into())
         }

@@ -46,6 +46,20 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Push a plugin module to a running proxy; WasmPlugins then use `url: pushed://NAME`.
+    Push {
+        /// The module (.wasm).
+        file: PathBuf,
+        /// Name to push it as.
+        #[arg(long)]
+        name: String,
+        /// The proxy's admin address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Bearer token, when the admin API requires one (also $LATEEN_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Run one sample backend (answers with its name).
     SampleBackend {
         #[arg(long)]
@@ -77,9 +91,12 @@ struct RunArgs {
     /// Worker threads (0 = one per core), as Envoy's --concurrency.
     #[arg(long, default_value_t = 0)]
     concurrency: usize,
-    /// Admin API address.
+    /// Admin API address. Anything but loopback requires --admin-token.
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin_address: SocketAddr,
+    /// Bearer token for the admin API's mutating endpoints (also $LATEEN_ADMIN_TOKEN).
+    #[arg(long)]
+    admin_token: Option<String>,
     /// Bind every listener to this address instead of the Gateway's.
     #[arg(long)]
     bind: Option<IpAddr>,
@@ -135,6 +152,17 @@ fn run_cli(cli: Cli) -> Result<()> {
             init_logs(&common.log_level);
             demo(common)
         }
+        Cmd::Push {
+            file,
+            name,
+            admin,
+            token,
+        } => push(
+            &file,
+            &name,
+            admin,
+            token.or_else(|| std::env::var("LATEEN_ADMIN_TOKEN").ok()),
+        ),
         Cmd::SampleBackend { name, listen } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(lateen::backend::serve(name, listen))?;
@@ -185,6 +213,47 @@ fn fetcher(common: &Common) -> Arc<dyn lateen::config::compile::ModuleSource> {
     Arc::new(lateen::fetch::HttpFetcher { cache_dir: dir })
 }
 
+fn pushed_dir(common: &Common) -> Option<PathBuf> {
+    cache_dir(common).map(|d| d.join("pushed"))
+}
+
+fn push(file: &Path, name: &str, admin: SocketAddr, token: Option<String>) -> Result<()> {
+    use http_body_util::{BodyExt, Full};
+    use sha2::{Digest, Sha256};
+    let module = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let sha = hex::encode(Sha256::digest(&module));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let mut req =
+            hyper::Request::post(format!("http://{admin}/plugins/{name}")).header("x-sha256", &sha);
+        if let Some(t) = &token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = client
+            .request(req.body(Full::new(bytes::Bytes::from(module)))?)
+            .await
+            .with_context(|| format!("pushing to {admin}"))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!(
+                "push refused ({status}): {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        println!(
+            "pushed {} as pushed://{name} (sha256 {sha})",
+            file.display()
+        );
+        Ok(())
+    })
+}
+
 fn runtime(common: &Common) -> Result<Runtime> {
     let cache_dir = cache_dir(common);
     Runtime::new(RuntimeOptions {
@@ -221,6 +290,7 @@ fn validate(config: &Path, common: &Common) -> Result<()> {
         builtin_filters: filters_dir(common),
         bind_override: None,
         remote: Some(fetcher(common)),
+        pushed_dir: pushed_dir(common),
     };
     let snap = load_snapshot(config, &rt, &opts, 1)?;
     for w in &snap.warnings {
@@ -242,7 +312,18 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
         builtin_filters: filters_dir(&args.common),
         bind_override: args.bind,
         remote: Some(fetcher(&args.common)),
+        pushed_dir: pushed_dir(&args.common),
     };
+    let admin_token = args
+        .admin_token
+        .clone()
+        .or_else(|| std::env::var("LATEEN_ADMIN_TOKEN").ok());
+    if !args.admin_address.ip().is_loopback() && admin_token.is_none() {
+        bail!(
+            "the admin API on {} would be reachable from the network: pass --admin-token",
+            args.admin_address
+        );
+    }
     let snap = load_snapshot(&args.config, &rt, &opts, 1)?;
     let workers = if args.concurrency == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)
@@ -272,6 +353,8 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
         ready: ready.clone(),
         shutdown: shutdown.clone(),
         reloads: reloads.clone(),
+        pushed_dir: opts.pushed_dir.clone(),
+        token: admin_token,
     };
     let admin = admin::start(args.admin_address, admin_state)
         .with_context(|| format!("binding admin API on {}", args.admin_address))?;
@@ -360,6 +443,7 @@ fn demo(common: Common) -> Result<()> {
     let args = RunArgs {
         config: dir.clone(),
         no_watch: false,
+        admin_token: None,
         concurrency: 0,
         admin_address: "127.0.0.1:15000".parse()?,
         bind: None,

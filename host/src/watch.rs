@@ -128,6 +128,9 @@ impl Reloader {
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
         };
         dirs.insert(dir);
+        if let Some(p) = &self.opts.pushed_dir {
+            dirs.insert(p.clone());
+        }
         let snap = self.snapshots.load();
         for p in snap
             .plugins
@@ -149,6 +152,9 @@ pub fn spawn(reloader: Reloader, debounce: Duration) -> notify::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let mut debouncer = new_debouncer(debounce, None, tx)?;
     let mut watched = BTreeSet::new();
+    if let Some(p) = &reloader.opts.pushed_dir {
+        std::fs::create_dir_all(p)?;
+    }
     for d in reloader.watch_dirs() {
         debouncer.watch(&d, RecursiveMode::NonRecursive)?;
         watched.insert(d);

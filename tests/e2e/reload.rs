@@ -289,3 +289,90 @@ spec:
     }
     assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
 }
+
+#[tokio::test]
+async fn pushed_modules_are_hot_loaded_and_pushes_need_the_token() {
+    let a = Backend::start("a").await;
+    let vs = r#"---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: svc.test}}]
+"#;
+    let proxy = Proxy::start_with(&(mesh(&[&a]) + vs), &["--admin-token", "s3cret"])
+        .await
+        .expect("proxy starts");
+    let name = format!("echo-{}", proxy.port);
+    let push = |file: &str, token: Option<&str>| {
+        let mut cmd = std::process::Command::new(paths().bin);
+        cmd.arg("push").arg(wasm(file)).args([
+            "--name",
+            &name,
+            "--admin",
+            &format!("127.0.0.1:{}", proxy.admin),
+        ]);
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        cmd.env_remove("LATEEN_ADMIN_TOKEN")
+            .output()
+            .expect("run lateen push")
+    };
+    let out = push("test_plugin_header_echo", None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+    let out = push("test_plugin_header_echo", Some("s3cret"));
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("pushed://{name}")));
+
+    // A config that references the pushed module by name.
+    proxy.rewrite(
+        &(mesh(&[&a])
+            + vs
+            + &format!(
+                "---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: pushed, namespace: istio-system}}\nspec:\n  url: pushed://{name}\n"
+            )),
+    );
+    let wait = |what: &'static str, header: &'static str, value: &'static str| {
+        let (url, a_seen) = (proxy.url("/"), a.seen.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let r = get(&url).await.unwrap();
+                assert_eq!(r.status, 200);
+                let last = a_seen.lock().unwrap().last().cloned().unwrap();
+                if last.header(header) == Some(value) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{what} never served");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait("the pushed module", "x-plugin-added", "yes").await;
+    // Pushing a new module under the same name swaps it in.
+    assert!(push("test_plugin_trap", Some("s3cret")).status.success());
+    wait("the re-pushed module", "x-trap-plugin", "passed").await;
+
+    // A push whose sha256 does not match is refused.
+    let r = send(
+        "POST",
+        &format!("http://127.0.0.1:{}/plugins/{name}", proxy.admin),
+        &[
+            ("x-sha256", &"0".repeat(64)),
+            ("authorization", "Bearer s3cret"),
+        ],
+        "\0asm junk",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("sha256 mismatch"), "{}", r.body);
+}

@@ -146,6 +146,8 @@ pub struct BuildOptions {
     pub bind_override: Option<IpAddr>,
     /// Fetches `http://` plugin modules (the host's `fetch` module); `None` refuses them.
     pub remote: Option<Arc<dyn ModuleSource>>,
+    /// Where modules pushed through the admin API live (`pushed://NAME` URLs).
+    pub pushed_dir: Option<PathBuf>,
 }
 
 /// Where remote plugin modules come from. The config layer asks; the host fetches (config
@@ -562,6 +564,21 @@ fn load_plugin(
             .fetch(&s.url, s.sha256.as_deref(), always)
             .map_err(|m| info.error(&at("url"), m))?;
         (bytes, PathBuf::from(&s.url))
+    } else if let Some(name) = s.url.strip_prefix("pushed://") {
+        let dir = opts.pushed_dir.as_ref().ok_or_else(|| {
+            info.error(
+                &at("url"),
+                "pushed:// modules need a module cache (--cache-dir)",
+            )
+        })?;
+        let path = pushed_path(dir, name).map_err(|m| info.error(&at("url"), m))?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            info.error(
+                &at("url"),
+                format!("no module pushed as `{name}` ({e}); push it with `lateen push`"),
+            )
+        })?;
+        (bytes, path)
     } else {
         let path = plugin_path(&s.url, &info.file).map_err(|m| info.error(&at("url"), m))?;
         let bytes = std::fs::read(&path)
@@ -648,13 +665,29 @@ fn load_plugin(
     ))
 }
 
+/// The file of a pushed module; names are `[A-Za-z0-9._-]+` so they cannot escape `dir`.
+pub fn pushed_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(dir.join(format!("{name}.wasm")))
+    } else {
+        Err(format!(
+            "invalid pushed module name `{name}` (letters, digits, . _ -)"
+        ))
+    }
+}
+
 /// `file:///abs/x.wasm`, or `file://rel/x.wasm` relative to the YAML file's directory.
 fn plugin_path(url: &str, yaml: &Path) -> Result<PathBuf, String> {
     let Some(rest) = url.strip_prefix("file://") else {
         let scheme = url.split("://").next().unwrap_or(url);
         return Err(format!(
-            "url scheme `{scheme}` is not supported yet; use file:// or http:// (oci:// \
-             delivery is planned)"
+            "url scheme `{scheme}` is not supported yet; use file://, http:// or pushed:// \
+             (oci:// delivery is planned)"
         ));
     };
     let p = PathBuf::from(rest);
