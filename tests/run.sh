@@ -8,12 +8,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 if command -v rustup >/dev/null 2>&1; then
   rustup target add wasm32-wasip1 >/dev/null
 fi
-# The global rate-limit test runs a real Redis.
-if ! command -v redis-server >/dev/null 2>&1; then
+# Real peers the tests start: Redis (global rate limits) and an OCI registry (plugin pulls).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "tests/run.sh: redis-server is needed (apt-get install redis-server)" >&2
+    echo "tests/run.sh: needs ${missing[*]} (apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi

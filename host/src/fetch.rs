@@ -1,4 +1,4 @@
-//! Plugin delivery over HTTP: `http://` WasmPlugin URLs, verified by sha256 and kept in a
+//! Plugin delivery: `http://` and `oci://` WasmPlugin URLs, verified by sha256 and kept in a
 //! local cache, so that an unreachable server keeps the cached module serving
 //! (`imagePullPolicy: IfNotPresent` uses the cache without asking at all).
 
@@ -32,32 +32,131 @@ impl HttpFetcher {
         if url.starts_with("https://") {
             return Err(
                 "https:// plugin URLs need TLS, which Lateen does not speak yet; \
-                        use http:// with sha256, or file://"
+                        use http:// with sha256, oci:// or file://"
                     .into(),
             );
         }
-        let uri: http::Uri = url.parse().map_err(|e| format!("invalid url: {e}"))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let client: Client<_, Empty<Bytes>> =
-                Client::builder(TokioExecutor::new()).build_http();
-            let resp = tokio::time::timeout(Duration::from_secs(30), client.get(uri))
-                .await
-                .map_err(|_| "timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("server answered {}", resp.status()));
-            }
-            let body = Limited::new(resp.into_body(), MAX_MODULE)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(body.to_bytes().to_vec())
-        })
+        if let Some(reference) = url.strip_prefix("oci://") {
+            return oci_pull(reference);
+        }
+        http_get(url, None).map(|(_, body)| body)
     }
+}
+
+// One GET; returns the content type and the body.
+fn http_get(url: &str, accept: Option<&str>) -> Result<(String, Vec<u8>), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("invalid url: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = http::Request::get(uri);
+        if let Some(a) = accept {
+            req = req.header(http::header::ACCEPT, a);
+        }
+        let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            })?;
+        if !resp.status().is_success() {
+            return Err(format!("{url}: server answered {}", resp.status()));
+        }
+        let ct = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = Limited::new(resp.into_body(), MAX_MODULE)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((ct, body.to_bytes().to_vec()))
+    })
+}
+
+/// The wasm layer media type of Istio's Wasm OCI image format.
+const WASM_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
+
+/// Pulls `REGISTRY/REPO[:TAG|@DIGEST]` following Istio's Wasm image formats: a layer with
+/// the wasm media type holds the module itself; otherwise the image's single layer is a
+/// (gzipped) tar holding `plugin.wasm`. Registries are spoken to over plain HTTP until TLS
+/// lands.
+fn oci_pull(reference: &str) -> Result<Vec<u8>, String> {
+    let (registry, path) = reference
+        .split_once('/')
+        .ok_or_else(|| format!("oci://{reference}: expected REGISTRY/REPOSITORY[:TAG]"))?;
+    let (repo, tag) = match path.rsplit_once('@') {
+        Some((r, d)) => (r, d.to_string()),
+        None => match path.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, t.to_string()),
+            _ => (path, "latest".to_string()),
+        },
+    };
+    let (_, manifest) = http_get(
+        &format!("http://{registry}/v2/{repo}/manifests/{tag}"),
+        Some(
+            "application/vnd.oci.image.manifest.v1+json, \
+             application/vnd.docker.distribution.manifest.v2+json",
+        ),
+    )?;
+    let m: serde_json::Value = serde_json::from_slice(&manifest)
+        .map_err(|e| format!("oci://{reference}: bad manifest: {e}"))?;
+    let layers = m["layers"].as_array().cloned().unwrap_or_default();
+    let blob = |l: &serde_json::Value| -> Result<Vec<u8>, String> {
+        let digest = l["digest"].as_str().ok_or("layer without digest")?;
+        let (_, b) = http_get(&format!("http://{registry}/v2/{repo}/blobs/{digest}"), None)?;
+        let got = format!("sha256:{}", hex::encode(Sha256::digest(&b)));
+        if got != digest {
+            return Err(format!("blob {digest} arrived with digest {got}"));
+        }
+        Ok(b)
+    };
+    if let Some(l) = layers.iter().find(|l| l["mediaType"] == WASM_LAYER) {
+        return blob(l);
+    }
+    match layers.as_slice() {
+        [only] => plugin_from_tar(&blob(only)?),
+        _ => Err(format!(
+            "oci://{reference}: no {WASM_LAYER} layer, and {} layers instead of the single one \
+             of a Docker-format Wasm image",
+            layers.len()
+        )),
+    }
+}
+
+// The `plugin.wasm` of a (possibly gzipped) tar layer.
+fn plugin_from_tar(layer: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let reader: Box<dyn Read + '_> = if layer.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(layer))
+    } else {
+        Box::new(layer)
+    };
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let is_plugin = entry
+            .path()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n == "plugin.wasm"))
+            .unwrap_or(false);
+        if is_plugin {
+            let mut out = Vec::new();
+            entry
+                .take(MAX_MODULE as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| e.to_string())?;
+            return Ok(out);
+        }
+    }
+    Err("the image layer holds no plugin.wasm".into())
 }
 
 fn matches(bytes: &[u8], sha256: Option<&str>) -> bool {

@@ -376,3 +376,102 @@ spec:
     assert_eq!(r.status, 400);
     assert!(r.body.contains("sha256 mismatch"), "{}", r.body);
 }
+
+#[tokio::test]
+async fn oci_plugins_from_a_real_registry_in_both_image_formats() {
+    let registry = Registry::start().await;
+    let a = Backend::start("a").await;
+    let echo = std::fs::read(wasm("test_plugin_header_echo")).unwrap();
+    let trap = std::fs::read(wasm("test_plugin_trap")).unwrap();
+
+    // Istio's OCI format: a layer with the wasm media type.
+    let config = registry.push_blob("plugins/echo", b"{}").await;
+    let layer = registry.push_blob("plugins/echo", &echo).await;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{{"mediaType":"application/vnd.module.wasm.config.v1+json","digest":"{config}","size":2}},
+            "layers":[{{"mediaType":"application/vnd.module.wasm.content.layer.v1+wasm","digest":"{layer}","size":{}}}]}}"#,
+        echo.len()
+    );
+    registry
+        .put_manifest(
+            "plugins/echo",
+            "v1",
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        )
+        .await;
+
+    // The Docker-image format: one gzipped tar layer holding plugin.wasm.
+    let mut tarball = Vec::new();
+    {
+        let gz = flate2::write::GzEncoder::new(&mut tarball, flate2::Compression::default());
+        let mut t = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(trap.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, "plugin.wasm", &trap[..]).unwrap();
+        t.into_inner().unwrap().finish().unwrap();
+    }
+    let config = registry.push_blob("plugins/trap", b"{}").await;
+    let layer = registry.push_blob("plugins/trap", &tarball).await;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+            "config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{config}","size":2}},
+            "layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{layer}","size":{}}}]}}"#,
+        tarball.len()
+    );
+    registry
+        .put_manifest(
+            "plugins/trap",
+            "latest",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            &manifest,
+        )
+        .await;
+
+    let yaml = mesh(&[&a])
+        + &format!(
+            r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: echo, namespace: istio-system}}
+spec:
+  url: oci://{0}/plugins/echo:v1
+  sha256: {1}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: trap, namespace: istio-system}}
+spec:
+  url: oci://{0}/plugins/trap
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: test}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: svc.test}}}}]
+"#,
+            registry.addr,
+            sha256_of(&wasm("test_plugin_header_echo"))
+        );
+    let proxy = Proxy::start(&yaml)
+        .await
+        .expect("proxy starts with OCI plugins");
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
+    let seen = a.last();
+    assert_eq!(
+        seen.header("x-plugin-added"),
+        Some("yes"),
+        "wasm-layer image"
+    );
+    assert_eq!(
+        seen.header("x-trap-plugin"),
+        Some("passed"),
+        "docker-format image"
+    );
+}

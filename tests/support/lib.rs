@@ -550,3 +550,105 @@ impl Drop for FileServer {
         self.task.abort();
     }
 }
+
+/// A real OCI registry (Debian's `docker-registry`, the reference distribution registry) on a
+/// free loopback port, with storage in a temporary directory; stopped on drop.
+pub struct Registry {
+    pub addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub async fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is needed for the OCI test (tests/run.sh installs it)");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(r) = get(&format!("http://{addr}/v2/")).await {
+                if r.status == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Registry {
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Uploads a blob through the registry's HTTP API; returns its digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        use sha2::Digest;
+        let digest = format!("sha256:{}", hex_string(&sha2::Sha256::digest(bytes)));
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let start = hyper::Request::post(format!("http://{}/v2/{repo}/blobs/uploads/", self.addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = client.request(start).await.expect("start upload");
+        assert_eq!(resp.status(), 202, "upload start");
+        let location = resp.headers()["location"].to_str().unwrap().to_string();
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = if location.starts_with("http") {
+            format!("{location}{sep}digest={digest}")
+        } else {
+            format!("http://{}{location}{sep}digest={digest}", self.addr)
+        };
+        let put = hyper::Request::put(url)
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::copy_from_slice(bytes)))
+            .unwrap();
+        let resp = client.request(put).await.expect("finish upload");
+        assert_eq!(resp.status(), 201, "upload finish");
+        digest
+    }
+
+    /// Stores a manifest under `tag`.
+    pub async fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, manifest: &str) {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let req = hyper::Request::put(format!("http://{}/v2/{repo}/manifests/{tag}", self.addr))
+            .header("content-type", media_type)
+            .body(Full::new(Bytes::from(manifest.to_string())))
+            .unwrap();
+        let resp = client.request(req).await.expect("put manifest");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            status,
+            201,
+            "manifest refused: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn hex_string(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

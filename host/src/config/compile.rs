@@ -543,7 +543,10 @@ fn load_plugin(
     opts: &BuildOptions,
 ) -> Result<(PluginSpec, Bytes), ConfigError> {
     let at = |f: &str| format!("{prefix}.{f}");
-    let (bytes, path) = if s.url.starts_with("http://") || s.url.starts_with("https://") {
+    let remote_url = ["http://", "https://", "oci://"]
+        .iter()
+        .any(|p| s.url.starts_with(p));
+    let (bytes, path) = if remote_url {
         let remote = opts.remote.as_ref().ok_or_else(|| {
             info.error(
                 &at("url"),
@@ -551,7 +554,11 @@ fn load_plugin(
             )
         })?;
         let always = match s.image_pull_policy.as_deref() {
-            None | Some("IfNotPresent") | Some("UNSPECIFIED_POLICY") => false,
+            // Istio: an unset policy pulls `latest` OCI tags every time.
+            None | Some("UNSPECIFIED_POLICY") => {
+                s.url.starts_with("oci://") && (s.url.ends_with(":latest") || !oci_has_tag(&s.url))
+            }
+            Some("IfNotPresent") => false,
             Some("Always") => true,
             Some(other) => {
                 return Err(info.error(
@@ -665,6 +672,13 @@ fn load_plugin(
     ))
 }
 
+// Whether an oci:// reference names a tag or digest (else it means `latest`).
+fn oci_has_tag(url: &str) -> bool {
+    let path = url.trim_start_matches("oci://");
+    let last = path.rsplit('/').next().unwrap_or("");
+    last.contains(':') || last.contains('@')
+}
+
 /// The file of a pushed module; names are `[A-Za-z0-9._-]+` so they cannot escape `dir`.
 pub fn pushed_path(dir: &Path, name: &str) -> Result<PathBuf, String> {
     let ok = !name.is_empty()
@@ -686,8 +700,7 @@ fn plugin_path(url: &str, yaml: &Path) -> Result<PathBuf, String> {
     let Some(rest) = url.strip_prefix("file://") else {
         let scheme = url.split("://").next().unwrap_or(url);
         return Err(format!(
-            "url scheme `{scheme}` is not supported yet; use file://, http:// or pushed:// \
-             (oci:// delivery is planned)"
+            "url scheme `{scheme}` is not supported; use file://, http://, oci:// or pushed://"
         ));
     };
     let p = PathBuf::from(rest);
