@@ -46,6 +46,14 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Precompile plugin modules into the module cache (cranelift, off the request path).
+    Compile {
+        /// Modules (.wasm).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Push a plugin module to a running proxy; WasmPlugins then use `url: pushed://NAME`.
     Push {
         /// The module (.wasm).
@@ -151,6 +159,33 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Demo { common } => {
             init_logs(&common.log_level);
             demo(common)
+        }
+        Cmd::Compile { files, common } => {
+            init_logs(&common.log_level);
+            let rt = runtime(&common)?;
+            if rt.opts.cache_dir.is_none() {
+                bail!("compile needs a module cache (--cache-dir DIR)");
+            }
+            for f in files {
+                let bytes =
+                    std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                let started = std::time::Instant::now();
+                let m = rt
+                    .compile(&bytes)
+                    .with_context(|| format!("compiling {}", f.display()))?;
+                println!(
+                    "{}: sha256 {} {} in {:.1} ms",
+                    f.display(),
+                    m.sha256,
+                    if m.from_cache {
+                        "already cached, loaded"
+                    } else {
+                        "compiled and cached"
+                    },
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+            Ok(())
         }
         Cmd::Push {
             file,

@@ -475,3 +475,58 @@ spec:
         "docker-format image"
     );
 }
+
+#[tokio::test]
+async fn configmap_symlink_swaps_are_picked_up() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let route = |subset: &str| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: test}}\nspec:\n  hosts: [\"*\"]\n  gateways: [istio-system/gw]\n  http:\n  - route: [{{destination: {{host: svc.test, subset: {subset}}}}}]\n"
+        )
+    };
+    // The proxy starts on a plain file; the test then lays the directory out the way a
+    // Kubernetes ConfigMap volume does: config.yaml -> ..data/config.yaml, ..data -> ..v1.
+    let proxy = Proxy::start(&(mesh(&[&a, &b]) + &route("a")))
+        .await
+        .expect("proxy starts");
+    let dir = proxy.dir.path().to_path_buf();
+    let port = proxy.port.to_string();
+    let write_version = |v: &str, subset: &str| {
+        let vdir = dir.join(format!("..{v}"));
+        std::fs::create_dir_all(&vdir).unwrap();
+        std::fs::write(
+            vdir.join("config.yaml"),
+            (mesh(&[&a, &b]) + &route(subset)).replace("{{PORT}}", &port),
+        )
+        .unwrap();
+        // Atomic switch of ..data, as kubelet does it.
+        let tmp = dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(format!("..{v}"), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    };
+    write_version("v1", "a");
+    let link = dir.join("config.yaml");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("..data/config.yaml", &link).unwrap();
+    assert_eq!(
+        get(&proxy.url("/")).await.unwrap().header("x-backend"),
+        Some("a")
+    );
+
+    write_version("v2", "b");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&proxy.url("/")).await.unwrap();
+        assert_eq!(r.status, 200);
+        if r.header("x-backend") == Some("b") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "symlink swap not picked up\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
