@@ -411,7 +411,7 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
             opts: opts.clone(),
             status: reloads,
         };
-        lateen::watch::spawn(reloader, Duration::from_millis(200))
+        lateen::watch::spawn(reloader, Duration::from_millis(30))
             .with_context(|| format!("watching {}", args.config.display()))?;
     }
     ready.store(true, std::sync::atomic::Ordering::Release);

@@ -530,3 +530,94 @@ async fn configmap_symlink_swaps_are_picked_up() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn twenty_plugin_swaps_under_keepalive_http1_and_http2_load() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = Proxy::start_with(&config(&a, &b, "a", "v0"), &["--concurrency", "2"])
+        .await
+        .expect("proxy starts");
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for (i, client) in [
+        KeepAlive::http1(),
+        KeepAlive::http1(),
+        KeepAlive::http2(),
+        KeepAlive::http2(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (stop, failures, count, url) = (
+            stop.clone(),
+            failures.clone(),
+            count.clone(),
+            proxy.url("/"),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client.get(&url).await {
+                    Ok(r) if r.status == 200 => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("client {i}: {} {}", r.status, r.body)),
+                    Err(e) => failures.lock().unwrap().push(format!("client {i}: {e:#}")),
+                }
+            }
+        }));
+    }
+    // 20 swaps of the plugin's configuration (a new root context and instances each time),
+    // each one served before the next.
+    let mut swap_ms = Vec::new();
+    for v in 1..=20 {
+        let want = format!("v{v}");
+        let started = Instant::now();
+        proxy.rewrite(&config(&a, &b, "a", &want));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let served = || {
+            let seen = a.seen.lock().unwrap();
+            seen.last()
+                .and_then(|s| s.header("x-plugin-added").map(str::to_string))
+        };
+        while served().as_deref() != Some(want.as_str()) {
+            assert!(
+                Instant::now() < deadline,
+                "{want} never served\n{}",
+                proxy.log()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        swap_ms.push(started.elapsed().as_millis());
+    }
+    swap_ms.sort_unstable();
+    println!(
+        "swap latency (file written -> first request on the new version): median {} ms, max {} ms",
+        swap_ms[10], swap_ms[19]
+    );
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // Every request was served by some configured version, never by a broken one.
+    let versions: Vec<String> = (0..=20).map(|v| format!("v{v}")).collect();
+    for s in a.seen.lock().unwrap().iter() {
+        let v = s.header("x-plugin-added").unwrap_or("none").to_string();
+        assert!(
+            versions.contains(&v),
+            "request served without a known plugin version: {v}"
+        );
+    }
+    assert!(count.load(Ordering::Relaxed) > 200, "load ran");
+}

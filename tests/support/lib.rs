@@ -652,3 +652,41 @@ impl Drop for Registry {
 pub fn hex_string(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// A client that keeps its connections (HTTP/1.1 keep-alive, or one HTTP/2 connection).
+#[derive(Clone)]
+pub struct KeepAlive {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl KeepAlive {
+    pub fn http1() -> Self {
+        KeepAlive {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn http2() -> Self {
+        KeepAlive {
+            client: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Resp> {
+        let req = hyper::Request::builder()
+            .uri(url)
+            .body(Full::new(Bytes::new()))?;
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .context("request timed out")??;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}

@@ -621,19 +621,20 @@ fn load_plugin(
             ))
         }
     };
-    let fail =
-        match s.fail_strategy.as_deref().unwrap_or("FAIL_CLOSE") {
-            // FAIL_RELOAD fails the request like FAIL_CLOSE; every strategy gets a fresh
-            // instance (with backoff) for new streams after a trap.
-            "FAIL_CLOSE" | "FAIL_RELOAD" => FailStrategy::Close,
-            "FAIL_OPEN" => FailStrategy::Open,
-            other => return Err(info.error(
+    let fail = match s.fail_strategy.as_deref().unwrap_or("FAIL_CLOSE") {
+        // FAIL_RELOAD fails the request like FAIL_CLOSE; every strategy gets a fresh
+        // instance (with backoff) for new streams after a trap.
+        "FAIL_CLOSE" | "FAIL_RELOAD" => FailStrategy::Close,
+        "FAIL_OPEN" => FailStrategy::Open,
+        other => {
+            return Err(info.error(
                 &at("failStrategy"),
                 format!(
                     "unknown failStrategy `{other}`; expected FAIL_CLOSE, FAIL_OPEN or FAIL_RELOAD"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let env = s
         .vm_config
         .as_ref()
