@@ -225,6 +225,17 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
         (&Method::GET, "/clusters") => text(StatusCode::OK, "text/plain", clusters(&snap)),
         (&Method::GET, "/stats/prometheus") => {
             let mut out = prometheus(&s.shared);
+            let _ = writeln!(out, "# TYPE lateen_canary_rolled_back gauge");
+            for p in &snap.plugins {
+                if let Some(c) = &p.canary {
+                    let _ = writeln!(
+                        out,
+                        "lateen_canary_rolled_back{{plugin=\"{}\"}} {}",
+                        p.name,
+                        u8::from(c.rolled_back.load(Ordering::Relaxed))
+                    );
+                }
+            }
             let _ = writeln!(out, "# TYPE config_reload_total counter");
             for (result, n) in [
                 ("success", &s.reloads.success),
@@ -298,6 +309,15 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                 "phase": format!("{:?}", p.phase),
                 "priority": p.priority,
                 "failStrategy": match p.fail { FailStrategy::Close => "FAIL_CLOSE", FailStrategy::Open => "FAIL_OPEN" },
+                "canary": p.canary.as_ref().map(|c| serde_json::json!({
+                    "url": c.spec.url,
+                    "sha256": c.spec.module.sha256,
+                    "percent": c.percent,
+                    "state": if c.rolled_back.load(Ordering::Relaxed) { "rolled_back" } else { "active" },
+                    "requests": c.requests.load(Ordering::Relaxed),
+                    "traps": c.traps.load(Ordering::Relaxed),
+                    "5xx": c.five_xx.load(Ordering::Relaxed),
+                })),
             })
         })
         .collect();

@@ -262,6 +262,14 @@ struct ChainFilter {
     /// Root context for `config` and the instance generation it belongs to, so the
     /// per-request path does not hash the configuration.
     root: Cell<Option<(u32, u64)>>,
+    /// A canary version in progressive rollout: its instances and root.
+    canary: Option<CanaryFilter>,
+}
+
+struct CanaryFilter {
+    rollout: Arc<crate::snapshot::Canary>,
+    slot: Rc<VmSlot>,
+    root: Cell<Option<(u32, u64)>>,
 }
 
 /// A listener's filter chain on one worker.
@@ -275,10 +283,18 @@ impl Chain {
             filters: specs
                 .iter()
                 .filter_map(|f| {
+                    let canary = f.plugin.canary.as_ref().and_then(|c| {
+                        slots.get(&Arc::as_ptr(&c.spec)).map(|s| CanaryFilter {
+                            rollout: c.clone(),
+                            slot: s.clone(),
+                            root: Cell::new(None),
+                        })
+                    });
                     slots.get(&Arc::as_ptr(&f.plugin)).map(|s| ChainFilter {
                         slot: s.clone(),
                         config: f.configuration.clone(),
                         root: Cell::new(None),
+                        canary,
                     })
                 })
                 .collect(),
@@ -340,17 +356,45 @@ pub struct HttpStream {
     /// A local reply a plugin sent while the request body streamed upstream.
     pub early_reply: Option<LocalResponse>,
     upstream: Rc<Upstream>,
+    /// Filters served by their canary version for this stream (bit i = filter i).
+    canary: u64,
+    /// Canary filters that failed during this stream.
+    canary_failed: u64,
 }
 
 impl HttpStream {
-    pub fn new(chain: Rc<Chain>, state: StreamState, upstream: Rc<Upstream>) -> Self {
+    /// `random` samples canary versions for this stream.
+    pub fn new(chain: Rc<Chain>, state: StreamState, upstream: Rc<Upstream>, random: u64) -> Self {
         let n = chain.filters.len();
+        let mut canary = 0u64;
+        for (i, f) in chain.filters.iter().enumerate().take(64) {
+            if let Some(c) = &f.canary {
+                if c.rollout.pick(random.rotate_left(i as u32 * 7)) {
+                    canary |= 1 << i;
+                }
+            }
+        }
         HttpStream {
             chain,
             ctxs: vec![Ctx::NotCreated; n],
             state,
             early_reply: None,
             upstream,
+            canary,
+            canary_failed: 0,
+        }
+    }
+
+    fn uses_canary(&self, i: usize) -> bool {
+        i < 64 && self.canary & (1 << i) != 0
+    }
+
+    // The instances and root cache serving filter i for this stream.
+    fn slot_of(&self, i: usize) -> (&Rc<VmSlot>, &Cell<Option<(u32, u64)>>) {
+        let f = &self.chain.filters[i];
+        match (&f.canary, self.uses_canary(i)) {
+            (Some(c), true) => (&c.slot, &c.root),
+            _ => (&f.slot, &f.root),
         }
     }
 
@@ -379,7 +423,10 @@ impl HttpStream {
     }
 
     fn fail(&mut self, i: usize, err: &dyn std::fmt::Display) -> Option<Verdict> {
-        let spec = &self.chain.filters[i].slot.spec;
+        if self.uses_canary(i) {
+            self.canary_failed |= 1 << i;
+        }
+        let spec = &self.slot_of(i).0.spec;
         tracing::warn!(plugin = %spec.name, "plugin failed: {err}");
         match spec.fail {
             FailStrategy::Open => {
@@ -401,8 +448,8 @@ impl HttpStream {
 
     // The context of filter i for this stream, created on first use.
     fn context(&mut self, i: usize) -> Result<Option<u32>, String> {
+        let (slot, root_cell) = self.slot_of(i);
         let f = &self.chain.filters[i];
-        let slot = &f.slot;
         match self.ctxs[i] {
             Ctx::Skipped => Ok(None),
             Ctx::Live { id, generation } => {
@@ -413,17 +460,19 @@ impl HttpStream {
                 }
             }
             Ctx::NotCreated => {
-                let (root, generation) = match f.root.get() {
+                let (root, generation) = match root_cell.get() {
                     Some((root, g)) if g == slot.generation.get() && slot.healthy() => (root, g),
                     _ => {
                         let r = slot.root(&f.config).map_err(|e| e.to_string())?;
-                        f.root.set(Some(r));
+                        root_cell.set(Some(r));
                         r
                     }
                 };
-                let mut g = slot.vm.borrow_mut();
-                let vm = g.as_mut().ok_or("no instance")?;
-                let id = vm.create_stream(root).map_err(|e| e.to_string())?;
+                let id = {
+                    let mut g = slot.vm.borrow_mut();
+                    let vm = g.as_mut().ok_or("no instance")?;
+                    vm.create_stream(root).map_err(|e| e.to_string())?
+                };
                 self.ctxs[i] = Ctx::Live { id, generation };
                 Ok(Some(id))
             }
@@ -446,7 +495,7 @@ impl HttpStream {
                     None => continue,
                 },
             };
-            let slot = self.chain.filters[i].slot.clone();
+            let slot = self.slot_of(i).0.clone();
             let result = {
                 let mut g = slot.vm.borrow_mut();
                 let Some(vm) = g.as_mut() else { continue };
@@ -508,7 +557,7 @@ impl HttpStream {
         phase: Phase,
         mut action: Action,
     ) -> Result<Action, Verdict> {
-        let slot = self.chain.filters[i].slot.clone();
+        let slot = self.slot_of(i).0.clone();
         let resumed = |st: &mut StreamState| {
             if phase.response() {
                 std::mem::take(&mut st.resume_response)
@@ -589,11 +638,17 @@ impl HttpStream {
 
 impl Drop for HttpStream {
     fn drop(&mut self) {
-        for (i, ctx) in self.ctxs.iter().enumerate() {
-            let Ctx::Live { id, generation } = *ctx else {
+        for (i, f) in self.chain.filters.iter().enumerate() {
+            if let (Some(c), true) = (&f.canary, self.uses_canary(i)) {
+                c.rollout
+                    .record(self.canary_failed & (1 << i) != 0, self.state.response_code);
+            }
+        }
+        for i in 0..self.ctxs.len() {
+            let Ctx::Live { id, generation } = self.ctxs[i] else {
                 continue;
             };
-            let slot = &self.chain.filters[i].slot;
+            let slot = self.slot_of(i).0.clone();
             slot.forget_stream(id);
             if slot.generation.get() != generation {
                 continue;
@@ -602,7 +657,10 @@ impl Drop for HttpStream {
                 continue;
             };
             if let Some(vm) = g.as_mut() {
-                if let Err(e) = vm.finish_stream(id, &mut self.state) {
+                let mut state = std::mem::take(&mut self.state);
+                let r = vm.finish_stream(id, &mut state);
+                self.state = state;
+                if let Err(e) = r {
                     tracing::warn!(plugin = %slot.spec.name, "plugin failed at end of stream: {e}");
                 }
             }

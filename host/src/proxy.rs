@@ -158,6 +158,7 @@ pub async fn handle(
         chain.clone(),
         state,
         w.upstream.clone(),
+        w.random(),
     )));
     let mut s = stream.lock().await;
 

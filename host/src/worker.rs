@@ -55,7 +55,12 @@ impl WorkerCtx {
         }
         let snap = arc_swap::Guard::into_inner(snap);
         let mut slots: HashMap<*const PluginSpec, Rc<VmSlot>> = HashMap::new();
-        for p in &snap.plugins {
+        let canaries: Vec<_> = snap
+            .plugins
+            .iter()
+            .filter_map(|p| p.canary.as_ref().map(|c| c.spec.clone()))
+            .collect();
+        for p in snap.plugins.iter().chain(canaries.iter()) {
             slots.insert(
                 Arc::as_ptr(p),
                 VmSlot::new(

@@ -621,3 +621,79 @@ async fn twenty_plugin_swaps_under_keepalive_http1_and_http2_load() {
     }
     assert!(count.load(Ordering::Relaxed) > 200, "load ran");
 }
+
+#[tokio::test]
+async fn progressive_rollout_rolls_a_trapping_canary_back() {
+    let a = Backend::start("a").await;
+    let yaml = mesh(&[&a])
+        + r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: rollout
+  namespace: istio-system
+  annotations:
+    lateen.io/canary-url: file://{{WASM}}/test_plugin_trap.wasm
+    lateen.io/canary-percent: "50"
+    lateen.io/canary-max-trap-percent: "10"
+    lateen.io/canary-min-requests: "10"
+spec:
+  url: file://{{WASM}}/test_plugin_header_echo.wasm
+  failStrategy: FAIL_OPEN
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: svc.test}}]
+"#;
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    // Every request asks the canary (the trap plugin) to trap.
+    let mut by_canary = 0;
+    for _ in 0..60 {
+        let r = send("GET", &proxy.url("/"), &[("x-trap", "1")], "")
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status, 200,
+            "FAIL_OPEN: a trapping canary costs no request"
+        );
+        if a.last().header("x-plugin-added").is_none() {
+            by_canary += 1;
+        }
+    }
+    assert!(
+        by_canary >= 5,
+        "the canary took its share before the rollback: {by_canary}"
+    );
+    let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin))
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
+    let canary = &v["plugins"][0]["canary"];
+    assert_eq!(canary["state"], "rolled_back", "{canary}");
+    assert!(canary["traps"].as_u64().unwrap() >= 10, "{canary}");
+    let stats = get(&format!(
+        "http://127.0.0.1:{}/stats/prometheus",
+        proxy.admin
+    ))
+    .await
+    .unwrap();
+    assert!(
+        stats
+            .body
+            .contains("lateen_canary_rolled_back{plugin=\"istio-system/rollout\"} 1"),
+        "{}",
+        stats.body
+    );
+    // After the rollback every stream runs the stable version.
+    for _ in 0..30 {
+        send("GET", &proxy.url("/"), &[("x-trap", "1")], "")
+            .await
+            .unwrap();
+        assert_eq!(a.last().header("x-plugin-added"), Some("yes"));
+    }
+}

@@ -210,7 +210,13 @@ pub fn build(
             continue;
         }
         match load_plugin(&wp.info, &wp.spec, "spec", wp.info.key(), rt, opts) {
-            Ok((spec, cfg)) => plugins.push((Arc::new(spec), cfg, wp.info.clone())),
+            Ok((mut spec, cfg)) => match canary(wp, rt, opts) {
+                Ok(c) => {
+                    spec.canary = c;
+                    plugins.push((Arc::new(spec), cfg, wp.info.clone()));
+                }
+                Err(e) => errors.push(e),
+            },
             Err(e) => errors.push(e),
         }
     }
@@ -532,6 +538,76 @@ fn applies(wp: &Doc<WasmPluginSpec>, w: &WorkloadInfo) -> bool {
     ns_ok && labels_ok
 }
 
+/// Annotations that put a new version of a WasmPlugin in progressive rollout. Annotations
+/// rather than spec fields, so the resource stays valid for Istio's CRD schema.
+pub mod canary_annotations {
+    pub const URL: &str = "lateen.io/canary-url";
+    pub const SHA256: &str = "lateen.io/canary-sha256";
+    pub const PERCENT: &str = "lateen.io/canary-percent";
+    pub const MAX_TRAP_PERCENT: &str = "lateen.io/canary-max-trap-percent";
+    pub const MAX_5XX_PERCENT: &str = "lateen.io/canary-max-5xx-percent";
+    pub const MIN_REQUESTS: &str = "lateen.io/canary-min-requests";
+}
+
+fn canary(
+    wp: &Doc<WasmPluginSpec>,
+    rt: &Runtime,
+    opts: &BuildOptions,
+) -> Result<Option<Arc<crate::snapshot::Canary>>, ConfigError> {
+    use canary_annotations as a;
+    let ann = &wp.meta.annotations;
+    let Some(url) = ann.get(a::URL) else {
+        return Ok(None);
+    };
+    let num = |key: &str, default: f64| -> Result<f64, ConfigError> {
+        match ann.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|x| (0.0..=100.0).contains(x) || key == a::MIN_REQUESTS)
+                .ok_or_else(|| {
+                    wp.info.error(
+                        &format!("metadata.annotations.{key}"),
+                        format!("`{v}` is not a number in range"),
+                    )
+                }),
+        }
+    };
+    let spec = WasmPluginSpec {
+        url: url.clone(),
+        sha256: ann.get(a::SHA256).cloned(),
+        ..wp.spec.clone()
+    };
+    let (mut cspec, _) = load_plugin(
+        &wp.info,
+        &spec,
+        "spec",
+        format!("{} (canary)", wp.info.key()),
+        rt,
+        opts,
+    )
+    .map_err(|mut e| {
+        e.field = format!("metadata.annotations.{}", a::URL);
+        e
+    })?;
+    cspec.identity = Arc::new(PluginIdentity {
+        vm_id: format!("{} (canary)", wp.info.key()),
+        ..(*cspec.identity).clone()
+    });
+    Ok(Some(Arc::new(crate::snapshot::Canary {
+        spec: Arc::new(cspec),
+        percent: num(a::PERCENT, 10.0)?,
+        max_trap_percent: num(a::MAX_TRAP_PERCENT, 1.0)?,
+        max_5xx_percent: num(a::MAX_5XX_PERCENT, 5.0)?,
+        min_requests: num(a::MIN_REQUESTS, 20.0)? as u64,
+        requests: Default::default(),
+        traps: Default::default(),
+        five_xx: Default::default(),
+        rolled_back: Default::default(),
+    })))
+}
+
 /// Loads a plugin module described at `prefix` (`spec` for a WasmPlugin,
 /// `spec.servicePlugins[i]` for a service plugin) of a document.
 fn load_plugin(
@@ -671,6 +747,7 @@ fn load_plugin(
             fail,
             phase,
             priority: s.priority.unwrap_or(0),
+            canary: None,
         },
         cfg,
     ))
@@ -757,6 +834,7 @@ fn load_builtin(
         fail: FailStrategy::Close,
         phase,
         priority: 0,
+        canary: None,
     }))
 }
 
