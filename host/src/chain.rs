@@ -266,6 +266,9 @@ struct ChainFilter {
     canary: Option<CanaryFilter>,
 }
 
+/// A filter's root context id and the instance generation it belongs to.
+type RootCache = Cell<Option<(u32, u64)>>;
+
 struct CanaryFilter {
     rollout: Arc<crate::snapshot::Canary>,
     slot: Rc<VmSlot>,
@@ -390,7 +393,7 @@ impl HttpStream {
     }
 
     // The instances and root cache serving filter i for this stream.
-    fn slot_of(&self, i: usize) -> (&Rc<VmSlot>, &Cell<Option<(u32, u64)>>) {
+    fn slot_of(&self, i: usize) -> (&Rc<VmSlot>, &RootCache) {
         let f = &self.chain.filters[i];
         match (&f.canary, self.uses_canary(i)) {
             (Some(c), true) => (&c.slot, &c.root),

@@ -77,8 +77,10 @@ impl Canary {
             return;
         }
         let pct = |x: u64| x as f64 * 100.0 / n as f64;
-        if pct(traps) > self.max_trap_percent || pct(five) > self.max_5xx_percent {
-            if !self.rolled_back.swap(true, Ordering::Relaxed) {
+        if (pct(traps) > self.max_trap_percent || pct(five) > self.max_5xx_percent)
+            && !self.rolled_back.swap(true, Ordering::Relaxed)
+        {
+            {
                 tracing::warn!(
                     plugin = %self.spec.name,
                     "canary rolled back after {n} streams: {:.1}% traps, {:.1}% 5xx",
