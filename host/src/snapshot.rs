@@ -80,14 +80,12 @@ impl Canary {
         if (pct(traps) > self.max_trap_percent || pct(five) > self.max_5xx_percent)
             && !self.rolled_back.swap(true, Ordering::Relaxed)
         {
-            {
-                tracing::warn!(
-                    plugin = %self.spec.name,
-                    "canary rolled back after {n} streams: {:.1}% traps, {:.1}% 5xx",
-                    pct(traps),
-                    pct(five)
-                );
-            }
+            tracing::warn!(
+                plugin = %self.spec.name,
+                "canary rolled back after {n} streams: {:.1}% traps, {:.1}% 5xx",
+                pct(traps),
+                pct(five)
+            );
         }
     }
 
