@@ -15,7 +15,8 @@ if ! need nginx || ! need wrk || ! need taskset; then
   apt-get update -qq && apt-get install -y -qq nginx wrk util-linux >/dev/null
 fi
 if need rustup; then rustup target add wasm32-wasip1 >/dev/null; fi
-cargo build -q --profile wasm --target wasm32-wasip1 -p lateen-router -p lateen-fault -p lateen-ratelimit
+cargo build -q --profile wasm --target wasm32-wasip1 -p lateen-router -p lateen-fault -p lateen-ratelimit \
+  -p test-plugin-header-echo
 cargo build -q --release -p lateen
 LATEEN="$CARGO_TARGET_DIR/release/lateen"
 WASM="$CARGO_TARGET_DIR/wasm32-wasip1/wasm"
@@ -27,7 +28,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NGX=$(free_port); LAT=$(free_port); LAT2=$(free_port); LAT3=$(free_port)
-ADM=$(free_port); ADM2=$(free_port); ADM3=$(free_port)
+ADM=$(free_port); ADM2=$(free_port); ADM3=$(free_port); LAT4=$(free_port); ADM4=$(free_port)
 
 mkdir -p "$WORK/up" "$WORK/px"
 cat > "$WORK/up/nginx.conf" <<NGINX
@@ -200,3 +201,41 @@ for c in 16 64; do
       "$(awk -v a="$rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')"
   done
 done
+
+# Scenario: p99 and errors while a plugin's configuration is swapped every second
+# (each swap builds a new snapshot and new plugin instances), against the same proxy steady.
+mkdir -p "$WORK/d"
+swap_config() { # $1 = plugin config value
+  { mesh "$LAT4"; cat <<YAML
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: echo, namespace: istio-system}
+spec:
+  url: file://$WASM/test_plugin_header_echo.wasm
+  pluginConfig: {value: "$1"}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: bench}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: up.bench}}]
+YAML
+  } > "$WORK/d/.config.tmp" && mv "$WORK/d/.config.tmp" "$WORK/d/config.yaml"
+}
+swap_config v0
+taskset -c 0 "$LATEEN" run --config "$WORK/d" --concurrency 1 --admin-address "127.0.0.1:$ADM4" \
+  --filters-dir "$WASM" --log-level warn & PIDS+=($!)
+for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$ADM4/ready" && break; sleep 0.05; done
+echo
+printf "%-46s %5s %10s %9s %9s %8s\n" "plugin swaps (header-echo plugin + router)" conns rps p50_us p99_us non2xx
+read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$LAT4/" 16)
+printf "%-46s %5d %10d %9d %9d %8s\n" "steady" 16 "$rps" "$p50" "$p99" "$bad"
+( for i in $(seq 1 "$DUR"); do sleep 1; swap_config "v$i"; done ) & SWAPPER=$!
+read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$LAT4/" 16)
+wait "$SWAPPER" || true
+reloads=$(curl -s "http://127.0.0.1:$ADM4/stats/prometheus" | awk '/config_reload_total{result="success"}/ {print $2}')
+printf "%-46s %5d %10d %9d %9d %8s\n" "one swap per second ($reloads reloads)" 16 "$rps" "$p50" "$p99" "$bad"

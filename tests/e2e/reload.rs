@@ -198,6 +198,29 @@ spec:
         dump.body.contains(&sha256_of(&plugin)),
         "config dump shows the new sha256"
     );
+
+    // A broken module is rejected; the last good one keeps serving.
+    std::fs::write(&tmp, b"\0asm\x01\0\0\0garbage").unwrap();
+    std::fs::rename(&tmp, &plugin).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin))
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
+        if let Some(e) = v["lastReloadError"].as_str() {
+            assert!(e.contains("does not compile"), "{e}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broken module not reported\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
+    assert_eq!(a.last().header("x-trap-plugin"), Some("passed"));
 }
 
 fn sha256_of(p: &std::path::Path) -> String {
@@ -459,6 +482,34 @@ spec:
             registry.addr,
             sha256_of(&wasm("test_plugin_header_echo"))
         );
+    // A sha256 that does not match the pulled module is refused.
+    let bad = yaml.replacen(
+        &sha256_of(&wasm("test_plugin_header_echo")),
+        &"0".repeat(64),
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        bad.replace("{{PORT}}", "18099")
+            .replace("{{WASM}}", &paths().wasm_dir.display().to_string()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(paths().bin)
+        .arg("validate")
+        .arg(dir.path())
+        .arg("--filters-dir")
+        .arg(paths().wasm_dir)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("sha256 mismatch"),
+        "{text}"
+    );
+
     let proxy = Proxy::start(&yaml)
         .await
         .expect("proxy starts with OCI plugins");
