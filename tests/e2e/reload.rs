@@ -79,24 +79,8 @@ async fn config_and_plugin_changes_under_load_fail_no_request() {
     proxy.rewrite(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: broken\n",
     );
-    let admin = proxy.admin;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let dump = get(&format!("http://127.0.0.1:{admin}/config_dump"))
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
-        if let Some(e) = v["lastReloadError"].as_str() {
-            assert!(e.contains("config.yaml:"), "{e}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the bad change was not reported:\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let e = proxy.reload_error().await;
+    assert!(e.contains("config.yaml:"), "{e}");
     let n = results.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
@@ -116,22 +100,14 @@ async fn config_and_plugin_changes_under_load_fail_no_request() {
         results[n..].iter().all(|(_, backend)| backend == "b"),
         "still on the last good config"
     );
-    let stats = get(&format!("http://127.0.0.1:{admin}/stats/prometheus"))
-        .await
-        .unwrap();
+    let stats = proxy.stats().await;
     assert!(
-        stats
-            .body
-            .contains("config_reload_total{result=\"failure\"} 1"),
-        "{}",
-        stats.body
+        stats.contains("config_reload_total{result=\"failure\"} 1"),
+        "{stats}"
     );
     assert!(
-        !stats
-            .body
-            .contains("config_reload_total{result=\"success\"} 0"),
-        "{}",
-        stats.body
+        !stats.contains("config_reload_total{result=\"success\"} 0"),
+        "{stats}"
     );
     assert!(results.len() > 100, "load ran: {} requests", results.len());
 }
@@ -202,23 +178,8 @@ spec:
     // A broken module is rejected; the last good one keeps serving.
     std::fs::write(&tmp, b"\0asm\x01\0\0\0garbage").unwrap();
     std::fs::rename(&tmp, &plugin).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin))
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
-        if let Some(e) = v["lastReloadError"].as_str() {
-            assert!(e.contains("does not compile"), "{e}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broken module not reported\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let e = proxy.reload_error().await;
+    assert!(e.contains("does not compile"), "{e}");
     assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
     assert_eq!(a.last().header("x-trap-plugin"), Some("passed"));
 }
@@ -295,21 +256,8 @@ spec:
 
     // A wrong sha256 is refused and the running config stays.
     proxy.rewrite(&cfg(&"0".repeat(64), "third"));
-    let dump_url = format!("http://127.0.0.1:{}/config_dump", proxy.admin);
-    loop {
-        let v: serde_json::Value =
-            serde_json::from_str(&get(&dump_url).await.unwrap().body).unwrap();
-        if let Some(e) = v["lastReloadError"].as_str() {
-            assert!(e.contains("spec.url") && e.contains("sha256"), "{e}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bad sha256 not reported\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let e = proxy.reload_error().await;
+    assert!(e.contains("spec.url") && e.contains("sha256"), "{e}");
     assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
 }
 

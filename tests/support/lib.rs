@@ -330,6 +330,38 @@ impl Proxy {
         std::fs::rename(&tmp, self.dir.path().join("config.yaml")).expect("swap config");
     }
 
+    /// `/config_dump` as JSON.
+    pub async fn config_dump(&self) -> serde_json::Value {
+        let r = get(&format!("http://127.0.0.1:{}/config_dump", self.admin))
+            .await
+            .expect("config_dump");
+        serde_json::from_str(&r.body).expect("config_dump is JSON")
+    }
+
+    /// `/stats/prometheus`.
+    pub async fn stats(&self) -> String {
+        get(&format!("http://127.0.0.1:{}/stats/prometheus", self.admin))
+            .await
+            .expect("stats")
+            .body
+    }
+
+    /// Waits (10 s at most) for a rejected reload and returns its error.
+    pub async fn reload_error(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(e) = self.config_dump().await["lastReloadError"].as_str() {
+                return e.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reload error reported:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
