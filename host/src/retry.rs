@@ -94,33 +94,34 @@ impl RetryOn {
     }
 }
 
-/// Istio's policy when a route sets none.
-pub fn istio_default() -> RetryPolicy {
-    RetryPolicy {
+/// Istio's policy when a route sets none (parsed once: most routes use it).
+pub fn istio_default() -> &'static RetryPolicy {
+    static DEFAULT: std::sync::OnceLock<RetryPolicy> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(|| RetryPolicy {
         attempts: 2,
         per_try: Duration::ZERO,
         on: RetryOn::parse(crate::config::compile::DEFAULT_RETRY_ON),
         ignore_previous_hosts: true,
-    }
+    })
 }
 
 impl RetryPolicy {
     /// Parses `ATTEMPTS;PER_TRY_MS;RETRY_ON;IGNORE`; `None` (no property) is Istio's default.
-    pub fn from_property(p: Option<&str>) -> RetryPolicy {
+    pub fn from_property(p: Option<&str>) -> std::borrow::Cow<'static, RetryPolicy> {
         let Some(p) = p else {
-            return istio_default();
+            return std::borrow::Cow::Borrowed(istio_default());
         };
         let mut parts = p.splitn(4, ';');
         let attempts = parts.next().and_then(|a| a.parse().ok()).unwrap_or(0);
         let per_try = parts.next().and_then(|a| a.parse().ok()).unwrap_or(0);
         let on = RetryOn::parse(parts.next().unwrap_or(""));
         let ignore_previous_hosts = parts.next() != Some("0");
-        RetryPolicy {
+        std::borrow::Cow::Owned(RetryPolicy {
             attempts,
             per_try: Duration::from_millis(per_try),
             on,
             ignore_previous_hosts,
-        }
+        })
     }
 }
 
