@@ -312,7 +312,7 @@ impl Chain {
 /// What the chain decided for a phase.
 pub enum Verdict {
     Continue,
-    /// A plugin answered locally (or the body is still being buffered, for bodies).
+    /// A plugin answered locally.
     Respond(LocalResponse),
     /// Body: a filter is buffering; do not forward yet.
     Buffer,
@@ -660,10 +660,7 @@ impl Drop for HttpStream {
                 continue;
             };
             if let Some(vm) = g.as_mut() {
-                let mut state = std::mem::take(&mut self.state);
-                let r = vm.finish_stream(id, &mut state);
-                self.state = state;
-                if let Err(e) = r {
+                if let Err(e) = vm.finish_stream(id, &mut self.state) {
                     tracing::warn!(plugin = %slot.spec.name, "plugin failed at end of stream: {e}");
                 }
             }

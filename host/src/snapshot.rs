@@ -116,8 +116,6 @@ pub struct Snapshot {
     pub version: u64,
     pub listeners: Vec<ListenerSpec>,
     pub clusters: HashMap<String, Arc<Cluster>>,
-    /// Bare host names (ServiceEntry hosts) → their default cluster, for `http_call`.
-    pub host_aliases: HashMap<String, String>,
     pub plugins: Vec<Arc<PluginSpec>>,
     /// Singleton plugins run once per proxy (on worker 0), not per worker.
     pub service_plugins: Vec<FilterSpec>,
@@ -136,11 +134,11 @@ impl Snapshot {
     /// Resolver for `proxy_http_call` upstream names.
     pub fn resolver(
         clusters: &HashMap<String, Arc<Cluster>>,
-        aliases: &HashMap<String, String>,
+        aliases: HashMap<String, String>,
     ) -> Arc<dyn ClusterResolver> {
         Arc::new(Names {
             clusters: clusters.keys().cloned().collect(),
-            aliases: aliases.clone(),
+            aliases,
         })
     }
 }

@@ -14,18 +14,13 @@ use lateen_fault::config::{
     Abort as FaultAbortCfg, Delay as FaultDelayCfg, FaultConfig, RouteFault,
 };
 use lateen_ratelimit::config::RateLimitConfig;
-use lateen_router_config::{RouteConfig, RouterConfig, VirtualHostConfig, WeightedCluster};
+use lateen_router::table::{RouteConfig, RouterConfig, VirtualHostConfig, WeightedCluster};
 use lateen_sdk::istio::{grpc_code, HttpFaultInjection, Percent};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// The router's configuration types, shared with the router filter crate's JSON shape.
-mod lateen_router_config {
-    pub use lateen_router::table::{RouteConfig, RouterConfig, VirtualHostConfig, WeightedCluster};
-}
 
 /// Every resource of a config path, typed and located.
 #[derive(Default)]
@@ -201,7 +196,7 @@ pub fn build(
         );
     }
     let workload = workload(res);
-    let resolver = Snapshot::resolver(&clusters, &aliases);
+    let resolver = Snapshot::resolver(&clusters, aliases);
 
     // Plugins that apply to this workload, compiled once each.
     let mut plugins: Vec<(Arc<PluginSpec>, Bytes, Arc<DocInfo>)> = Vec::new();
@@ -480,7 +475,6 @@ pub fn build(
         version,
         listeners,
         clusters,
-        host_aliases: aliases,
         plugins: plugins
             .into_iter()
             .map(|(p, _, _)| p)
