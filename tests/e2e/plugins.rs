@@ -209,35 +209,23 @@ spec:
     let proxy = Proxy::start_with(&yaml, &["--concurrency", "2"])
         .await
         .expect("proxy starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ticks: Vec<String> = a
-            .seen
+    let ticks = || -> Vec<String> {
+        a.seen
             .lock()
             .unwrap()
             .iter()
             .filter(|s| s.path.starts_with("/tick/"))
             .map(|s| s.path.clone())
-            .collect();
-        // Once per proxy, not once per worker: the tick counter runs 1, 2, 3...
-        if ticks.len() >= 3 {
-            assert_eq!(
-                &ticks[..3],
-                ["/tick/1", "/tick/2", "/tick/3"],
-                "{}",
-                proxy.log()
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ticks seen: {ticks:?}\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin))
-        .await
-        .unwrap();
-    assert!(dump.body.contains("istio-system/ticker"), "{}", dump.body);
+            .collect()
+    };
+    eventually("three ticks", || async { ticks().len() >= 3 }).await;
+    // Once per proxy, not once per worker: the tick counter runs 1, 2, 3...
+    assert_eq!(
+        &ticks()[..3],
+        ["/tick/1", "/tick/2", "/tick/3"],
+        "{}",
+        proxy.log()
+    );
+    let dump = proxy.config_dump().await;
+    assert!(dump.to_string().contains("istio-system/ticker"), "{dump}");
 }

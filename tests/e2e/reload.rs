@@ -51,28 +51,17 @@ async fn config_and_plugin_changes_under_load_fail_no_request() {
             }
         }));
     }
-    let wait_for = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Route and plugin config change together.
     proxy.rewrite(&config(&a, &b, "b", "two"));
-    let seen_b = b.seen.clone();
-    wait_for(
-        "the new route and plugin config",
-        Box::new(move || {
-            seen_b
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|s| s.header("x-plugin-added") == Some("two"))
-        }),
-    )
+    eventually("the new route and plugin config", || async {
+        b.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.header("x-plugin-added") == Some("two"))
+    })
     .await;
 
     // A broken change is rejected and the running config keeps serving.
@@ -148,25 +137,7 @@ spec:
     let tmp = dir.path().join(".plugin.wasm.tmp");
     std::fs::copy(wasm("test_plugin_trap"), &tmp).unwrap();
     std::fs::rename(&tmp, &plugin).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = get(&proxy.url("/")).await.unwrap();
-        assert_eq!(
-            r.status,
-            200,
-            "no request fails during the swap\n{}",
-            proxy.log()
-        );
-        if a.last().header("x-trap-plugin") == Some("passed") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "new module never loaded\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    proxy.wait_served(&a, "x-trap-plugin", "passed").await;
     let dump = get(&format!("http://127.0.0.1:{}/config_dump", proxy.admin))
         .await
         .unwrap();
@@ -236,21 +207,13 @@ spec:
     // The server goes away; a config change still loads, from the cache.
     drop(server);
     proxy.rewrite(&cfg(&sha, "second"));
-    let stats_url = format!("http://127.0.0.1:{}/stats/prometheus", proxy.admin);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !get(&stats_url)
-        .await
-        .unwrap()
-        .body
-        .contains("config_reload_total{result=\"success\"} 1")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "reload from cache failed\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the reload from the cache", || async {
+        proxy
+            .stats()
+            .await
+            .contains("config_reload_total{result=\"success\"} 1")
+    })
+    .await;
     get(&proxy.url("/")).await.unwrap();
     assert_eq!(a.last().header("x-plugin-added"), Some("yes"));
 
@@ -311,26 +274,10 @@ spec:
                 "---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: pushed, namespace: istio-system}}\nspec:\n  url: pushed://{name}\n"
             )),
     );
-    let wait = |what: &'static str, header: &'static str, value: &'static str| {
-        let (url, a_seen) = (proxy.url("/"), a.seen.clone());
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let r = get(&url).await.unwrap();
-                assert_eq!(r.status, 200);
-                let last = a_seen.lock().unwrap().last().cloned().unwrap();
-                if last.header(header) == Some(value) {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "{what} never served");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    wait("the pushed module", "x-plugin-added", "yes").await;
+    proxy.wait_served(&a, "x-plugin-added", "yes").await;
     // Pushing a new module under the same name swaps it in.
     assert!(push("test_plugin_trap", Some("s3cret")).status.success());
-    wait("the re-pushed module", "x-trap-plugin", "passed").await;
+    proxy.wait_served(&a, "x-trap-plugin", "passed").await;
 
     // A push whose sha256 does not match is refused.
     let r = send(
@@ -514,20 +461,12 @@ async fn configmap_symlink_swaps_are_picked_up() {
     );
 
     write_version("v2", "b");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("the symlink swap", || async {
         let r = get(&proxy.url("/")).await.unwrap();
         assert_eq!(r.status, 200);
-        if r.header("x-backend") == Some("b") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "symlink swap not picked up\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        r.header("x-backend") == Some("b")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -577,20 +516,11 @@ async fn twenty_plugin_swaps_under_keepalive_http1_and_http2_load() {
         let want = format!("v{v}");
         let started = Instant::now();
         proxy.rewrite(&config(&a, &b, "a", &want));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let served = || {
+        eventually(&want, || async {
             let seen = a.seen.lock().unwrap();
-            seen.last()
-                .and_then(|s| s.header("x-plugin-added").map(str::to_string))
-        };
-        while served().as_deref() != Some(want.as_str()) {
-            assert!(
-                Instant::now() < deadline,
-                "{want} never served\n{}",
-                proxy.log()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            seen.last().and_then(|s| s.header("x-plugin-added")) == Some(want.as_str())
+        })
+        .await;
         swap_ms.push(started.elapsed().as_millis());
     }
     swap_ms.sort_unstable();

@@ -13,6 +13,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Polls `check` every 5 ms until it holds; panics naming `what` after 10 s. For anything
+/// that changes over time (reloads, ticks, mirrors), as linkerd's `assert_eventually!`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Where the build put the binary and the wasm modules.
 pub struct Paths {
     pub bin: PathBuf,
@@ -344,6 +358,27 @@ impl Proxy {
             .await
             .expect("stats")
             .body
+    }
+
+    /// Sends GETs to `/` (each must succeed) until `backend` sees a request whose `header` is
+    /// `value`: the sign that a new configuration or module is serving.
+    pub async fn wait_served(&self, backend: &Backend, header: &str, value: &str) {
+        let what = format!("{header}: {value} at {}\n{}", backend.name, self.log());
+        eventually(&what, || async {
+            let r = get(&self.url("/")).await.expect("request");
+            assert_eq!(
+                r.status, 200,
+                "a request failed while waiting for {header}: {value}"
+            );
+            backend
+                .seen
+                .lock()
+                .unwrap()
+                .last()
+                .and_then(|s| s.header(header).map(str::to_string))
+                == Some(value.to_string())
+        })
+        .await;
     }
 
     /// Waits (10 s at most) for a rejected reload and returns its error.
