@@ -440,9 +440,14 @@ pub fn build(
         }
     }
 
-    // Run every plugin's on_configure once, off the request path.
+    // Run every plugin's on_configure once per distinct configuration, off the request path
+    // (a plugin on several listeners with the same config is probed once).
+    let mut probed: BTreeSet<(*const PluginSpec, Bytes)> = BTreeSet::new();
     for listener in &listeners {
         for f in &listener.filters {
+            if !probed.insert((Arc::as_ptr(&f.plugin), f.configuration.clone())) {
+                continue;
+            }
             let where_ = plugins
                 .iter()
                 .find(|(p, _, _)| Arc::ptr_eq(p, &f.plugin))
