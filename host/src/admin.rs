@@ -289,6 +289,7 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                 "connectTimeoutMs": c.conn.connect_timeout_ms,
                 "idleTimeoutMs": c.conn.idle_timeout_ms,
                 "maxRequests": c.max_requests,
+                "maxRequestsPerConnection": c.conn.max_requests_per_connection,
                 "outlierDetection": c.outlier.is_some(),
                 "consistentHash": c.hash.as_ref().map(|h| format!("{:?}", h.key)),
                 "endpoints": c.endpoints.iter().map(|e| serde_json::json!({

@@ -12,6 +12,15 @@ pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+/// The first analysis sweep (every `interval` since start) at or after `t`: when Envoy
+/// returns an ejected host.
+fn sweep_after(t: u64, interval: u64) -> u64 {
+    if interval == 0 {
+        return t;
+    }
+    t.div_ceil(interval) * interval
+}
+
 /// DestinationRule `outlierDetection`, in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutlierPolicy {
@@ -19,8 +28,15 @@ pub struct OutlierPolicy {
     pub consecutive_5xx: u32,
     /// Consecutive 502/503/504 (and connection failures) before ejection; 0 = off.
     pub consecutive_gateway: u32,
+    /// With `splitExternalLocalOriginErrors`: consecutive connect failures, resets and
+    /// timeouts before ejection (they then no longer count as 5xx); 0 = not split.
+    pub consecutive_local_origin: u32,
     pub base_ejection_ms: u64,
+    /// Envoy returns ejected hosts at its analysis sweeps, every `interval`.
+    pub interval_ms: u64,
     pub max_ejection_percent: u32,
+    /// Below this share of healthy hosts, ejections are ignored (Envoy's panic threshold).
+    pub min_health_percent: u32,
 }
 
 /// How a try with an endpoint went, for outlier detection.
@@ -199,6 +215,7 @@ pub struct Endpoint {
     pub active: AtomicUsize,
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
+    consecutive_local: AtomicU32,
     /// Ejected until this `now_ms()`; 0 = not ejected.
     ejected_until: AtomicU64,
     ejections: AtomicU32,
@@ -213,6 +230,7 @@ impl Endpoint {
             active: AtomicUsize::new(0),
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway: AtomicU32::new(0),
+            consecutive_local: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
         }
@@ -252,6 +270,9 @@ pub struct ConnSettings {
     pub connect_timeout_ms: u64,
     /// Idle keep-alive connections are closed after this (Envoy's default: 1 h).
     pub idle_timeout_ms: u64,
+    /// `http.maxRequestsPerConnection`: a connection is retired after this many
+    /// requests; 0 = unlimited.
+    pub max_requests_per_connection: u32,
 }
 
 /// A request admitted by the circuit breaker; releases its slot when dropped.
@@ -297,6 +318,7 @@ impl Cluster {
                 protocol,
                 connect_timeout_ms: 10_000,
                 idle_timeout_ms: 3_600_000,
+                max_requests_per_connection: 0,
             },
         }
     }
@@ -305,10 +327,21 @@ impl Cluster {
     pub fn pick_hashed(&self, h: u64) -> Option<&Endpoint> {
         let policy = self.hash.as_ref()?;
         let now = now_ms();
+        let panic = self.outlier.is_some_and(|p| self.panicking(&p, now));
         policy
             .candidates(h, self.endpoints.len())
             .filter_map(|i| self.endpoints.get(i))
-            .find(|e| !e.ejected(now))
+            .find(|e| panic || !e.ejected(now))
+    }
+
+    /// Whether fewer than `minHealthPercent` of the hosts are healthy, in which case
+    /// Envoy balances over all of them, ejected or not.
+    fn panicking(&self, p: &OutlierPolicy, now: u64) -> bool {
+        if p.min_health_percent == 0 {
+            return false;
+        }
+        let healthy = self.endpoints.iter().filter(|e| !e.ejected(now)).count();
+        healthy * 100 < p.min_health_percent as usize * self.endpoints.len()
     }
 
     /// Admits a request under the circuit breaker, or `None` on overflow (503 UO).
@@ -324,18 +357,22 @@ impl Cluster {
     /// Feeds outlier detection with the outcome of a try.
     pub fn report(&self, ep: &Endpoint, r: Report) {
         let Some(p) = self.outlier else { return };
+        let split = p.consecutive_local_origin > 0;
         let (five, gateway) = match r {
-            Report::Success => {
+            Report::Success | Report::Status(0..=499) => {
                 ep.consecutive_5xx.store(0, Ordering::Relaxed);
                 ep.consecutive_gateway.store(0, Ordering::Relaxed);
-                return;
-            }
-            Report::Status(s) if s < 500 => {
-                ep.consecutive_5xx.store(0, Ordering::Relaxed);
-                ep.consecutive_gateway.store(0, Ordering::Relaxed);
+                ep.consecutive_local.store(0, Ordering::Relaxed);
                 return;
             }
             Report::Status(s) => (true, matches!(s, 502..=504)),
+            Report::LocalFailure if split => {
+                let n = ep.consecutive_local.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= p.consecutive_local_origin {
+                    self.eject(ep, &p);
+                }
+                return;
+            }
             Report::LocalFailure => (true, true),
         };
         let c5 = if five {
@@ -351,9 +388,12 @@ impl Cluster {
         };
         let trip = (p.consecutive_5xx > 0 && c5 >= p.consecutive_5xx)
             || (p.consecutive_gateway > 0 && cg >= p.consecutive_gateway);
-        if !trip {
-            return;
+        if trip {
+            self.eject(ep, &p);
         }
+    }
+
+    fn eject(&self, ep: &Endpoint, p: &OutlierPolicy) {
         let now = now_ms();
         if ep.ejected(now) {
             return;
@@ -366,20 +406,24 @@ impl Cluster {
             return;
         }
         let times = ep.ejections.fetch_add(1, Ordering::Relaxed) as u64 + 1;
-        ep.ejected_until
-            .store(now + p.base_ejection_ms * times, Ordering::Relaxed);
+        let until = sweep_after(now + p.base_ejection_ms * times, p.interval_ms);
+        ep.ejected_until.store(until, Ordering::Relaxed);
         ep.consecutive_5xx.store(0, Ordering::Relaxed);
         ep.consecutive_gateway.store(0, Ordering::Relaxed);
-        tracing::info!(cluster = %self.name, endpoint = %ep.authority, "outlier ejected for {} ms", p.base_ejection_ms * times);
+        ep.consecutive_local.store(0, Ordering::Relaxed);
+        tracing::info!(cluster = %self.name, endpoint = %ep.authority, "outlier ejected for {} ms", until - now);
     }
 
     /// Picks an endpoint that is not ejected; `None` when there is none (503 `no healthy
     /// upstream`).
     pub fn pick(&self, random: u64) -> Option<&Endpoint> {
-        if self.outlier.is_none() {
+        let Some(p) = self.outlier else {
+            return self.pick_any(random);
+        };
+        let now = now_ms();
+        if self.panicking(&p, now) {
             return self.pick_any(random);
         }
-        let now = now_ms();
         let mut r = random;
         for _ in 0..self.endpoints.len().max(1) * 2 {
             let e = self.pick_any(r)?;
@@ -462,8 +506,11 @@ mod tests {
         c.outlier = Some(OutlierPolicy {
             consecutive_5xx: 2,
             consecutive_gateway: 0,
+            consecutive_local_origin: 0,
             base_ejection_ms: 60_000,
+            interval_ms: 10_000,
             max_ejection_percent: 100,
+            min_health_percent: 0,
         });
         c.max_requests = Some(1);
         let bad = &c.endpoints[1];
@@ -482,6 +529,47 @@ mod tests {
         assert!(c.admit().is_none(), "second concurrent request overflows");
         drop(first);
         assert!(c.admit().is_some());
+    }
+
+    #[test]
+    fn ejections_end_at_a_sweep_and_split_local_origin_errors() {
+        assert_eq!(sweep_after(12_001, 5_000), 15_000);
+        assert_eq!(sweep_after(15_000, 5_000), 15_000);
+        assert_eq!(sweep_after(7, 0), 7);
+
+        let mut c = cluster(LbPolicy::RoundRobin, &[1, 1, 1, 1]);
+        let policy = OutlierPolicy {
+            consecutive_5xx: 2,
+            consecutive_gateway: 0,
+            consecutive_local_origin: 3,
+            base_ejection_ms: 60_000,
+            interval_ms: 7_000,
+            max_ejection_percent: 100,
+            min_health_percent: 60,
+        };
+        c.outlier = Some(policy);
+        let e = &c.endpoints[0];
+        // Split: local failures count apart from 5xx and need 3 in a row.
+        c.report(e, Report::LocalFailure);
+        c.report(e, Report::LocalFailure);
+        c.report(e, Report::Status(500));
+        assert!(!e.ejected(now_ms()));
+        c.report(e, Report::LocalFailure);
+        let now = now_ms();
+        assert!(e.ejected(now));
+        let until = e.ejected_until.load(Ordering::Relaxed);
+        assert_eq!(until % 7_000, 0, "returns at an interval sweep");
+        assert!(until >= now + 60_000 && until < now + 67_000);
+        // 3 of 4 healthy (75%) is above minHealthPercent: the ejected host is skipped.
+        assert!((0..20).all(|r| !std::ptr::eq(c.pick(r).unwrap(), e)));
+        // 2 of 4 (50%) is below it: Envoy's panic mode balances over every host.
+        c.report(&c.endpoints[1], Report::Status(500));
+        c.report(&c.endpoints[1], Report::Status(500));
+        assert!(c.endpoints[1].ejected(now_ms()));
+        let picked: std::collections::HashSet<_> = (0..40)
+            .map(|r| c.pick(r).unwrap().authority.clone())
+            .collect();
+        assert_eq!(picked.len(), 4, "{picked:?}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod body;
 pub mod chain;
 pub mod cluster;
 pub mod config;
+pub mod connector;
 pub mod fetch;
 pub mod proxy;
 pub mod retry;

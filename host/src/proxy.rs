@@ -345,7 +345,7 @@ pub async fn handle(
             (false, Some(r)) => Some(policy.per_try.min(r)),
         };
         ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let call = w.upstream.client(&cluster.conn).request(req);
+        let call = w.upstream.send(&cluster.conn, req);
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, call).await,
             None => Ok(call.await),
@@ -524,10 +524,10 @@ fn mirror(
             continue;
         };
         *req.uri_mut() = uri;
-        let client = w.upstream.client(&cluster.conn);
+        let (w, conn) = (w.clone(), cluster.conn);
         tokio::task::spawn_local(async move {
             if let Ok(Ok(resp)) =
-                tokio::time::timeout(Duration::from_secs(30), client.request(req)).await
+                tokio::time::timeout(Duration::from_secs(30), w.upstream.send(&conn, req)).await
             {
                 // Drain so the connection returns to the pool.
                 let _ = resp.into_body().collect().await;

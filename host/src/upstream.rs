@@ -3,6 +3,7 @@
 
 use crate::body::{BoxError, UpBody};
 use crate::cluster::{ConnSettings, UpstreamProtocol};
+use crate::connector::{Connector, PerConnectionLimit};
 use crate::snapshot::Snapshot;
 use crate::wasm::state::{CallResponse, PendingCall};
 use arc_swap::ArcSwap;
@@ -20,8 +21,7 @@ const CALL_BODY_LIMIT: usize = 4 << 20;
 /// One worker's upstream clients: one pool per distinct connection settings (protocol,
 /// connect timeout, idle timeout), so clusters with the defaults share one.
 pub struct Upstream {
-    clients:
-        std::cell::RefCell<std::collections::HashMap<ConnSettings, Client<HttpConnector, UpBody>>>,
+    clients: std::cell::RefCell<std::collections::HashMap<ConnSettings, Client<Connector, UpBody>>>,
     snapshots: Arc<ArcSwap<Snapshot>>,
     /// This worker's Redis connection (url, connection), made on first use.
     redis: tokio::sync::Mutex<Option<(String, redis::aio::ConnectionManager)>>,
@@ -121,7 +121,7 @@ impl Upstream {
     }
 
     /// The pool for a cluster's connection settings (cheap to clone).
-    pub fn client(&self, s: &ConnSettings) -> Client<HttpConnector, UpBody> {
+    pub fn client(&self, s: &ConnSettings) -> Client<Connector, UpBody> {
         if let Some(c) = self.clients.borrow().get(s) {
             return c.clone();
         }
@@ -135,9 +135,25 @@ impl Upstream {
         if s.protocol == UpstreamProtocol::Http2 {
             b.http2_only(true);
         }
-        let client = b.build(conn);
+        let client = b.build(Connector(conn));
         self.clients.borrow_mut().insert(*s, client.clone());
         client
+    }
+
+    /// Sends a request on the pool for `conn`, retiring the connection when it reaches
+    /// `maxRequestsPerConnection`.
+    pub async fn send(
+        &self,
+        conn: &ConnSettings,
+        mut req: http::Request<UpBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        let client = self.client(conn);
+        let limit = PerConnectionLimit::watch(&mut req, conn.max_requests_per_connection);
+        let resp = client.request(req).await?;
+        if let Some(l) = limit {
+            l.count();
+        }
+        Ok(resp)
     }
 
     /// Sends a plugin's http_call to its cluster; `None` on failure or timeout (the plugin
@@ -171,9 +187,8 @@ impl Upstream {
             .header(http::header::HOST, authority)
             .body(full(call.body.clone()))
             .ok()?;
-        let client = self.client(&cluster.conn);
         let fut = async {
-            let resp = client.request(req).await.ok()?;
+            let resp = self.send(&cluster.conn, req).await.ok()?;
             let (parts, body) = resp.into_parts();
             let collected = Limited::new(body, CALL_BODY_LIMIT).collect().await.ok()?;
             let trailers = collected

@@ -668,3 +668,63 @@ spec:
         "Istio's default"
     );
 }
+
+#[tokio::test]
+async fn max_requests_per_connection_retires_upstream_connections() {
+    let a = Backend::start("a").await;
+    let yaml = mesh(&[&a])
+        + &r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: capped, namespace: test}
+spec:
+  hosts: [capped.test]
+  ports: [{number: 80, name: http}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: {{A}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: capped, namespace: test}
+spec:
+  host: capped.test
+  trafficPolicy:
+    connectionPool:
+      http: {maxRequestsPerConnection: 2}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /capped}}]
+    route: [{destination: {host: capped.test}}]
+  - route: [{destination: {host: svc.test, subset: a}}]
+"#
+        .replace("{{A}}", &a.port().to_string());
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    for _ in 0..6 {
+        assert_eq!(get(&proxy.url("/capped")).await.unwrap().status, 200);
+        assert_eq!(get(&proxy.url("/open")).await.unwrap().status, 200);
+    }
+    // Requests per upstream connection (the proxy's source port), per route.
+    let per_conn = |prefix: &str| {
+        let mut m = std::collections::HashMap::new();
+        for s in a.seen.lock().unwrap().iter() {
+            if s.path.starts_with(prefix) {
+                *m.entry(s.peer).or_insert(0) += 1;
+            }
+        }
+        m
+    };
+    let capped = per_conn("/capped");
+    assert!(capped.values().all(|n| *n <= 2), "{capped:?}");
+    assert_eq!(capped.values().sum::<i32>(), 6);
+    let open = per_conn("/open");
+    assert!(
+        open.len() <= 2,
+        "unlimited connections are kept alive: {open:?}"
+    );
+}

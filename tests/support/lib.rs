@@ -76,6 +76,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// The client end of the connection the request came on (one per upstream connection).
+    pub peer: SocketAddr,
 }
 
 impl Seen {
@@ -166,7 +168,7 @@ impl Backend {
         let (name2, seen2) = (name.to_string(), seen.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
+                let Ok((tcp, peer)) = listener.accept().await else {
                     return;
                 };
                 let (name, seen, counts) = (name2.clone(), seen2.clone(), counts.clone());
@@ -199,6 +201,7 @@ impl Backend {
                                 method: method.clone(),
                                 path: path.clone(),
                                 headers,
+                                peer,
                             });
                             let (status, delay_ms) = special(&path, &counts);
                             let status = fixed_status.unwrap_or(status);

@@ -1403,6 +1403,10 @@ fn conn_settings(
     if let Some(ms) = idle {
         base.idle_timeout_ms = ms;
     }
+    if let Some(n) = cp.http.as_ref().and_then(|h| h.max_requests_per_connection) {
+        // Istio: 0 means unlimited; 1 turns keep-alive off.
+        base.max_requests_per_connection = n.min(u32::MAX as u64) as u32;
+    }
     // h2UpgradePolicy: UPGRADE speaks HTTP/2 (prior knowledge) to an HTTP/1.1 port.
     if cp
         .http
@@ -1520,8 +1524,16 @@ fn upstream_policies(
                 .or(o.consecutive_errors)
                 .unwrap_or(5),
             consecutive_gateway: o.consecutive_gateway_errors.unwrap_or(0),
+            // Envoy's default for consecutive_local_origin_failure is 5.
+            consecutive_local_origin: if o.split_external_local_origin_errors == Some(true) {
+                o.consecutive_local_origin_failures.unwrap_or(5).max(1)
+            } else {
+                0
+            },
             base_ejection_ms: dur(&o.base_ejection_time, "baseEjectionTime", 30_000),
+            interval_ms: dur(&o.interval, "interval", 10_000),
             max_ejection_percent: o.max_ejection_percent.unwrap_or(10).min(100),
+            min_health_percent: o.min_health_percent.unwrap_or(0).min(100),
         }
     });
     (max_requests, outlier)

@@ -1,0 +1,133 @@
+//! The upstream connector: hyper-util's `HttpConnector` with a per-connection request
+//! counter, so that `maxRequestsPerConnection` can retire a connection from the pool.
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{
+    capture_connection, CaptureConnection, Connected, Connection, HttpConnector,
+};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::net::TcpStream;
+
+/// Requests sent on one connection so far; travels in the connection's metadata.
+#[derive(Clone, Default)]
+struct Uses(Arc<AtomicU32>);
+
+/// An `HttpConnector` whose connections count their requests.
+#[derive(Clone)]
+pub struct Connector(pub HttpConnector);
+
+type ConnectFuture = Pin<
+    Box<dyn Future<Output = Result<CountedIo, Box<dyn std::error::Error + Send + Sync>>> + Send>,
+>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = CountedIo;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            Ok(CountedIo {
+                io: connecting.await?,
+                uses: Uses::default(),
+            })
+        })
+    }
+}
+
+/// A TCP connection with its request counter.
+pub struct CountedIo {
+    io: TokioIo<TcpStream>,
+    uses: Uses,
+}
+
+impl Connection for CountedIo {
+    fn connected(&self) -> Connected {
+        self.io.connected().extra(self.uses.clone())
+    }
+}
+
+impl Read for CountedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for CountedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// Watches which pooled connection a request goes out on, when the cluster limits
+/// requests per connection.
+pub struct PerConnectionLimit {
+    capture: CaptureConnection,
+    max: u32,
+}
+
+impl PerConnectionLimit {
+    /// `None` when the limit is off (0), so unlimited clusters pay nothing.
+    pub fn watch<B>(req: &mut http::Request<B>, max: u32) -> Option<Self> {
+        (max > 0).then(|| PerConnectionLimit {
+            capture: capture_connection(req),
+            max,
+        })
+    }
+
+    /// Counts the request against its connection and poisons the connection (the pool
+    /// then closes it instead of reusing it) once it has carried `max` requests.
+    pub fn count(&self) {
+        let meta = self.capture.connection_metadata();
+        let Some(connected) = meta.as_ref() else {
+            return;
+        };
+        let mut ext = http::Extensions::new();
+        connected.get_extras(&mut ext);
+        if let Some(uses) = ext.get::<Uses>() {
+            if uses.0.fetch_add(1, Ordering::Relaxed) + 1 >= self.max {
+                connected.poison();
+            }
+        }
+    }
+}
