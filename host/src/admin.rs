@@ -290,6 +290,7 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                 "idleTimeoutMs": c.conn.idle_timeout_ms,
                 "maxRequests": c.max_requests,
                 "maxRequestsPerConnection": c.conn.max_requests_per_connection,
+                "maxConnections": c.conn.max_connections,
                 "outlierDetection": c.outlier.is_some(),
                 "consistentHash": c.hash.as_ref().map(|h| format!("{:?}", h.key)),
                 "endpoints": c.endpoints.iter().map(|e| serde_json::json!({

@@ -260,6 +260,8 @@ pub struct Cluster {
     pub hash: Option<HashPolicy>,
     /// Connection settings (connectionPool `tcp.connectTimeout`, `http.idleTimeout`).
     pub conn: ConnSettings,
+    /// HTTP/1.1 connections in use, bounded by `tcp.maxConnections`; made on first use.
+    slots: OnceLock<tokio::sync::Semaphore>,
 }
 
 /// How connections to a cluster are made and kept.
@@ -273,6 +275,8 @@ pub struct ConnSettings {
     /// `http.maxRequestsPerConnection`: a connection is retired after this many
     /// requests; 0 = unlimited.
     pub max_requests_per_connection: u32,
+    /// `tcp.maxConnections` (HTTP/1.1: connections in use at once); 0 = unlimited.
+    pub max_connections: u32,
 }
 
 /// A request admitted by the circuit breaker; releases its slot when dropped.
@@ -319,8 +323,24 @@ impl Cluster {
                 connect_timeout_ms: 10_000,
                 idle_timeout_ms: 3_600_000,
                 max_requests_per_connection: 0,
+                max_connections: 0,
             },
+            slots: OnceLock::new(),
         }
+    }
+
+    /// Waits for one of the cluster's `tcp.maxConnections` HTTP/1.1 connections: a
+    /// request admitted beyond them is a pending request, as in Envoy. `None` when the
+    /// cluster has no such limit (HTTP/2 multiplexes, bounded by `http2MaxRequests`).
+    pub async fn connection_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if self.conn.max_connections == 0 || self.conn.protocol == UpstreamProtocol::Http2 {
+            return None;
+        }
+        self.slots
+            .get_or_init(|| tokio::sync::Semaphore::new(self.conn.max_connections as usize))
+            .acquire()
+            .await
+            .ok()
     }
 
     /// Picks by consistent hash, skipping ejected endpoints.

@@ -345,7 +345,10 @@ pub async fn handle(
             (false, Some(r)) => Some(policy.per_try.min(r)),
         };
         ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let call = w.upstream.send(&cluster.conn, req);
+        let call = async {
+            let _slot = cluster.connection_slot().await;
+            w.upstream.send(&cluster.conn, req).await
+        };
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, call).await,
             None => Ok(call.await),

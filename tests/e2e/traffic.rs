@@ -463,6 +463,7 @@ spec:
     assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
 
     // Circuit breaker: 1 connection + 1 pending; concurrent slow requests overflow.
+    let started = std::time::Instant::now();
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let url = proxy.url("/slow/400");
@@ -485,6 +486,12 @@ spec:
     }
     assert_eq!(ok, 2, "max 1 connection + 1 pending in flight");
     assert_eq!(overflow, 4);
+    // The pending request waited for the one connection: the two ran one after the other.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(790),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

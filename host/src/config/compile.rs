@@ -1403,6 +1403,9 @@ fn conn_settings(
     if let Some(ms) = idle {
         base.idle_timeout_ms = ms;
     }
+    if let Some(n) = cp.tcp.as_ref().and_then(|t| t.max_connections) {
+        base.max_connections = n.min(u32::MAX as u64) as u32;
+    }
     if let Some(n) = cp.http.as_ref().and_then(|h| h.max_requests_per_connection) {
         // Istio: 0 means unlimited; 1 turns keep-alive off.
         base.max_requests_per_connection = n.min(u32::MAX as u64) as u32;
