@@ -1,4 +1,4 @@
-//! Plugin delivery: `http://` and `oci://` WasmPlugin URLs, verified by sha256 and kept in a
+//! Plugin delivery: `http://`, `https://` and `oci://` WasmPlugin URLs, verified by sha256 and kept in a
 //! local cache, so that an unreachable server keeps the cached module serving
 //! (`imagePullPolicy: IfNotPresent` uses the cache without asking at all).
 
@@ -29,13 +29,6 @@ impl HttpFetcher {
     }
 
     fn get(url: &str) -> Result<Vec<u8>, String> {
-        if url.starts_with("https://") {
-            return Err(
-                "https:// plugin URLs need TLS, which Lateen does not speak yet; \
-                        use http:// with sha256, oci:// or file://"
-                    .into(),
-            );
-        }
         if let Some(reference) = url.strip_prefix("oci://") {
             return oci_pull(reference);
         }
@@ -43,7 +36,22 @@ impl HttpFetcher {
     }
 }
 
-// One GET; returns the content type and the body.
+/// The error and its causes, one after another (TLS failures hide the reason in a cause).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out = format!("{out}: {s}");
+        }
+        cause = c.source();
+    }
+    out
+}
+
+// One GET over http:// or https:// (the system's trust roots, or SSL_CERT_FILE);
+// returns the content type and the body.
 fn http_get(url: &str, accept: Option<&str>) -> Result<(String, Vec<u8>), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("invalid url: {e}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -51,7 +59,28 @@ fn http_get(url: &str, accept: Option<&str>) -> Result<(String, Vec<u8>), String
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let connector = if uri.scheme_str() == Some("https") {
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()
+                .map_err(|e| format!("no trusted CA certificates for {url}: {e}"))?
+                .https_only()
+                .enable_http1()
+                .enable_http2()
+                .build()
+        } else {
+            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+            http.enforce_http(true);
+            hyper_rustls::HttpsConnector::from((
+                http,
+                std::sync::Arc::new(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                ),
+            ))
+        };
+        let client: Client<_, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(connector);
         let mut req = http::Request::get(uri);
         if let Some(a) = accept {
             req = req.header(http::header::ACCEPT, a);
@@ -60,10 +89,7 @@ fn http_get(url: &str, accept: Option<&str>) -> Result<(String, Vec<u8>), String
         let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
             .await
             .map_err(|_| "timed out".to_string())?
-            .map_err(|e| match std::error::Error::source(&e) {
-                Some(cause) => format!("{e}: {cause}"),
-                None => e.to_string(),
-            })?;
+            .map_err(|e| chain(&e))?;
         if !resp.status().is_success() {
             return Err(format!("{url}: server answered {}", resp.status()));
         }
@@ -81,13 +107,37 @@ fn http_get(url: &str, accept: Option<&str>) -> Result<(String, Vec<u8>), String
     })
 }
 
+/// How a registry is spoken to: HTTPS, except for loopback registries and those listed in
+/// `WASM_INSECURE_REGISTRIES` (comma-separated, `*` for all; Istio's agent variable).
+fn registry_scheme(registry: &str, insecure: Option<&str>) -> &'static str {
+    let host = registry
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(registry, |(h, _)| h);
+    let loopback = host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let listed = insecure.is_some_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|r| r == "*" || r == registry || r == host)
+    });
+    if loopback || listed {
+        "http"
+    } else {
+        "https"
+    }
+}
+
 /// The wasm layer media type of Istio's Wasm OCI image format.
 const WASM_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
 
 /// Pulls `REGISTRY/REPO[:TAG|@DIGEST]` following Istio's Wasm image formats: a layer with
 /// the wasm media type holds the module itself; otherwise the image's single layer is a
-/// (gzipped) tar holding `plugin.wasm`. Registries are spoken to over plain HTTP until TLS
-/// lands.
+/// (gzipped) tar holding `plugin.wasm`.
 fn oci_pull(reference: &str) -> Result<Vec<u8>, String> {
     let (registry, path) = reference
         .split_once('/')
@@ -99,8 +149,10 @@ fn oci_pull(reference: &str) -> Result<Vec<u8>, String> {
             _ => (path, "latest".to_string()),
         },
     };
+    let insecure = std::env::var("WASM_INSECURE_REGISTRIES").ok();
+    let scheme = registry_scheme(registry, insecure.as_deref());
     let (_, manifest) = http_get(
-        &format!("http://{registry}/v2/{repo}/manifests/{tag}"),
+        &format!("{scheme}://{registry}/v2/{repo}/manifests/{tag}"),
         Some(
             "application/vnd.oci.image.manifest.v1+json, \
              application/vnd.docker.distribution.manifest.v2+json",
@@ -111,7 +163,10 @@ fn oci_pull(reference: &str) -> Result<Vec<u8>, String> {
     let layers = m["layers"].as_array().cloned().unwrap_or_default();
     let blob = |l: &serde_json::Value| -> Result<Vec<u8>, String> {
         let digest = l["digest"].as_str().ok_or("layer without digest")?;
-        let (_, b) = http_get(&format!("http://{registry}/v2/{repo}/blobs/{digest}"), None)?;
+        let (_, b) = http_get(
+            &format!("{scheme}://{registry}/v2/{repo}/blobs/{digest}"),
+            None,
+        )?;
         let got = format!("sha256:{}", hex::encode(Sha256::digest(&b)));
         if got != digest {
             return Err(format!("blob {digest} arrived with digest {got}"));
@@ -201,5 +256,24 @@ impl ModuleSource for HttpFetcher {
                 None => Err(format!("cannot fetch {url}: {e}")),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registry_scheme;
+
+    #[test]
+    fn registries_use_https_unless_loopback_or_listed_insecure() {
+        assert_eq!(registry_scheme("ghcr.io", None), "https");
+        assert_eq!(registry_scheme("registry.example.com:5000", None), "https");
+        assert_eq!(registry_scheme("127.0.0.1:5000", None), "http");
+        assert_eq!(registry_scheme("localhost:5000", None), "http");
+        assert_eq!(registry_scheme("[::1]:5000", None), "http");
+        let list = Some("registry.example.com:5000, mirror.internal");
+        assert_eq!(registry_scheme("registry.example.com:5000", list), "http");
+        assert_eq!(registry_scheme("mirror.internal:443", list), "http");
+        assert_eq!(registry_scheme("ghcr.io", list), "https");
+        assert_eq!(registry_scheme("ghcr.io", Some("*")), "http");
     }
 }

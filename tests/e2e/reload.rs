@@ -225,6 +225,61 @@ spec:
 }
 
 #[tokio::test]
+async fn https_plugin_urls_verify_the_server_certificate() {
+    let a = Backend::start("a").await;
+    let module = std::fs::read(wasm("test_plugin_header_echo")).unwrap();
+    let sha = sha256_of(&wasm("test_plugin_header_echo"));
+    let (pki, stranger) = (TestPki::new(), TestPki::new());
+    let server = FileServer::start_tls(module, &pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = dir.path().join("ca.pem");
+    let untrusted = dir.path().join("other-ca.pem");
+    std::fs::write(&trusted, &pki.ca_pem).unwrap();
+    std::fs::write(&untrusted, &stranger.ca_pem).unwrap();
+    let yaml = mesh(&[&a])
+        + &format!(
+            r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: remote, namespace: istio-system}}
+spec:
+  url: https://localhost:{}/plugins/header-echo.wasm
+  sha256: {sha}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: test}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: svc.test}}}}]
+"#,
+            server.addr.port()
+        );
+    // A server whose certificate the proxy does not trust: the config is refused.
+    let refused = Proxy::start_env(
+        &yaml,
+        &[],
+        &[("SSL_CERT_FILE", untrusted.to_str().unwrap())],
+    )
+    .await
+    .err()
+    .expect("an untrusted server is refused")
+    .to_string();
+    assert!(
+        refused.contains("spec.url") && refused.contains("certificate"),
+        "{refused}"
+    );
+    // Trusted through SSL_CERT_FILE: the module loads and runs.
+    let proxy = Proxy::start_env(&yaml, &[], &[("SSL_CERT_FILE", trusted.to_str().unwrap())])
+        .await
+        .expect("proxy starts");
+    get(&proxy.url("/")).await.unwrap();
+    assert_eq!(a.last().header("x-plugin-added"), Some("yes"));
+}
+
+#[tokio::test]
 async fn pushed_modules_are_hot_loaded_and_pushes_need_the_token() {
     let a = Backend::start("a").await;
     let vs = r#"---

@@ -284,6 +284,11 @@ impl Proxy {
     }
 
     pub async fn start_with(yaml: &str, extra: &[&str]) -> Result<Proxy> {
+        Self::start_env(yaml, extra, &[]).await
+    }
+
+    /// As `start_with`, with extra environment variables for the process.
+    pub async fn start_env(yaml: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Proxy> {
         let p = paths();
         let port = free_port();
         let admin = free_port();
@@ -309,6 +314,7 @@ impl Proxy {
             .arg("--cache-dir")
             .arg(&p.cache_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -583,8 +589,56 @@ pub struct FileServer {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A test certificate authority and a server certificate it signed for 127.0.0.1 and
+/// localhost.
+pub struct TestPki {
+    /// The CA certificate, PEM (what a client trusts).
+    pub ca_pem: String,
+    server: rustls::ServerConfig,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let key = KeyPair::generate().expect("server key");
+        let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("server params");
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("server cert");
+        let der_key =
+            rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("server key der");
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], der_key)
+            .expect("server config");
+        TestPki {
+            ca_pem: ca.pem(),
+            server,
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl FileServer {
     pub async fn start(bytes: Vec<u8>) -> FileServer {
+        Self::serve(bytes, None).await
+    }
+
+    /// The same over HTTPS, with a certificate from `pki`.
+    pub async fn start_tls(bytes: Vec<u8>, pki: &TestPki) -> FileServer {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server.clone()));
+        Self::serve(bytes, Some(acceptor)).await
+    }
+
+    async fn serve(bytes: Vec<u8>, tls: Option<tokio_rustls::TlsAcceptor>) -> FileServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -596,6 +650,7 @@ impl FileServer {
                     return;
                 };
                 let bytes = bytes.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
                         let bytes = bytes.clone();
@@ -605,9 +660,19 @@ impl FileServer {
                             )))
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                        Some(acceptor) => {
+                            // A client that does not trust the certificate fails the handshake.
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
