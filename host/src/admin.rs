@@ -315,6 +315,7 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                     "url": c.spec.url,
                     "sha256": c.spec.module.sha256,
                     "percent": c.percent,
+                    "windowMs": c.window_ms(),
                     "state": if c.rolled_back.load(Ordering::Relaxed) { "rolled_back" } else { "active" },
                     "requests": c.requests.load(Ordering::Relaxed),
                     "traps": c.traps.load(Ordering::Relaxed),

@@ -45,46 +45,134 @@ pub struct PluginSpec {
 }
 
 /// A canary version of a plugin: it takes `percent` of new streams until its trap rate or
-/// the 5xx rate of its streams passes a threshold, then it is rolled back (for the life of
-/// this snapshot). Promotion is a config change.
+/// the 5xx rate of its streams, over the last `window`, passes a threshold; then it is
+/// rolled back (for the life of this snapshot). Promotion is a config change.
 pub struct Canary {
     pub spec: Arc<PluginSpec>,
     pub percent: f64,
     pub max_trap_percent: f64,
     pub max_5xx_percent: f64,
-    /// Streams seen before the rates are judged.
+    /// Streams in the window before the rates are judged.
     pub min_requests: u64,
+    /// Since the config loaded, for the admin API.
     pub requests: AtomicU64,
     pub traps: AtomicU64,
     pub five_xx: AtomicU64,
     pub rolled_back: AtomicBool,
+    window: Window,
+}
+
+/// Buckets of a sliding window.
+const BUCKETS: usize = 6;
+
+/// Counts over the last `BUCKETS × bucket_ms` milliseconds, in time buckets that are
+/// reused round-robin.
+struct Window {
+    bucket_ms: u64,
+    buckets: [Bucket; BUCKETS],
+}
+
+#[derive(Default)]
+struct Bucket {
+    /// Which bucket of time (now / bucket_ms) the counts belong to.
+    epoch: AtomicU64,
+    requests: AtomicU64,
+    traps: AtomicU64,
+    five_xx: AtomicU64,
+}
+
+impl Window {
+    fn new(window_ms: u64) -> Self {
+        Window {
+            bucket_ms: (window_ms / BUCKETS as u64).max(1),
+            buckets: Default::default(),
+        }
+    }
+
+    /// Adds a stream at `now`; returns the window's (requests, traps, 5xx).
+    fn add(&self, now: u64, trapped: bool, five_xx: bool) -> (u64, u64, u64) {
+        let epoch = now / self.bucket_ms + 1; // 0 marks a bucket never used
+        let b = &self.buckets[epoch as usize % BUCKETS];
+        // The first stream of a new time bucket clears what it held; a stream of another
+        // worker landing between the swap and the stores is lost, which a rate can bear.
+        if b.epoch.load(Ordering::Relaxed) != epoch
+            && b.epoch.swap(epoch, Ordering::Relaxed) != epoch
+        {
+            b.requests.store(0, Ordering::Relaxed);
+            b.traps.store(0, Ordering::Relaxed);
+            b.five_xx.store(0, Ordering::Relaxed);
+        }
+        b.requests.fetch_add(1, Ordering::Relaxed);
+        b.traps.fetch_add(u64::from(trapped), Ordering::Relaxed);
+        b.five_xx.fetch_add(u64::from(five_xx), Ordering::Relaxed);
+        self.buckets
+            .iter()
+            .filter(|b| {
+                let e = b.epoch.load(Ordering::Relaxed);
+                e <= epoch && e + BUCKETS as u64 > epoch
+            })
+            .fold((0, 0, 0), |(n, t, f), b| {
+                (
+                    n + b.requests.load(Ordering::Relaxed),
+                    t + b.traps.load(Ordering::Relaxed),
+                    f + b.five_xx.load(Ordering::Relaxed),
+                )
+            })
+    }
 }
 
 impl Canary {
+    pub fn new(
+        spec: Arc<PluginSpec>,
+        percent: f64,
+        max_trap_percent: f64,
+        max_5xx_percent: f64,
+        min_requests: u64,
+        window_ms: u64,
+    ) -> Self {
+        Canary {
+            spec,
+            percent,
+            max_trap_percent,
+            max_5xx_percent,
+            min_requests,
+            requests: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+            five_xx: AtomicU64::new(0),
+            rolled_back: AtomicBool::new(false),
+            window: Window::new(window_ms),
+        }
+    }
+
+    /// The sliding window's length.
+    pub fn window_ms(&self) -> u64 {
+        self.window.bucket_ms * BUCKETS as u64
+    }
+
     /// Records a finished canary stream and rolls back when a rate passes its threshold.
     pub fn record(&self, trapped: bool, status: Option<u16>) {
-        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        let traps = self.traps.load(Ordering::Relaxed) + u64::from(trapped);
-        if trapped {
-            self.traps.fetch_add(1, Ordering::Relaxed);
-        }
-        let five = if status.is_some_and(|s| s >= 500) {
-            self.five_xx.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            self.five_xx.load(Ordering::Relaxed)
-        };
-        if n < self.min_requests || self.rolled_back.load(Ordering::Relaxed) {
+        self.record_at(crate::cluster::now_ms(), trapped, status);
+    }
+
+    fn record_at(&self, now: u64, trapped: bool, status: Option<u16>) {
+        let five = status.is_some_and(|s| s >= 500);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.traps.fetch_add(u64::from(trapped), Ordering::Relaxed);
+        self.five_xx.fetch_add(u64::from(five), Ordering::Relaxed);
+        let (n, traps, fives) = self.window.add(now, trapped, five);
+        if n < self.min_requests.max(1) || self.rolled_back.load(Ordering::Relaxed) {
             return;
         }
         let pct = |x: u64| x as f64 * 100.0 / n as f64;
-        if (pct(traps) > self.max_trap_percent || pct(five) > self.max_5xx_percent)
+        if (pct(traps) > self.max_trap_percent || pct(fives) > self.max_5xx_percent)
             && !self.rolled_back.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(
                 plugin = %self.spec.name,
-                "canary rolled back after {n} streams: {:.1}% traps, {:.1}% 5xx",
+                "canary rolled back after {n} streams in {} ms: {:.1}% traps, {:.1}% 5xx",
+                self.window_ms(),
                 pct(traps),
-                pct(five)
+                pct(fives)
             );
         }
     }
@@ -154,5 +242,25 @@ impl ClusterResolver for Names {
             return Some(upstream.to_string());
         }
         self.aliases.get(upstream).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    #[test]
+    fn the_window_forgets_old_streams() {
+        let w = Window::new(60_000); // six buckets of 10 s
+        for t in 0..10 {
+            w.add(t * 100, true, false);
+        }
+        assert_eq!(w.add(5_000, false, true), (11, 10, 1));
+        // 55 s later the first bucket is still in the window...
+        assert_eq!(w.add(55_000, false, false), (12, 10, 1));
+        // ...and at 60 s it has slid out.
+        assert_eq!(w.add(60_000, false, false), (2, 0, 0));
+        // A bucket reused after a long gap starts from zero.
+        assert_eq!(w.add(600_000, false, false), (1, 0, 0));
     }
 }

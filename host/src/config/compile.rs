@@ -546,6 +546,7 @@ pub mod canary_annotations {
     pub const MAX_TRAP_PERCENT: &str = "lateen.io/canary-max-trap-percent";
     pub const MAX_5XX_PERCENT: &str = "lateen.io/canary-max-5xx-percent";
     pub const MIN_REQUESTS: &str = "lateen.io/canary-min-requests";
+    pub const WINDOW: &str = "lateen.io/canary-window";
 }
 
 fn canary(
@@ -594,17 +595,23 @@ fn canary(
         vm_id: format!("{} (canary)", wp.info.key()),
         ..(*cspec.identity).clone()
     });
-    Ok(Some(Arc::new(crate::snapshot::Canary {
-        spec: Arc::new(cspec),
-        percent: num(a::PERCENT, 10.0)?,
-        max_trap_percent: num(a::MAX_TRAP_PERCENT, 1.0)?,
-        max_5xx_percent: num(a::MAX_5XX_PERCENT, 5.0)?,
-        min_requests: num(a::MIN_REQUESTS, 20.0)? as u64,
-        requests: Default::default(),
-        traps: Default::default(),
-        five_xx: Default::default(),
-        rolled_back: Default::default(),
-    })))
+    let window_ms = match ann.get(a::WINDOW) {
+        None => 60_000,
+        Some(v) => parse_duration_ms(v).filter(|ms| *ms > 0).ok_or_else(|| {
+            wp.info.error(
+                &format!("metadata.annotations.{}", a::WINDOW),
+                format!("`{v}` is not a positive duration"),
+            )
+        })?,
+    };
+    Ok(Some(Arc::new(crate::snapshot::Canary::new(
+        Arc::new(cspec),
+        num(a::PERCENT, 10.0)?,
+        num(a::MAX_TRAP_PERCENT, 1.0)?,
+        num(a::MAX_5XX_PERCENT, 5.0)?,
+        num(a::MIN_REQUESTS, 20.0)? as u64,
+        window_ms,
+    ))))
 }
 
 /// Loads a plugin module described at `prefix` (`spec` for a WasmPlugin,
