@@ -2,7 +2,7 @@
 //! dump, clusters, plugin metrics, and `/quitquitquit` for a graceful stop.
 
 use crate::snapshot::{FailStrategy, Snapshot};
-use crate::wasm::shared::{MetricKind, Shared, HISTOGRAM_BOUNDS};
+use crate::wasm::shared::Shared;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -224,7 +224,7 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
         }
         (&Method::GET, "/clusters") => text(StatusCode::OK, "text/plain", clusters(&snap)),
         (&Method::GET, "/stats/prometheus") => {
-            let mut out = prometheus(&s.shared);
+            let mut out = crate::metrics::exposition(&s.shared);
             let _ = writeln!(out, "# TYPE lateen_canary_rolled_back gauge");
             for p in &snap.plugins {
                 if let Some(c) = &p.canary {
@@ -352,51 +352,6 @@ fn clusters(snap: &Snapshot) -> String {
                 e.authority,
                 e.active.load(Ordering::Relaxed)
             );
-        }
-    }
-    out
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Plugin-defined metrics in the Prometheus text format.
-pub fn prometheus(shared: &Shared) -> String {
-    let mut out = String::new();
-    for m in shared.all_metrics() {
-        let name = sanitize(&m.name);
-        match m.kind {
-            MetricKind::Counter | MetricKind::Gauge => {
-                let t = if m.kind == MetricKind::Counter {
-                    "counter"
-                } else {
-                    "gauge"
-                };
-                let _ = writeln!(out, "# TYPE {name} {t}");
-                let _ = writeln!(out, "{name} {}", m.value.load(Ordering::Relaxed));
-            }
-            MetricKind::Histogram => {
-                let _ = writeln!(out, "# TYPE {name} histogram");
-                let mut cum = 0;
-                for (i, b) in m.buckets.iter().enumerate() {
-                    cum += b.load(Ordering::Relaxed);
-                    let le = HISTOGRAM_BOUNDS
-                        .get(i)
-                        .map_or_else(|| "+Inf".to_string(), |v| v.to_string());
-                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cum}");
-                }
-                let _ = writeln!(out, "{name}_sum {}", m.sum.load(Ordering::Relaxed));
-                let _ = writeln!(out, "{name}_count {}", m.count.load(Ordering::Relaxed));
-            }
         }
     }
     out

@@ -23,9 +23,9 @@ pub enum MetricKind {
 }
 
 /// Histogram bucket bounds (Envoy's defaults, in the unit the plugin records).
-pub const HISTOGRAM_BOUNDS: &[u64] = &[
-    1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
-    1800000, 3600000,
+pub const HISTOGRAM_BOUNDS: &[f64] = &[
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// One plugin metric.
@@ -43,7 +43,7 @@ impl Metric {
     pub fn record(&self, v: u64) {
         match self.kind {
             MetricKind::Histogram => {
-                let i = HISTOGRAM_BOUNDS.partition_point(|b| *b < v);
+                let i = HISTOGRAM_BOUNDS.partition_point(|b| *b < v as f64);
                 if let Some(b) = self.buckets.get(i) {
                     b.fetch_add(1, Ordering::Relaxed);
                 }
@@ -227,6 +227,6 @@ mod tests {
         assert_eq!(s.define_metric(MetricKind::Histogram, "h").0, a);
         m.record(7);
         assert_eq!(m.count.load(Ordering::Relaxed), 1);
-        assert_eq!(m.buckets[2].load(Ordering::Relaxed), 1);
+        assert_eq!(m.buckets[3].load(Ordering::Relaxed), 1, "7 falls in le=10");
     }
 }
