@@ -101,6 +101,9 @@ fn bound(b: f64) -> String {
     }
 }
 
+/// The type of a family and its series.
+type Family = (MetricKind, Vec<(Series, Arc<Metric>)>);
+
 /// Plugin-defined metrics in the Prometheus text format, one block per family.
 pub fn exposition(shared: &Shared) -> String {
     let mut families: BTreeMap<String, (MetricKind, Vec<(Series, Arc<Metric>)>)> = BTreeMap::new();
