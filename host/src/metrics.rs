@@ -106,7 +106,7 @@ type Family = (MetricKind, Vec<(Series, Arc<Metric>)>);
 
 /// Plugin-defined metrics in the Prometheus text format, one block per family.
 pub fn exposition(shared: &Shared) -> String {
-    let mut families: BTreeMap<String, (MetricKind, Vec<(Series, Arc<Metric>)>)> = BTreeMap::new();
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
     for m in shared.all_metrics() {
         let s = parse_name(&m.name);
         let entry = families
