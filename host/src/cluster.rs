@@ -343,6 +343,14 @@ impl Cluster {
             .ok()
     }
 
+    /// The index of one of this cluster's endpoints.
+    pub fn index_of(&self, ep: &Endpoint) -> usize {
+        self.endpoints
+            .iter()
+            .position(|e| std::ptr::eq(e, ep))
+            .unwrap_or(0)
+    }
+
     /// Picks by consistent hash, skipping ejected endpoints.
     pub fn pick_hashed(&self, h: u64) -> Option<&Endpoint> {
         let policy = self.hash.as_ref()?;

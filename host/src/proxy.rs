@@ -299,6 +299,7 @@ pub async fn handle(
         }
     });
     let mut tried: Vec<String> = Vec::new();
+    let mut last_ep;
     let mut attempt = 0u32;
     let (result, sent) = loop {
         attempt += 1;
@@ -320,6 +321,7 @@ pub async fn handle(
             return Ok(r);
         };
         tried.push(ep.authority.clone());
+        last_ep = cluster.index_of(ep);
         let body = match (&replay, first_body.take()) {
             (Some(b), _) => full(b.clone()),
             (None, Some(b)) => b,
@@ -390,6 +392,7 @@ pub async fn handle(
     };
     let (result, retried) = result;
     let mut s = stream.lock().await;
+    s.state.upstream = Some((cluster.clone(), last_ep));
     if let Some(lr) = s.early_reply.take() {
         s.set_local_outcome(lr.status);
         return Ok(local_reply(lr));
@@ -459,6 +462,7 @@ pub async fn handle(
         };
         match whole {
             Some(data) => {
+                s.state.resp_body_bytes += data.len() as u64;
                 s.state.resp_body.extend_from_slice(&data);
                 if let Verdict::Respond(lr) = s.response_body(true).await {
                     s.set_local_outcome(lr.status);
@@ -584,11 +588,13 @@ async fn pump(
                 Err(f) => (Bytes::new(), f.into_trailers().ok(), false),
             },
         };
-        let buf = if response {
-            &mut s.state.resp_body
+        let st = &mut s.state;
+        let (buf, count) = if response {
+            (&mut st.resp_body, &mut st.resp_body_bytes)
         } else {
-            &mut s.state.req_body
+            (&mut st.req_body, &mut st.req_body_bytes)
         };
+        *count += data.len() as u64;
         buf.extend_from_slice(&data);
         let verdict = if response {
             s.response_body(eos).await

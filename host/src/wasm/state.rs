@@ -67,6 +67,12 @@ pub struct StreamState {
     /// Response code once known, for `response.code`.
     pub response_code: Option<u16>,
     pub response_flags: String,
+    /// Body bytes received from the client and from the upstream (`request.size`,
+    /// `response.size`).
+    pub req_body_bytes: u64,
+    pub resp_body_bytes: u64,
+    /// The cluster and endpoint index of the last try (`upstream.address`, endpoint labels).
+    pub upstream: Option<(Arc<crate::cluster::Cluster>, usize)>,
 }
 
 /// An http_call a plugin issued, waiting for the driver to send it.

@@ -13,6 +13,11 @@ fn int(v: i64) -> Bytes {
     Bytes::copy_from_slice(&v.to_le_bytes())
 }
 
+/// The approximate uncompressed size of a header block, as Envoy's `*.total_size` counts.
+fn headers_size(h: &crate::wasm::HeaderList) -> u64 {
+    h.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+}
+
 fn header<'a>(s: &'a HostState, name: &str) -> Option<&'a Bytes> {
     s.cur
         .req_headers
@@ -62,11 +67,33 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
             Some(f) if s.cur.response_flags.is_empty() => f.clone(),
             _ => Bytes::from(s.cur.response_flags.clone()),
         },
+        "request.size" => int(s.cur.req_body_bytes as i64),
+        "request.total_size" => int((headers_size(&s.cur.req_headers) + s.cur.req_body_bytes) as i64),
+        "response.size" => int(s.cur.resp_body_bytes as i64),
+        "response.total_size" => {
+            int((headers_size(&s.cur.resp_headers) + s.cur.resp_body_bytes) as i64)
+        }
+        // Envoy serialises durations as int64 nanoseconds.
+        "request.duration" => int(
+            info?
+                .start
+                .elapsed()
+                .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64),
+        ),
+        "upstream.address" => {
+            let (c, i) = s.cur.upstream.as_ref()?;
+            Bytes::from(c.endpoints.get(*i)?.authority.clone())
+        }
         "listener_name" | "xds.listener_name" => Bytes::from(info?.listener.clone()),
         // Envoy's names for the route decision.
         "route_name" | "xds.route_name" => s.cur.props.get("lateen.route.name")?.clone(),
         "cluster_name" | "xds.cluster_name" => s.cur.props.get("lateen.route.cluster")?.clone(),
         _ => {
+            if let Some(key) = path.strip_prefix("lateen.upstream.labels.") {
+                // The labels of the endpoint that answered (ServiceEntry endpoint labels).
+                let (c, i) = s.cur.upstream.as_ref()?;
+                return c.endpoints.get(*i)?.labels.get(key).cloned().map(Bytes::from);
+            }
             let name = path.strip_prefix("request.headers.")?;
             header(s, name)?.clone()
         }
