@@ -8,13 +8,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 if command -v rustup >/dev/null 2>&1; then
   rustup target add wasm32-wasip1 >/dev/null
 fi
-# Real peers the tests start: Redis (global rate limits) and an OCI registry (plugin pulls).
+# Real peers the tests start: Redis (global rate limits), an OCI registry (plugin pulls)
+# and Prometheus with promtool (metrics).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "tests/run.sh: needs ${missing[*]} (apt-get install ${missing[*]})" >&2
     exit 1
@@ -24,7 +27,7 @@ fi
 # Filters and test plugins are wasm32-wasip1 modules; the e2e tests load them from
 # $CARGO_TARGET_DIR/wasm32-wasip1/wasm/.
 cargo build --profile wasm --target wasm32-wasip1 \
-  -p lateen-router -p lateen-fault -p lateen-ratelimit -p test-plugin-header-echo -p test-plugin-trap -p test-plugin-ticker
+  -p lateen-router -p lateen-fault -p lateen-ratelimit -p lateen-metrics -p test-plugin-header-echo -p test-plugin-trap -p test-plugin-ticker
 # The e2e tests start the real binary.
 cargo build -p lateen
 cargo test --workspace

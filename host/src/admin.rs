@@ -225,6 +225,10 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
         (&Method::GET, "/clusters") => text(StatusCode::OK, "text/plain", clusters(&snap)),
         (&Method::GET, "/stats/prometheus") => {
             let mut out = crate::metrics::exposition(&s.shared);
+            let _ = writeln!(
+                out,
+                "# HELP lateen_canary_rolled_back Whether a plugin's canary was rolled back."
+            );
             let _ = writeln!(out, "# TYPE lateen_canary_rolled_back gauge");
             for p in &snap.plugins {
                 if let Some(c) = &p.canary {
@@ -236,6 +240,7 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
                     );
                 }
             }
+            let _ = writeln!(out, "# HELP config_reload_total Config reloads, by result.");
             let _ = writeln!(out, "# TYPE config_reload_total counter");
             for (result, n) in [
                 ("success", &s.reloads.success),

@@ -101,6 +101,17 @@ fn bound(b: f64) -> String {
     }
 }
 
+/// HELP text: Istio's for its standard metrics, else where the metric comes from.
+fn help(family: &str) -> &'static str {
+    match family {
+        "istio_requests_total" => "Requests handled, by Istio's standard labels.",
+        "istio_request_duration_milliseconds" => "Request duration in milliseconds.",
+        "istio_request_bytes" => "Request sizes in bytes (headers and body).",
+        "istio_response_bytes" => "Response sizes in bytes (headers and body).",
+        _ => "Defined by a plugin.",
+    }
+}
+
 /// The type of a family and its series.
 type Family = (MetricKind, Vec<(Series, Arc<Metric>)>);
 
@@ -125,6 +136,7 @@ pub fn exposition(shared: &Shared) -> String {
             MetricKind::Gauge => "gauge",
             MetricKind::Histogram => "histogram",
         };
+        let _ = writeln!(out, "# HELP {family} {}", help(&family));
         let _ = writeln!(out, "# TYPE {family} {t}");
         for (s, m) in series {
             match kind {

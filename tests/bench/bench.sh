@@ -15,7 +15,7 @@ if ! need nginx || ! need wrk || ! need taskset; then
   apt-get update -qq && apt-get install -y -qq nginx wrk util-linux >/dev/null
 fi
 if need rustup; then rustup target add wasm32-wasip1 >/dev/null; fi
-cargo build -q --profile wasm --target wasm32-wasip1 -p lateen-router -p lateen-fault -p lateen-ratelimit \
+cargo build -q --profile wasm --target wasm32-wasip1 -p lateen-router -p lateen-fault -p lateen-ratelimit -p lateen-metrics \
   -p test-plugin-header-echo
 cargo build -q --release -p lateen
 LATEEN="$CARGO_TARGET_DIR/release/lateen"

@@ -130,7 +130,7 @@ fn shipped_samples_validate() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("ok (1 listener(s), 4 cluster(s), 1 plugin(s))"),
+        text.contains("ok (1 listener(s), 4 cluster(s), 2 plugin(s))"),
         "{text}"
     );
 }

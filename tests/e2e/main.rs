@@ -3,6 +3,7 @@
 
 mod config;
 mod lifecycle;
+mod metrics;
 mod plugins;
 mod ratelimit;
 mod reload;

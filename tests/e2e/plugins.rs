@@ -110,7 +110,14 @@ async fn proxy_wasm_plugin_headers_bodies_local_reply_and_http_call() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["istio-system/header-echo", "lateen/router"]);
+    assert_eq!(
+        names,
+        [
+            "istio-system/header-echo",
+            "lateen/router",
+            "lateen/metrics"
+        ]
+    );
     assert_eq!(v["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
 }
 

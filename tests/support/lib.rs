@@ -583,6 +583,91 @@ impl Drop for Redis {
     }
 }
 
+/// A real Prometheus (Debian's `prometheus`) scraping one target every second, with its
+/// storage in a temporary directory; stopped on drop.
+pub struct Prometheus {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Scrapes `http://TARGET/stats/prometheus`.
+    pub async fn scraping(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+                 scrape_configs:\n\
+                 - job_name: lateen\n  metrics_path: /stats/prometheus\n  \
+                 static_configs: [{{targets: ['{target}']}}]\n"
+            ),
+        )
+        .expect("prometheus config");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus is needed for the metrics test (tests/run.sh installs it)");
+        let me = Prometheus {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = get(&format!("http://127.0.0.1:{port}/-/ready")).await {
+                if r.status == 200 {
+                    return me;
+                }
+            }
+            assert!(Instant::now() < deadline, "prometheus did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The value of an instant PromQL query with a single result, if it has one.
+    pub async fn query(&self, promql: &str) -> Option<f64> {
+        let q: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let r = get(&format!(
+            "http://127.0.0.1:{}/api/v1/query?query={q}",
+            self.port
+        ))
+        .await
+        .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+        let result = v["data"]["result"].as_array()?;
+        match result.as_slice() {
+            [one] => one["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Serves `bytes` at every path on a loopback port until dropped (a plugin server).
 pub struct FileServer {
     pub addr: SocketAddr,

@@ -332,6 +332,7 @@ pub fn build(
         }
     }
 
+    let metrics = metrics_filter(res, &workload, rt, opts, &mut errors);
     let gateway_keys: BTreeSet<String> = res.gateways.iter().map(|g| g.info.key()).collect();
     let mut listeners = Vec::new();
     let mut vs_bound: BTreeSet<String> = BTreeSet::new();
@@ -411,6 +412,9 @@ pub fn build(
                 });
             }
         }
+        if let Some(m) = &metrics {
+            filters.push(m.clone());
+        }
         listeners.push(ListenerSpec {
             name: format!("{}_{}", addr.ip(), addr.port()),
             addr: *addr,
@@ -486,6 +490,7 @@ pub fn build(
             .chain(router)
             .chain(ratelimit_filter)
             .chain(fault_filter)
+            .chain(metrics.map(|m| m.plugin))
             .collect(),
         service_plugins,
         resolver,
@@ -502,6 +507,58 @@ fn probe(
 ) -> Result<(), crate::wasm::WasmError> {
     let mut vm = Vm::new(rt, &plugin.module, plugin.identity.clone(), resolver)?;
     vm.create_root(cfg.clone()).map(|_| ())
+}
+
+/// The built-in metrics filter with its configuration: this workload as the source, and
+/// the namespaces of the ServiceEntry hosts. `None` when the Bootstrap turns metrics off.
+fn metrics_filter(
+    res: &Resources,
+    workload: &WorkloadInfo,
+    rt: &Runtime,
+    opts: &BuildOptions,
+    errors: &mut Vec<ConfigError>,
+) -> Option<FilterSpec> {
+    let boot = res.bootstrap.as_ref().map(|b| &b.spec);
+    if boot.and_then(|b| b.telemetry.as_ref()?.metrics) == Some(false) {
+        return None;
+    }
+    let declared = boot.and_then(|b| b.workload.clone()).unwrap_or_default();
+    let label = |k: &str| workload.labels.get(k).cloned().unwrap_or_default();
+    let config = lateen_metrics::config::MetricsConfig {
+        reporter: "source".into(),
+        source: lateen_metrics::config::Peer {
+            workload: declared.name.unwrap_or_default(),
+            namespace: declared
+                .namespace
+                .or_else(|| workload.namespaces.iter().next().cloned())
+                .unwrap_or_default(),
+            app: label("app"),
+            version: label("version"),
+            principal: String::new(),
+        },
+        services: res
+            .service_entries
+            .iter()
+            .flat_map(|se| {
+                se.spec
+                    .hosts
+                    .iter()
+                    .map(|h| (h.clone(), se.info.namespace.clone()))
+            })
+            .collect(),
+    };
+    let plugin = match load_builtin(rt, &opts.builtin_filters, "metrics", Phase::PostRoute) {
+        Ok(p) => p,
+        Err(e) => {
+            errors.push(e);
+            return None;
+        }
+    };
+    let json = serde_json::to_vec(&config).unwrap_or_default();
+    Some(FilterSpec {
+        plugin,
+        configuration: Bytes::from(json),
+    })
 }
 
 /// The labels and namespaces of this proxy.

@@ -382,6 +382,18 @@ pub struct BootstrapSpec {
     /// Redis for state shared by several proxies (global rate limits).
     #[serde(default)]
     pub redis: Option<RedisSpec>,
+    #[serde(default)]
+    pub telemetry: Option<TelemetrySpec>,
+}
+
+/// What the proxy reports.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TelemetrySpec {
+    /// Istio's standard metrics through the built-in metrics filter (default true, as
+    /// Istio's telemetry is on by default).
+    #[serde(default)]
+    pub metrics: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -68,18 +68,18 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
             _ => Bytes::from(s.cur.response_flags.clone()),
         },
         "request.size" => int(s.cur.req_body_bytes as i64),
-        "request.total_size" => int((headers_size(&s.cur.req_headers) + s.cur.req_body_bytes) as i64),
+        "request.total_size" => {
+            int((headers_size(&s.cur.req_headers) + s.cur.req_body_bytes) as i64)
+        }
         "response.size" => int(s.cur.resp_body_bytes as i64),
         "response.total_size" => {
             int((headers_size(&s.cur.resp_headers) + s.cur.resp_body_bytes) as i64)
         }
         // Envoy serialises durations as int64 nanoseconds.
-        "request.duration" => int(
-            info?
-                .start
-                .elapsed()
-                .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64),
-        ),
+        "request.duration" => int(info?
+            .start
+            .elapsed()
+            .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)),
         "upstream.address" => {
             let (c, i) = s.cur.upstream.as_ref()?;
             Bytes::from(c.endpoints.get(*i)?.authority.clone())
@@ -92,7 +92,13 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
             if let Some(key) = path.strip_prefix("lateen.upstream.labels.") {
                 // The labels of the endpoint that answered (ServiceEntry endpoint labels).
                 let (c, i) = s.cur.upstream.as_ref()?;
-                return c.endpoints.get(*i)?.labels.get(key).cloned().map(Bytes::from);
+                return c
+                    .endpoints
+                    .get(*i)?
+                    .labels
+                    .get(key)
+                    .cloned()
+                    .map(Bytes::from);
             }
             let name = path.strip_prefix("request.headers.")?;
             header(s, name)?.clone()
