@@ -29,6 +29,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NGX=$(free_port); LAT=$(free_port); LAT2=$(free_port); LAT3=$(free_port)
 ADM=$(free_port); ADM2=$(free_port); ADM3=$(free_port); LAT4=$(free_port); ADM4=$(free_port)
+LAT5=$(free_port); ADM5=$(free_port)
 
 mkdir -p "$WORK/up" "$WORK/px"
 cat > "$WORK/up/nginx.conf" <<NGINX
@@ -46,8 +47,14 @@ http { access_log off;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGINX
 
-mesh() { # $1 = listener port
+mesh() { # $1 = listener port, $2 = "metrics" to keep the metrics filter (on by default)
 cat <<YAML
+apiVersion: lateen.io/v1alpha1
+kind: Bootstrap
+metadata: {name: lateen, namespace: istio-system}
+spec:
+  telemetry: {metrics: $([ "${2:-}" = metrics ] && echo true || echo false)}
+---
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: istio-system}
@@ -131,9 +138,10 @@ spec:
 YAML
 } > "$WORK/b/config.yaml"
 
-# Scenario C: the standard chain: router + fault (0 %) + rate limit (never limiting).
-mkdir -p "$WORK/c"
-{ mesh "$LAT3"; cat <<YAML
+# Scenario C: router + fault (0 %) + rate limit (never limiting); E adds the metrics
+# filter: the full standard chain.
+mkdir -p "$WORK/c" "$WORK/e"
+chain() { cat <<YAML
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -163,7 +171,9 @@ spec:
           filter_enabled: {default_value: {numerator: 100, denominator: HUNDRED}}
           filter_enforced: {default_value: {numerator: 100, denominator: HUNDRED}}
 YAML
-} > "$WORK/c/config.yaml"
+}
+{ mesh "$LAT3"; chain; } > "$WORK/c/config.yaml"
+{ mesh "$LAT5" metrics; chain; } > "$WORK/e/config.yaml"
 
 taskset -c 1 nginx -c "$WORK/up/nginx.conf" & PIDS+=($!)
 taskset -c 0 nginx -c "$WORK/px/nginx.conf" & PIDS+=($!)
@@ -173,10 +183,12 @@ taskset -c 0 "$LATEEN" run --config "$WORK/b" --concurrency 1 --admin-address "1
   --filters-dir "$WASM" --log-level warn & PIDS+=($!)
 taskset -c 0 "$LATEEN" run --config "$WORK/c" --concurrency 1 --admin-address "127.0.0.1:$ADM3" \
   --filters-dir "$WASM" --log-level warn & PIDS+=($!)
-for url in "http://127.0.0.1:$UP/" "http://127.0.0.1:$NGX/" "http://127.0.0.1:$ADM/ready" "http://127.0.0.1:$ADM2/ready" "http://127.0.0.1:$ADM3/ready"; do
+taskset -c 0 "$LATEEN" run --config "$WORK/e" --concurrency 1 --admin-address "127.0.0.1:$ADM5" \
+  --filters-dir "$WASM" --log-level warn & PIDS+=($!)
+for url in "http://127.0.0.1:$UP/" "http://127.0.0.1:$NGX/" "http://127.0.0.1:$ADM/ready" "http://127.0.0.1:$ADM2/ready" "http://127.0.0.1:$ADM3/ready" "http://127.0.0.1:$ADM5/ready"; do
   for _ in $(seq 200); do curl -sf -o /dev/null "$url" && break; sleep 0.05; done
 done
-for url in "http://127.0.0.1:$NGX/" "http://127.0.0.1:$LAT/" "http://127.0.0.1:$LAT2/" "http://127.0.0.1:$LAT3/"; do
+for url in "http://127.0.0.1:$NGX/" "http://127.0.0.1:$LAT/" "http://127.0.0.1:$LAT2/" "http://127.0.0.1:$LAT3/" "http://127.0.0.1:$LAT5/"; do
   [ "$(curl -s "$url")" = "ok" ] || { echo "bench: $url does not answer ok" >&2; exit 1; }
 done
 
@@ -193,7 +205,8 @@ for c in 16 64; do
   read -r n_rps n_p50 n_p99 n_bad < <(run_wrk "http://127.0.0.1:$NGX/" "$c")
   printf "%-46s %5d %10d %9d %9d %8s\n" "nginx proxy_pass (1 worker)" "$c" "$n_rps" "$n_p50" "$n_p99" "1.00"
   for s in "lateen, router (1 route)|$LAT" "lateen, router (13 rules, 90/7/3)|$LAT2" \
-           "lateen, router+fault 0%+ratelimit|$LAT3"; do
+           "lateen, router+fault 0%+ratelimit|$LAT3" \
+           "lateen, router+fault+ratelimit+metrics|$LAT5"; do
     name="${s%%|*}"; port="${s##*|}"
     read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$port/" "$c")
     [ "$bad" = "0" ] || echo "  ($name: $bad non-2xx responses)"
