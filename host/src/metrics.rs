@@ -1,21 +1,17 @@
 //! The Prometheus text exposition of plugin metrics.
 //!
-//! proxy-wasm metrics carry no labels, so labels travel in the metric name, with the
-//! separators of Istio's stats plugin: `NAME;.;KEY=.=VALUE;.;KEY=.=VALUE`. Segments split by
+//! proxy-wasm metrics carry no labels, so labels travel in the metric name
+//! ([`lateen_sdk::metrics`]): `NAME;.;KEY=.=VALUE;.;KEY=.=VALUE`. Segments split by
 //! `;.;` that hold `=.=` are labels; the one that does not is the family name (it may come
 //! first or last, as in Envoy's tag-extracted names). Series of one family are written
 //! under a single `# TYPE` line. A name without separators is a family without labels.
 
 use crate::wasm::shared::{Metric, MetricKind, Shared, HISTOGRAM_BOUNDS};
+use lateen_sdk::metrics::{FIELD_SEPARATOR, VALUE_SEPARATOR};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// Separates the segments of a labelled metric name.
-pub const FIELD_SEPARATOR: &str = ";.;";
-/// Separates a label's key from its value.
-pub const VALUE_SEPARATOR: &str = "=.=";
 
 /// A metric name split into its family and labels.
 #[derive(Debug, PartialEq, Eq)]
@@ -177,7 +173,16 @@ mod tests {
 
     #[test]
     fn names_carry_labels_before_or_after_the_family() {
-        let s = parse_name("istio_requests_total;.;reporter=.=source;.;response_code=.=200");
+        // What the SDK writes, the exporter reads.
+        let name = lateen_sdk::metrics::labelled_name(
+            "istio_requests_total",
+            &[("reporter", "source"), ("response_code", "200")],
+        );
+        assert_eq!(
+            name,
+            "istio_requests_total;.;reporter=.=source;.;response_code=.=200"
+        );
+        let s = parse_name(&name);
         assert_eq!(s.family, "istio_requests_total");
         assert_eq!(
             s.labels,

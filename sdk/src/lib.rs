@@ -9,6 +9,7 @@
 //!   first-class cookie and user-agent matchers, and [`matcher`] to compile and evaluate them;
 //! - [`route`]: the route-decision contract — the property paths the router sets and the
 //!   host reads to pick a cluster;
+//! - [`metrics`]: labelled metric names, which Lateen exports as Prometheus labels;
 //! - [`useragent`]: browser / OS / device classification of a `user-agent` header;
 //! - [`store`]: the shared store (global rate limits) through a host-managed cluster;
 //! - [`rng`]: a cheap PRNG for sampling percentages and weights.
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod istio;
 pub mod matcher;
+pub mod metrics;
 pub mod rng;
 pub mod route;
 pub mod store;

@@ -5,10 +5,6 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Separates the segments of a labelled metric name.
-pub const FIELD_SEPARATOR: &str = ";.;";
-/// Separates a label's key from its value.
-pub const VALUE_SEPARATOR: &str = "=.=";
 /// What an unknown label value reads, as in Istio.
 pub const UNKNOWN: &str = "unknown";
 
@@ -130,20 +126,6 @@ impl MetricsConfig {
     }
 }
 
-/// The proxy-wasm metric name of one family and label set.
-pub fn metric_name(family: &str, labels: &[(&str, String)]) -> String {
-    let mut out = String::with_capacity(family.len() + labels.len() * 32);
-    out.push_str(family);
-    for (k, v) in labels {
-        out.push_str(FIELD_SEPARATOR);
-        out.push_str(k);
-        out.push_str(VALUE_SEPARATOR);
-        // A separator inside a value would split it; values never need one.
-        out.push_str(&v.replace(FIELD_SEPARATOR, "_"));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,11 +174,5 @@ mod tests {
         assert_eq!(l["destination_service_namespace"], "bookinfo");
         assert_eq!(l["destination_version"], "unknown");
         assert_eq!(l["response_flags"], "-");
-    }
-
-    #[test]
-    fn names_carry_the_labels() {
-        let n = metric_name("f", &[("a", "1".into()), ("b", "x;.;y".into())]);
-        assert_eq!(n, "f;.;a=.=1;.;b=.=x_y");
     }
 }

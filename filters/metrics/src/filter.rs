@@ -1,8 +1,9 @@
 //! proxy-wasm glue for the metrics filter: everything happens in `on_log`.
 
 use crate::config::{
-    metric_name, MetricsConfig, Outcome, DURATION, REQUESTS_TOTAL, REQUEST_BYTES, RESPONSE_BYTES,
+    MetricsConfig, Outcome, DURATION, REQUESTS_TOTAL, REQUEST_BYTES, RESPONSE_BYTES,
 };
+use lateen_sdk::metrics::labelled_name;
 use lateen_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use lateen_sdk::proxy_wasm::types::{ContextType, LogLevel, MetricType};
 use lateen_sdk::proxy_wasm::{self, hostcalls};
@@ -73,7 +74,8 @@ fn text(v: Option<Vec<u8>>) -> Option<String> {
 
 impl MetricsStream {
     fn ids(&self, labels: &[(&str, String)]) -> Option<Ids> {
-        let key = metric_name("", labels);
+        // The labels part of the name, shared by the four families.
+        let key = labelled_name("", labels);
         if let Some(ids) = self.shared.ids.borrow().get(&key) {
             return Some(*ids);
         }

@@ -3,8 +3,8 @@
 //! with Istio's labels, recorded in `on_log` through proxy-wasm metrics.
 //!
 //! proxy-wasm metrics have no labels, so each label set is its own metric whose name
-//! carries the labels: `FAMILY;.;KEY=.=VALUE;.;...` (the separators of Istio's stats
-//! plugin). Lateen's exporter turns those names back into Prometheus labels.
+//! carries the labels ([`lateen_sdk::metrics::labelled_name`]). Lateen's exporter turns
+//! those names back into Prometheus labels.
 
 pub mod config;
 
