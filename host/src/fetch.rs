@@ -1,10 +1,12 @@
-//! Plugin delivery: `http://`, `https://` and `oci://` WasmPlugin URLs, verified by sha256 and kept in a
-//! local cache, so that an unreachable server keeps the cached module serving
+//! Plugin delivery: `http://`, `https://` and `oci://` WasmPlugin URLs, verified by sha256
+//! and kept in a local cache, so that an unreachable server keeps the cached module serving
 //! (`imagePullPolicy: IfNotPresent` uses the cache without asking at all).
 
 use crate::config::compile::ModuleSource;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
@@ -29,11 +31,21 @@ impl HttpFetcher {
     }
 
     fn get(url: &str) -> Result<Vec<u8>, String> {
+        let session = Session::new()?;
         if let Some(reference) = url.strip_prefix("oci://") {
-            return oci_pull(reference);
+            return oci_pull(&session, reference);
         }
-        http_get(url, None).map(|(_, body)| body)
+        session.get(url, None).map(|(_, body)| body)
     }
+}
+
+/// One fetch: a runtime and a client for http:// and https://, shared by the requests of an
+/// OCI pull so that the trust roots are read once.
+struct Session {
+    rt: tokio::runtime::Runtime,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    /// Why there are no trust roots, if there are none (https:// then cannot work).
+    no_roots: Option<String>,
 }
 
 /// The error and its causes, one after another (TLS failures hide the reason in a cause).
@@ -50,61 +62,66 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-// One GET over http:// or https:// (the system's trust roots, or SSL_CERT_FILE);
-// returns the content type and the body.
-fn http_get(url: &str, accept: Option<&str>) -> Result<(String, Vec<u8>), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("invalid url: {e}"))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let connector = if uri.scheme_str() == Some("https") {
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_native_roots()
-                .map_err(|e| format!("no trusted CA certificates for {url}: {e}"))?
-                .https_only()
-                .enable_http1()
-                .enable_http2()
-                .build()
-        } else {
-            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-            http.enforce_http(true);
-            hyper_rustls::HttpsConnector::from((
-                http,
-                std::sync::Arc::new(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                ),
-            ))
+impl Session {
+    fn new() -> Result<Self, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        // The system's trust roots, or the bundle named by SSL_CERT_FILE.
+        let (tls, no_roots) = match HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(b) => (b, None),
+            Err(e) => {
+                let empty = rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                (
+                    HttpsConnectorBuilder::new().with_tls_config(empty),
+                    Some(e.to_string()),
+                )
+            }
         };
-        let client: Client<_, Empty<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(connector);
+        let connector = tls.https_or_http().enable_http1().enable_http2().build();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Session {
+            rt,
+            client,
+            no_roots,
+        })
+    }
+
+    /// One GET; returns the content type and the body.
+    fn get(&self, url: &str, accept: Option<&str>) -> Result<(String, Vec<u8>), String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("invalid url: {e}"))?;
+        if let (Some("https"), Some(why)) = (uri.scheme_str(), &self.no_roots) {
+            return Err(format!("no trusted CA certificates for {url}: {why}"));
+        }
         let mut req = http::Request::get(uri);
         if let Some(a) = accept {
             req = req.header(http::header::ACCEPT, a);
         }
         let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-            .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| chain(&e))?;
-        if !resp.status().is_success() {
-            return Err(format!("{url}: server answered {}", resp.status()));
-        }
-        let ct = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let body = Limited::new(resp.into_body(), MAX_MODULE)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((ct, body.to_bytes().to_vec()))
-    })
+        self.rt.block_on(async {
+            let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| chain(&e))?;
+            if !resp.status().is_success() {
+                return Err(format!("{url}: server answered {}", resp.status()));
+            }
+            let ct = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = Limited::new(resp.into_body(), MAX_MODULE)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((ct, body.to_bytes().to_vec()))
+        })
+    }
 }
 
 /// How a registry is spoken to: HTTPS, except for loopback registries and those listed in
@@ -138,7 +155,7 @@ const WASM_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
 /// Pulls `REGISTRY/REPO[:TAG|@DIGEST]` following Istio's Wasm image formats: a layer with
 /// the wasm media type holds the module itself; otherwise the image's single layer is a
 /// (gzipped) tar holding `plugin.wasm`.
-fn oci_pull(reference: &str) -> Result<Vec<u8>, String> {
+fn oci_pull(session: &Session, reference: &str) -> Result<Vec<u8>, String> {
     let (registry, path) = reference
         .split_once('/')
         .ok_or_else(|| format!("oci://{reference}: expected REGISTRY/REPOSITORY[:TAG]"))?;
@@ -151,7 +168,7 @@ fn oci_pull(reference: &str) -> Result<Vec<u8>, String> {
     };
     let insecure = std::env::var("WASM_INSECURE_REGISTRIES").ok();
     let scheme = registry_scheme(registry, insecure.as_deref());
-    let (_, manifest) = http_get(
+    let (_, manifest) = session.get(
         &format!("{scheme}://{registry}/v2/{repo}/manifests/{tag}"),
         Some(
             "application/vnd.oci.image.manifest.v1+json, \
@@ -163,7 +180,7 @@ fn oci_pull(reference: &str) -> Result<Vec<u8>, String> {
     let layers = m["layers"].as_array().cloned().unwrap_or_default();
     let blob = |l: &serde_json::Value| -> Result<Vec<u8>, String> {
         let digest = l["digest"].as_str().ok_or("layer without digest")?;
-        let (_, b) = http_get(
+        let (_, b) = session.get(
             &format!("{scheme}://{registry}/v2/{repo}/blobs/{digest}"),
             None,
         )?;
