@@ -547,10 +547,33 @@ spec:
     )
 }
 
+/// A peer process the tests start (Redis, Prometheus, a registry): killed and reaped when
+/// dropped, so servers stop by themselves.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `url` until it answers 200; panics naming `what` after `limit`.
+async fn wait_ok(url: &str, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if get(url).await.is_ok_and(|r| r.status == 200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A real `redis-server` on a free loopback port, stopped on drop.
 pub struct Redis {
     pub port: u16,
-    child: Child,
+    _daemon: Daemon,
 }
 
 impl Redis {
@@ -572,14 +595,10 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Redis { port, child }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Redis {
+            port,
+            _daemon: Daemon(child),
+        }
     }
 }
 
@@ -587,7 +606,7 @@ impl Drop for Redis {
 /// storage in a temporary directory; stopped on drop.
 pub struct Prometheus {
     pub port: u16,
-    child: Child,
+    _daemon: Daemon,
     _dir: tempfile::TempDir,
 }
 
@@ -620,32 +639,21 @@ impl Prometheus {
             .expect("prometheus is needed for the metrics test (tests/run.sh installs it)");
         let me = Prometheus {
             port,
-            child,
+            _daemon: Daemon(child),
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = get(&format!("http://127.0.0.1:{port}/-/ready")).await {
-                if r.status == 200 {
-                    return me;
-                }
-            }
-            assert!(Instant::now() < deadline, "prometheus did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ok(
+            &format!("http://127.0.0.1:{port}/-/ready"),
+            Duration::from_secs(30),
+            "prometheus",
+        )
+        .await;
+        me
     }
 
     /// The value of an instant PromQL query with a single result, if it has one.
     pub async fn query(&self, promql: &str) -> Option<f64> {
-        let q: String = promql
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        let q = percent_encoding::utf8_percent_encode(promql, percent_encoding::NON_ALPHANUMERIC);
         let r = get(&format!(
             "http://127.0.0.1:{}/api/v1/query?query={q}",
             self.port
@@ -658,13 +666,6 @@ impl Prometheus {
             [one] => one["value"][1].as_str()?.parse().ok(),
             _ => None,
         }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -775,7 +776,7 @@ impl Drop for FileServer {
 /// free loopback port, with storage in a temporary directory; stopped on drop.
 pub struct Registry {
     pub addr: SocketAddr,
-    child: Child,
+    _daemon: Daemon,
     _dir: tempfile::TempDir,
 }
 
@@ -800,19 +801,16 @@ impl Registry {
             .spawn()
             .expect("docker-registry is needed for the OCI test (tests/run.sh installs it)");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(r) = get(&format!("http://{addr}/v2/")).await {
-                if r.status == 200 {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let daemon = Daemon(child);
+        wait_ok(
+            &format!("http://{addr}/v2/"),
+            Duration::from_secs(15),
+            "docker-registry",
+        )
+        .await;
         Registry {
             addr,
-            child,
+            _daemon: daemon,
             _dir: dir,
         }
     }
@@ -859,13 +857,6 @@ impl Registry {
             "manifest refused: {}",
             String::from_utf8_lossy(&body)
         );
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
