@@ -83,9 +83,7 @@ spec:
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v1}}, {name: v3, labels: {version: v1}}]
 YAML
 }
-# Scenario A: one route, one destination (the router filter still runs: routing is wasm).
-mkdir -p "$WORK/a" "$WORK/b"
-{ mesh "$LAT"; cat <<YAML
+one_route() { cat <<YAML
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -96,7 +94,10 @@ spec:
   http:
   - route: [{destination: {host: up.bench}}]
 YAML
-} > "$WORK/a/config.yaml"
+}
+# Scenario A: one route, one destination (the router filter still runs: routing is wasm).
+mkdir -p "$WORK/a" "$WORK/b"
+{ mesh "$LAT"; one_route; } > "$WORK/a/config.yaml"
 # Scenario B: a realistic table: 12 rules of every match kind before the 90/7/3 split.
 { mesh "$LAT2"; cat <<YAML
 ---
@@ -227,17 +228,8 @@ metadata: {name: echo, namespace: istio-system}
 spec:
   url: file://$WASM/test_plugin_header_echo.wasm
   pluginConfig: {value: "$1"}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vs, namespace: bench}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{destination: {host: up.bench}}]
 YAML
-  } > "$WORK/d/.config.tmp" && mv "$WORK/d/.config.tmp" "$WORK/d/config.yaml"
+  one_route; } > "$WORK/d/.config.tmp" && mv "$WORK/d/.config.tmp" "$WORK/d/config.yaml"
 }
 swap_config v0
 taskset -c 0 "$LATEEN" run --config "$WORK/d" --concurrency 1 --admin-address "127.0.0.1:$ADM4" \
