@@ -522,15 +522,16 @@ fn metrics_filter(
     if boot.and_then(|b| b.telemetry.as_ref()?.metrics) == Some(false) {
         return None;
     }
-    let declared = boot.and_then(|b| b.workload.clone()).unwrap_or_default();
     let label = |k: &str| workload.labels.get(k).cloned().unwrap_or_default();
     let config = lateen_metrics::config::MetricsConfig {
         reporter: "source".into(),
         source: lateen_metrics::config::Peer {
-            workload: declared.name.unwrap_or_default(),
-            namespace: declared
-                .namespace
-                .or_else(|| workload.namespaces.iter().next().cloned())
+            workload: workload.name.clone().unwrap_or_default(),
+            namespace: workload
+                .namespaces
+                .iter()
+                .next()
+                .cloned()
                 .unwrap_or_default(),
             app: label("app"),
             version: label("version"),
@@ -561,8 +562,9 @@ fn metrics_filter(
     })
 }
 
-/// The labels and namespaces of this proxy.
+/// The name (when the Bootstrap declares it), labels and namespaces of this proxy.
 struct WorkloadInfo {
+    name: Option<String>,
     labels: BTreeMap<String, String>,
     namespaces: BTreeSet<String>,
 }
@@ -570,6 +572,7 @@ struct WorkloadInfo {
 fn workload(res: &Resources) -> WorkloadInfo {
     if let Some(w) = res.bootstrap.as_ref().and_then(|b| b.spec.workload.clone()) {
         return WorkloadInfo {
+            name: w.name,
             labels: w.labels,
             namespaces: w.namespace.into_iter().collect(),
         };
@@ -581,7 +584,11 @@ fn workload(res: &Resources) -> WorkloadInfo {
         labels.extend(g.spec.selector.clone());
         namespaces.insert(g.info.namespace.clone());
     }
-    WorkloadInfo { labels, namespaces }
+    WorkloadInfo {
+        name: None,
+        labels,
+        namespaces,
+    }
 }
 
 fn applies(wp: &Doc<WasmPluginSpec>, w: &WorkloadInfo) -> bool {
