@@ -121,7 +121,7 @@ impl Upstream {
     }
 
     /// The pool for a cluster's connection settings (cheap to clone).
-    pub fn client(&self, s: &ConnSettings) -> Client<Connector, UpBody> {
+    fn client(&self, s: &ConnSettings) -> Client<Connector, UpBody> {
         if let Some(c) = self.clients.borrow().get(s) {
             return c.clone();
         }
