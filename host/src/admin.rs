@@ -30,13 +30,42 @@ pub struct AdminState {
     pub token: Option<String>,
 }
 
-/// Serves the admin API on `addr` until shutdown. Binds before returning so that a port
+/// What a port serves: Envoy/Istio split the read-only surfaces off the admin port so
+/// that they can be exposed (Prometheus scrapes 15090, the kubelet probes 15021).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything (port 15000, localhost by default).
+    Admin,
+    /// `/stats/prometheus` and readiness (port 15090).
+    Stats,
+    /// `/healthz/ready` only (port 15021).
+    Health,
+}
+
+impl Surface {
+    fn serves(self, method: &Method, path: &str) -> bool {
+        match self {
+            Surface::Admin => true,
+            Surface::Stats => {
+                method == Method::GET
+                    && matches!(path, "/stats/prometheus" | "/healthz/ready" | "/ready")
+            }
+            Surface::Health => method == Method::GET && path == "/healthz/ready",
+        }
+    }
+}
+
+/// Serves `surface` on `addr` until shutdown. Binds before returning so that a port
 /// conflict is reported at start.
-pub fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn start(
+    addr: SocketAddr,
+    state: AdminState,
+    surface: Surface,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     std::thread::Builder::new()
-        .name("lateen-admin".into())
+        .name(format!("lateen-{surface:?}").to_lowercase())
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -65,7 +94,13 @@ pub fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<std::thread
                             async move {
                                 let is_push = req.method() == Method::POST
                                     && req.uri().path().starts_with("/plugins/");
-                                let r = if is_push {
+                                let r = if !surface.serves(req.method(), req.uri().path()) {
+                                    text(
+                                        StatusCode::NOT_FOUND,
+                                        "text/plain",
+                                        "not served on this port\n".into(),
+                                    )
+                                } else if is_push {
                                     push(req, &state).await
                                 } else {
                                     route(req, &state)
@@ -223,36 +258,26 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
             )
         }
         (&Method::GET, "/clusters") => text(StatusCode::OK, "text/plain", clusters(&snap)),
-        (&Method::GET, "/stats/prometheus") => {
-            let mut out = crate::metrics::exposition(&s.shared);
-            let _ = writeln!(
-                out,
-                "# HELP lateen_canary_rolled_back Whether a plugin's canary was rolled back."
-            );
-            let _ = writeln!(out, "# TYPE lateen_canary_rolled_back gauge");
-            for p in &snap.plugins {
-                if let Some(c) = &p.canary {
-                    let _ = writeln!(
-                        out,
-                        "lateen_canary_rolled_back{{plugin=\"{}\"}} {}",
-                        p.name,
-                        u8::from(c.rolled_back.load(Ordering::Relaxed))
-                    );
+        (&Method::GET, "/stats/prometheus") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            prometheus(s, &snap),
+        ),
+        (&Method::GET, "/stats") => {
+            let samples = host_samples(&snap);
+            if query_has(&req, "format", "json") {
+                let stats: Vec<_> = samples
+                    .iter()
+                    .map(|x| serde_json::json!({"name": x.envoy, "value": x.value}))
+                    .collect();
+                json(&serde_json::json!({ "stats": stats }))
+            } else {
+                let mut out = String::new();
+                for x in &samples {
+                    let _ = writeln!(out, "{}: {}", x.envoy, x.value);
                 }
+                text(StatusCode::OK, "text/plain", out)
             }
-            let _ = writeln!(out, "# HELP config_reload_total Config reloads, by result.");
-            let _ = writeln!(out, "# TYPE config_reload_total counter");
-            for (result, n) in [
-                ("success", &s.reloads.success),
-                ("failure", &s.reloads.failure),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "config_reload_total{{result=\"{result}\"}} {}",
-                    n.load(Ordering::Relaxed)
-                );
-            }
-            text(StatusCode::OK, "text/plain; version=0.0.4", out)
         }
         (&Method::POST, "/quitquitquit") => {
             if let Some(denied) = authorize(&req, s) {
@@ -268,6 +293,65 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
                 .into(),
         ),
     }
+}
+
+// Host stats, with the gauges that are read off the snapshot brought up to date.
+fn host_samples(snap: &Snapshot) -> Vec<crate::stats::Sample> {
+    for c in snap.clusters.values() {
+        c.stats.ejections_active.set(c.ejected_now() as i64);
+    }
+    crate::stats::store().samples()
+}
+
+/// `/stats/prometheus`: plugin metrics (Istio's standard ones among them), host stats,
+/// canary state and config reloads.
+fn prometheus(s: &AdminState, snap: &Snapshot) -> String {
+    let mut out = crate::metrics::exposition(&s.shared);
+    crate::stats::write_prometheus(&host_samples(snap), &mut out);
+    let _ = writeln!(
+        out,
+        "# HELP lateen_canary_rolled_back Whether a plugin's canary was rolled back."
+    );
+    let _ = writeln!(out, "# TYPE lateen_canary_rolled_back gauge");
+    for p in &snap.plugins {
+        if let Some(c) = &p.canary {
+            let _ = writeln!(
+                out,
+                "lateen_canary_rolled_back{{plugin=\"{}\"}} {}",
+                p.name,
+                u8::from(c.rolled_back.load(Ordering::Relaxed))
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP config_reload_total Config reloads, by result.");
+    let _ = writeln!(out, "# TYPE config_reload_total counter");
+    for (result, n) in [
+        ("success", &s.reloads.success),
+        ("failure", &s.reloads.failure),
+    ] {
+        let _ = writeln!(
+            out,
+            "config_reload_total{{result=\"{result}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    out
+}
+
+fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {
+    text(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_string_pretty(v).unwrap_or_default(),
+    )
+}
+
+// Whether the query string has `key=value`.
+fn query_has(req: &Request<Incoming>, key: &str, value: &str) -> bool {
+    req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.split_once('=') == Some((key, value)))
+    })
 }
 
 /// The snapshot as JSON (listeners, chains, clusters, plugins).

@@ -1,9 +1,10 @@
 //! Upstream clusters: endpoints and load balancing. Connection pools live per worker in
 //! [`crate::upstream`]; the state here is shared by all workers and lock-free.
 
+use crate::stats::ClusterStats;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// Milliseconds since the process started: the clock for ejections.
@@ -262,6 +263,8 @@ pub struct Cluster {
     pub conn: ConnSettings,
     /// HTTP/1.1 connections in use, bounded by `tcp.maxConnections`; made on first use.
     slots: OnceLock<tokio::sync::Semaphore>,
+    /// Envoy's `cluster.NAME.*` stats, kept across snapshots.
+    pub stats: Arc<ClusterStats>,
 }
 
 /// How connections to a cluster are made and kept.
@@ -308,7 +311,6 @@ impl Cluster {
             }
         }
         Cluster {
-            name,
             endpoints,
             lb,
             protocol,
@@ -326,6 +328,8 @@ impl Cluster {
                 max_connections: 0,
             },
             slots: OnceLock::new(),
+            stats: crate::stats::store().cluster(&name),
+            name,
         }
     }
 
@@ -336,11 +340,15 @@ impl Cluster {
         if self.conn.max_connections == 0 || self.conn.protocol == UpstreamProtocol::Http2 {
             return None;
         }
-        self.slots
-            .get_or_init(|| tokio::sync::Semaphore::new(self.conn.max_connections as usize))
-            .acquire()
-            .await
-            .ok()
+        let slots = self
+            .slots
+            .get_or_init(|| tokio::sync::Semaphore::new(self.conn.max_connections as usize));
+        if let Ok(permit) = slots.try_acquire() {
+            return Some(permit);
+        }
+        self.stats.rq_pending_total.inc();
+        let _pending = self.stats.rq_pending_active.track();
+        slots.acquire().await.ok()
     }
 
     /// The index of one of this cluster's endpoints.
@@ -377,7 +385,10 @@ impl Cluster {
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) as u64;
         let guard = Admitted(self);
         match self.max_requests {
-            Some(max) if n >= max => None,
+            Some(max) if n >= max => {
+                self.stats.rq_pending_overflow.inc();
+                None
+            }
             _ => Some(guard),
         }
     }
@@ -439,7 +450,14 @@ impl Cluster {
         ep.consecutive_5xx.store(0, Ordering::Relaxed);
         ep.consecutive_gateway.store(0, Ordering::Relaxed);
         ep.consecutive_local.store(0, Ordering::Relaxed);
+        self.stats.ejections_enforced_total.inc();
         tracing::info!(cluster = %self.name, endpoint = %ep.authority, "outlier ejected for {} ms", until - now);
+    }
+
+    /// Endpoints ejected now (`outlier_detection.ejections_active`).
+    pub fn ejected_now(&self) -> usize {
+        let now = now_ms();
+        self.endpoints.iter().filter(|e| e.ejected(now)).count()
     }
 
     /// Picks an endpoint that is not ejected; `None` when there is none (503 `no healthy

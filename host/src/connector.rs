@@ -1,6 +1,7 @@
 //! The upstream connector: hyper-util's `HttpConnector` with a per-connection request
 //! counter, so that `maxRequestsPerConnection` can retire a connection from the pool.
 
+use crate::stats::{ClusterStats, GaugeGuard};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{
@@ -19,9 +20,13 @@ use tokio::net::TcpStream;
 #[derive(Clone, Default)]
 struct Uses(Arc<AtomicU32>);
 
-/// An `HttpConnector` whose connections count their requests.
+/// An `HttpConnector` whose connections count their requests and feed their cluster's
+/// connection stats.
 #[derive(Clone)]
-pub struct Connector(pub HttpConnector);
+pub struct Connector {
+    pub inner: HttpConnector,
+    pub stats: Arc<ClusterStats>,
+}
 
 type ConnectFuture = Pin<
     Box<dyn Future<Output = Result<CountedIo, Box<dyn std::error::Error + Send + Sync>>> + Send>,
@@ -33,15 +38,25 @@ impl tower_service::Service<Uri> for Connector {
     type Future = ConnectFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.0.call(uri);
+        let connecting = self.inner.call(uri);
+        let stats = self.stats.clone();
         Box::pin(async move {
+            let io = match connecting.await {
+                Ok(io) => io,
+                Err(e) => {
+                    stats.cx_connect_fail.inc();
+                    return Err(e.into());
+                }
+            };
+            stats.cx_total.inc();
             Ok(CountedIo {
-                io: connecting.await?,
+                io,
                 uses: Uses::default(),
+                _open: stats.cx_active.track(),
             })
         })
     }
@@ -51,6 +66,8 @@ impl tower_service::Service<Uri> for Connector {
 pub struct CountedIo {
     io: TokioIo<TcpStream>,
     uses: Uses,
+    /// Counts the connection in `upstream_cx_active` while it lives.
+    _open: GaugeGuard,
 }
 
 impl Connection for CountedIo {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod retry;
 pub mod snapshot;
+pub mod stats;
 pub mod upstream;
 pub mod wasm;
 pub mod watch;

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
-use lateen::admin::{self, AdminState};
+use lateen::admin::{self, AdminState, Surface};
 use lateen::config::compile::{self, BuildOptions};
 use lateen::snapshot::Snapshot;
 use lateen::wasm::{Runtime, RuntimeOptions};
@@ -105,6 +105,12 @@ struct RunArgs {
     /// Bearer token for the admin API's mutating endpoints (also $LATEEN_ADMIN_TOKEN).
     #[arg(long)]
     admin_token: Option<String>,
+    /// Where Prometheus scrapes `/stats/prometheus` (read-only), or `off`.
+    #[arg(long, default_value = "0.0.0.0:15090", value_parser = parse_optional_addr)]
+    stats_address: OptionalAddr,
+    /// Where probes read `/healthz/ready`, or `off`.
+    #[arg(long, default_value = "0.0.0.0:15021", value_parser = parse_optional_addr)]
+    health_address: OptionalAddr,
     /// Bind every listener to this address instead of the Gateway's.
     #[arg(long)]
     bind: Option<IpAddr>,
@@ -116,6 +122,19 @@ struct RunArgs {
     drain_time: Duration,
     #[command(flatten)]
     common: Common,
+}
+
+/// An address, or `off` for a port not served.
+#[derive(Debug, Clone, Copy)]
+struct OptionalAddr(Option<SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    if s == "off" {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse()
+        .map(|a| OptionalAddr(Some(a)))
+        .map_err(|e| format!("`{s}` is not an address (IP:PORT) or `off`: {e}"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -407,8 +426,21 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
         pushed_dir: opts.pushed_dir.clone(),
         token: admin_token,
     };
-    let admin = admin::start(args.admin_address, admin_state)
-        .with_context(|| format!("binding admin API on {}", args.admin_address))?;
+    let mut admin = vec![
+        admin::start(args.admin_address, admin_state.clone(), Surface::Admin)
+            .with_context(|| format!("binding admin API on {}", args.admin_address))?,
+    ];
+    for (addr, surface) in [
+        (args.stats_address.0, Surface::Stats),
+        (args.health_address.0, Surface::Health),
+    ] {
+        if let Some(addr) = addr {
+            admin.push(
+                admin::start(addr, admin_state.clone(), surface)
+                    .with_context(|| format!("binding the {surface:?} port on {addr}"))?,
+            );
+        }
+    }
     let mut handles = Vec::new();
     for (id, listeners) in per_worker.into_iter().enumerate() {
         let (snapshots, rt, rx) = (snapshots.clone(), rt.clone(), shutdown.subscribe());
@@ -449,7 +481,9 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
             Err(_) => bail!("a worker thread panicked"),
         }
     }
-    let _ = admin.join();
+    for a in admin {
+        let _ = a.join();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -497,6 +531,8 @@ fn demo(common: Common) -> Result<()> {
         admin_token: None,
         concurrency: 0,
         admin_address: "127.0.0.1:15000".parse()?,
+        stats_address: OptionalAddr(Some("127.0.0.1:15090".parse()?)),
+        health_address: OptionalAddr(Some("127.0.0.1:15021".parse()?)),
         bind: None,
         drain_time: Duration::from_secs(2),
         common,

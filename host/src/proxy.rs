@@ -27,6 +27,7 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     pub listener: Arc<str>,
     pub protocol: &'static str,
+    pub stats: Arc<crate::stats::ListenerStats>,
 }
 
 /// A lower-cased proxy-wasm header list from an http header map.
@@ -89,6 +90,15 @@ pub async fn handle(
     conn: Rc<ConnInfo>,
     w: Rc<WorkerCtx>,
 ) -> Result<Response<UpBody>, Infallible> {
+    let stats = conn.stats.clone();
+    stats.rq_total.inc();
+    let _active = stats.rq_active.track();
+    let resp = serve(req, conn, w).await;
+    stats.rq_xx.record(resp.status().as_u16());
+    Ok(resp)
+}
+
+async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> Response<UpBody> {
     let ws = w.snapshot();
     let chain = ws.chain(&conn.listener);
     let (parts, body) = req.into_parts();
@@ -164,7 +174,7 @@ pub async fn handle(
 
     if let Verdict::Respond(lr) = s.request_headers(eos).await {
         s.set_local_outcome(lr.status);
-        return Ok(local_reply(lr));
+        return local_reply(lr);
     }
     let prop = |s: &HttpStream, key: &str| {
         s.state
@@ -175,7 +185,7 @@ pub async fn handle(
     let Some(cluster_name) = prop(&s, "lateen.route.cluster") else {
         let (r, flag) = reply(404, "", "NR");
         s.set_outcome(404, flag);
-        return Ok(r);
+        return r;
     };
     let timeout_ms: u64 = prop(&s, "lateen.route.timeout_ms")
         .and_then(|t| t.parse().ok())
@@ -184,7 +194,7 @@ pub async fn handle(
         tracing::warn!("route decision names unknown cluster {cluster_name}");
         let (r, flag) = reply(503, "route decision names an unknown cluster", "NC");
         s.set_outcome(503, flag);
-        return Ok(r);
+        return r;
     };
     // Upstream request from the (possibly rewritten) headers.
     let st = &s.state;
@@ -233,12 +243,12 @@ pub async fn handle(
                 let mut s = stream.lock().await;
                 if let Some(lr) = s.early_reply.take() {
                     s.set_local_outcome(lr.status);
-                    return Ok(local_reply(lr));
+                    return local_reply(lr);
                 }
                 tracing::debug!("request body failed: {e}");
                 let (r, flag) = reply(400, "", "DPE");
                 s.set_outcome(400, flag);
-                return Ok(r);
+                return r;
             }
         }
     } else {
@@ -260,7 +270,7 @@ pub async fn handle(
         r.headers_mut()
             .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
         stream.lock().await.set_outcome(503, flag);
-        return Ok(r);
+        return r;
     };
     let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
     // Consistent hashing (DestinationRule consistentHash) picks the first try's endpoint.
@@ -318,7 +328,7 @@ pub async fn handle(
         let Some(ep) = ep else {
             let (r, flag) = reply(503, "no healthy upstream", "UH");
             stream.lock().await.set_outcome(503, flag);
-            return Ok(r);
+            return r;
         };
         tried.push(ep.authority.clone());
         last_ep = cluster.index_of(ep);
@@ -336,7 +346,7 @@ pub async fn handle(
                 tracing::warn!("cannot build upstream request: {e}");
                 let (r, flag) = reply(503, "invalid upstream request", "DPE");
                 stream.lock().await.set_outcome(503, flag);
-                return Ok(r);
+                return r;
             }
         }
         let now = Instant::now();
@@ -347,15 +357,18 @@ pub async fn handle(
             (false, Some(r)) => Some(policy.per_try.min(r)),
         };
         ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cluster.stats.rq_total.inc();
+        let upstream_active = cluster.stats.rq_active.track();
         let call = async {
             let _slot = cluster.connection_slot().await;
-            w.upstream.send(&cluster.conn, req).await
+            w.upstream.send(&cluster, req).await
         };
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, call).await,
             None => Ok(call.await),
         };
         ep.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        drop(upstream_active);
         let outcome = match &result {
             Err(_) => TryOutcome::PerTryTimeout,
             Ok(Err(e)) if e.is_connect() => TryOutcome::ConnectFailure,
@@ -377,12 +390,19 @@ pub async fn handle(
             },
         );
         let overall_left = deadline.is_none_or(|d| Instant::now() < d);
+        match outcome {
+            TryOutcome::Response { status, .. } => cluster.stats.rq_xx.record(status),
+            TryOutcome::PerTryTimeout if overall_left => cluster.stats.rq_per_try_timeout.inc(),
+            TryOutcome::PerTryTimeout => cluster.stats.rq_timeout.inc(),
+            _ => {}
+        }
         if replay.is_some()
             && attempt <= policy.attempts
             && overall_left
             && policy.on.retriable(outcome)
         {
             tracing::debug!(cluster = %cluster_name, ?outcome, attempt, "retrying");
+            cluster.stats.rq_retry.inc();
             tokio::time::sleep(crate::retry::backoff(attempt, w.random())).await;
             continue;
         }
@@ -395,13 +415,13 @@ pub async fn handle(
     s.state.upstream = Some((cluster.clone(), last_ep));
     if let Some(lr) = s.early_reply.take() {
         s.set_local_outcome(lr.status);
-        return Ok(local_reply(lr));
+        return local_reply(lr);
     }
     let resp = match result {
         Err(_) => {
             let (r, flag) = reply(504, "upstream request timeout", "UT");
             s.set_outcome(504, flag);
-            return Ok(r);
+            return r;
         }
         Ok(Err(e)) => {
             let (r, flag) = if e.is_connect() {
@@ -419,7 +439,7 @@ pub async fn handle(
             };
             tracing::debug!(cluster = %cluster_name, "upstream error: {e}");
             s.set_outcome(503, flag);
-            return Ok(r);
+            return r;
         }
         Ok(Ok(r)) => r,
     };
@@ -439,7 +459,7 @@ pub async fn handle(
     let reos = rbody.is_end_stream();
     if let Verdict::Respond(lr) = s.response_headers(reos).await {
         s.set_local_outcome(lr.status);
-        return Ok(local_reply(lr));
+        return local_reply(lr);
     }
     let mut rbody = rbody;
     let down_body: UpBody = if reos {
@@ -466,7 +486,7 @@ pub async fn handle(
                 s.state.resp_body.extend_from_slice(&data);
                 if let Verdict::Respond(lr) = s.response_body(true).await {
                     s.set_local_outcome(lr.status);
-                    return Ok(local_reply(lr));
+                    return local_reply(lr);
                 }
                 full(Bytes::from(std::mem::take(&mut s.state.resp_body)))
             }
@@ -488,7 +508,7 @@ pub async fn handle(
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         out.headers_mut().append(http::header::SET_COOKIE, c);
     }
-    Ok(out)
+    out
 }
 
 /// Largest request body kept for replays (retries, mirrors).
@@ -531,10 +551,10 @@ fn mirror(
             continue;
         };
         *req.uri_mut() = uri;
-        let (w, conn) = (w.clone(), cluster.conn);
+        let w = w.clone();
         tokio::task::spawn_local(async move {
             if let Ok(Ok(resp)) =
-                tokio::time::timeout(Duration::from_secs(30), w.upstream.send(&conn, req)).await
+                tokio::time::timeout(Duration::from_secs(30), w.upstream.send(&cluster, req)).await
             {
                 // Drain so the connection returns to the pool.
                 let _ = resp.into_body().collect().await;

@@ -2,7 +2,7 @@
 //! of `proxy_http_call`.
 
 use crate::body::{BoxError, UpBody};
-use crate::cluster::{ConnSettings, UpstreamProtocol};
+use crate::cluster::{Cluster, ConnSettings, UpstreamProtocol};
 use crate::connector::{Connector, PerConnectionLimit};
 use crate::snapshot::Snapshot;
 use crate::wasm::state::{CallResponse, PendingCall};
@@ -21,7 +21,11 @@ const CALL_BODY_LIMIT: usize = 4 << 20;
 /// One worker's upstream clients: one pool per distinct connection settings (protocol,
 /// connect timeout, idle timeout), so clusters with the defaults share one.
 pub struct Upstream {
-    clients: std::cell::RefCell<std::collections::HashMap<ConnSettings, Client<Connector, UpBody>>>,
+    /// Pools by cluster (stats id) and settings: Envoy keeps one pool per cluster, and
+    /// the connector counts the cluster's connections.
+    clients: std::cell::RefCell<
+        std::collections::HashMap<(u64, ConnSettings), Client<Connector, UpBody>>,
+    >,
     snapshots: Arc<ArcSwap<Snapshot>>,
     /// This worker's Redis connection (url, connection), made on first use.
     redis: tokio::sync::Mutex<Option<(String, redis::aio::ConnectionManager)>>,
@@ -120,9 +124,11 @@ impl Upstream {
         }
     }
 
-    /// The pool for a cluster's connection settings (cheap to clone).
-    fn client(&self, s: &ConnSettings) -> Client<Connector, UpBody> {
-        if let Some(c) = self.clients.borrow().get(s) {
+    /// The pool for a cluster (cheap to clone).
+    fn client(&self, cluster: &Cluster) -> Client<Connector, UpBody> {
+        let s = &cluster.conn;
+        let key = (cluster.stats.id, *s);
+        if let Some(c) = self.clients.borrow().get(&key) {
             return c.clone();
         }
         let mut conn = HttpConnector::new();
@@ -135,20 +141,23 @@ impl Upstream {
         if s.protocol == UpstreamProtocol::Http2 {
             b.http2_only(true);
         }
-        let client = b.build(Connector(conn));
-        self.clients.borrow_mut().insert(*s, client.clone());
+        let client = b.build(Connector {
+            inner: conn,
+            stats: cluster.stats.clone(),
+        });
+        self.clients.borrow_mut().insert(key, client.clone());
         client
     }
 
-    /// Sends a request on the pool for `conn`, retiring the connection when it reaches
+    /// Sends a request on the cluster's pool, retiring the connection when it reaches
     /// `maxRequestsPerConnection`.
     pub async fn send(
         &self,
-        conn: &ConnSettings,
+        cluster: &Cluster,
         mut req: http::Request<UpBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
-        let client = self.client(conn);
-        let limit = PerConnectionLimit::watch(&mut req, conn.max_requests_per_connection);
+        let client = self.client(cluster);
+        let limit = PerConnectionLimit::watch(&mut req, cluster.conn.max_requests_per_connection);
         let resp = client.request(req).await?;
         if let Some(l) = limit {
             l.count();
@@ -188,7 +197,7 @@ impl Upstream {
             .body(full(call.body.clone()))
             .ok()?;
         let fut = async {
-            let resp = self.send(&cluster.conn, req).await.ok()?;
+            let resp = self.send(&cluster, req).await.ok()?;
             let (parts, body) = resp.into_parts();
             let collected = Limited::new(body, CALL_BODY_LIMIT).collect().await.ok()?;
             let trailers = collected

@@ -194,6 +194,7 @@ pub fn run_worker(
             let ctx = ctx.clone();
             let mut stop = shutdown.clone();
             let (active, idle) = (active.clone(), idle.clone());
+            let lstats = crate::stats::store().listener(&l.name);
             accepts.push(tokio::task::spawn_local(async move {
                 loop {
                     let (tcp, peer) = tokio::select! {
@@ -214,7 +215,10 @@ pub fn run_worker(
                         local,
                         listener: l.name.clone(),
                         protocol: "HTTP/1.1",
+                        stats: lstats.clone(),
                     });
+                    lstats.cx_total.inc();
+                    let open = lstats.cx_active.track();
                     let ctx = ctx.clone();
                     let mut stop = stop.clone();
                     let (active, idle) = (active.clone(), idle.clone());
@@ -227,6 +231,7 @@ pub fn run_worker(
                                     local: conn.local,
                                     listener: conn.listener.clone(),
                                     protocol: "HTTP/2",
+                                    stats: conn.stats.clone(),
                                 })
                             } else {
                                 conn.clone()
@@ -248,6 +253,7 @@ pub fn run_worker(
                         if let Err(e) = r {
                             tracing::debug!("connection from {peer}: {e}");
                         }
+                        drop(open);
                         active.set(active.get() - 1);
                         if active.get() == 0 {
                             idle.notify_waiters();

@@ -178,13 +178,13 @@ YAML
 
 taskset -c 1 nginx -c "$WORK/up/nginx.conf" & PIDS+=($!)
 taskset -c 0 nginx -c "$WORK/px/nginx.conf" & PIDS+=($!)
-taskset -c 0 "$LATEEN" run --config "$WORK/a" --concurrency 1 --admin-address "127.0.0.1:$ADM" \
+taskset -c 0 "$LATEEN" run --config "$WORK/a" --concurrency 1 --stats-address off --health-address off --admin-address "127.0.0.1:$ADM" \
   --filters-dir "$WASM" --log-level warn & PIDS+=($!)
-taskset -c 0 "$LATEEN" run --config "$WORK/b" --concurrency 1 --admin-address "127.0.0.1:$ADM2" \
+taskset -c 0 "$LATEEN" run --config "$WORK/b" --concurrency 1 --stats-address off --health-address off --admin-address "127.0.0.1:$ADM2" \
   --filters-dir "$WASM" --log-level warn & PIDS+=($!)
-taskset -c 0 "$LATEEN" run --config "$WORK/c" --concurrency 1 --admin-address "127.0.0.1:$ADM3" \
+taskset -c 0 "$LATEEN" run --config "$WORK/c" --concurrency 1 --stats-address off --health-address off --admin-address "127.0.0.1:$ADM3" \
   --filters-dir "$WASM" --log-level warn & PIDS+=($!)
-taskset -c 0 "$LATEEN" run --config "$WORK/e" --concurrency 1 --admin-address "127.0.0.1:$ADM5" \
+taskset -c 0 "$LATEEN" run --config "$WORK/e" --concurrency 1 --stats-address off --health-address off --admin-address "127.0.0.1:$ADM5" \
   --filters-dir "$WASM" --log-level warn & PIDS+=($!)
 for url in "http://127.0.0.1:$UP/" "http://127.0.0.1:$NGX/" "http://127.0.0.1:$ADM/ready" "http://127.0.0.1:$ADM2/ready" "http://127.0.0.1:$ADM3/ready" "http://127.0.0.1:$ADM5/ready"; do
   for _ in $(seq 200); do curl -sf -o /dev/null "$url" && break; sleep 0.05; done
@@ -232,7 +232,7 @@ YAML
   one_route; } > "$WORK/d/.config.tmp" && mv "$WORK/d/.config.tmp" "$WORK/d/config.yaml"
 }
 swap_config v0
-taskset -c 0 "$LATEEN" run --config "$WORK/d" --concurrency 1 --admin-address "127.0.0.1:$ADM4" \
+taskset -c 0 "$LATEEN" run --config "$WORK/d" --concurrency 1 --stats-address off --health-address off --admin-address "127.0.0.1:$ADM4" \
   --filters-dir "$WASM" --log-level warn & PIDS+=($!)
 for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$ADM4/ready" && break; sleep 0.05; done
 echo

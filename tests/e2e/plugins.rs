@@ -169,6 +169,12 @@ async fn trapping_plugin_fail_close() {
         assert_eq!(r.status, 200, "after {what}\n{}", proxy.log());
         assert_eq!(a.last().header("x-trap-plugin"), Some("passed"));
     }
+    // Per-plugin counters: the panic and the memory bomb trap, the loop hits the deadline.
+    let stat = |s: &str| format!("wasm.istio-system/trap.{s}");
+    assert_eq!(proxy.stat(&stat("traps.trap")).await, 2.0);
+    assert_eq!(proxy.stat(&stat("traps.deadline")).await, 1.0);
+    assert!(proxy.stat(&stat("cpu_seconds")).await > 0.0);
+    assert!(proxy.stat(&stat("memory_bytes")).await > 0.0);
 }
 
 #[tokio::test]

@@ -335,6 +335,19 @@ async fn retries_per_try_timeouts_and_mirrors() {
         started.elapsed()
     );
     assert_eq!(count(&a, "slowfirst/k5"), 2);
+    // Envoy's cluster stats count the retries (2 + 2 + 3 + 1 + 1) and the cut try.
+    assert_eq!(
+        proxy
+            .stat("cluster.outbound|80|a|svc.test.upstream_rq_retry")
+            .await,
+        9.0
+    );
+    assert_eq!(
+        proxy
+            .stat("cluster.outbound|80|a|svc.test.upstream_rq_per_try_timeout")
+            .await,
+        1.0
+    );
 
     // One endpoint refuses connections: the default policy retries on another host.
     for _ in 0..10 {
@@ -461,6 +474,11 @@ spec:
     assert_eq!(get(&proxy.url("/allbad")).await.unwrap().status, 500);
     let r = get(&proxy.url("/allbad")).await.unwrap();
     assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
+    for cluster in ["pool.test", "allbad.test"] {
+        let stat = |s: &str| format!("cluster.outbound|80||{cluster}.outlier_detection.{s}");
+        assert_eq!(proxy.stat(&stat("ejections_enforced_total")).await, 1.0);
+        assert_eq!(proxy.stat(&stat("ejections_active")).await, 1.0);
+    }
 
     // Circuit breaker: 1 connection + 1 pending; concurrent slow requests overflow.
     let started = std::time::Instant::now();
@@ -486,6 +504,10 @@ spec:
     }
     assert_eq!(ok, 2, "max 1 connection + 1 pending in flight");
     assert_eq!(overflow, 4);
+    let cb = |s: &str| format!("cluster.outbound|80||cb.test.{s}");
+    assert_eq!(proxy.stat(&cb("upstream_rq_pending_overflow")).await, 4.0);
+    assert_eq!(proxy.stat(&cb("upstream_rq_pending_total")).await, 1.0);
+    assert_eq!(proxy.stat(&cb("upstream_cx_total")).await, 1.0);
     // The pending request waited for the one connection: the two ran one after the other.
     assert!(
         started.elapsed() >= std::time::Duration::from_millis(790),

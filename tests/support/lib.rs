@@ -272,6 +272,10 @@ impl Drop for Backend {
 pub struct Proxy {
     pub port: u16,
     pub admin: u16,
+    /// The read-only `/stats/prometheus` port (Istio's 15090).
+    pub stats: u16,
+    /// The `/healthz/ready` port (Istio's 15021).
+    pub health: u16,
     pub dir: tempfile::TempDir,
     child: Child,
 }
@@ -292,6 +296,7 @@ impl Proxy {
         let p = paths();
         let port = free_port();
         let admin = free_port();
+        let (stats, health) = (free_port(), free_port());
         let dir = tempfile::tempdir()?;
         let yaml = yaml
             .replace("{{PORT}}", &port.to_string())
@@ -309,6 +314,10 @@ impl Proxy {
             })
             .arg("--admin-address")
             .arg(format!("127.0.0.1:{admin}"))
+            .arg("--stats-address")
+            .arg(format!("127.0.0.1:{stats}"))
+            .arg("--health-address")
+            .arg(format!("127.0.0.1:{health}"))
             .arg("--filters-dir")
             .arg(&p.wasm_dir)
             .arg("--cache-dir")
@@ -322,6 +331,8 @@ impl Proxy {
         let mut proxy = Proxy {
             port,
             admin,
+            stats,
+            health,
             dir,
             child,
         };
@@ -367,6 +378,38 @@ impl Proxy {
             .await
             .expect("stats")
             .body
+    }
+
+    /// Host stats by Envoy name (`cluster.NAME.upstream_rq_retry`), from the admin API's
+    /// `/stats?format=json`.
+    pub async fn host_stats(&self) -> std::collections::BTreeMap<String, f64> {
+        let r = get(&format!(
+            "http://127.0.0.1:{}/stats?format=json",
+            self.admin
+        ))
+        .await
+        .expect("/stats");
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("/stats is JSON");
+        v["stats"]
+            .as_array()
+            .expect("stats array")
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or_default().to_string(),
+                    s["value"].as_f64().unwrap_or(f64::NAN),
+                )
+            })
+            .collect()
+    }
+
+    /// One host stat; panics with the whole list when it does not exist.
+    pub async fn stat(&self, name: &str) -> f64 {
+        let all = self.host_stats().await;
+        match all.get(name) {
+            Some(v) => *v,
+            None => panic!("no stat {name} in {:#?}", all.keys().collect::<Vec<_>>()),
+        }
     }
 
     /// Sends GETs to `/` (each must succeed) until `backend` sees a request whose `header` is

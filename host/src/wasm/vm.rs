@@ -8,6 +8,7 @@ use super::state::{
     StreamState,
 };
 use super::types::Action;
+use crate::stats::PluginStats;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,6 +68,16 @@ pub struct Vm {
     broken: Option<String>,
     /// Stream context → its root, so a stream asking for ticks gets them on its root.
     parents: HashMap<u32, u32>,
+    stats: Arc<PluginStats>,
+    /// Linear memory last added to `stats.memory_bytes`.
+    memory_counted: i64,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.stats.instances.dec();
+        self.stats.memory_bytes.add(-self.memory_counted);
+    }
 }
 
 impl Vm {
@@ -81,6 +92,7 @@ impl Vm {
             .memory_size(rt.opts.memory_limit)
             .instances(1)
             .build();
+        let stats = crate::stats::store().plugin(&plugin.name);
         let state = HostState::new(plugin, rt.shared.clone(), clusters, limits);
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -107,14 +119,19 @@ impl Vm {
                 message: format!("{e:#}"),
             })?;
         }
-        Ok(Vm {
+        stats.instances.inc();
+        let mut vm = Vm {
             store,
             f,
             deadline,
             next_context: 1,
             broken: None,
             parents: HashMap::new(),
-        })
+            stats,
+            memory_counted: 0,
+        };
+        vm.count_memory();
+        Ok(vm)
     }
 
     /// Whether a trap made this instance unusable.
@@ -185,12 +202,19 @@ impl Vm {
             return Err(CallError::Broken(b.clone()));
         }
         self.store.set_epoch_deadline(self.deadline);
-        match f(&mut self.store) {
+        let started = std::time::Instant::now();
+        let r = f(&mut self.store);
+        self.stats.callbacks.inc();
+        self.stats.cpu_ns.add(started.elapsed().as_nanos() as u64);
+        self.count_memory();
+        match r {
             Ok(r) => Ok(r),
             Err(e) => {
                 let err = if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                    self.stats.timeouts.inc();
                     CallError::Timeout { phase }
                 } else {
+                    self.stats.traps.inc();
                     CallError::Trap {
                         phase,
                         message: format!("{e:#}"),
@@ -393,6 +417,16 @@ impl Vm {
     /// Actions callbacks aimed at other streams since the last look.
     pub fn take_remote_actions(&mut self) -> Vec<RemoteAction> {
         std::mem::take(&mut self.store.data_mut().remote)
+    }
+
+    // Memory only grows while an instance lives, so a cheap size read after each call
+    // keeps the gauge exact.
+    fn count_memory(&mut self) {
+        let now = self.memory_bytes() as i64;
+        if now != self.memory_counted {
+            self.stats.memory_bytes.add(now - self.memory_counted);
+            self.memory_counted = now;
+        }
     }
 
     /// Bytes of linear memory in use.
