@@ -1,6 +1,8 @@
 //! The admin API (Envoy's port 15000 by default, bound to localhost): readiness, config
 //! dump, clusters, plugin metrics, and `/quitquitquit` for a graceful stop.
 
+mod views;
+
 use crate::snapshot::{FailStrategy, Snapshot};
 use crate::wasm::shared::Shared;
 use arc_swap::ArcSwap;
@@ -257,7 +259,14 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
                 serde_json::to_string_pretty(&dump).unwrap_or_default(),
             )
         }
+        (&Method::GET, "/clusters") if query_has(&req, "format", "json") => {
+            json(&views::clusters(&snap))
+        }
         (&Method::GET, "/clusters") => text(StatusCode::OK, "text/plain", clusters(&snap)),
+        (&Method::GET, "/listeners") => json(&views::listeners(&snap)),
+        (&Method::GET, "/routes") => json(&views::routes(&snap)),
+        (&Method::GET, "/plugins") => json(&views::plugins(&snap)),
+        (&Method::GET, "/server_info") => json(&server_info(s, &snap)),
         (&Method::GET, "/stats/prometheus") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -289,7 +298,7 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: /ready /config_dump /clusters /stats/prometheus POST /quitquitquit\n"
+            "admin endpoints: /ready /server_info /config_dump /listeners /routes /clusters[?format=json] /plugins /stats[?format=json] /stats/prometheus /ui/graph /graph.json, POST /plugins/NAME, POST /quitquitquit\n"
                 .into(),
         ),
     }
@@ -336,6 +345,35 @@ fn prometheus(s: &AdminState, snap: &Snapshot) -> String {
         );
     }
     out
+}
+
+/// When the process started, for `/server_info`.
+static STARTED: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// Marks the process start (call once, early).
+pub fn mark_start() {
+    std::sync::LazyLock::force(&STARTED);
+}
+
+// What `lateen proxy-status` reads: state, versions and the last reload's outcome.
+fn server_info(s: &AdminState, snap: &Snapshot) -> serde_json::Value {
+    let last_error = s.reloads.last_error.lock().ok().and_then(|e| e.clone());
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "state": if s.ready.load(Ordering::Acquire) { "LIVE" } else { "PRE_INITIALIZING" },
+        "uptimeSeconds": STARTED.elapsed().as_secs(),
+        "workload": snap.workload,
+        "configVersion": snap.version,
+        "listeners": snap.listeners.len(),
+        "clusters": snap.clusters.len(),
+        "plugins": snap.plugins.len() + snap.service_plugins.len(),
+        "reloads": {
+            "success": s.reloads.success.load(Ordering::Relaxed),
+            "failure": s.reloads.failure.load(Ordering::Relaxed),
+        },
+        "lastReloadError": last_error,
+    })
 }
 
 fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {

@@ -237,6 +237,11 @@ impl Endpoint {
         }
     }
 
+    /// Times outlier detection ejected this endpoint.
+    pub fn ejection_count(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
     /// Whether outlier detection has this endpoint out of rotation now.
     pub fn ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now

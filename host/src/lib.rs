@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod connector;
 pub mod fetch;
+pub mod inspect;
 pub mod metrics;
 pub mod proxy;
 pub mod retry;

@@ -68,6 +68,25 @@ enum Cmd {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Show a running proxy's listeners, routes, clusters, endpoints or plugins.
+    ProxyConfig {
+        kind: lateen::inspect::Kind,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The proxy's admin address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+    },
+    /// Show a running proxy's state and config sync status.
+    ProxyStatus {
+        /// The proxy's admin address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one sample backend (answers with its name).
     SampleBackend {
         #[arg(long)]
@@ -233,6 +252,24 @@ fn run_cli(cli: Cli) -> Result<()> {
             admin,
             token.or_else(|| std::env::var("LATEEN_ADMIN_TOKEN").ok()),
         ),
+        Cmd::ProxyConfig { kind, json, admin } => {
+            let v = admin_get(admin, kind.path())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", lateen::inspect::render(kind, &v));
+            }
+            Ok(())
+        }
+        Cmd::ProxyStatus { admin, json } => {
+            let v = admin_get(admin, "/server_info")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", lateen::inspect::render_status(&admin.to_string(), &v));
+            }
+            Ok(())
+        }
         Cmd::SampleBackend { name, listen } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(lateen::backend::serve(name, listen))?;
@@ -285,6 +322,35 @@ fn fetcher(common: &Common) -> Arc<dyn lateen::config::compile::ModuleSource> {
 
 fn pushed_dir(common: &Common) -> Option<PathBuf> {
     cache_dir(common).map(|d| d.join("pushed"))
+}
+
+// GETs a JSON view from a running proxy's admin API.
+fn admin_get(admin: SocketAddr, path: &str) -> Result<serde_json::Value> {
+    use http_body_util::{BodyExt, Empty};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let uri: hyper::Uri = format!("http://{admin}{path}").parse()?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+            .await
+            .with_context(|| format!("no answer from the admin API at {admin} in 10 s"))?
+            .with_context(|| {
+                format!("reaching the admin API at {admin} (is the proxy running? see --admin)")
+            })?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!(
+                "{admin}{path} answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        serde_json::from_slice(&body).with_context(|| format!("{admin}{path} did not answer JSON"))
+    })
 }
 
 fn push(file: &Path, name: &str, admin: SocketAddr, token: Option<String>) -> Result<()> {
@@ -377,6 +443,7 @@ fn validate(config: &Path, common: &Common) -> Result<()> {
 }
 
 fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> {
+    admin::mark_start();
     let rt = Arc::new(runtime(&args.common)?);
     let opts = BuildOptions {
         builtin_filters: filters_dir(&args.common),

@@ -202,6 +202,8 @@ pub struct ListenerSpec {
 /// The compiled configuration.
 pub struct Snapshot {
     pub version: u64,
+    /// `name.namespace` of the workload, when the Bootstrap names it.
+    pub workload: Option<String>,
     pub listeners: Vec<ListenerSpec>,
     pub clusters: HashMap<String, Arc<Cluster>>,
     pub plugins: Vec<Arc<PluginSpec>>,

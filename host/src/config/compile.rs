@@ -482,6 +482,13 @@ pub fn build(
     }
     Ok(Snapshot {
         version,
+        workload: workload
+            .name
+            .as_ref()
+            .map(|n| match workload.namespaces.first() {
+                Some(ns) => format!("{n}.{ns}"),
+                None => n.clone(),
+            }),
         listeners,
         clusters,
         plugins: plugins

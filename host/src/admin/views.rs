@@ -1,0 +1,179 @@
+//! The admin API's JSON views of the running config: `/listeners`, `/routes`,
+//! `/clusters?format=json`, `/plugins` and `/server_info`. Field names are camelCase and
+//! stable: `lateen proxy-config` and users' scripts read them.
+
+use crate::snapshot::{FailStrategy, PluginSpec, Snapshot};
+use lateen_router::table::RouterConfig;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+
+/// The built-in router's name in chains.
+const ROUTER: &str = "lateen/router";
+
+fn phase(p: &PluginSpec) -> String {
+    format!("{:?}", p.phase).to_uppercase()
+}
+
+fn fail(p: &PluginSpec) -> &'static str {
+    match p.fail {
+        FailStrategy::Close => "FAIL_CLOSE",
+        FailStrategy::Open => "FAIL_OPEN",
+    }
+}
+
+/// Listeners with their filter chains, in order.
+pub fn listeners(snap: &Snapshot) -> Value {
+    let ls: Vec<Value> = snap
+        .listeners
+        .iter()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "address": l.addr.ip().to_string(),
+                "port": l.addr.port(),
+                "protocol": "HTTP",
+                "filters": l.filters.iter().map(|f| json!({
+                    "name": f.plugin.name,
+                    "phase": phase(&f.plugin),
+                    "priority": f.plugin.priority,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "listeners": ls })
+}
+
+/// Each listener's route table, as the router filter runs it.
+pub fn routes(snap: &Snapshot) -> Value {
+    let mut out = Vec::new();
+    for l in &snap.listeners {
+        let Some(router) = l.filters.iter().find(|f| f.plugin.name == ROUTER) else {
+            continue;
+        };
+        let Ok(cfg) = serde_json::from_slice::<RouterConfig>(&router.configuration) else {
+            continue;
+        };
+        let vhosts: Vec<Value> = cfg
+            .virtual_hosts
+            .iter()
+            .map(|vh| {
+                json!({
+                    "virtualService": vh.name,
+                    "domains": vh.domains,
+                    "routes": vh.routes.iter().map(|r| json!({
+                        "name": r.name,
+                        "id": r.id,
+                        "match": r.matches,
+                        "destinations": r.route.iter().map(|d| json!({
+                            "cluster": d.cluster, "weight": d.weight,
+                        })).collect::<Vec<_>>(),
+                        "redirect": r.redirect.is_some(),
+                        "directResponse": r.direct_response.as_ref().map(|d| d.status),
+                        "timeoutMs": r.timeout_ms,
+                        "retry": r.retry,
+                        "mirrors": r.mirrors.iter().map(|(c, p)| json!({"cluster": c, "percent": p})).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        out.push(json!({ "listener": l.name, "virtualHosts": vhosts }));
+    }
+    json!({ "routes": out })
+}
+
+/// Clusters with their settings, stats and endpoints (health, load, ejections).
+pub fn clusters(snap: &Snapshot) -> Value {
+    let mut names: Vec<&String> = snap.clusters.keys().collect();
+    names.sort();
+    let now = crate::cluster::now_ms();
+    let cs: Vec<Value> = names
+        .into_iter()
+        .map(|n| {
+            let c = &snap.clusters[n];
+            let s = &c.stats;
+            json!({
+                "name": c.name,
+                "lb": format!("{:?}", c.lb).to_uppercase(),
+                "protocol": match c.protocol {
+                    crate::cluster::UpstreamProtocol::Http1 => "HTTP/1.1",
+                    crate::cluster::UpstreamProtocol::Http2 => "HTTP/2",
+                },
+                "connectTimeoutMs": c.conn.connect_timeout_ms,
+                "maxRequests": c.max_requests,
+                "maxConnections": c.conn.max_connections,
+                "maxRequestsPerConnection": c.conn.max_requests_per_connection,
+                "outlierDetection": c.outlier.is_some(),
+                "stats": {
+                    "upstreamRqTotal": s.rq_total.get(),
+                    "upstreamRqActive": s.rq_active.get(),
+                    "upstreamRq2xx": s.rq_xx.get(2),
+                    "upstreamRq4xx": s.rq_xx.get(4),
+                    "upstreamRq5xx": s.rq_xx.get(5),
+                    "upstreamCxTotal": s.cx_total.get(),
+                    "upstreamCxActive": s.cx_active.get(),
+                    "upstreamCxConnectFail": s.cx_connect_fail.get(),
+                    "upstreamRqPendingActive": s.rq_pending_active.get(),
+                    "upstreamRqPendingOverflow": s.rq_pending_overflow.get(),
+                    "upstreamRqRetry": s.rq_retry.get(),
+                    "upstreamRqTimeout": s.rq_timeout.get(),
+                    "ejectionsEnforcedTotal": s.ejections_enforced_total.get(),
+                },
+                "endpoints": c.endpoints.iter().map(|e| json!({
+                    "address": e.authority,
+                    "labels": e.labels,
+                    "weight": e.weight,
+                    "health": if e.ejected(now) { "EJECTED" } else { "HEALTHY" },
+                    "rqActive": e.active.load(Ordering::Relaxed),
+                    "ejections": e.ejection_count(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "clusters": cs })
+}
+
+/// Plugins: identity, placement, state and per-plugin counters.
+pub fn plugins(snap: &Snapshot) -> Value {
+    let store = crate::stats::store();
+    let entry = |p: &PluginSpec, kind: &str| {
+        let st = store.plugin(&p.name);
+        let listeners: Vec<&str> = snap
+            .listeners
+            .iter()
+            .filter(|l| l.filters.iter().any(|f| f.plugin.name == p.name))
+            .map(|l| l.name.as_str())
+            .collect();
+        json!({
+            "name": p.name,
+            "kind": kind,
+            "url": p.url,
+            "sha256": p.module.sha256,
+            "phase": phase(p),
+            "priority": p.priority,
+            "failStrategy": fail(p),
+            "listeners": listeners,
+            "state": if st.instances.get() > 0 { "RUNNING" } else { "LOADED" },
+            "canary": p.canary.as_ref().map(|c| json!({
+                "url": c.spec.url,
+                "sha256": c.spec.module.sha256,
+                "percent": c.percent,
+                "state": if c.rolled_back.load(Ordering::Relaxed) { "ROLLED_BACK" } else { "ACTIVE" },
+            })),
+            "stats": {
+                "instances": st.instances.get(),
+                "callbacks": st.callbacks.get(),
+                "cpuSeconds": st.cpu_ns.get() as f64 / 1e9,
+                "memoryBytes": st.memory_bytes.get(),
+                "traps": st.traps.get(),
+                "deadlineTimeouts": st.timeouts.get(),
+            },
+        })
+    };
+    let mut all: Vec<Value> = snap.plugins.iter().map(|p| entry(p, "http")).collect();
+    all.extend(
+        snap.service_plugins
+            .iter()
+            .map(|f| entry(&f.plugin, "service")),
+    );
+    json!({ "plugins": all })
+}

@@ -1,0 +1,325 @@
+//! `lateen proxy-config` and `lateen proxy-status`: the admin API's JSON views rendered
+//! as istioctl-style tables.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+/// What `proxy-config` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Listeners,
+    Routes,
+    Clusters,
+    Endpoints,
+    Plugins,
+}
+
+impl Kind {
+    /// The admin path that serves this view.
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::Listeners => "/listeners",
+            Kind::Routes => "/routes",
+            Kind::Clusters | Kind::Endpoints => "/clusters?format=json",
+            Kind::Plugins => "/plugins",
+        }
+    }
+}
+
+/// Left-aligned columns separated by two spaces, as istioctl prints them.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v[key].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// `outbound|PORT|SUBSET|HOST` → (host, port, subset, direction).
+fn cluster_parts(name: &str) -> (String, String, String, String) {
+    let parts: Vec<&str> = name.split('|').collect();
+    match parts.as_slice() {
+        [dir, port, subset, host] => (
+            host.to_string(),
+            port.to_string(),
+            if subset.is_empty() { "-" } else { subset }.to_string(),
+            dir.to_string(),
+        ),
+        _ => (name.to_string(), "-".into(), "-".into(), "-".into()),
+    }
+}
+
+// One line per match alternative, as istioctl's MATCH column: `/prefix*`, `/exact`, `~regex`.
+fn match_summary(m: &Value) -> String {
+    let alts = m.as_array().map_or(&[][..], Vec::as_slice);
+    if alts.is_empty() {
+        return "/*".into();
+    }
+    let one = |a: &Value| {
+        let uri = &a["uri"];
+        let mut s = if let Some(p) = uri["prefix"].as_str() {
+            format!("{p}*")
+        } else if let Some(e) = uri["exact"].as_str() {
+            e.to_string()
+        } else if let Some(r) = uri["regex"].as_str() {
+            format!("~{r}")
+        } else {
+            "/*".to_string()
+        };
+        if let Some(h) = a["headers"].as_object() {
+            let names: Vec<&str> = h.keys().map(String::as_str).collect();
+            let _ = write!(s, " (headers: {})", names.join(","));
+        }
+        s
+    };
+    alts.iter().map(one).collect::<Vec<_>>().join(", ")
+}
+
+/// Renders one view as a table.
+pub fn render(kind: Kind, v: &Value) -> String {
+    match kind {
+        Kind::Listeners => {
+            let rows: Vec<Vec<String>> = items(v, "listeners")
+                .iter()
+                .map(|l| {
+                    let filters: Vec<String> =
+                        items(l, "filters").iter().map(|f| s(&f["name"])).collect();
+                    vec![
+                        s(&l["address"]),
+                        s(&l["port"]),
+                        s(&l["protocol"]),
+                        filters.join(" → "),
+                    ]
+                })
+                .collect();
+            table(&["ADDRESSES", "PORT", "PROTOCOL", "FILTER CHAIN"], &rows)
+        }
+        Kind::Routes => {
+            let mut rows = Vec::new();
+            for l in items(v, "routes") {
+                for vh in items(l, "virtualHosts") {
+                    let domains: Vec<String> = items(vh, "domains").iter().map(s).collect();
+                    for r in items(vh, "routes") {
+                        let dests: Vec<String> = items(r, "destinations")
+                            .iter()
+                            .map(|d| format!("{} {}%", s(&d["cluster"]), s(&d["weight"])))
+                            .collect();
+                        let dest = if !dests.is_empty() {
+                            dests.join(", ")
+                        } else if r["redirect"].as_bool() == Some(true) {
+                            "redirect".into()
+                        } else {
+                            format!("direct response {}", s(&r["directResponse"]))
+                        };
+                        rows.push(vec![
+                            s(&l["listener"]),
+                            domains.join(","),
+                            match_summary(&r["match"]),
+                            dest,
+                            s(&vh["virtualService"]),
+                        ]);
+                    }
+                }
+            }
+            table(
+                &[
+                    "LISTENER",
+                    "DOMAINS",
+                    "MATCH",
+                    "DESTINATIONS",
+                    "VIRTUAL SERVICE",
+                ],
+                &rows,
+            )
+        }
+        Kind::Clusters => {
+            let rows: Vec<Vec<String>> = items(v, "clusters")
+                .iter()
+                .map(|c| {
+                    let (host, port, subset, dir) = cluster_parts(c["name"].as_str().unwrap_or(""));
+                    vec![
+                        host,
+                        port,
+                        subset,
+                        dir,
+                        s(&c["lb"]),
+                        items(c, "endpoints").len().to_string(),
+                        s(&c["stats"]["upstreamRqTotal"]),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "SERVICE FQDN",
+                    "PORT",
+                    "SUBSET",
+                    "DIRECTION",
+                    "LB",
+                    "ENDPOINTS",
+                    "REQUESTS",
+                ],
+                &rows,
+            )
+        }
+        Kind::Endpoints => {
+            let mut rows = Vec::new();
+            for c in items(v, "clusters") {
+                for e in items(c, "endpoints") {
+                    let health = s(&e["health"]);
+                    rows.push(vec![
+                        s(&e["address"]),
+                        if health == "EJECTED" {
+                            "UNHEALTHY".into()
+                        } else {
+                            "HEALTHY".into()
+                        },
+                        if health == "EJECTED" {
+                            "FAILED".into()
+                        } else {
+                            "OK".into()
+                        },
+                        s(&c["name"]),
+                    ]);
+                }
+            }
+            table(&["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"], &rows)
+        }
+        Kind::Plugins => {
+            let rows: Vec<Vec<String>> = items(v, "plugins")
+                .iter()
+                .map(|p| {
+                    let st = &p["stats"];
+                    let sha = s(&p["sha256"]);
+                    vec![
+                        s(&p["name"]),
+                        s(&p["phase"]),
+                        s(&p["priority"]),
+                        s(&p["state"]),
+                        sha.get(..12).unwrap_or(&sha).to_string(),
+                        format!("{:.3}", st["cpuSeconds"].as_f64().unwrap_or(0.0)),
+                        format!("{}", st["memoryBytes"].as_i64().unwrap_or(0) / 1024),
+                        s(&st["traps"]),
+                        s(&p["url"]),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "NAME", "PHASE", "PRIORITY", "STATE", "SHA256", "CPU(s)", "MEM(KiB)", "TRAPS",
+                    "URL",
+                ],
+                &rows,
+            )
+        }
+    }
+}
+
+/// `proxy-status`: one row for the proxy, as istioctl's per-proxy line.
+pub fn render_status(admin: &str, info: &Value) -> String {
+    let status = match info["lastReloadError"].as_str() {
+        None => "SYNCED".to_string(),
+        Some(e) => format!("STALE ({})", e.lines().next().unwrap_or(e)),
+    };
+    table(
+        &[
+            "NAME",
+            "ADMIN",
+            "STATE",
+            "CONFIG VERSION",
+            "LISTENERS",
+            "CLUSTERS",
+            "PLUGINS",
+            "RELOADS OK/FAILED",
+            "STATUS",
+            "LATEEN VERSION",
+        ],
+        &[vec![
+            info["workload"].as_str().unwrap_or("-").to_string(),
+            admin.to_string(),
+            s(&info["state"]),
+            s(&info["configVersion"]),
+            s(&info["listeners"]),
+            s(&info["clusters"]),
+            s(&info["plugins"]),
+            format!(
+                "{}/{}",
+                s(&info["reloads"]["success"]),
+                s(&info["reloads"]["failure"])
+            ),
+            status,
+            s(&info["version"]),
+        ]],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn clusters_split_their_names_into_columns() {
+        let v = json!({"clusters": [{"name": "outbound|80|v1|reviews.default.svc.cluster.local",
+            "lb": "ROUNDROBIN", "endpoints": [{}, {}], "stats": {"upstreamRqTotal": 7}}]});
+        let out = render(Kind::Clusters, &v);
+        let mut lines = out.lines();
+        assert!(lines.next().unwrap().starts_with("SERVICE FQDN"));
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "reviews.default.svc.cluster.local",
+                "80",
+                "v1",
+                "outbound",
+                "ROUNDROBIN",
+                "2",
+                "7"
+            ]
+        );
+    }
+
+    #[test]
+    fn routes_show_matches_and_weights() {
+        let v = json!({"routes": [{"listener": "0.0.0.0_8080", "virtualHosts": [{"virtualService": "default/reviews",
+            "domains": ["*"], "routes": [{"match": [{"uri": {"prefix": "/api"}}],
+            "destinations": [{"cluster": "outbound|80|v1|r", "weight": 90}, {"cluster": "outbound|80|v2|r", "weight": 10}]}]}]}]});
+        let out = render(Kind::Routes, &v);
+        assert!(out.contains("/api*"), "{out}");
+        assert!(
+            out.contains("outbound|80|v1|r 90%, outbound|80|v2|r 10%"),
+            "{out}"
+        );
+    }
+}
