@@ -8,12 +8,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 if command -v rustup >/dev/null 2>&1; then
   rustup target add wasm32-wasip1 >/dev/null
 fi
-# Real peers the tests start: Redis (global rate limits), an OCI registry (plugin pulls)
-# and Prometheus with promtool (metrics).
+# Real peers the tests start: Redis (global rate limits), an OCI registry (plugin pulls),
+# Prometheus with promtool (metrics) and Chromium (the service graph page).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# Headless Chromium loads the admin UI's service graph; DejaVu gives it a font to draw with.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -1,6 +1,7 @@
 //! The admin API (Envoy's port 15000 by default, bound to localhost): readiness, config
 //! dump, clusters, plugin metrics, and `/quitquitquit` for a graceful stop.
 
+pub mod graph;
 mod views;
 
 use crate::snapshot::{FailStrategy, Snapshot};
@@ -30,6 +31,8 @@ pub struct AdminState {
     pub pushed_dir: Option<std::path::PathBuf>,
     /// Bearer token required on mutating endpoints, when set.
     pub token: Option<String>,
+    /// The live service graph's history.
+    pub graph: Arc<graph::Graph>,
 }
 
 /// What a port serves: Envoy/Istio split the read-only surfaces off the admin port so
@@ -84,6 +87,16 @@ pub fn start(
                     return;
                 };
                 let mut stop = state.shutdown.subscribe();
+                if surface == Surface::Admin {
+                    let (graph, shared) = (state.graph.clone(), state.shared.clone());
+                    tokio::spawn(async move {
+                        let mut every = tokio::time::interval(graph::PERIOD);
+                        loop {
+                            every.tick().await;
+                            graph.sample(&shared);
+                        }
+                    });
+                }
                 loop {
                     let (tcp, _) = tokio::select! {
                         r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
@@ -267,6 +280,15 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
         (&Method::GET, "/routes") => json(&views::routes(&snap)),
         (&Method::GET, "/plugins") => json(&views::plugins(&snap)),
         (&Method::GET, "/server_info") => json(&server_info(s, &snap)),
+        (&Method::GET, "/graph.json") => json(
+            &s.graph
+                .render(&s.shared, snap.workload.as_deref().unwrap_or("lateen")),
+        ),
+        (&Method::GET, "/ui/graph") => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            include_str!("admin/graph.html").into(),
+        ),
         (&Method::GET, "/stats/prometheus") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",

@@ -492,6 +492,7 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
         reloads: reloads.clone(),
         pushed_dir: opts.pushed_dir.clone(),
         token: admin_token,
+        graph: Default::default(),
     };
     let mut admin = vec![
         admin::start(args.admin_address, admin_state.clone(), Surface::Admin)

@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod graph;
 mod lifecycle;
 mod metrics;
 mod plugins;

@@ -8,7 +8,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -942,5 +942,56 @@ impl KeepAlive {
             headers: parts.headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
+    }
+}
+
+/// Headless Chromium (Debian's `chromium`), run once per call.
+pub struct Chromium;
+
+impl Chromium {
+    fn command() -> Command {
+        let mut c = Command::new("chromium");
+        // Root in CI has no user namespace sandbox; the page is our own admin UI.
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1280,800",
+        ]);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(mut c: Command, what: &str) -> std::process::Output {
+        let out = c
+            .output()
+            .unwrap_or_else(|e| panic!("chromium ({what}): {e} (tests/run.sh installs chromium)"));
+        assert!(
+            out.status.success(),
+            "chromium ({what}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The DOM after the page's scripts ran for `budget_ms` of virtual time.
+    pub fn dump_dom(url: &str, budget_ms: u64) -> String {
+        let mut c = Self::command();
+        c.arg(format!("--virtual-time-budget={budget_ms}"))
+            .arg("--dump-dom")
+            .arg(url);
+        String::from_utf8_lossy(&Self::run(c, "dump-dom").stdout).into_owned()
+    }
+
+    /// Saves a PNG screenshot of the page.
+    pub fn screenshot(url: &str, budget_ms: u64, path: &Path) {
+        let mut c = Self::command();
+        c.arg(format!("--virtual-time-budget={budget_ms}"))
+            .arg(format!("--screenshot={}", path.display()))
+            .arg(url);
+        Self::run(c, "screenshot");
     }
 }
