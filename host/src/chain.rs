@@ -363,6 +363,8 @@ pub struct HttpStream {
     canary: u64,
     /// Canary filters that failed during this stream.
     canary_failed: u64,
+    /// Where the stream is logged when it ends.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl HttpStream {
@@ -385,6 +387,7 @@ impl HttpStream {
             upstream,
             canary,
             canary_failed: 0,
+            access_log: None,
         }
     }
 
@@ -619,23 +622,33 @@ impl HttpStream {
         Ok(action)
     }
 
-    /// Records a local reply's outcome, with the flags a filter set (`lateen.response_flags`).
-    pub fn set_local_outcome(&mut self, code: u16) {
+    /// Records a local reply's outcome, with the flags a filter set (`lateen.response_flags`)
+    /// and the details it gave (`proxy_send_local_response`).
+    pub fn set_local_outcome(&mut self, lr: &LocalResponse) {
         let flags = self
             .state
             .props
             .get("lateen.response_flags")
             .map(|f| String::from_utf8_lossy(f).into_owned())
             .unwrap_or_else(|| "-".into());
-        self.set_outcome(code, &flags);
+        self.set_outcome(lr.status, &flags);
+        if !lr.details.is_empty() {
+            self.state.response_code_details = lr.details.clone();
+        }
     }
 
-    /// Records how the stream ended, for `response.*` properties in on_log.
+    /// Records how the stream ended, for `response.*` properties in on_log and the access
+    /// log: `-` flags mean the upstream answered.
     pub fn set_outcome(&mut self, code: u16, flags: &str) {
         self.state.response_code = Some(code);
         if !flags.is_empty() {
             self.state.response_flags = flags.to_string();
         }
+        self.state.response_code_details = match flags {
+            "-" | "" => "via_upstream",
+            f => crate::access_log::details_for_flags(f),
+        }
+        .to_string();
     }
 }
 
@@ -664,6 +677,9 @@ impl Drop for HttpStream {
                     tracing::warn!(plugin = %slot.spec.name, "plugin failed at end of stream: {e}");
                 }
             }
+        }
+        if let Some(log) = &self.access_log {
+            log.record(&self.state);
         }
     }
 }

@@ -4,6 +4,7 @@
 //! route decision → `cluster` (endpoints, load balancing, upstream pools). `config` turns
 //! Istio YAML into an immutable [`snapshot::Snapshot`]; `wasm` is the proxy-wasm runtime.
 
+pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod body;

@@ -171,9 +171,10 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
         w.random(),
     )));
     let mut s = stream.lock().await;
+    s.access_log = ws.snap.access_log.clone();
 
     if let Verdict::Respond(lr) = s.request_headers(eos).await {
-        s.set_local_outcome(lr.status);
+        s.set_local_outcome(&lr);
         return local_reply(lr);
     }
     let prop = |s: &HttpStream, key: &str| {
@@ -242,7 +243,7 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
             Err(e) => {
                 let mut s = stream.lock().await;
                 if let Some(lr) = s.early_reply.take() {
-                    s.set_local_outcome(lr.status);
+                    s.set_local_outcome(&lr);
                     return local_reply(lr);
                 }
                 tracing::debug!("request body failed: {e}");
@@ -414,7 +415,7 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
     let mut s = stream.lock().await;
     s.state.upstream = Some((cluster.clone(), last_ep));
     if let Some(lr) = s.early_reply.take() {
-        s.set_local_outcome(lr.status);
+        s.set_local_outcome(&lr);
         return local_reply(lr);
     }
     let resp = match result {
@@ -458,7 +459,7 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
     s.state.resp_headers = resp_headers;
     let reos = rbody.is_end_stream();
     if let Verdict::Respond(lr) = s.response_headers(reos).await {
-        s.set_local_outcome(lr.status);
+        s.set_local_outcome(&lr);
         return local_reply(lr);
     }
     let mut rbody = rbody;
@@ -485,7 +486,7 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
                 s.state.resp_body_bytes += data.len() as u64;
                 s.state.resp_body.extend_from_slice(&data);
                 if let Verdict::Respond(lr) = s.response_body(true).await {
-                    s.set_local_outcome(lr.status);
+                    s.set_local_outcome(&lr);
                     return local_reply(lr);
                 }
                 full(Bytes::from(std::mem::take(&mut s.state.resp_body)))

@@ -214,6 +214,8 @@ pub struct Snapshot {
     /// `lateen.redis` cluster.
     pub redis_url: Option<String>,
     pub warnings: Vec<String>,
+    /// The access log (Bootstrap `telemetry.accessLog`), when on.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl Snapshot {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `lateen` binary, real upstream servers on 127.0.0.1, real
 //! sockets. One binary with a module per area.
 
+mod access_log;
 mod admin;
 mod config;
 mod graph;

@@ -4,6 +4,7 @@
 use super::envoyfilter;
 use super::resources::*;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
+use crate::access_log::AccessLog;
 use crate::cluster::{
     Cluster, ConnSettings, Endpoint, HashKey, HashPolicy, LbPolicy, OutlierPolicy, UpstreamProtocol,
 };
@@ -333,6 +334,7 @@ pub fn build(
     }
 
     let metrics = metrics_filter(res, &workload, rt, opts, &mut errors);
+    let access_log = access_log(res, &mut errors);
     let gateway_keys: BTreeSet<String> = res.gateways.iter().map(|g| g.info.key()).collect();
     let mut listeners = Vec::new();
     let mut vs_bound: BTreeSet<String> = BTreeSet::new();
@@ -503,7 +505,74 @@ pub fn build(
         resolver,
         redis_url,
         warnings,
+        access_log,
     })
+}
+
+/// The access log the Bootstrap asks for (`telemetry.accessLog`), opened for appending.
+fn access_log(res: &Resources, errors: &mut Vec<ConfigError>) -> Option<Arc<AccessLog>> {
+    use crate::access_log::{Encoding, Format, ISTIO_JSON, ISTIO_TEXT};
+    let boot = res.bootstrap.as_ref()?;
+    let spec = boot.spec.telemetry.as_ref()?.access_log.as_ref()?;
+    let field = "spec.telemetry.accessLog";
+    let mut bad = |f: &str, m: String| errors.push(boot.info.error(&format!("{field}.{f}"), m));
+    let encoding = match spec.encoding.as_deref().unwrap_or("TEXT") {
+        "TEXT" => {
+            if spec.labels.is_some() {
+                bad(
+                    "labels",
+                    "labels are for JSON encoding; TEXT takes `format`".into(),
+                );
+                return None;
+            }
+            match Format::parse(spec.format.as_deref().unwrap_or(ISTIO_TEXT)) {
+                Ok(f) => Encoding::Text(f),
+                Err(e) => {
+                    bad("format", e.to_string());
+                    return None;
+                }
+            }
+        }
+        "JSON" => {
+            if spec.format.is_some() {
+                bad(
+                    "format",
+                    "JSON encoding takes `labels` (key: format)".into(),
+                );
+                return None;
+            }
+            let pairs: Vec<(String, String)> = match &spec.labels {
+                Some(l) => l.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                None => ISTIO_JSON
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            let mut fields = Vec::new();
+            for (k, v) in pairs {
+                match Format::parse(&v) {
+                    Ok(f) => fields.push((k, f)),
+                    Err(e) => {
+                        bad(&format!("labels.{k}"), e.to_string());
+                        return None;
+                    }
+                }
+            }
+            Encoding::Json(fields)
+        }
+        other => {
+            bad("encoding", format!("`{other}` is not TEXT or JSON"));
+            return None;
+        }
+    };
+    let path = spec.file.as_deref().unwrap_or("/dev/stdout");
+    match AccessLog::open(std::path::Path::new(path), encoding) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            bad("file", format!("cannot open {path} for appending: {e}"));
+            None
+        }
+    }
 }
 
 fn probe(

@@ -394,6 +394,27 @@ pub struct TelemetrySpec {
     /// Istio's telemetry is on by default).
     #[serde(default)]
     pub metrics: Option<bool>,
+    /// The access log (Istio's `meshConfig.accessLogFile`/`Format`/`Encoding`).
+    #[serde(default)]
+    pub access_log: Option<AccessLogSpec>,
+}
+
+/// Where and how requests are logged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogSpec {
+    /// A file path; default `/dev/stdout`.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// `TEXT` (default) or `JSON`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// TEXT: Envoy's format string (default: Istio's).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// JSON: key → format string (default: Istio's JSON keys).
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -67,6 +67,8 @@ pub struct StreamState {
     /// Response code once known, for `response.code`.
     pub response_code: Option<u16>,
     pub response_flags: String,
+    /// Envoy's `%RESPONSE_CODE_DETAILS%`: `via_upstream`, or why the proxy answered itself.
+    pub response_code_details: String,
     /// Body bytes received from the client and from the upstream (`request.size`,
     /// `response.size`).
     pub req_body_bytes: u64,

@@ -67,6 +67,9 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
             Some(f) if s.cur.response_flags.is_empty() => f.clone(),
             _ => Bytes::from(s.cur.response_flags.clone()),
         },
+        "response.code_details" if !s.cur.response_code_details.is_empty() => {
+            Bytes::from(s.cur.response_code_details.clone())
+        }
         "request.size" => int(s.cur.req_body_bytes as i64),
         "request.total_size" => {
             int((headers_size(&s.cur.req_headers) + s.cur.req_body_bytes) as i64)
