@@ -9,13 +9,15 @@ if command -v rustup >/dev/null 2>&1; then
   rustup target add wasm32-wasip1 >/dev/null
 fi
 # Real peers the tests start: Redis (global rate limits), an OCI registry (plugin pulls),
-# Prometheus with promtool (metrics) and Chromium (the service graph page).
+# Prometheus with promtool (metrics) and Chromium (the service graph page); Python for
+# the OTLP receiver.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # Headless Chromium loads the admin UI's service graph; DejaVu gives it a font to draw with.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -25,6 +27,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# The tracing test's OTLP receiver runs on the opentelemetry-proto package from PyPI, in a
+# venv beside the build output.
+if [ ! -x "$CARGO_TARGET_DIR/py/bin/python" ] || ! "$CARGO_TARGET_DIR/py/bin/python" -c 'import opentelemetry.proto' 2>/dev/null; then
+  if ! python3 -m venv "$CARGO_TARGET_DIR/py" 2>/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+    python3 -m venv "$CARGO_TARGET_DIR/py"
+  fi
+  "$CARGO_TARGET_DIR/py/bin/pip" install -q opentelemetry-proto
+fi
+export LATEEN_TEST_PYTHON="$CARGO_TARGET_DIR/py/bin/python"
 
 # Filters and test plugins are wasm32-wasip1 modules; the e2e tests load them from
 # $CARGO_TARGET_DIR/wasm32-wasip1/wasm/.

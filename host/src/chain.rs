@@ -365,6 +365,8 @@ pub struct HttpStream {
     canary_failed: u64,
     /// Where the stream is logged when it ends.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// This proxy's span for the stream, ended when the stream ends.
+    pub trace: Option<(Arc<crate::trace::Tracer>, crate::trace::SpanStart)>,
 }
 
 impl HttpStream {
@@ -388,6 +390,7 @@ impl HttpStream {
             canary,
             canary_failed: 0,
             access_log: None,
+            trace: None,
         }
     }
 
@@ -680,6 +683,9 @@ impl Drop for HttpStream {
         }
         if let Some(log) = &self.access_log {
             log.record(&self.state);
+        }
+        if let Some((tracer, span)) = &self.trace {
+            tracer.finish(span, &self.state);
         }
     }
 }

@@ -62,26 +62,34 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A connector for http:// and https:// with the system's trust roots (or the bundle named
+/// by SSL_CERT_FILE); without roots, the reason, and https:// then fails.
+pub fn https_connector() -> (HttpsConnector<HttpConnector>, Option<String>) {
+    let (tls, no_roots) = match HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => (b, None),
+        Err(e) => {
+            let empty = rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            (
+                HttpsConnectorBuilder::new().with_tls_config(empty),
+                Some(e.to_string()),
+            )
+        }
+    };
+    (
+        tls.https_or_http().enable_http1().enable_http2().build(),
+        no_roots,
+    )
+}
+
 impl Session {
     fn new() -> Result<Self, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        // The system's trust roots, or the bundle named by SSL_CERT_FILE.
-        let (tls, no_roots) = match HttpsConnectorBuilder::new().with_native_roots() {
-            Ok(b) => (b, None),
-            Err(e) => {
-                let empty = rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                (
-                    HttpsConnectorBuilder::new().with_tls_config(empty),
-                    Some(e.to_string()),
-                )
-            }
-        };
-        let connector = tls.https_or_http().enable_http1().enable_http2().build();
+        let (connector, no_roots) = https_connector();
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Session {
             rt,

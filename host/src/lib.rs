@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod retry;
 pub mod snapshot;
 pub mod stats;
+pub mod trace;
 pub mod upstream;
 pub mod wasm;
 pub mod watch;

@@ -151,6 +151,11 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
             id
         }
     };
+    let trace = ws
+        .snap
+        .tracer
+        .as_ref()
+        .map(|t| (t.clone(), t.begin(&mut headers, w.random())));
     let state = StreamState {
         req_headers: headers,
         info: Some(Arc::new(StreamInfo {
@@ -172,6 +177,7 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
     )));
     let mut s = stream.lock().await;
     s.access_log = ws.snap.access_log.clone();
+    s.trace = trace;
 
     if let Verdict::Respond(lr) = s.request_headers(eos).await {
         s.set_local_outcome(&lr);

@@ -216,6 +216,8 @@ pub struct Snapshot {
     pub warnings: Vec<String>,
     /// The access log (Bootstrap `telemetry.accessLog`), when on.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// The tracer (Bootstrap `telemetry.tracing`), when on.
+    pub tracer: Option<Arc<crate::trace::Tracer>>,
 }
 
 impl Snapshot {

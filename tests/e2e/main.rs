@@ -11,4 +11,5 @@ mod plugins;
 mod ratelimit;
 mod reload;
 mod routing;
+mod tracing;
 mod traffic;

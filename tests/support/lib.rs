@@ -995,3 +995,58 @@ impl Chromium {
         Self::run(c, "screenshot");
     }
 }
+
+/// A real OTLP/HTTP trace receiver (`tests/otlp/receiver.py`, on the `opentelemetry-proto`
+/// package from PyPI that tests/run.sh installs into `$CARGO_TARGET_DIR/py`).
+pub struct OtlpReceiver {
+    pub port: u16,
+    _daemon: Daemon,
+}
+
+impl OtlpReceiver {
+    pub async fn start() -> OtlpReceiver {
+        let python = std::env::var_os("LATEEN_TEST_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                paths()
+                    .cache_dir
+                    .parent()
+                    .expect("target dir")
+                    .join("py/bin/python")
+            });
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("otlp/receiver.py");
+        let port = free_port();
+        let child = Command::new(&python)
+            .arg(&script)
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} (tests/run.sh makes this venv): {e}", python.display()));
+        let me = OtlpReceiver {
+            port,
+            _daemon: Daemon(child),
+        };
+        wait_ok(
+            &format!("http://127.0.0.1:{port}/spans"),
+            Duration::from_secs(30),
+            "the OTLP receiver",
+        )
+        .await;
+        me
+    }
+
+    /// `http://127.0.0.1:PORT/v1/traces`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.port)
+    }
+
+    /// Every span received so far.
+    pub async fn spans(&self) -> Vec<serde_json::Value> {
+        let r = get(&format!("http://127.0.0.1:{}/spans", self.port))
+            .await
+            .expect("/spans");
+        serde_json::from_str(&r.body).expect("spans JSON")
+    }
+}

@@ -335,6 +335,7 @@ pub fn build(
 
     let metrics = metrics_filter(res, &workload, rt, opts, &mut errors);
     let access_log = access_log(res, &mut errors);
+    let tracer = tracer(res, &workload, &mut errors);
     let gateway_keys: BTreeSet<String> = res.gateways.iter().map(|g| g.info.key()).collect();
     let mut listeners = Vec::new();
     let mut vs_bound: BTreeSet<String> = BTreeSet::new();
@@ -506,7 +507,55 @@ pub fn build(
         redis_url,
         warnings,
         access_log,
+        tracer,
     })
+}
+
+/// The tracer the Bootstrap asks for (`telemetry.tracing`).
+fn tracer(
+    res: &Resources,
+    workload: &WorkloadInfo,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<crate::trace::Tracer>> {
+    let boot = res.bootstrap.as_ref()?;
+    let spec = boot.spec.telemetry.as_ref()?.tracing.as_ref()?;
+    let field = "spec.telemetry.tracing";
+    let sampling = spec.sampling.unwrap_or(1.0);
+    if !(0.0..=100.0).contains(&sampling) {
+        errors.push(boot.info.error(
+            &format!("{field}.sampling"),
+            format!("{sampling} is not a percentage (0-100)"),
+        ));
+        return None;
+    }
+    let endpoint = &spec.otlp.endpoint;
+    match endpoint.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+        _ => {
+            errors.push(boot.info.error(
+                &format!("{field}.otlp.endpoint"),
+                format!("`{endpoint}` is not an http(s) URL"),
+            ));
+            return None;
+        }
+    }
+    let service = spec.service_name.clone().unwrap_or_else(|| {
+        match (&workload.name, workload.namespaces.first()) {
+            (Some(n), Some(ns)) => format!("{n}.{ns}"),
+            (Some(n), None) => n.clone(),
+            _ => "lateen".into(),
+        }
+    });
+    match crate::trace::Tracer::start(endpoint.clone(), service, sampling) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            errors.push(
+                boot.info
+                    .error(field, format!("cannot start the exporter: {e}")),
+            );
+            None
+        }
+    }
 }
 
 /// The access log the Bootstrap asks for (`telemetry.accessLog`), opened for appending.

@@ -397,6 +397,28 @@ pub struct TelemetrySpec {
     /// The access log (Istio's `meshConfig.accessLogFile`/`Format`/`Encoding`).
     #[serde(default)]
     pub access_log: Option<AccessLogSpec>,
+    #[serde(default)]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// Tracing (Istio's `meshConfig.defaultConfig.tracing` and its OpenTelemetry provider).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingSpec {
+    /// Percentage of new traces sampled, 0-100 (Istio's default: 1).
+    #[serde(default)]
+    pub sampling: Option<f64>,
+    /// `service.name` of the spans; default `NAME.NAMESPACE` of the workload.
+    #[serde(default)]
+    pub service_name: Option<String>,
+    pub otlp: OtlpSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtlpSpec {
+    /// OTLP/HTTP traces URL, e.g. `http://otel-collector:4318/v1/traces`.
+    pub endpoint: String,
 }
 
 /// Where and how requests are logged.
