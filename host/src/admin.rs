@@ -385,7 +385,12 @@ fn server_info(s: &AdminState, snap: &Snapshot) -> serde_json::Value {
         "version": env!("CARGO_PKG_VERSION"),
         "state": if s.ready.load(Ordering::Acquire) { "LIVE" } else { "PRE_INITIALIZING" },
         "uptimeSeconds": STARTED.elapsed().as_secs(),
-        "workload": snap.workload,
+        // Without a Bootstrap workload, the host name (a pod's name in Kubernetes).
+        "workload": snap.workload.clone().or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        }),
         "configVersion": snap.version,
         "listeners": snap.listeners.len(),
         "clusters": snap.clusters.len(),

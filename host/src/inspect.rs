@@ -97,9 +97,21 @@ fn match_summary(m: &Value) -> String {
         } else {
             "/*".to_string()
         };
-        if let Some(h) = a["headers"].as_object() {
-            let names: Vec<&str> = h.keys().map(String::as_str).collect();
-            let _ = write!(s, " (headers: {})", names.join(","));
+        // The other conditions by kind, with their keys: `headers: x-user`, `cookies: user`.
+        let mut extra = Vec::new();
+        if let Some(o) = a.as_object() {
+            for (k, v) in o.iter().filter(|(k, _)| k.as_str() != "uri") {
+                match v.as_object() {
+                    Some(m) if !m.is_empty() => {
+                        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+                        extra.push(format!("{k}: {}", keys.join(",")));
+                    }
+                    _ => extra.push(format!("{k}: {v}")),
+                }
+            }
+        }
+        if !extra.is_empty() {
+            let _ = write!(s, " ({})", extra.join("; "));
         }
         s
     };
@@ -131,9 +143,16 @@ pub fn render(kind: Kind, v: &Value) -> String {
                 for vh in items(l, "virtualHosts") {
                     let domains: Vec<String> = items(vh, "domains").iter().map(s).collect();
                     for r in items(vh, "routes") {
-                        let dests: Vec<String> = items(r, "destinations")
+                        let all = items(r, "destinations");
+                        // A lone destination without a weight takes all the traffic.
+                        let dests: Vec<String> = all
                             .iter()
-                            .map(|d| format!("{} {}%", s(&d["cluster"]), s(&d["weight"])))
+                            .map(|d| match d["weight"].as_u64() {
+                                Some(0) | None if all.len() == 1 => {
+                                    format!("{} 100%", s(&d["cluster"]))
+                                }
+                                _ => format!("{} {}%", s(&d["cluster"]), s(&d["weight"])),
+                            })
                             .collect();
                         let dest = if !dests.is_empty() {
                             dests.join(", ")
@@ -317,6 +336,13 @@ mod tests {
             "destinations": [{"cluster": "outbound|80|v1|r", "weight": 90}, {"cluster": "outbound|80|v2|r", "weight": 10}]}]}]}]});
         let out = render(Kind::Routes, &v);
         assert!(out.contains("/api*"), "{out}");
+        let v = json!({"routes": [{"listener": "l", "virtualHosts": [{"virtualService": "d/vs", "domains": ["*"],
+            "routes": [{"match": [{"cookies": {"user": {"exact": "t"}}}], "destinations": [{"cluster": "c", "weight": 0}]}]}]}]});
+        let lone = render(Kind::Routes, &v);
+        assert!(
+            lone.contains("/* (cookies: user)") && lone.contains("c 100%"),
+            "{lone}"
+        );
         assert!(
             out.contains("outbound|80|v1|r 90%, outbound|80|v2|r 10%"),
             "{out}"
