@@ -36,8 +36,9 @@ pub struct Peer {
     pub principal: String,
 }
 
-/// What the filter learned of a finished stream.
-#[derive(Debug, Default)]
+/// What the filter learned of a finished stream. The labels are a function of it (and of
+/// the config), so it is the key under which a label set's metric ids are cached.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub struct Outcome {
     /// `lateen.route.cluster`: `outbound|PORT|SUBSET|HOST`.
     pub cluster: Option<String>,

@@ -24,7 +24,8 @@ type Ids = [u32; 4];
 #[derive(Default)]
 struct Shared {
     config: RefCell<Rc<MetricsConfig>>,
-    ids: RefCell<HashMap<String, Ids>>,
+    /// Metric ids by outcome: a request whose outcome was seen before builds no labels.
+    ids: RefCell<HashMap<Outcome, Ids>>,
 }
 
 struct MetricsRoot {
@@ -39,6 +40,8 @@ impl RootContext for MetricsRoot {
         match lateen_sdk::config::parse_or_default::<MetricsConfig>(&bytes) {
             Ok(c) => {
                 *self.shared.config.borrow_mut() = Rc::new(c);
+                // Label sets depend on the config.
+                self.shared.ids.borrow_mut().clear();
                 true
             }
             Err(e) => {
@@ -73,12 +76,13 @@ fn text(v: Option<Vec<u8>>) -> Option<String> {
 }
 
 impl MetricsStream {
-    fn ids(&self, labels: &[(&str, String)]) -> Option<Ids> {
-        // The labels part of the name, shared by the four families.
-        let key = labelled_name("", labels);
-        if let Some(ids) = self.shared.ids.borrow().get(&key) {
+    fn ids(&self, outcome: Outcome) -> Option<Ids> {
+        if let Some(ids) = self.shared.ids.borrow().get(&outcome) {
             return Some(*ids);
         }
+        let config = self.shared.config.borrow().clone();
+        // The labels part of the name, shared by the four families.
+        let key = labelled_name("", &config.labels(&outcome));
         let define = |t, family: &str| hostcalls::define_metric(t, &format!("{family}{key}")).ok();
         let ids = [
             define(MetricType::Counter, REQUESTS_TOTAL)?,
@@ -86,7 +90,7 @@ impl MetricsStream {
             define(MetricType::Histogram, REQUEST_BYTES)?,
             define(MetricType::Histogram, RESPONSE_BYTES)?,
         ];
-        self.shared.ids.borrow_mut().insert(key, ids);
+        self.shared.ids.borrow_mut().insert(outcome, ids);
         Some(ids)
     }
 }
@@ -115,9 +119,7 @@ impl HttpContext for MetricsStream {
                 self.get_property(vec!["lateen", "upstream", "labels", "version"]),
             ),
         };
-        let config = self.shared.config.borrow().clone();
-        let labels = config.labels(&outcome);
-        let Some([total, duration, req_bytes, resp_bytes]) = self.ids(&labels) else {
+        let Some([total, duration, req_bytes, resp_bytes]) = self.ids(outcome) else {
             return;
         };
         let nanos = int(self.get_property(vec!["request", "duration"])).unwrap_or(0);
