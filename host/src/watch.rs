@@ -165,7 +165,15 @@ pub fn spawn(reloader: Reloader, debounce: Duration) -> notify::Result<()> {
         .spawn(move || {
             for result in rx {
                 match result {
-                    Ok(events) if events.is_empty() => continue,
+                    // Opening and reading files (our own fingerprint among them) raise
+                    // access events; only changes count, or each check would cause another.
+                    Ok(events)
+                        if events
+                            .iter()
+                            .all(|e| matches!(e.event.kind, notify::EventKind::Access(_))) =>
+                    {
+                        continue
+                    }
                     Ok(_) => {}
                     Err(errors) => {
                         for e in errors {
