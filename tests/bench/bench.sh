@@ -1,52 +1,101 @@
 #!/usr/bin/env bash
-# Lateen vs nginx, side by side in one run: same upstream, one worker each, wrk as the load.
-# Not a test and not run in CI. Usage: bash tests/bench/bench.sh [duration-seconds]
+# The benchmark suite: Lateen against nginx (and haproxy), side by side in one run, with the
+# same upstream and one worker each. Not a test and not run in CI.
+# Usage: bash tests/bench/bench.sh [seconds-per-measurement]     (default 10)
 #
-# Layout on a 2-core machine: the proxy under test is pinned to CPU 0; the upstream (nginx,
-# one worker, a fixed 2-byte answer) and wrk share CPU 1. Each scenario runs at 16 and 64
-# connections; rps is wrk's, latency percentiles are wrk's --latency output.
+# Layout on a 2-core machine: every proxy under test is pinned to CPU 0 (only the one being
+# measured gets traffic); the upstream (nginx, one worker, a fixed 2-byte answer) and the
+# load generators share CPU 1. Scenarios:
+#   1. plain forwarding: max rps at c = 16, 64, 256 (wrk, closed loop); p50/p99 at a fixed
+#      rate, half the slowest proxy's knee, open loop (oha -q with latency correction);
+#      CPU-ms per 1000 requests (from /proc) and RSS;
+#   2. the full standard wasm chain (router, fault 0 %, ratelimit not limiting, metrics),
+#      measured the same way;
+#   3. cost per filter: N = 0, 1, 2, 4, 8 no-op proxy-wasm filters, and one header-setting
+#      filter, at the fixed rate: added p50/p99 and CPU per request against N = 0;
+#   4. memory: RSS at 0, 1k and 10k idle keep-alive connections, KiB per connection; RSS at
+#      start with the standard chain;
+#   5. plugin cold path: cranelift compile, load from the cache, instantiate, first request;
+#   6. p99 and errors while a plugin's configuration is swapped every second.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR="${1:-10}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/lateen-target}"
+TOOLS="${LATEEN_TOOLS:-/var/tmp/lateen-tools}"
+export PATH="$TOOLS/bin:$PATH"
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need taskset; then
-  apt-get update -qq && apt-get install -y -qq nginx wrk util-linux >/dev/null
+missing=()
+need nginx || missing+=(nginx)
+need wrk || missing+=(wrk)
+need haproxy || missing+=(haproxy)
+need taskset || missing+=(util-linux)
+need python3 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# oha: the open-loop (fixed-rate) load, with coordinated-omission correction.
+need oha || cargo install -q --locked --root "$TOOLS" oha
 if need rustup; then rustup target add wasm32-wasip1 >/dev/null; fi
-cargo build -q --profile wasm --target wasm32-wasip1 -p lateen-router -p lateen-fault -p lateen-ratelimit -p lateen-metrics \
-  -p test-plugin-header-echo
+cargo build -q --profile wasm --target wasm32-wasip1 -p lateen-router -p lateen-fault -p lateen-ratelimit \
+  -p lateen-metrics -p test-plugin-header-echo -p test-plugin-noop
 cargo build -q --release -p lateen
 LATEEN="$CARGO_TARGET_DIR/release/lateen"
 WASM="$CARGO_TARGET_DIR/wasm32-wasip1/wasm"
+# 10k idle connections need more descriptors than the default soft limit.
+ulimit -n "$(ulimit -Hn)"
 
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port); LAT=$(free_port); LAT2=$(free_port); LAT3=$(free_port)
-ADM=$(free_port); ADM2=$(free_port); ADM3=$(free_port); LAT4=$(free_port); ADM4=$(free_port)
-LAT5=$(free_port); ADM5=$(free_port)
+wait_ok() { for _ in $(seq 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "bench: $1 never answered" >&2; exit 1; }
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
-mkdir -p "$WORK/up" "$WORK/px"
+# ---- upstream and peers ----
+UP=$(free_port); NGX=$(free_port); HAP=$(free_port)
+mkdir -p "$WORK/up" "$WORK/px" "$WORK/ha"
 cat > "$WORK/up/nginx.conf" <<NGINX
 worker_processes 1; daemon off; pid $WORK/up/pid; error_log $WORK/up/err.log;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
+events { worker_connections 16384; }
+http { access_log off; server { listen 127.0.0.1:$UP backlog=4096; keepalive_requests 1000000;
   location / { return 200 "ok"; } } }
 NGINX
 cat > "$WORK/px/nginx.conf" <<NGINX
 worker_processes 1; daemon off; pid $WORK/px/pid; error_log $WORK/px/err.log;
-events { worker_connections 4096; }
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
 http { access_log off;
   upstream up { server 127.0.0.1:$UP; keepalive 256; }
-  server { listen 127.0.0.1:$NGX; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$NGX backlog=4096; keepalive_requests 1000000; keepalive_timeout 300s;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGINX
+cat > "$WORK/ha/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 30s
+  http-reuse always
+frontend f
+  bind 127.0.0.1:$HAP
+  default_backend b
+backend b
+  server up 127.0.0.1:$UP maxconn 256
+HAP
+taskset -c 1 nginx -c "$WORK/up/nginx.conf" & PIDS+=($!)
+taskset -c 0 nginx -c "$WORK/px/nginx.conf" & NGINX_PID=$!; PIDS+=($NGINX_PID)
+taskset -c 0 haproxy -f "$WORK/ha/haproxy.cfg" -db & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
+wait_ok "http://127.0.0.1:$UP/"
 
+# ---- Lateen configs ----
 mesh() { # $1 = listener port, $2 = "metrics" to keep the metrics filter (on by default)
 cat <<YAML
 apiVersion: lateen.io/v1alpha1
@@ -74,13 +123,6 @@ spec:
   resolution: STATIC
   endpoints:
   - {address: 127.0.0.1, ports: {http: $UP}, labels: {version: v1}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: up, namespace: bench}
-spec:
-  host: up.bench
-  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v1}}, {name: v3, labels: {version: v1}}]
 YAML
 }
 one_route() { cat <<YAML
@@ -92,56 +134,10 @@ spec:
   hosts: ["*"]
   gateways: [istio-system/gw]
   http:
-  - route: [{destination: {host: up.bench}}]
+  - name: main
+    route: [{destination: {host: up.bench}}]
 YAML
 }
-# Scenario A: one route, one destination (the router filter still runs: routing is wasm).
-mkdir -p "$WORK/a" "$WORK/b"
-{ mesh "$LAT"; one_route; } > "$WORK/a/config.yaml"
-# Scenario B: a realistic table: 12 rules of every match kind before the 90/7/3 split.
-{ mesh "$LAT2"; cat <<YAML
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vs, namespace: bench}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - match: [{uri: {exact: /admin}}]
-    route: [{destination: {host: up.bench, subset: v3}}]
-  - match: [{uri: {regex: "/api/v[0-9]+/users/[0-9]+"}}]
-    route: [{destination: {host: up.bench, subset: v2}}]
-  - match: [{headers: {x-env: {exact: dev}}}]
-    route: [{destination: {host: up.bench, subset: v2}}]
-  - match: [{headers: {x-tenant: {regex: "gold-.*"}}}]
-    route: [{destination: {host: up.bench, subset: v3}}]
-  - match: [{queryParams: {beta: {exact: "1"}}}]
-    route: [{destination: {host: up.bench, subset: v3}}]
-  - match: [{method: {exact: DELETE}}]
-    route: [{destination: {host: up.bench, subset: v2}}]
-  - match: [{cookies: {user: {exact: tester}}}]
-    route: [{destination: {host: up.bench, subset: v3}}]
-  - match: [{cookies: {session: {regex: "[a-f0-9]{32}"}}}]
-    route: [{destination: {host: up.bench, subset: v2}}]
-  - match: [{authority: {exact: internal.example.com}}]
-    route: [{destination: {host: up.bench, subset: v2}}]
-  - match: [{withoutHeaders: {x-canary: {}}, uri: {prefix: /static}}]
-    route: [{destination: {host: up.bench, subset: v1}}]
-  - match: [{headers: {user-agent: {regex: ".*Googlebot.*"}}}]
-    route: [{destination: {host: up.bench, subset: v2}}]
-  - match: [{userAgent: {device: mobile}}]
-    route: [{destination: {host: up.bench, subset: v2}}]
-  - route:
-    - {destination: {host: up.bench, subset: v1}, weight: 90}
-    - {destination: {host: up.bench, subset: v2}, weight: 7}
-    - {destination: {host: up.bench, subset: v3}, weight: 3}
-YAML
-} > "$WORK/b/config.yaml"
-
-# Scenario C: router + fault (0 %) + rate limit (never limiting); E adds the metrics
-# filter: the full standard chain.
-mkdir -p "$WORK/c" "$WORK/e"
 chain() { cat <<YAML
 ---
 apiVersion: networking.istio.io/v1
@@ -173,54 +169,146 @@ spec:
           filter_enforced: {default_value: {numerator: 100, denominator: HUNDRED}}
 YAML
 }
-{ mesh "$LAT3"; chain; } > "$WORK/c/config.yaml"
-{ mesh "$LAT5" metrics; chain; } > "$WORK/e/config.yaml"
+noop() { # $1 = name, $2 = plugin config
+cat <<YAML
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: $1, namespace: istio-system}
+spec:
+  url: file://$WASM/test_plugin_noop.wasm
+  pluginConfig: $2
+YAML
+}
 
-taskset -c 1 nginx -c "$WORK/up/nginx.conf" & PIDS+=($!)
-taskset -c 0 nginx -c "$WORK/px/nginx.conf" & PIDS+=($!)
-taskset -c 0 "$LATEEN" run --config "$WORK/a" --concurrency 1 --stats-address off --health-address off --admin-address "127.0.0.1:$ADM" \
-  --filters-dir "$WASM" --log-level warn & PIDS+=($!)
-taskset -c 0 "$LATEEN" run --config "$WORK/b" --concurrency 1 --stats-address off --health-address off --admin-address "127.0.0.1:$ADM2" \
-  --filters-dir "$WASM" --log-level warn & PIDS+=($!)
-taskset -c 0 "$LATEEN" run --config "$WORK/c" --concurrency 1 --stats-address off --health-address off --admin-address "127.0.0.1:$ADM3" \
-  --filters-dir "$WASM" --log-level warn & PIDS+=($!)
-taskset -c 0 "$LATEEN" run --config "$WORK/e" --concurrency 1 --stats-address off --health-address off --admin-address "127.0.0.1:$ADM5" \
-  --filters-dir "$WASM" --log-level warn & PIDS+=($!)
-for url in "http://127.0.0.1:$UP/" "http://127.0.0.1:$NGX/" "http://127.0.0.1:$ADM/ready" "http://127.0.0.1:$ADM2/ready" "http://127.0.0.1:$ADM3/ready" "http://127.0.0.1:$ADM5/ready"; do
-  for _ in $(seq 200); do curl -sf -o /dev/null "$url" && break; sleep 0.05; done
-done
-for url in "http://127.0.0.1:$NGX/" "http://127.0.0.1:$LAT/" "http://127.0.0.1:$LAT2/" "http://127.0.0.1:$LAT3/" "http://127.0.0.1:$LAT5/"; do
-  [ "$(curl -s "$url")" = "ok" ] || { echo "bench: $url does not answer ok" >&2; exit 1; }
-done
+# Starts a Lateen on a config from stdin (not a pipe: the variables must survive); sets
+# LPORT, LADM and LPID.
+start_lateen() { # $1 = name
+  local port adm dir="$WORK/lateen-$1"
+  port=$(free_port); adm=$(free_port); mkdir -p "$dir"
+  sed "s/{{PORT}}/$port/" > "$dir/config.yaml"
+  taskset -c 0 "$LATEEN" run --config "$dir" --concurrency 1 --stats-address off --health-address off \
+    --admin-address "127.0.0.1:$adm" --filters-dir "$WASM" --log-level warn & LPID=$!; PIDS+=($LPID)
+  wait_ok "http://127.0.0.1:$adm/ready"
+  [ "$(curl -s "http://127.0.0.1:$port/")" = "ok" ] || { echo "bench: lateen $1 does not answer ok" >&2; exit 1; }
+  LPORT=$port; LADM=$adm
+}
 
-run_wrk() { # url conns -> "rps p50_us p99_us"
+declare -A PORT PID
+start_lateen plain < <({ mesh "{{PORT}}"; one_route; }); PORT[plain]=$LPORT; PID[plain]=$LPID
+START_RSS_PLAIN=$(rss_kib "$LPID")
+start_lateen chain < <({ mesh "{{PORT}}" metrics; chain; }); PORT[chain]=$LPORT; PID[chain]=$LPID
+START_RSS_CHAIN=$(rss_kib "$LPID")
+for n in 1 2 4 8; do
+  start_lateen "n$n" < <({ mesh "{{PORT}}"; one_route; for i in $(seq "$n"); do noop "noop-$i" "{}"; done; })
+  PORT[n$n]=$LPORT; PID[n$n]=$LPID
+done
+start_lateen header < <({ mesh "{{PORT}}"; one_route; noop header '{header: x-bench}'; }); PORT[header]=$LPORT; PID[header]=$LPID
+wait_ok "http://127.0.0.1:$NGX/"; wait_ok "http://127.0.0.1:$HAP/"
+# nginx serves from its worker process (the master only supervises): measure the worker.
+PORT[nginx]=$NGX; PID[nginx]=$(pgrep -P "$NGINX_PID" | head -1); PORT[haproxy]=$HAP; PID[haproxy]=$HAPROXY_PID
+
+# wrk, closed loop: "rps p50_us p99_us non2xx"
+run_wrk() { # url conns
   taskset -c 1 wrk -t1 -c"$2" -d"${DUR}s" --latency "$1" | awk '
     function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1000000; return v }
     /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=us($2) } /^ +99%/ { p99=us($2) }
-    /Non-2xx/ { bad=$NF } /Socket errors/ { err=1 }
+    /Non-2xx/ { bad=$NF }
     END { printf "%d %d %d %s\n", rps, p50, p99, (bad==""?0:bad) }'
 }
+# oha at a fixed rate, open loop, with the target's CPU over the run:
+# "p50_us p99_us cpu_ms_per_1000 rss_kib ok_share"
+run_fixed() { # name rate
+  local pid=${PID[$1]} t0 t1 out
+  t0=$(cpu_ticks "$pid")
+  out=$(taskset -c 1 oha -z "${DUR}s" -q "$2" -c 64 --latency-correction --no-tui --output-format json \
+    "http://127.0.0.1:${PORT[$1]}/" 2>/dev/null)
+  t1=$(cpu_ticks "$pid")
+  python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); s = r["summary"]; lat = r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {}); n = sum(codes.values())
+ok = codes.get("200", 0) / n if n else 0
+cpu_ms = (int(sys.argv[3]) - int(sys.argv[2])) * 1000 / int(sys.argv[4])
+print("%d %d %.1f %s %.4f" % (lat["p50"] * 1e6, lat["p99"] * 1e6, cpu_ms * 1000 / max(n, 1), sys.argv[5], ok))
+' "$out" "$t0" "$t1" "$TICK" "$(rss_kib "$pid")"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
-printf "%-46s %5s %10s %9s %9s %8s\n" scenario conns rps p50_us p99_us vs_nginx
-for c in 16 64; do
-  read -r n_rps n_p50 n_p99 n_bad < <(run_wrk "http://127.0.0.1:$NGX/" "$c")
-  printf "%-46s %5d %10d %9d %9d %8s\n" "nginx proxy_pass (1 worker)" "$c" "$n_rps" "$n_p50" "$n_p99" "1.00"
-  for s in "lateen, router (1 route)|$LAT" "lateen, router (13 rules, 90/7/3)|$LAT2" \
-           "lateen, router+fault 0%+ratelimit|$LAT3" \
-           "lateen, router+fault+ratelimit+metrics|$LAT5"; do
-    name="${s%%|*}"; port="${s##*|}"
-    read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$port/" "$c")
-    [ "$bad" = "0" ] || echo "  ($name: $bad non-2xx responses)"
-    printf "%-46s %5d %10d %9d %9d %8s\n" "$name (1 worker)" "$c" "$rps" "$p50" "$p99" \
-      "$(awk -v a="$rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')"
+echo "## 1-2. Forwarding: max rps (wrk, closed loop), $DUR s each"
+printf "%-34s %10s %10s %10s %9s\n" proxy c16 c64 c256 "vs nginx"
+declare -A KNEE
+for p in nginx haproxy plain chain; do
+  line=""; best=0
+  for c in 16 64 256; do
+    read -r rps _ _ bad < <(run_wrk "http://127.0.0.1:${PORT[$p]}/" "$c")
+    [ "$bad" = "0" ] || echo "  ($p c$c: $bad non-2xx)"
+    line="$line $(printf "%10d" "$rps")"; [ "$rps" -gt "$best" ] && best=$rps
   done
+  KNEE[$p]=$best
+  name=$p; [ "$p" = plain ] && name="lateen, router only"; [ "$p" = chain ] && name="lateen, full standard chain"
+  printf "%-34s%s %9s\n" "$name" "$line" "$(ratio "$best" "${KNEE[nginx]}")"
+done
+SLOWEST=$(printf "%s\n" "${KNEE[@]}" | sort -n | head -1)
+RATE=$((SLOWEST / 2))
+echo
+echo "## 1-2. At a fixed $RATE rps (half the slowest knee), open loop (oha, latency-corrected)"
+printf "%-34s %9s %9s %14s %9s %7s\n" proxy p50_us p99_us "cpu_ms/1000rq" rss_kib ok
+for p in nginx haproxy plain chain; do
+  read -r p50 p99 cpu rss ok < <(run_fixed "$p" "$RATE")
+  name=$p; [ "$p" = plain ] && name="lateen, router only"; [ "$p" = chain ] && name="lateen, full standard chain"
+  printf "%-34s %9d %9d %14s %9d %7s\n" "$name" "$p50" "$p99" "$cpu" "$rss" "$ok"
 done
 
-# Scenario: p99 and errors while a plugin's configuration is swapped every second
-# (each swap builds a new snapshot and new plugin instances), against the same proxy steady.
-mkdir -p "$WORK/d"
+echo
+echo "## 3. Cost per filter at $RATE rps: N no-op proxy-wasm filters after the router"
+printf "%-34s %9s %9s %14s %12s %12s\n" filters p50_us p99_us "cpu_us/rq" "+p50/filter" "+cpu/filter"
+read -r b50 b99 bcpu _ _ < <(run_fixed plain "$RATE")
+printf "%-34s %9d %9d %14s %12s %12s\n" "N = 0 (router only)" "$b50" "$b99" "$bcpu" - -
+for n in 1 2 4 8; do
+  read -r p50 p99 cpu _ _ < <(run_fixed "n$n" "$RATE")
+  printf "%-34s %9d %9d %14s %12s %12s\n" "N = $n" "$p50" "$p99" "$cpu" \
+    "$(awk -v a="$p50" -v b="$b50" -v n="$n" 'BEGIN { printf "%.1f", (a - b) / n }')" \
+    "$(awk -v a="$cpu" -v b="$bcpu" -v n="$n" 'BEGIN { printf "%.2f", (a - b) / n }')"
+done
+read -r p50 p99 cpu _ _ < <(run_fixed header "$RATE")
+printf "%-34s %9d %9d %14s %12s %12s\n" "1 header-setting filter" "$p50" "$p99" "$cpu" \
+  "$(awk -v a="$p50" -v b="$b50" 'BEGIN { printf "%.1f", a - b }')" \
+  "$(awk -v a="$cpu" -v b="$bcpu" 'BEGIN { printf "%.2f", a - b }')"
+
+echo
+echo "## 4. Memory: RSS with idle keep-alive connections (each made one request)"
+printf "%-34s %10s %10s %10s %12s\n" proxy "0 conns" "1k conns" "10k conns" "KiB/conn"
+for p in nginx plain; do
+  pid=${PID[$p]}; r0=$(rss_kib "$pid")
+  r=$(taskset -c 1 python3 tests/bench/idle_conns.py "${PORT[$p]}" 1000 10000 "$pid")
+  read -r r1k r10k <<<"$r"
+  name=$p; [ "$p" = plain ] && name="lateen, router only"
+  printf "%-34s %10d %10d %10d %12s\n" "$name" "$r0" "$r1k" "$r10k" \
+    "$(awk -v a="$r10k" -v b="$r0" 'BEGIN { printf "%.1f", (a - b) / 10000 }')"
+done
+echo "RSS at start: router only $START_RSS_PLAIN KiB, full standard chain $START_RSS_CHAIN KiB"
+
+echo
+echo "## 5. Plugin cold path (router module)"
+CACHE="$WORK/cold-cache"
+first=$("$LATEEN" compile --cache-dir "$CACHE" "$WASM/lateen_router.wasm")
+second=$("$LATEEN" compile --cache-dir "$CACHE" "$WASM/lateen_router.wasm")
+echo "  first run:  ${first#*: }"
+echo "  second run: ${second#*: }"
+port=$(free_port); adm=$(free_port); mkdir -p "$WORK/cold"
+{ mesh "$port"; one_route; } > "$WORK/cold/config.yaml"
+taskset -c 0 "$LATEEN" run --config "$WORK/cold" --concurrency 1 --stats-address off --health-address off \
+  --admin-address "127.0.0.1:$adm" --filters-dir "$WASM" --cache-dir "$CACHE" --log-level warn & cold=$!; PIDS+=($cold)
+wait_ok "http://127.0.0.1:$adm/ready"
+echo "  first request after start (instances are made on first use): $(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port/" | awk '{ printf "%.2f ms", $1 * 1000 }'), the next: $(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port/" | awk '{ printf "%.2f ms", $1 * 1000 }')"
+kill "$cold"
+
+echo
+echo "## 6. Swap under load: a plugin's configuration swapped every second (wrk, c16)"
+mkdir -p "$WORK/swap"; SWP=$(free_port); SWA=$(free_port)
 swap_config() { # $1 = plugin config value
-  { mesh "$LAT4"; cat <<YAML
+  { mesh "$SWP"; cat <<YAML
 ---
 apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin
@@ -229,18 +317,17 @@ spec:
   url: file://$WASM/test_plugin_header_echo.wasm
   pluginConfig: {value: "$1"}
 YAML
-  one_route; } > "$WORK/d/.config.tmp" && mv "$WORK/d/.config.tmp" "$WORK/d/config.yaml"
+  one_route; } > "$WORK/swap/.config.tmp" && mv "$WORK/swap/.config.tmp" "$WORK/swap/config.yaml"
 }
 swap_config v0
-taskset -c 0 "$LATEEN" run --config "$WORK/d" --concurrency 1 --stats-address off --health-address off --admin-address "127.0.0.1:$ADM4" \
-  --filters-dir "$WASM" --log-level warn & PIDS+=($!)
-for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$ADM4/ready" && break; sleep 0.05; done
-echo
-printf "%-46s %5s %10s %9s %9s %8s\n" "plugin swaps (header-echo plugin + router)" conns rps p50_us p99_us non2xx
-read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$LAT4/" 16)
-printf "%-46s %5d %10d %9d %9d %8s\n" "steady" 16 "$rps" "$p50" "$p99" "$bad"
+taskset -c 0 "$LATEEN" run --config "$WORK/swap" --concurrency 1 --stats-address off --health-address off \
+  --admin-address "127.0.0.1:$SWA" --filters-dir "$WASM" --log-level warn & PIDS+=($!)
+wait_ok "http://127.0.0.1:$SWA/ready"
+printf "%-34s %10s %9s %9s %8s\n" "" rps p50_us p99_us non2xx
+read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$SWP/" 16)
+printf "%-34s %10d %9d %9d %8s\n" "steady" "$rps" "$p50" "$p99" "$bad"
 ( for i in $(seq 1 "$DUR"); do sleep 1; swap_config "v$i"; done ) & SWAPPER=$!
-read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$LAT4/" 16)
+read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$SWP/" 16)
 wait "$SWAPPER" || true
-reloads=$(curl -s "http://127.0.0.1:$ADM4/stats/prometheus" | awk '/config_reload_total{result="success"}/ {print $2}')
-printf "%-46s %5d %10d %9d %9d %8s\n" "one swap per second ($reloads reloads)" 16 "$rps" "$p50" "$p99" "$bad"
+reloads=$(curl -s "http://127.0.0.1:$SWA/stats/prometheus" | awk '/config_reload_total{result="success"}/ {print $2}')
+printf "%-34s %10d %9d %9d %8s\n" "one swap per second ($reloads reloads)" "$rps" "$p50" "$p99" "$bad"
