@@ -93,7 +93,9 @@ pub async fn handle(
     let stats = conn.stats.clone();
     stats.rq_total.inc();
     let _active = stats.rq_active.track();
-    let resp = serve(req, conn, w).await;
+    // Boxed: hyper keeps a connection's request-future slot for the connection's life, so
+    // an inline (large) future would cost every idle keep-alive connection its size.
+    let resp = Box::pin(serve(req, conn, w)).await;
     stats.rq_xx.record(resp.status().as_u16());
     Ok(resp)
 }

@@ -2,14 +2,11 @@
 //! sockets (SO_REUSEPORT) and its own plugin instances, as in Envoy.
 
 use crate::chain::{Chain, VmSlot};
-use crate::proxy::{self, ConnInfo};
+use crate::proxy::ConnInfo;
 use crate::snapshot::{PluginSpec, Snapshot};
 use crate::upstream::Upstream;
 use crate::wasm::Runtime;
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -114,15 +111,6 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-#[derive(Clone, Copy)]
-struct LocalExec;
-
-impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
-    }
-}
-
 /// Runs one worker until `shutdown` turns true, then drains for at most `drain`.
 pub fn run_worker(
     id: usize,
@@ -210,46 +198,21 @@ pub fn run_worker(
                     };
                     let _ = tcp.set_nodelay(true);
                     let local = tcp.local_addr().unwrap_or(peer);
-                    let conn = Rc::new(ConnInfo {
+                    let conn = ConnInfo {
                         peer,
                         local,
                         listener: l.name.clone(),
                         protocol: "HTTP/1.1",
                         stats: lstats.clone(),
-                    });
+                    };
                     lstats.cx_total.inc();
                     let open = lstats.cx_active.track();
                     let ctx = ctx.clone();
-                    let mut stop = stop.clone();
+                    let stop = stop.clone();
                     let (active, idle) = (active.clone(), idle.clone());
                     active.set(active.get() + 1);
                     tokio::task::spawn_local(async move {
-                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            let conn = if req.version() == http::Version::HTTP_2 {
-                                Rc::new(ConnInfo {
-                                    peer: conn.peer,
-                                    local: conn.local,
-                                    listener: conn.listener.clone(),
-                                    protocol: "HTTP/2",
-                                    stats: conn.stats.clone(),
-                                })
-                            } else {
-                                conn.clone()
-                            };
-                            proxy::handle(req, conn, ctx.clone())
-                        });
-                        let mut builder = auto::Builder::new(LocalExec);
-                        builder.http1().timer(TokioTimer::new()).keep_alive(true);
-                        builder.http2().timer(TokioTimer::new());
-                        let served = builder.serve_connection(TokioIo::new(tcp), svc);
-                        tokio::pin!(served);
-                        let r = tokio::select! {
-                            r = served.as_mut() => r,
-                            _ = stop.changed() => {
-                                served.as_mut().graceful_shutdown();
-                                served.await
-                            }
-                        };
+                        let r = crate::listener::serve(tcp, conn, ctx, stop).await;
                         if let Err(e) = r {
                             tracing::debug!("connection from {peer}: {e}");
                         }

@@ -1,0 +1,90 @@
+//! Accepted connections: picks the HTTP version from the first bytes (HTTP/2 prior
+//! knowledge or HTTP/1.1) and serves the connection until it ends or the proxy drains.
+//!
+//! Sniffing here, rather than with hyper-util's `auto` connection, keeps an idle HTTP/1.1
+//! connection small: `auto` holds room for an HTTP/2 connection state in every connection.
+
+use crate::proxy::{self, ConnInfo};
+use crate::worker::WorkerCtx;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the client opened with the HTTP/2 preface. Peeks, so nothing is consumed. An
+/// HTTP/1.1 request differs from the preface by its second byte at the latest.
+pub async fn sniff_h2(tcp: &TcpStream) -> bool {
+    let mut buf = [0u8; PREFACE.len()];
+    for _ in 0..100 {
+        match tcp.peek(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if buf[..n] != PREFACE[..n] => return false,
+            Ok(n) if n == PREFACE.len() => return true,
+            // A preface split across packets: wait for the rest.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+    false
+}
+
+/// Executes HTTP/2 stream tasks on the worker's local set.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Serves one accepted connection; on shutdown, finishes the request in flight and closes.
+pub async fn serve(
+    tcp: TcpStream,
+    mut conn: ConnInfo,
+    ctx: Rc<WorkerCtx>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error> {
+    if sniff_h2(&tcp).await {
+        conn.protocol = "HTTP/2";
+        // Boxed, so that HTTP/1.1 connections do not carry an HTTP/2 state's room.
+        return Box::pin(serve_h2(tcp, Rc::new(conn), ctx, stop)).await;
+    }
+    let conn = Rc::new(conn);
+    let svc = service_fn(move |req| proxy::handle(req, conn.clone(), ctx.clone()));
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new()).keep_alive(true);
+    let served = b.serve_connection(TokioIo::new(tcp), svc);
+    tokio::pin!(served);
+    tokio::select! {
+        r = served.as_mut() => r,
+        _ = stop.changed() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    }
+}
+
+async fn serve_h2(
+    tcp: TcpStream,
+    conn: Rc<ConnInfo>,
+    ctx: Rc<WorkerCtx>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error> {
+    let svc = service_fn(move |req| proxy::handle(req, conn.clone(), ctx.clone()));
+    let mut b = hyper::server::conn::http2::Builder::new(LocalExec);
+    b.timer(TokioTimer::new());
+    let served = b.serve_connection(TokioIo::new(tcp), svc);
+    tokio::pin!(served);
+    tokio::select! {
+        r = served.as_mut() => r,
+        _ = stop.changed() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    }
+}
