@@ -196,7 +196,7 @@ impl VmSlot {
                     return;
                 }
                 {
-                    let mut st = StreamState::default();
+                    let mut st = Box::<StreamState>::default();
                     let mut g = slot.vm.borrow_mut();
                     let Some(vm) = g.as_mut() else { return };
                     if let Err(e) =
@@ -355,7 +355,7 @@ const PAUSE_LIMIT: Duration = Duration::from_secs(30);
 pub struct HttpStream {
     chain: Rc<Chain>,
     ctxs: Vec<Ctx>,
-    pub state: StreamState,
+    pub state: Box<StreamState>,
     /// A local reply a plugin sent while the request body streamed upstream.
     pub early_reply: Option<LocalResponse>,
     upstream: Rc<Upstream>,
@@ -384,7 +384,7 @@ impl HttpStream {
         HttpStream {
             chain,
             ctxs: vec![Ctx::NotCreated; n],
-            state,
+            state: Box::new(state),
             early_reply: None,
             upstream,
             canary,

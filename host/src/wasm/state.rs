@@ -126,7 +126,7 @@ pub struct HostState {
     pub memory: Option<Memory>,
     pub alloc: Option<TypedFunc<i32, i32>>,
     /// The stream whose callback is running (swapped in and out by the chain).
-    pub cur: StreamState,
+    pub cur: Box<StreamState>,
     /// Context the current callback runs for (changed by `proxy_set_effective_context`).
     pub active_context: u32,
     /// Context whose stream state is swapped into `cur` (0: none).
@@ -159,7 +159,7 @@ impl HostState {
             limits,
             memory: None,
             alloc: None,
-            cur: StreamState::default(),
+            cur: Box::default(),
             active_context: 0,
             cur_context: 0,
             remote: Vec::new(),

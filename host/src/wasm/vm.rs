@@ -226,11 +226,12 @@ impl Vm {
         }
     }
 
-    // Runs a stream callback with `st` swapped into the store.
+    // Runs a stream callback with `st` swapped into the store: boxed, so that the swap moves
+    // a pointer and not the whole state, twice per callback.
     fn with_stream<R>(
         &mut self,
         ctx: u32,
-        st: &mut StreamState,
+        st: &mut Box<StreamState>,
         phase: &'static str,
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
@@ -247,7 +248,7 @@ impl Vm {
     pub fn on_request_headers(
         &mut self,
         ctx: u32,
-        st: &mut StreamState,
+        st: &mut Box<StreamState>,
         eos: bool,
     ) -> Result<Action, CallError> {
         let n = st.req_headers.len() as i32;
@@ -272,7 +273,7 @@ impl Vm {
     pub fn on_response_headers(
         &mut self,
         ctx: u32,
-        st: &mut StreamState,
+        st: &mut Box<StreamState>,
         eos: bool,
     ) -> Result<Action, CallError> {
         let n = st.resp_headers.len() as i32;
@@ -298,7 +299,7 @@ impl Vm {
     pub fn on_body(
         &mut self,
         ctx: u32,
-        st: &mut StreamState,
+        st: &mut Box<StreamState>,
         response: bool,
         eos: bool,
     ) -> Result<Action, CallError> {
@@ -327,7 +328,7 @@ impl Vm {
     pub fn on_trailers(
         &mut self,
         ctx: u32,
-        st: &mut StreamState,
+        st: &mut Box<StreamState>,
         response: bool,
     ) -> Result<Action, CallError> {
         let (f, n, phase) = if response {
@@ -355,7 +356,7 @@ impl Vm {
         &mut self,
         ctx: u32,
         token: u32,
-        st: &mut StreamState,
+        st: &mut Box<StreamState>,
         response: Option<CallResponse>,
     ) -> Result<(), CallError> {
         let Some(f) = self.f.http_call_response.clone() else {
@@ -379,12 +380,12 @@ impl Vm {
         let Some(f) = self.f.tick.clone() else {
             return Ok(());
         };
-        let mut st = StreamState::default();
+        let mut st = Box::<StreamState>::default();
         self.with_stream(root, &mut st, "on_tick", |s| f.call(s, root as i32))
     }
 
     /// Ends a stream context: on_done, on_log, on_delete (Envoy's order).
-    pub fn finish_stream(&mut self, ctx: u32, st: &mut StreamState) -> Result<(), CallError> {
+    pub fn finish_stream(&mut self, ctx: u32, st: &mut Box<StreamState>) -> Result<(), CallError> {
         self.parents.remove(&ctx);
         if let Some(f) = self.f.done.clone() {
             self.with_stream(ctx, st, "on_done", |s| f.call(s, ctx as i32))?;
