@@ -35,9 +35,9 @@ pub struct VmSlot {
     /// Tick period per root context; the root's tick task reads it before every sleep.
     ticks: RefCell<HashMap<u32, Rc<Cell<Duration>>>>,
     /// Paused streams waiting for another context to resume them.
-    waiters: RefCell<HashMap<u32, oneshot::Sender<Wake>>>,
+    waiters: RefCell<rustc_hash::FxHashMap<u32, oneshot::Sender<Wake>>>,
     /// Wake-ups that arrived before their stream started waiting.
-    early: RefCell<HashMap<u32, Wake>>,
+    early: RefCell<rustc_hash::FxHashMap<u32, Wake>>,
 }
 
 const RELOAD_BACKOFF: Duration = Duration::from_millis(200);
@@ -59,8 +59,8 @@ impl VmSlot {
             retry_after: Cell::new(None),
             upstream,
             ticks: RefCell::new(HashMap::new()),
-            waiters: RefCell::new(HashMap::new()),
-            early: RefCell::new(HashMap::new()),
+            waiters: RefCell::default(),
+            early: RefCell::default(),
         })
     }
 

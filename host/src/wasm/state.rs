@@ -3,7 +3,6 @@
 
 use super::shared::Shared;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -58,7 +57,8 @@ pub struct StreamState {
     pub req_body: Vec<u8>,
     pub resp_body: Vec<u8>,
     /// Properties set by plugins (`proxy_set_property`), keyed by dotted path.
-    pub props: HashMap<String, Bytes>,
+    /// FxHash: looked up several times per request, by keys plugins choose (not the network).
+    pub props: rustc_hash::FxHashMap<String, Bytes>,
     pub info: Option<Arc<StreamInfo>>,
     pub local_response: Option<LocalResponse>,
     pub resume_request: bool,

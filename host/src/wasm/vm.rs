@@ -10,7 +10,6 @@ use super::state::{
 use super::types::Action;
 use crate::stats::PluginStats;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc};
@@ -67,7 +66,7 @@ pub struct Vm {
     next_context: u32,
     broken: Option<String>,
     /// Stream context → its root, so a stream asking for ticks gets them on its root.
-    parents: HashMap<u32, u32>,
+    parents: rustc_hash::FxHashMap<u32, u32>,
     stats: Arc<PluginStats>,
     /// Linear memory last added to `stats.memory_bytes`.
     memory_counted: i64,
@@ -126,7 +125,7 @@ impl Vm {
             deadline,
             next_context: 1,
             broken: None,
-            parents: HashMap::new(),
+            parents: Default::default(),
             stats,
             memory_counted: 0,
         };
