@@ -266,19 +266,27 @@ done
 
 echo
 echo "## 3. Cost per filter at $RATE rps: N no-op proxy-wasm filters after the router"
+echo "(3 interleaved rounds, medians: the machine's noise moves one run by more than a filter costs)"
 printf "%-34s %9s %9s %14s %12s %12s\n" filters p50_us p99_us "cpu_us/rq" "+p50/filter" "+cpu/filter"
-read -r b50 b99 bcpu _ _ < <(run_fixed plain "$RATE")
-printf "%-34s %9d %9d %14s %12s %12s\n" "N = 0 (router only)" "$b50" "$b99" "$bcpu" - -
-for n in 1 2 4 8; do
-  read -r p50 p99 cpu _ _ < <(run_fixed "n$n" "$RATE")
-  printf "%-34s %9d %9d %14s %12s %12s\n" "N = $n" "$p50" "$p99" "$cpu" \
-    "$(awk -v a="$p50" -v b="$b50" -v n="$n" 'BEGIN { printf "%.1f", (a - b) / n }')" \
-    "$(awk -v a="$cpu" -v b="$bcpu" -v n="$n" 'BEGIN { printf "%.2f", (a - b) / n }')"
+declare -A R50 R99 RCPU
+CONFIGS=(plain n1 n2 n4 n8 header)
+for round in 1 2 3; do
+  for cfg in "${CONFIGS[@]}"; do
+    read -r p50 p99 cpu _ _ < <(run_fixed "$cfg" "$RATE")
+    R50[$cfg]+="$p50 "; R99[$cfg]+="$p99 "; RCPU[$cfg]+="$cpu "
+  done
 done
-read -r p50 p99 cpu _ _ < <(run_fixed header "$RATE")
-printf "%-34s %9d %9d %14s %12s %12s\n" "1 header-setting filter" "$p50" "$p99" "$cpu" \
-  "$(awk -v a="$p50" -v b="$b50" 'BEGIN { printf "%.1f", a - b }')" \
-  "$(awk -v a="$cpu" -v b="$bcpu" 'BEGIN { printf "%.2f", a - b }')"
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | sed -n 2p; }
+b50=$(median "${R50[plain]}"); bcpu=$(median "${RCPU[plain]}")
+for cfg in "${CONFIGS[@]}"; do
+  case $cfg in plain) name="N = 0 (router only)"; n=0;; header) name="1 header-setting filter"; n=1;; *) n=${cfg#n}; name="N = $n";; esac
+  p50=$(median "${R50[$cfg]}"); p99=$(median "${R99[$cfg]}"); cpu=$(median "${RCPU[$cfg]}")
+  if [ "$n" = 0 ]; then d50=-; dcpu=-; else
+    d50=$(awk -v a="$p50" -v b="$b50" -v n="$n" 'BEGIN { printf "%.1f", (a - b) / n }')
+    dcpu=$(awk -v a="$cpu" -v b="$bcpu" -v n="$n" 'BEGIN { printf "%.2f", (a - b) / n }')
+  fi
+  printf "%-34s %9d %9d %14s %12s %12s\n" "$name" "$p50" "$p99" "$cpu" "$d50" "$dcpu"
+done
 
 echo
 echo "## 4. Memory: RSS with idle keep-alive connections (each made one request)"
