@@ -203,6 +203,8 @@ start_lateen plain < <({ mesh "{{PORT}}"; one_route; }); PORT[plain]=$LPORT; PID
 START_RSS_PLAIN=$(rss_kib "$LPID")
 start_lateen chain < <({ mesh "{{PORT}}" metrics; chain; }); PORT[chain]=$LPORT; PID[chain]=$LPID
 START_RSS_CHAIN=$(rss_kib "$LPID")
+# The same chain without the metrics filter, to price that filter alone.
+start_lateen nometrics < <({ mesh "{{PORT}}"; chain; }); PORT[nometrics]=$LPORT; PID[nometrics]=$LPID
 for n in 1 2 4 8; do
   start_lateen "n$n" < <({ mesh "{{PORT}}"; one_route; for i in $(seq "$n"); do noop "noop-$i" "{}"; done; })
   PORT[n$n]=$LPORT; PID[n$n]=$LPID
@@ -258,11 +260,22 @@ RATE=$((SLOWEST / 2))
 echo
 echo "## 1-2. At a fixed $RATE rps (half the slowest knee), open loop (oha, latency-corrected)"
 printf "%-34s %9s %9s %14s %9s %7s\n" proxy p50_us p99_us "cpu_ms/1000rq" rss_kib ok
-for p in nginx haproxy plain chain; do
+declare -A FIXED_CPU
+for p in nginx haproxy plain nometrics chain; do
   read -r p50 p99 cpu rss ok < <(run_fixed "$p" "$RATE")
-  name=$p; [ "$p" = plain ] && name="lateen, router only"; [ "$p" = chain ] && name="lateen, full standard chain"
+  FIXED_CPU[$p]=$cpu
+  case $p in plain) name="lateen, router only";; chain) name="lateen, full standard chain";;
+    nometrics) name="lateen, full chain but metrics";; *) name=$p;; esac
   printf "%-34s %9d %9d %14s %9d %7s\n" "$name" "$p50" "$p99" "$cpu" "$rss" "$ok"
 done
+# The metrics filter's price: three more interleaved rounds of the two chains, medians.
+WITH="${FIXED_CPU[chain]} "; WITHOUT="${FIXED_CPU[nometrics]} "
+for round in 1 2; do
+  read -r _ _ cpu _ _ < <(run_fixed nometrics "$RATE"); WITHOUT+="$cpu "
+  read -r _ _ cpu _ _ < <(run_fixed chain "$RATE"); WITH+="$cpu "
+done
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | sed -n 2p; }
+echo "the metrics filter costs $(awk -v a="$(median "$WITH")" -v b="$(median "$WITHOUT")" 'BEGIN { printf "%.1f", a - b }') CPU-us per request (median of 3: the full chain minus the same chain without it)"
 
 echo
 echo "## 3. Cost per filter at $RATE rps: N no-op proxy-wasm filters after the router"
@@ -276,7 +289,6 @@ for round in 1 2 3; do
     R50[$cfg]+="$p50 "; R99[$cfg]+="$p99 "; RCPU[$cfg]+="$cpu "
   done
 done
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | sed -n 2p; }
 b50=$(median "${R50[plain]}"); bcpu=$(median "${RCPU[plain]}")
 for cfg in "${CONFIGS[@]}"; do
   case $cfg in plain) name="N = 0 (router only)"; n=0;; header) name="1 header-setting filter"; n=1;; *) n=${cfg#n}; name="N = $n";; esac
