@@ -143,7 +143,10 @@ fn quantile(q: f64, buckets: &[u64]) -> Option<f64> {
         let before = cum;
         cum += n;
         if cum as f64 >= rank && *n > 0 {
-            let lo = if i == 0 { 0.0 } else { HISTOGRAM_BOUNDS[i - 1] };
+            let lo = match i {
+                0 => 0.0,
+                _ => HISTOGRAM_BOUNDS.get(i - 1).copied().unwrap_or(0.0),
+            };
             // Past the last bound, the last bound is the best estimate (as Prometheus).
             let Some(hi) = HISTOGRAM_BOUNDS.get(i) else {
                 return Some(lo);
