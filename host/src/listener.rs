@@ -49,15 +49,28 @@ pub async fn serve(
     ctx: Rc<WorkerCtx>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error> {
-    if sniff_h2(&tcp).await {
+    let limits = ctx.snapshot().snap.limits;
+    // A client that never finishes its preface is cut off like one that never finishes
+    // its headers.
+    let h2 = match tokio::time::timeout(limits.request_headers_timeout, sniff_h2(&tcp)).await {
+        Ok(h2) => h2,
+        Err(_) => return Ok(()),
+    };
+    if h2 {
         conn.protocol = "HTTP/2";
         // Boxed, so that HTTP/1.1 connections do not carry an HTTP/2 state's room.
-        return Box::pin(serve_h2(tcp, Rc::new(conn), ctx, stop)).await;
+        return Box::pin(serve_h2(tcp, Rc::new(conn), ctx, stop, limits)).await;
     }
     let conn = Rc::new(conn);
     let svc = service_fn(move |req| proxy::handle(req, conn.clone(), ctx.clone()));
     let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new()).keep_alive(true);
+    // Oversized or too many headers get 431; headers not received in time close the
+    // connection (slowloris).
+    b.timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_buf_size(limits.max_request_headers_bytes.max(8192))
+        .max_headers(limits.max_headers_count)
+        .header_read_timeout(limits.request_headers_timeout);
     let served = b.serve_connection(TokioIo::new(tcp), svc);
     tokio::pin!(served);
     tokio::select! {
@@ -74,10 +87,12 @@ async fn serve_h2(
     conn: Rc<ConnInfo>,
     ctx: Rc<WorkerCtx>,
     mut stop: watch::Receiver<bool>,
+    limits: crate::snapshot::Limits,
 ) -> Result<(), hyper::Error> {
     let svc = service_fn(move |req| proxy::handle(req, conn.clone(), ctx.clone()));
     let mut b = hyper::server::conn::http2::Builder::new(LocalExec);
-    b.timer(TokioTimer::new());
+    b.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_request_headers_bytes).unwrap_or(u32::MAX));
     let served = b.serve_connection(TokioIo::new(tcp), svc);
     tokio::pin!(served);
     tokio::select! {

@@ -171,6 +171,7 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
         ..StreamState::default()
     };
     let eos = body.is_end_stream();
+    let declared_length = body.size_hint().exact();
     let stream = Rc::new(Mutex::new(HttpStream::new(
         chain.clone(),
         state,
@@ -180,6 +181,11 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
     let mut s = stream.lock().await;
     s.access_log = ws.snap.access_log.clone();
     s.trace = trace;
+    if let (Some(max), Some(n)) = (ws.snap.limits.max_request_body_bytes, declared_length) {
+        if n > max {
+            return too_large(&mut s);
+        }
+    }
 
     if let Verdict::Respond(lr) = s.request_headers(eos).await {
         s.set_local_outcome(&lr);
@@ -239,11 +245,17 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .is_some_and(|n| n <= REPLAY_LIMIT);
+    // With a body limit, the body is buffered up to it (as Envoy's buffer filter does), so
+    // that an oversized one is refused before anything goes upstream.
+    let body_limit = ws.snap.limits.max_request_body_bytes;
     let mut first_body = None;
     let replay: Option<Bytes> = if eos {
         Some(Bytes::new())
-    } else if replayable && (policy.attempts > 0 || mirrors.is_some()) {
-        match Limited::new(streamed, REPLAY_LIMIT as usize)
+    } else if body_limit.is_some() || (replayable && (policy.attempts > 0 || mirrors.is_some())) {
+        let cap = body_limit.map_or(REPLAY_LIMIT, |l| {
+            l.max(if replayable { REPLAY_LIMIT } else { 0 })
+        });
+        match Limited::new(streamed, usize::try_from(cap).unwrap_or(usize::MAX))
             .collect()
             .await
         {
@@ -253,6 +265,9 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
                 if let Some(lr) = s.early_reply.take() {
                     s.set_local_outcome(&lr);
                     return local_reply(lr);
+                }
+                if e.is::<http_body_util::LengthLimitError>() {
+                    return too_large(&mut s);
                 }
                 tracing::debug!("request body failed: {e}");
                 let (r, flag) = reply(400, "", "DPE");
@@ -518,6 +533,14 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
         out.headers_mut().append(http::header::SET_COOKIE, c);
     }
     out
+}
+
+// 413 for a body over `limits.maxRequestBodyBytes`, as Envoy's buffer filter answers.
+fn too_large(s: &mut HttpStream) -> Response<UpBody> {
+    let (r, _) = reply(413, "Payload Too Large", "-");
+    s.set_outcome(413, "-");
+    s.state.response_code_details = "request_payload_too_large".into();
+    r
 }
 
 /// Largest request body kept for replays (retries, mirrors).

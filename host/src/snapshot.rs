@@ -218,6 +218,28 @@ pub struct Snapshot {
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// The tracer (Bootstrap `telemetry.tracing`), when on.
     pub tracer: Option<Arc<crate::trace::Tracer>>,
+    pub limits: Limits,
+}
+
+/// What clients may send (Bootstrap `limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_request_headers_bytes: usize,
+    pub max_headers_count: usize,
+    pub request_headers_timeout: std::time::Duration,
+    pub max_request_body_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    /// Envoy's header limits, and hyper's 30 s header timeout against slow clients.
+    fn default() -> Self {
+        Limits {
+            max_request_headers_bytes: 60 * 1024,
+            max_headers_count: 100,
+            request_headers_timeout: std::time::Duration::from_secs(30),
+            max_request_body_bytes: None,
+        }
+    }
 }
 
 impl Snapshot {

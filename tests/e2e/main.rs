@@ -5,6 +5,7 @@ mod access_log;
 mod admin;
 mod config;
 mod graph;
+mod hardening;
 mod lifecycle;
 mod metrics;
 mod plugins;

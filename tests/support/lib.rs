@@ -252,6 +252,11 @@ impl Backend {
         self.addr.port()
     }
 
+    /// Requests seen so far.
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
     pub fn last(&self) -> Seen {
         self.seen
             .lock()

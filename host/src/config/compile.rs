@@ -336,6 +336,7 @@ pub fn build(
     let metrics = metrics_filter(res, &workload, rt, opts, &mut errors);
     let access_log = access_log(res, &mut errors);
     let tracer = tracer(res, &workload, &mut errors);
+    let limits = limits(res, &mut errors);
     let gateway_keys: BTreeSet<String> = res.gateways.iter().map(|g| g.info.key()).collect();
     let mut listeners = Vec::new();
     let mut vs_bound: BTreeSet<String> = BTreeSet::new();
@@ -508,7 +509,49 @@ pub fn build(
         warnings,
         access_log,
         tracer,
+        limits,
     })
+}
+
+/// The Bootstrap's `limits`, checked.
+fn limits(res: &Resources, errors: &mut Vec<ConfigError>) -> crate::snapshot::Limits {
+    let mut l = crate::snapshot::Limits::default();
+    let Some(boot) = res.bootstrap.as_ref() else {
+        return l;
+    };
+    let Some(spec) = boot.spec.limits.as_ref() else {
+        return l;
+    };
+    let field = |f: &str| format!("spec.limits.{f}");
+    if let Some(kb) = spec.max_request_headers_kb {
+        if !(8..=8192).contains(&kb) {
+            errors.push(boot.info.error(
+                &field("maxRequestHeadersKb"),
+                format!("{kb} is outside 8..8192"),
+            ));
+        }
+        l.max_request_headers_bytes = kb.clamp(8, 8192) as usize * 1024;
+    }
+    if let Some(n) = spec.max_headers_count {
+        if n == 0 {
+            errors.push(
+                boot.info
+                    .error(&field("maxHeadersCount"), "must be at least 1"),
+            );
+        }
+        l.max_headers_count = n.max(1) as usize;
+    }
+    if let Some(t) = &spec.request_headers_timeout {
+        match parse_duration_ms(t) {
+            Some(ms) if ms > 0 => l.request_headers_timeout = std::time::Duration::from_millis(ms),
+            _ => errors.push(boot.info.error(
+                &field("requestHeadersTimeout"),
+                format!("`{t}` is not a positive duration (e.g. 10s, 500ms)"),
+            )),
+        }
+    }
+    l.max_request_body_bytes = spec.max_request_body_bytes;
+    l
 }
 
 /// The tracer the Bootstrap asks for (`telemetry.tracing`).

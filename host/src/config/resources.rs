@@ -384,6 +384,31 @@ pub struct BootstrapSpec {
     pub redis: Option<RedisSpec>,
     #[serde(default)]
     pub telemetry: Option<TelemetrySpec>,
+    /// Limits on what clients may send (Envoy's HTTP connection manager settings).
+    #[serde(default)]
+    pub limits: Option<LimitsSpec>,
+}
+
+/// Request limits: what Envoy's `max_request_headers_kb`, `common_http_protocol_options`
+/// and the buffer filter's `max_request_bytes` set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Request headers, in KiB (default 60, Envoy's; at least 8). Larger: 431.
+    #[serde(default)]
+    pub max_request_headers_kb: Option<u32>,
+    /// Request headers, in number (default 100). More: 431.
+    #[serde(default)]
+    pub max_headers_count: Option<u32>,
+    /// Time to receive a request's headers (default 30s); slower clients are closed. It
+    /// also bounds how long an idle keep-alive connection waits for its next request, since
+    /// hyper starts the clock when it waits for a request head.
+    #[serde(default)]
+    pub request_headers_timeout: Option<String>,
+    /// Request body bytes (default unlimited). Larger: 413. With a limit, bodies are
+    /// buffered up to it before they go upstream (as Envoy's buffer filter does).
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// What the proxy reports.

@@ -1,0 +1,151 @@
+//! Request hardening, on raw sockets: header limits, slow clients, request smuggling and
+//! body limits are refused before anything reaches the upstream.
+
+use lateen_e2e::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const LIMITS: &str = r#"---
+apiVersion: lateen.io/v1alpha1
+kind: Bootstrap
+metadata: {name: lateen, namespace: istio-system}
+spec:
+  limits:
+    maxRequestHeadersKb: 8
+    maxHeadersCount: 20
+    requestHeadersTimeout: 500ms
+    maxRequestBodyBytes: 1000
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: svc.test, subset: v1}}]
+"#;
+
+/// Sends raw bytes and returns what came back before the proxy closed or 3 s passed.
+fn raw(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(bytes).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                // One response is enough; keep-alive would hold the socket open.
+                if out.windows(4).any(|w| w == b"\r\n\r\n") && !out.starts_with(b"HTTP/1.1 100") {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if let Ok(n) = s.read(&mut buf) {
+                        out.extend_from_slice(&buf[..n]);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(resp: &str) -> &str {
+    resp.split(' ').nth(1).unwrap_or("")
+}
+
+#[tokio::test]
+async fn limits_slow_clients_and_smuggling_are_refused() {
+    let v1 = Backend::start("v1").await;
+    let proxy = Proxy::start(&(mesh(&[&v1]) + LIMITS))
+        .await
+        .expect("proxy starts");
+    let port = proxy.port;
+    let seen_before = v1.count();
+    let run = move |b: Vec<u8>| tokio::task::spawn_blocking(move || raw(port, &b));
+
+    // A normal request passes.
+    let ok = run(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(status(&ok), "200", "{ok}");
+
+    // Too many headers, and headers too large: 431.
+    let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..30 {
+        many.extend_from_slice(format!("x-h{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let r = run(many).await.unwrap();
+    assert_eq!(status(&r), "431", "too many headers: {r}");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nx-big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let r = run(big.into_bytes()).await.unwrap();
+    assert_eq!(status(&r), "431", "headers over 8 KiB: {r}");
+
+    // Slowloris: headers never finished; the proxy gives up after the timeout.
+    let started = Instant::now();
+    let r = run(b"GET / HTTP/1.1\r\nHost: a\r\nx-slow: 1\r\n".to_vec())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2500) && took >= Duration::from_millis(450),
+        "closed after {took:?}: {r}"
+    );
+    assert!(r.is_empty() || status(&r) == "408", "{r}");
+
+    // Smuggling. Both Content-Length and Transfer-Encoding: the chunked framing wins
+    // (RFC 9112 §6.3) and the conflicting Content-Length never reaches the upstream, which
+    // gets the message re-framed, so the two cannot disagree on where it ends.
+    let r = run(
+        b"POST /clte HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
+            .to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&r), "200", "{r}");
+    let seen = v1.last();
+    assert_eq!(seen.path, "/clte");
+    assert_ne!(seen.header("content-length"), Some("4"), "{seen:?}");
+    // Two different Content-Lengths, and obs-fold, are refused with 400.
+    for (what, req) in [
+        (
+            "two CLs",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        ),
+        (
+            "obs-fold",
+            "GET / HTTP/1.1\r\nHost: a\r\nx-folded: one\r\n two\r\n\r\n",
+        ),
+    ] {
+        let r = run(req.as_bytes().to_vec()).await.unwrap();
+        assert_eq!(status(&r), "400", "{what}: {r}");
+    }
+
+    // A body over the limit: 413, by its Content-Length or as it streams.
+    let body = "x".repeat(2000);
+    let r = run(format!(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes())
+    .await
+    .unwrap();
+    assert_eq!(status(&r), "413", "{r}");
+    let r = run(
+        format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len())
+            .into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&r), "413", "chunked: {r}");
+
+    // Only the normal request and the re-framed one reached the upstream.
+    assert_eq!(v1.count(), seen_before + 2);
+}
