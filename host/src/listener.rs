@@ -91,8 +91,14 @@ async fn serve_h2(
 ) -> Result<(), hyper::Error> {
     let svc = service_fn(move |req| proxy::handle(req, conn.clone(), ctx.clone()));
     let mut b = hyper::server::conn::http2::Builder::new(LocalExec);
+    // Rapid reset (CVE-2023-44487): a client that resets more than 20 streams before they
+    // are served gets GOAWAY ENHANCE_YOUR_CALM, as does one that makes the server reset
+    // more than 1024; streams beyond the limit are refused.
     b.timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_request_headers_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_request_headers_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024);
     let served = b.serve_connection(TokioIo::new(tcp), svc);
     tokio::pin!(served);
     tokio::select! {

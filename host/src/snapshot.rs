@@ -228,6 +228,7 @@ pub struct Limits {
     pub max_headers_count: usize,
     pub request_headers_timeout: std::time::Duration,
     pub max_request_body_bytes: Option<u64>,
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -238,6 +239,7 @@ impl Default for Limits {
             max_headers_count: 100,
             request_headers_timeout: std::time::Duration::from_secs(30),
             max_request_body_bytes: None,
+            max_concurrent_streams: 100,
         }
     }
 }

@@ -149,3 +149,76 @@ async fn limits_slow_clients_and_smuggling_are_refused() {
     // Only the normal request and the re-framed one reached the upstream.
     assert_eq!(v1.count(), seen_before + 2);
 }
+
+const H2_LIMITS: &str = r#"---
+apiVersion: lateen.io/v1alpha1
+kind: Bootstrap
+metadata: {name: lateen, namespace: istio-system}
+spec:
+  limits: {maxConcurrentStreams: 10}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: svc.test, subset: v1}}]
+"#;
+
+#[tokio::test]
+async fn http2_stream_limit_and_rapid_reset() {
+    let v1 = Backend::start("v1").await;
+    let proxy = Proxy::start(&(mesh(&[&v1]) + H2_LIMITS))
+        .await
+        .expect("proxy starts");
+    let url = format!("http://127.0.0.1:{}/", proxy.port);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client
+        .send_request(http::Request::get(&url).body(()).unwrap(), true)
+        .unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    // The stream limit is advertised in SETTINGS.
+    assert_eq!(client.current_max_send_streams(), 10);
+
+    // Rapid reset (CVE-2023-44487): streams opened and cancelled at once, in bulk.
+    let mut opened = 0;
+    for _ in 0..500 {
+        let Ok(c) = client.clone().ready().await else {
+            break;
+        };
+        client = c;
+        match client.send_request(http::Request::get(&url).body(()).unwrap(), false) {
+            Ok((_, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                opened += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), conn)
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap();
+    let reason = ended.err().and_then(|e| e.reason());
+    assert_eq!(
+        reason,
+        Some(h2::Reason::ENHANCE_YOUR_CALM),
+        "GOAWAY after {opened} reset streams"
+    );
+    // Cancelled streams cost the upstream little: most never reached it.
+    let forwarded = v1.count();
+    assert!(
+        forwarded < opened / 4,
+        "{forwarded} of {opened} reset streams went upstream"
+    );
+    // Other clients are served as before.
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
+    assert_eq!(get_h2(&proxy.url("/")).await.unwrap().status, 200);
+}

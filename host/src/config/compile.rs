@@ -551,6 +551,15 @@ fn limits(res: &Resources, errors: &mut Vec<ConfigError>) -> crate::snapshot::Li
         }
     }
     l.max_request_body_bytes = spec.max_request_body_bytes;
+    if let Some(n) = spec.max_concurrent_streams {
+        if n == 0 {
+            errors.push(
+                boot.info
+                    .error(&field("maxConcurrentStreams"), "must be at least 1"),
+            );
+        }
+        l.max_concurrent_streams = n.max(1);
+    }
     l
 }
 

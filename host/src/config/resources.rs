@@ -409,6 +409,9 @@ pub struct LimitsSpec {
     /// buffered up to it before they go upstream (as Envoy's buffer filter does).
     #[serde(default)]
     pub max_request_body_bytes: Option<u64>,
+    /// HTTP/2 streams open at once per connection (default 100), advertised in SETTINGS.
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// What the proxy reports.
