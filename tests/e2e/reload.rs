@@ -102,6 +102,32 @@ async fn config_and_plugin_changes_under_load_fail_no_request() {
 }
 
 #[tokio::test]
+async fn a_plugin_that_panics_in_on_configure_keeps_the_old_config() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = Proxy::start(&config(&a, &b, "a", "one"))
+        .await
+        .expect("proxy starts");
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
+    assert_eq!(a.last().header("x-plugin-added"), Some("one"));
+    // The new config's plugin traps in on_configure: the whole change is refused.
+    proxy.rewrite(&config(&a, &b, "b", "two, panic: true"));
+    let e = proxy.reload_error().await;
+    assert!(
+        e.contains("header-echo") && e.contains("on_configure"),
+        "{e}"
+    );
+    for _ in 0..5 {
+        let r = get(&proxy.url("/")).await.unwrap();
+        assert_eq!(r.header("x-backend"), Some("a"), "the old route serves");
+    }
+    assert_eq!(
+        a.last().header("x-plugin-added"),
+        Some("one"),
+        "and the old plugin config"
+    );
+}
+
+#[tokio::test]
 async fn a_changed_plugin_module_is_hot_loaded() {
     let a = Backend::start("a").await;
     let yaml = mesh(&[&a])

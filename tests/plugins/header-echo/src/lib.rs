@@ -7,7 +7,8 @@
 //! - `/callout`: calls `config.callout` and adds `x-callout-status` / `x-callout-body`;
 //! - `/replace…`: replaces the response body with `replaced body`.
 //!
-//! A config with `"reject": true` makes on_configure return false.
+//! A config with `"reject": true` makes on_configure return false; `"panic": true` makes it
+//! panic (a trap).
 //!
 //! At the end of every stream it counts the stream's response flags (the `response.flags`
 //! property) in `header_echo_flags_<FLAGS>`, as a metrics plugin would label them.
@@ -43,6 +44,10 @@ impl RootContext for Root {
         };
         if cfg["reject"].as_bool() == Some(true) {
             return false;
+        }
+        // A hostile config: the plugin panics (traps) while configuring.
+        if cfg["panic"].as_bool() == Some(true) {
+            panic!("header-echo: told to panic in on_configure");
         }
         if let Some(v) = cfg["value"].as_str() {
             self.value = v.to_string();
