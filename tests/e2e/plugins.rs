@@ -242,3 +242,40 @@ spec:
     let dump = proxy.config_dump().await;
     assert!(dump.to_string().contains("istio-system/ticker"), "{dump}");
 }
+
+#[tokio::test]
+async fn bad_pointers_in_host_calls_get_an_error_status() {
+    let a = Backend::start("a").await;
+    let yaml = mesh(&[&a])
+        + r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: hostile, namespace: istio-system}
+spec:
+  url: file://{{WASM}}/test_plugin_hostile.wasm
+  failStrategy: FAIL_CLOSE
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: svc.test, subset: a}}]
+"#;
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    for _ in 0..3 {
+        let r = get(&proxy.url("/")).await.unwrap();
+        assert_eq!(r.status, 200, "{}", proxy.log());
+        // Each out-of-memory pointer or length: BadArgument (2), not a trap.
+        assert_eq!(a.last().header("x-hostile"), Some("2,2,2,2"));
+    }
+    let stat = |s: &str| format!("wasm.istio-system/hostile.{s}");
+    assert_eq!(proxy.stat(&stat("traps.trap")).await, 0.0);
+    assert_eq!(
+        proxy.stat(&stat("instances")).await,
+        1.0,
+        "one instance, never replaced"
+    );
+}

@@ -1,6 +1,6 @@
 //! Bodies and configuration buffers.
 
-use super::{give, ok, read, write_u32, Ctx};
+use super::{give, guest_fault, ok, read, write_u32, Ctx};
 use crate::wasm::state::HostState;
 use crate::wasm::types::{buffer, Status};
 use wasmtime::{Linker, Result};
@@ -27,49 +27,55 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
          ret_ptr: i32,
          ret_size: i32|
          -> Result<i32> {
-            let slice = get(c.data(), t).map(|b| {
-                // The SDK asks for config with max = u32::MAX: clamp, never fail.
-                let start = (start as u32 as usize).min(b.len());
-                let end = start.saturating_add(max as u32 as usize).min(b.len());
-                b[start..end].to_vec()
-            });
-            match slice {
-                Some(bytes) => {
-                    give(&mut c, &bytes, ret_ptr, ret_size)?;
-                    ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let slice = get(c.data(), t).map(|b| {
+                    // The SDK asks for config with max = u32::MAX: clamp, never fail.
+                    let start = (start as u32 as usize).min(b.len());
+                    let end = start.saturating_add(max as u32 as usize).min(b.len());
+                    b[start..end].to_vec()
+                });
+                match slice {
+                    Some(bytes) => {
+                        give(&mut c, &bytes, ret_ptr, ret_size)?;
+                        ok(Status::Ok)
+                    }
+                    None => ok(Status::NotFound),
                 }
-                None => ok(Status::NotFound),
-            }
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_get_buffer_status",
         |mut c: Ctx<'_>, t: i32, ret_len: i32, ret_flags: i32| -> Result<i32> {
-            let Some(len) = get(c.data(), t).map(<[u8]>::len) else {
-                return ok(Status::NotFound);
-            };
-            write_u32(&mut c, ret_len, len as u32)?;
-            write_u32(&mut c, ret_flags, 0)?;
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let Some(len) = get(c.data(), t).map(<[u8]>::len) else {
+                    return ok(Status::NotFound);
+                };
+                write_u32(&mut c, ret_len, len as u32)?;
+                write_u32(&mut c, ret_flags, 0)?;
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_set_buffer_bytes",
         |mut c: Ctx<'_>, t: i32, start: i32, size: i32, ptr: i32, len: i32| -> Result<i32> {
-            let data = read(&c, ptr, len)?;
-            let s = c.data_mut();
-            let body = match t {
-                buffer::HTTP_REQUEST_BODY => &mut s.cur.req_body,
-                buffer::HTTP_RESPONSE_BODY => &mut s.cur.resp_body,
-                _ => return ok(Status::BadArgument),
-            };
-            // Replace [start, start+size) with the new bytes, as Envoy does.
-            let start = (start as u32 as usize).min(body.len());
-            let end = start.saturating_add(size as u32 as usize).min(body.len());
-            body.splice(start..end, data);
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let data = read(&c, ptr, len)?;
+                let s = c.data_mut();
+                let body = match t {
+                    buffer::HTTP_REQUEST_BODY => &mut s.cur.req_body,
+                    buffer::HTTP_RESPONSE_BODY => &mut s.cur.resp_body,
+                    _ => return ok(Status::BadArgument),
+                };
+                // Replace [start, start+size) with the new bytes, as Envoy does.
+                let start = (start as u32 as usize).min(body.len());
+                let end = start.saturating_add(size as u32 as usize).min(body.len());
+                body.splice(start..end, data);
+                ok(Status::Ok)
+            })
         },
     )?;
     Ok(())

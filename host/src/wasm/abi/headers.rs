@@ -1,6 +1,6 @@
 //! Header and trailer maps: get/set pairs, get/add/replace/remove one value.
 
-use super::{give, ok, read, read_string, write_u32, Ctx};
+use super::{give, guest_fault, ok, read, read_string, write_u32, Ctx};
 use crate::wasm::state::{HeaderList, HostState};
 use crate::wasm::types::{map, Status};
 use bytes::Bytes;
@@ -100,24 +100,28 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_get_header_map_pairs",
         |mut c: Ctx<'_>, map_type: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
-            // An unknown or absent map reads as empty: the SDK accepts only Ok here.
-            let bytes = with_map(c.data_mut(), map_type, encode_map).unwrap_or_default();
-            give(&mut c, &bytes, ret_ptr, ret_size)?;
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                // An unknown or absent map reads as empty: the SDK accepts only Ok here.
+                let bytes = with_map(c.data_mut(), map_type, encode_map).unwrap_or_default();
+                give(&mut c, &bytes, ret_ptr, ret_size)?;
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_set_header_map_pairs",
         |mut c: Ctx<'_>, map_type: i32, ptr: i32, len: i32| -> Result<i32> {
-            let raw = read(&c, ptr, len)?;
-            let Some(pairs) = decode_map(&raw) else {
-                return ok(Status::BadArgument);
-            };
-            match with_map_mut(c.data_mut(), map_type, |m| *m = pairs) {
-                Some(()) => ok(Status::Ok),
-                None => ok(Status::BadArgument),
-            }
+            guest_fault(|| -> Result<i32> {
+                let raw = read(&c, ptr, len)?;
+                let Some(pairs) = decode_map(&raw) else {
+                    return ok(Status::BadArgument);
+                };
+                match with_map_mut(c.data_mut(), map_type, |m| *m = pairs) {
+                    Some(()) => ok(Status::Ok),
+                    None => ok(Status::BadArgument),
+                }
+            })
         },
     )?;
     l.func_wrap(
@@ -130,72 +134,82 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
          ret_ptr: i32,
          ret_size: i32|
          -> Result<i32> {
-            let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
-            let value = with_map(c.data_mut(), map_type, |m| {
-                m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
-            })
-            .flatten();
-            match value {
-                Some(v) => {
-                    give(&mut c, &v, ret_ptr, ret_size)?;
-                    ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
+                let value = with_map(c.data_mut(), map_type, |m| {
+                    m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+                })
+                .flatten();
+                match value {
+                    Some(v) => {
+                        give(&mut c, &v, ret_ptr, ret_size)?;
+                        ok(Status::Ok)
+                    }
+                    None => ok(Status::NotFound),
                 }
-                None => ok(Status::NotFound),
-            }
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_get_header_map_size",
         |mut c: Ctx<'_>, map_type: i32, ret_size: i32| -> Result<i32> {
-            let n = with_map(c.data_mut(), map_type, |m| encode_map(m).len()).unwrap_or(4);
-            write_u32(&mut c, ret_size, n as u32)?;
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let n = with_map(c.data_mut(), map_type, |m| encode_map(m).len()).unwrap_or(4);
+                write_u32(&mut c, ret_size, n as u32)?;
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_remove_header_map_value",
         |mut c: Ctx<'_>, map_type: i32, kp: i32, kl: i32| -> Result<i32> {
-            let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
-            with_map_mut(c.data_mut(), map_type, |m| m.retain(|(k, _)| *k != key));
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
+                with_map_mut(c.data_mut(), map_type, |m| m.retain(|(k, _)| *k != key));
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_replace_header_map_value",
         |mut c: Ctx<'_>, map_type: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
-            let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
-            let value = Bytes::from(read(&c, vp, vl)?);
-            with_map_mut(c.data_mut(), map_type, |m| {
-                match m.iter().position(|(k, _)| *k == key) {
-                    Some(i) => {
-                        m[i].1 = value;
-                        let mut seen = false;
-                        m.retain(|(k, _)| {
-                            if *k != key {
-                                return true;
-                            }
-                            let keep = !seen;
-                            seen = true;
-                            keep
-                        });
+            guest_fault(|| -> Result<i32> {
+                let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
+                let value = Bytes::from(read(&c, vp, vl)?);
+                with_map_mut(c.data_mut(), map_type, |m| {
+                    match m.iter().position(|(k, _)| *k == key) {
+                        Some(i) => {
+                            m[i].1 = value;
+                            let mut seen = false;
+                            m.retain(|(k, _)| {
+                                if *k != key {
+                                    return true;
+                                }
+                                let keep = !seen;
+                                seen = true;
+                                keep
+                            });
+                        }
+                        None => m.push((key, value)),
                     }
-                    None => m.push((key, value)),
-                }
-            });
-            ok(Status::Ok)
+                });
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_add_header_map_value",
         |mut c: Ctx<'_>, map_type: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
-            let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
-            let value = Bytes::from(read(&c, vp, vl)?);
-            with_map_mut(c.data_mut(), map_type, |m| m.push((key, value)));
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
+                let value = Bytes::from(read(&c, vp, vl)?);
+                with_map_mut(c.data_mut(), map_type, |m| m.push((key, value)));
+                ok(Status::Ok)
+            })
         },
     )?;
     Ok(())

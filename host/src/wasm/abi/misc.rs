@@ -1,6 +1,6 @@
 //! Logging, time, timers, stream control and local responses.
 
-use super::{headers::decode_map, ok, read, read_string, write_u32, write_u64, Ctx};
+use super::{guest_fault, headers::decode_map, ok, read, read_string, write_u32, write_u64, Ctx};
 use crate::wasm::state::{HostState, LocalResponse, RemoteAction};
 use crate::wasm::types::{log_level_name, stream, Status};
 use bytes::Bytes;
@@ -40,54 +40,64 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_log",
         |c: Ctx<'_>, level: i32, p: i32, n: i32| -> Result<i32> {
-            let msg = read(&c, p, n)?;
-            if level >= c.data().log_level {
-                plugin_log(&c.data().plugin.name, level, &String::from_utf8_lossy(&msg));
-            }
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let msg = read(&c, p, n)?;
+                if level >= c.data().log_level {
+                    plugin_log(&c.data().plugin.name, level, &String::from_utf8_lossy(&msg));
+                }
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_get_log_level",
         |mut c: Ctx<'_>, ret: i32| -> Result<i32> {
-            let level = c.data().log_level.clamp(0, 5) as u32;
-            write_u32(&mut c, ret, level)?;
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let level = c.data().log_level.clamp(0, 5) as u32;
+                write_u32(&mut c, ret, level)?;
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_get_current_time_nanoseconds",
         |mut c: Ctx<'_>, ret: i32| -> Result<i32> {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            write_u64(&mut c, ret, now)?;
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                write_u64(&mut c, ret, now)?;
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_set_tick_period_milliseconds",
         |mut c: Ctx<'_>, ms: i32| -> Result<i32> {
-            let s = c.data_mut();
-            let ctx = s.active_context;
-            s.tick_requests
-                .push((ctx, Duration::from_millis(u64::from(ms as u32))));
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let s = c.data_mut();
+                let ctx = s.active_context;
+                s.tick_requests
+                    .push((ctx, Duration::from_millis(u64::from(ms as u32))));
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_continue_stream",
         |mut c: Ctx<'_>, t: i32| -> Result<i32> {
-            match t {
-                stream::HTTP_REQUEST => resume(c.data_mut(), false),
-                stream::HTTP_RESPONSE => resume(c.data_mut(), true),
-                _ => {}
-            }
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                match t {
+                    stream::HTTP_REQUEST => resume(c.data_mut(), false),
+                    stream::HTTP_RESPONSE => resume(c.data_mut(), true),
+                    _ => {}
+                }
+                ok(Status::Ok)
+            })
         },
     )?;
     // ABI 0.1.0 names.
@@ -95,29 +105,35 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_continue_request",
         |mut c: Ctx<'_>| -> Result<i32> {
-            resume(c.data_mut(), false);
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                resume(c.data_mut(), false);
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_continue_response",
         |mut c: Ctx<'_>| -> Result<i32> {
-            resume(c.data_mut(), true);
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                resume(c.data_mut(), true);
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_clear_route_cache",
-        |_: Ctx<'_>| -> Result<i32> { ok(Status::Ok) },
+        |_: Ctx<'_>| -> Result<i32> { guest_fault(|| -> Result<i32> { ok(Status::Ok) }) },
     )?;
     l.func_wrap(
         "env",
         "proxy_close_stream",
         |mut c: Ctx<'_>, _t: i32| -> Result<i32> {
-            c.data_mut().cur.reset = true;
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                c.data_mut().cur.reset = true;
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
@@ -133,45 +149,49 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
          hl: i32,
          grpc_status: i32|
          -> Result<i32> {
-            let details = read_string(&c, dp, dl).unwrap_or_default();
-            let body = Bytes::from(read(&c, bp, bl)?);
-            let Some(headers) = decode_map(&read(&c, hp, hl)?) else {
-                return ok(Status::BadArgument);
-            };
-            let Ok(status) = u16::try_from(status) else {
-                return ok(Status::BadArgument);
-            };
-            if !(200..=599).contains(&status) {
-                return ok(Status::BadArgument);
-            }
-            let response = LocalResponse {
-                status,
-                details,
-                body,
-                headers,
-                grpc_status,
-            };
-            let s = c.data_mut();
-            if s.active_context == s.cur_context {
-                s.cur.local_response = Some(response);
-            } else {
-                let context = s.active_context;
-                s.remote
-                    .push(RemoteAction::LocalResponse { context, response });
-            }
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let details = read_string(&c, dp, dl).unwrap_or_default();
+                let body = Bytes::from(read(&c, bp, bl)?);
+                let Some(headers) = decode_map(&read(&c, hp, hl)?) else {
+                    return ok(Status::BadArgument);
+                };
+                let Ok(status) = u16::try_from(status) else {
+                    return ok(Status::BadArgument);
+                };
+                if !(200..=599).contains(&status) {
+                    return ok(Status::BadArgument);
+                }
+                let response = LocalResponse {
+                    status,
+                    details,
+                    body,
+                    headers,
+                    grpc_status,
+                };
+                let s = c.data_mut();
+                if s.active_context == s.cur_context {
+                    s.cur.local_response = Some(response);
+                } else {
+                    let context = s.active_context;
+                    s.remote
+                        .push(RemoteAction::LocalResponse { context, response });
+                }
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_set_effective_context",
         |mut c: Ctx<'_>, ctx: i32| -> Result<i32> {
-            c.data_mut().active_context = ctx as u32;
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                c.data_mut().active_context = ctx as u32;
+                ok(Status::Ok)
+            })
         },
     )?;
     l.func_wrap("env", "proxy_done", |_: Ctx<'_>| -> Result<i32> {
-        ok(Status::Ok)
+        guest_fault(|| -> Result<i32> { ok(Status::Ok) })
     })?;
     Ok(())
 }

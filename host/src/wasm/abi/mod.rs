@@ -38,6 +38,37 @@ pub(crate) fn ok(s: Status) -> Result<i32> {
     Ok(s as i32)
 }
 
+/// A bad argument from the plugin (a buffer outside its memory, a string that is not
+/// UTF-8): the host call fails with a status, and the plugin, not the host, decides what
+/// to do, as in Envoy.
+#[derive(Debug)]
+pub(crate) struct GuestFault(&'static str);
+
+impl std::fmt::Display for GuestFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for GuestFault {}
+
+/// Runs a proxy-wasm host call, answering a guest fault with `BadArgument`.
+pub(crate) fn guest_fault(call: impl FnOnce() -> Result<i32>) -> Result<i32> {
+    match call() {
+        Err(e) if e.is::<GuestFault>() => ok(Status::BadArgument),
+        other => other,
+    }
+}
+
+/// Runs a WASI call, answering a guest fault with `EFAULT`.
+pub(crate) fn wasi_fault(call: impl FnOnce() -> Result<i32>) -> Result<i32> {
+    const EFAULT: i32 = 21;
+    match call() {
+        Err(e) if e.is::<GuestFault>() => Ok(EFAULT),
+        other => other,
+    }
+}
+
 fn memory(caller: &Ctx<'_>) -> Result<wasmtime::Memory> {
     caller
         .data()
@@ -56,18 +87,18 @@ pub(crate) fn read(caller: &Ctx<'_>, ptr: i32, len: i32) -> Result<Vec<u8>> {
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
     data.get(start..start.saturating_add(len))
         .map(<[u8]>::to_vec)
-        .ok_or_else(|| wasmtime::format_err!("plugin passed an out-of-bounds buffer"))
+        .ok_or_else(|| GuestFault("plugin passed an out-of-bounds buffer").into())
 }
 
 pub(crate) fn read_string(caller: &Ctx<'_>, ptr: i32, len: i32) -> Result<String> {
     String::from_utf8(read(caller, ptr, len)?)
-        .map_err(|_| wasmtime::format_err!("plugin passed a string that is not UTF-8"))
+        .map_err(|_| GuestFault("plugin passed a string that is not UTF-8").into())
 }
 
 pub(crate) fn write_bytes(caller: &mut Ctx<'_>, ptr: i32, bytes: &[u8]) -> Result<()> {
     let mem = memory(caller)?;
     mem.write(caller, ptr as u32 as usize, bytes)
-        .map_err(|_| wasmtime::format_err!("plugin passed an out-of-bounds return pointer"))
+        .map_err(|_| GuestFault("plugin passed an out-of-bounds return pointer").into())
 }
 
 pub(crate) fn write_u32(caller: &mut Ctx<'_>, ptr: i32, v: u32) -> Result<()> {

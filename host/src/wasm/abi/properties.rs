@@ -2,7 +2,7 @@
 //! `response.*`, `plugin_*`), plus whatever plugins set (filter state, including the route
 //! decision). Strings are raw bytes; integers are 8-byte little-endian, as in Envoy.
 
-use super::{give, ok, read, Ctx};
+use super::{give, guest_fault, ok, read, Ctx};
 use crate::wasm::state::HostState;
 use crate::wasm::types::Status;
 use bytes::Bytes;
@@ -120,24 +120,28 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_get_property",
         |mut c: Ctx<'_>, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
-            let path = path_of(&read(&c, pp, pl)?);
-            match property(c.data(), &path) {
-                Some(v) => {
-                    give(&mut c, &v, ret_ptr, ret_size)?;
-                    ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let path = path_of(&read(&c, pp, pl)?);
+                match property(c.data(), &path) {
+                    Some(v) => {
+                        give(&mut c, &v, ret_ptr, ret_size)?;
+                        ok(Status::Ok)
+                    }
+                    None => ok(Status::NotFound),
                 }
-                None => ok(Status::NotFound),
-            }
+            })
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_set_property",
         |mut c: Ctx<'_>, pp: i32, pl: i32, vp: i32, vl: i32| -> Result<i32> {
-            let path = path_of(&read(&c, pp, pl)?);
-            let value = Bytes::from(read(&c, vp, vl)?);
-            c.data_mut().cur.props.insert(path, value);
-            ok(Status::Ok)
+            guest_fault(|| -> Result<i32> {
+                let path = path_of(&read(&c, pp, pl)?);
+                let value = Bytes::from(read(&c, vp, vl)?);
+                c.data_mut().cur.props.insert(path, value);
+                ok(Status::Ok)
+            })
         },
     )?;
     Ok(())

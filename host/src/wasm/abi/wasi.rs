@@ -3,7 +3,7 @@
 //! proc_exit. Everything else a plugin's std might link answers ENOSYS/EBADF; a plugin has
 //! no file system or sockets.
 
-use super::{read, write_bytes, write_u32, write_u64, Ctx};
+use super::{read, wasi_fault, write_bytes, write_u32, write_u64, Ctx};
 use crate::wasm::state::HostState;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{Linker, Result};
@@ -19,100 +19,118 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         M,
         "fd_write",
         |mut c: Ctx<'_>, fd: i32, iovs: i32, n: i32, ret: i32| -> Result<i32> {
-            if fd != 1 && fd != 2 {
-                return Ok(EBADF);
-            }
-            let raw = read(&c, iovs, n.saturating_mul(8))?;
-            let mut text = Vec::new();
-            for iov in raw.chunks_exact(8) {
-                let p = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
-                let len = i32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
-                text.extend(read(&c, p, len)?);
-            }
-            let written = text.len() as u32;
-            let msg = String::from_utf8_lossy(&text);
-            let msg = msg.trim_end();
-            if !msg.is_empty() {
-                super::misc::plugin_log(&c.data().plugin.name, if fd == 1 { 2 } else { 4 }, msg);
-            }
-            write_u32(&mut c, ret, written)?;
-            Ok(ESUCCESS)
+            wasi_fault(|| -> Result<i32> {
+                if fd != 1 && fd != 2 {
+                    return Ok(EBADF);
+                }
+                let raw = read(&c, iovs, n.saturating_mul(8))?;
+                let mut text = Vec::new();
+                for iov in raw.chunks_exact(8) {
+                    let p = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
+                    let len = i32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
+                    text.extend(read(&c, p, len)?);
+                }
+                let written = text.len() as u32;
+                let msg = String::from_utf8_lossy(&text);
+                let msg = msg.trim_end();
+                if !msg.is_empty() {
+                    super::misc::plugin_log(
+                        &c.data().plugin.name,
+                        if fd == 1 { 2 } else { 4 },
+                        msg,
+                    );
+                }
+                write_u32(&mut c, ret, written)?;
+                Ok(ESUCCESS)
+            })
         },
     )?;
     l.func_wrap(
         M,
         "clock_time_get",
         |mut c: Ctx<'_>, id: i32, _precision: i64, ret: i32| -> Result<i32> {
-            let ns = match id {
-                0 => SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64),
-                1..=3 => monotonic_ns(),
-                _ => return Ok(EINVAL),
-            };
-            write_u64(&mut c, ret, ns)?;
-            Ok(ESUCCESS)
+            wasi_fault(|| -> Result<i32> {
+                let ns = match id {
+                    0 => SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64),
+                    1..=3 => monotonic_ns(),
+                    _ => return Ok(EINVAL),
+                };
+                write_u64(&mut c, ret, ns)?;
+                Ok(ESUCCESS)
+            })
         },
     )?;
     l.func_wrap(
         M,
         "clock_res_get",
         |mut c: Ctx<'_>, _id: i32, ret: i32| -> Result<i32> {
-            write_u64(&mut c, ret, 1)?;
-            Ok(ESUCCESS)
+            wasi_fault(|| -> Result<i32> {
+                write_u64(&mut c, ret, 1)?;
+                Ok(ESUCCESS)
+            })
         },
     )?;
     l.func_wrap(
         M,
         "random_get",
         |mut c: Ctx<'_>, p: i32, n: i32| -> Result<i32> {
-            let mut buf = vec![0u8; n as u32 as usize];
-            rand::fill(&mut buf[..]);
-            write_bytes(&mut c, p, &buf)?;
-            Ok(ESUCCESS)
+            wasi_fault(|| -> Result<i32> {
+                let mut buf = vec![0u8; n as u32 as usize];
+                rand::fill(&mut buf[..]);
+                write_bytes(&mut c, p, &buf)?;
+                Ok(ESUCCESS)
+            })
         },
     )?;
     l.func_wrap(
         M,
         "environ_sizes_get",
         |mut c: Ctx<'_>, ret_count: i32, ret_size: i32| -> Result<i32> {
-            let env = &c.data().plugin.env;
-            let count = env.len() as u32;
-            let size = env
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 2)
-                .sum::<usize>() as u32;
-            write_u32(&mut c, ret_count, count)?;
-            write_u32(&mut c, ret_size, size)?;
-            Ok(ESUCCESS)
+            wasi_fault(|| -> Result<i32> {
+                let env = &c.data().plugin.env;
+                let count = env.len() as u32;
+                let size = env
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 2)
+                    .sum::<usize>() as u32;
+                write_u32(&mut c, ret_count, count)?;
+                write_u32(&mut c, ret_size, size)?;
+                Ok(ESUCCESS)
+            })
         },
     )?;
     l.func_wrap(
         M,
         "environ_get",
         |mut c: Ctx<'_>, ptrs: i32, buf: i32| -> Result<i32> {
-            let env = c.data().plugin.env.clone();
-            let mut off = buf;
-            for (i, (k, v)) in env.iter().enumerate() {
-                let entry = format!("{k}={v}\0");
-                write_u32(&mut c, ptrs + (i as i32) * 4, off as u32)?;
-                write_bytes(&mut c, off, entry.as_bytes())?;
-                off += entry.len() as i32;
-            }
-            Ok(ESUCCESS)
+            wasi_fault(|| -> Result<i32> {
+                let env = c.data().plugin.env.clone();
+                let mut off = buf;
+                for (i, (k, v)) in env.iter().enumerate() {
+                    let entry = format!("{k}={v}\0");
+                    write_u32(&mut c, ptrs + (i as i32) * 4, off as u32)?;
+                    write_bytes(&mut c, off, entry.as_bytes())?;
+                    off += entry.len() as i32;
+                }
+                Ok(ESUCCESS)
+            })
         },
     )?;
     l.func_wrap(
         M,
         "args_sizes_get",
         |mut c: Ctx<'_>, ret_count: i32, ret_size: i32| -> Result<i32> {
-            write_u32(&mut c, ret_count, 0)?;
-            write_u32(&mut c, ret_size, 0)?;
-            Ok(ESUCCESS)
+            wasi_fault(|| -> Result<i32> {
+                write_u32(&mut c, ret_count, 0)?;
+                write_u32(&mut c, ret_size, 0)?;
+                Ok(ESUCCESS)
+            })
         },
     )?;
     l.func_wrap(M, "args_get", |_: Ctx<'_>, _: i32, _: i32| -> Result<i32> {
-        Ok(ESUCCESS)
+        wasi_fault(|| -> Result<i32> { Ok(ESUCCESS) })
     })?;
     l.func_wrap(M, "proc_exit", |c: Ctx<'_>, code: i32| -> Result<()> {
         Err(wasmtime::format_err!(
@@ -121,40 +139,48 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         ))
     })?;
     l.func_wrap(M, "sched_yield", |_: Ctx<'_>| -> Result<i32> {
-        Ok(ESUCCESS)
+        wasi_fault(|| -> Result<i32> { Ok(ESUCCESS) })
     })?;
     l.func_wrap(M, "fd_close", |_: Ctx<'_>, _: i32| -> Result<i32> {
-        Ok(EBADF)
+        wasi_fault(|| -> Result<i32> { Ok(EBADF) })
     })?;
     l.func_wrap(
         M,
         "fd_fdstat_get",
-        |_: Ctx<'_>, _: i32, _: i32| -> Result<i32> { Ok(EBADF) },
+        |_: Ctx<'_>, _: i32, _: i32| -> Result<i32> { wasi_fault(|| -> Result<i32> { Ok(EBADF) }) },
     )?;
     l.func_wrap(
         M,
         "fd_prestat_get",
-        |_: Ctx<'_>, _: i32, _: i32| -> Result<i32> { Ok(EBADF) },
+        |_: Ctx<'_>, _: i32, _: i32| -> Result<i32> { wasi_fault(|| -> Result<i32> { Ok(EBADF) }) },
     )?;
     l.func_wrap(
         M,
         "fd_prestat_dir_name",
-        |_: Ctx<'_>, _: i32, _: i32, _: i32| -> Result<i32> { Ok(EBADF) },
+        |_: Ctx<'_>, _: i32, _: i32, _: i32| -> Result<i32> {
+            wasi_fault(|| -> Result<i32> { Ok(EBADF) })
+        },
     )?;
     l.func_wrap(
         M,
         "fd_seek",
-        |_: Ctx<'_>, _: i32, _: i64, _: i32, _: i32| -> Result<i32> { Ok(EBADF) },
+        |_: Ctx<'_>, _: i32, _: i64, _: i32, _: i32| -> Result<i32> {
+            wasi_fault(|| -> Result<i32> { Ok(EBADF) })
+        },
     )?;
     l.func_wrap(
         M,
         "fd_read",
-        |_: Ctx<'_>, _: i32, _: i32, _: i32, _: i32| -> Result<i32> { Ok(EBADF) },
+        |_: Ctx<'_>, _: i32, _: i32, _: i32, _: i32| -> Result<i32> {
+            wasi_fault(|| -> Result<i32> { Ok(EBADF) })
+        },
     )?;
     l.func_wrap(
         M,
         "poll_oneoff",
-        |_: Ctx<'_>, _: i32, _: i32, _: i32, _: i32| -> Result<i32> { Ok(ENOSYS) },
+        |_: Ctx<'_>, _: i32, _: i32, _: i32, _: i32| -> Result<i32> {
+            wasi_fault(|| -> Result<i32> { Ok(ENOSYS) })
+        },
     )?;
     Ok(())
 }
