@@ -52,17 +52,32 @@ impl std::fmt::Display for GuestFault {
 
 impl std::error::Error for GuestFault {}
 
-/// Runs a proxy-wasm host call, answering a guest fault with `BadArgument`.
+thread_local! {
+    /// Set while the host runs the plugin's allocator (handing it data). A host call made
+    /// from there would re-enter a host function that is half done, so it is refused.
+    static IN_ALLOCATOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a proxy-wasm host call, answering a guest fault with `BadArgument`, and a call from
+/// inside the plugin's allocator with `InternalFailure`.
 pub(crate) fn guest_fault(call: impl FnOnce() -> Result<i32>) -> Result<i32> {
+    if IN_ALLOCATOR.get() {
+        return ok(Status::InternalFailure);
+    }
     match call() {
         Err(e) if e.is::<GuestFault>() => ok(Status::BadArgument),
         other => other,
     }
 }
 
-/// Runs a WASI call, answering a guest fault with `EFAULT`.
+/// Runs a WASI call, answering a guest fault with `EFAULT`, and a call from inside the
+/// plugin's allocator with `ENOTSUP`.
 pub(crate) fn wasi_fault(call: impl FnOnce() -> Result<i32>) -> Result<i32> {
     const EFAULT: i32 = 21;
+    const ENOTSUP: i32 = 58;
+    if IN_ALLOCATOR.get() {
+        return Ok(ENOTSUP);
+    }
     match call() {
         Err(e) if e.is::<GuestFault>() => Ok(EFAULT),
         other => other,
@@ -121,7 +136,10 @@ pub(crate) fn give(caller: &mut Ctx<'_>, data: &[u8], ret_ptr: i32, ret_size: i3
             .alloc
             .clone()
             .ok_or_else(|| wasmtime::format_err!("plugin exports no allocator"))?;
-        let p = alloc.call(&mut *caller, data.len() as i32)?;
+        IN_ALLOCATOR.set(true);
+        let p = alloc.call(&mut *caller, data.len() as i32);
+        IN_ALLOCATOR.set(false);
+        let p = p?;
         if p == 0 {
             wasmtime::bail!("plugin allocator failed for {} bytes", data.len());
         }

@@ -1,7 +1,9 @@
 //! A hostile proxy-wasm plugin, on the raw ABI (no SDK): on every request it makes host
 //! calls with pointers and lengths outside its memory, and reports the status of each in
 //! the request header `x-hostile` (comma-separated). A host must answer such calls with an
-//! error status (BadArgument, 2) rather than crash or kill the plugin.
+//! error status (BadArgument, 2) rather than crash or kill the plugin. The last status is
+//! that of a host call made from inside the plugin's allocator, which a host must refuse
+//! (InternalFailure, 10).
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -29,8 +31,19 @@ const FAR: usize = 0xFFFF_FF00;
 #[no_mangle]
 pub extern "C" fn proxy_abi_version_0_2_1() {}
 
+/// When set, the allocator makes a host call, and keeps the status it got here.
+static mut CALL_FROM_MALLOC: bool = false;
+static mut STATUS_IN_MALLOC: u32 = u32::MAX;
+
 #[no_mangle]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    // SAFETY: a wasm instance is single-threaded.
+    unsafe {
+        if CALL_FROM_MALLOC {
+            let msg = b"from inside malloc";
+            STATUS_IN_MALLOC = proxy_log(2, msg.as_ptr(), msg.len());
+        }
+    }
     let mut v = Vec::<u8>::with_capacity(size);
     let p = v.as_mut_ptr();
     std::mem::forget(v);
@@ -75,7 +88,16 @@ pub extern "C" fn proxy_on_request_headers(_context: u32, _headers: usize, _eos:
             proxy_set_property(path.as_ptr(), path.len(), path.as_ptr(), usize::MAX >> 1),
         ]
     };
-    let report: Vec<String> = statuses.iter().map(u32::to_string).collect();
+    // A host call from inside the allocator: the host hands us `:path` through it.
+    // SAFETY: as above, and a wasm instance is single-threaded.
+    let in_malloc = unsafe {
+        CALL_FROM_MALLOC = true;
+        proxy_get_header_map_value(0, path.as_ptr(), path.len(), &mut out_data, &mut out_size);
+        CALL_FROM_MALLOC = false;
+        STATUS_IN_MALLOC
+    };
+    let mut report: Vec<String> = statuses.iter().map(u32::to_string).collect();
+    report.push(in_malloc.to_string());
     let report = report.join(",");
     let name = b"x-hostile";
     // SAFETY: valid pointers into this module's memory.
