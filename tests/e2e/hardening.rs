@@ -222,3 +222,26 @@ async fn http2_stream_limit_and_rapid_reset() {
     assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
     assert_eq!(get_h2(&proxy.url("/")).await.unwrap().status, 200);
 }
+
+#[test]
+fn the_admin_api_stays_on_loopback_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), LIMITS).unwrap();
+    let out = std::process::Command::new(paths().bin)
+        .arg("run")
+        .arg("--config")
+        .arg(dir.path())
+        .args(["--admin-address", &format!("0.0.0.0:{}", free_port())])
+        .args(["--stats-address", "off", "--health-address", "off"])
+        .arg("--filters-dir")
+        .arg(paths().wasm_dir)
+        .env_remove("LATEEN_ADMIN_TOKEN")
+        .output()
+        .expect("lateen runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused to start: {err}");
+    assert!(
+        err.contains("reachable from the network") && err.contains("--admin-token"),
+        "{err}"
+    );
+}
