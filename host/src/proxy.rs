@@ -101,6 +101,7 @@ pub async fn handle(
 }
 
 async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> Response<UpBody> {
+    let started = tokio::time::Instant::now();
     let ws = w.snapshot();
     let chain = ws.chain(&conn.listener);
     let (parts, body) = req.into_parts();
@@ -237,6 +238,11 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
         tokio::task::spawn_local(pump_request(stream.clone(), body, tx));
         rx.boxed_unsync()
     };
+    // Envoy's request_timeout: the whole request must have arrived by then.
+    let streamed = match (eos, ws.snap.limits.request_timeout) {
+        (false, Some(t)) => crate::body::DeadlineBody::new(streamed, started + t).boxed_unsync(),
+        _ => streamed,
+    };
     drop(s);
     // A small body is kept whole so that it can be replayed for retries and mirrors (Envoy
     // buffers for the same reason); a large or unknown-length one streams, with one try.
@@ -268,6 +274,9 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
                 }
                 if e.is::<http_body_util::LengthLimitError>() {
                     return too_large(&mut s);
+                }
+                if crate::body::is_request_timeout(e.as_ref()) {
+                    return request_timed_out(&mut s);
                 }
                 tracing::debug!("request body failed: {e}");
                 let (r, flag) = reply(400, "", "DPE");
@@ -447,6 +456,9 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
             s.set_outcome(504, flag);
             return r;
         }
+        Ok(Err(e)) if crate::body::is_request_timeout(&e) => {
+            return request_timed_out(&mut s);
+        }
         Ok(Err(e)) => {
             let (r, flag) = if e.is_connect() {
                 reply(
@@ -540,6 +552,16 @@ fn too_large(s: &mut HttpStream) -> Response<UpBody> {
     let (r, _) = reply(413, "Payload Too Large", "-");
     s.set_outcome(413, "-");
     s.state.response_code_details = "request_payload_too_large".into();
+    r
+}
+
+// 408 for a request not received whole within `limits.requestTimeout`, as Envoy answers.
+fn request_timed_out(s: &mut HttpStream) -> Response<UpBody> {
+    let (mut r, _) = reply(408, "request timeout", "-");
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    s.set_outcome(408, "-");
+    s.state.response_code_details = "request_overall_timeout".into();
     r
 }
 

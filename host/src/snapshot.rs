@@ -229,6 +229,8 @@ pub struct Limits {
     pub request_headers_timeout: std::time::Duration,
     pub max_request_body_bytes: Option<u64>,
     pub max_concurrent_streams: u32,
+    /// Time for the whole request to arrive (Envoy's `request_timeout`); off by default.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Limits {
@@ -240,6 +242,7 @@ impl Default for Limits {
             request_headers_timeout: std::time::Duration::from_secs(30),
             max_request_body_bytes: None,
             max_concurrent_streams: 100,
+            request_timeout: None,
         }
     }
 }

@@ -245,3 +245,52 @@ fn the_admin_api_stays_on_loopback_without_a_token() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_request_body_that_trickles_past_the_request_timeout_gets_408() {
+    let v1 = Backend::start("v1").await;
+    let yaml = mesh(&[&v1])
+        + &H2_LIMITS.replace(
+            "limits: {maxConcurrentStreams: 10}",
+            "limits: {requestTimeout: 800ms}",
+        );
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    let port = proxy.port;
+    // A whole body in time passes.
+    let ok = tokio::task::spawn_blocking(move || {
+        raw(
+            port,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status(&ok), "200", "{ok}");
+    // 10 of 100 announced bytes, then silence (slow POST). Timed to the answer's first
+    // bytes.
+    let (r, took) = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = Instant::now();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let took = started.elapsed();
+        let mut text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.ends_with("request timeout") {
+            if let Ok(m) = s.read(&mut buf) {
+                text.push_str(&String::from_utf8_lossy(&buf[..m]));
+            }
+        }
+        (text, took)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status(&r), "408", "{r}");
+    assert!(r.ends_with("request timeout"), "{r}");
+    assert!(
+        took >= Duration::from_millis(750) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+}

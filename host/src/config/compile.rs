@@ -551,6 +551,15 @@ fn limits(res: &Resources, errors: &mut Vec<ConfigError>) -> crate::snapshot::Li
         }
     }
     l.max_request_body_bytes = spec.max_request_body_bytes;
+    if let Some(t) = &spec.request_timeout {
+        match parse_duration_ms(t) {
+            Some(ms) if ms > 0 => l.request_timeout = Some(std::time::Duration::from_millis(ms)),
+            _ => errors.push(boot.info.error(
+                &field("requestTimeout"),
+                format!("`{t}` is not a positive duration (e.g. 30s)"),
+            )),
+        }
+    }
     if let Some(n) = spec.max_concurrent_streams {
         if n == 0 {
             errors.push(

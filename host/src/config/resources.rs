@@ -412,6 +412,10 @@ pub struct LimitsSpec {
     /// HTTP/2 streams open at once per connection (default 100), advertised in SETTINGS.
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
+    /// Time for a whole request, body included, to arrive (Envoy's `request_timeout`;
+    /// default off). Later: 408.
+    #[serde(default)]
+    pub request_timeout: Option<String>,
 }
 
 /// What the proxy reports.
