@@ -225,9 +225,7 @@ fn value(op: &Op, st: &StreamState, end: SystemTime) -> Option<String> {
     let header =
         |list: &crate::wasm::HeaderList, name: &str, alt: &Option<String>, max: &Option<usize>| {
             let find = |n: &str| {
-                list.iter()
-                    .find(|(k, _)| k == n)
-                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                crate::wasm::state::header(list, n).map(|v| String::from_utf8_lossy(v).into_owned())
             };
             let v = find(name).or_else(|| alt.as_deref().and_then(find))?;
             Some(match max {
@@ -235,11 +233,6 @@ fn value(op: &Op, st: &StreamState, end: SystemTime) -> Option<String> {
                 None => v,
             })
         };
-    let upstream = || {
-        st.upstream
-            .as_ref()
-            .and_then(|(c, i)| c.endpoints.get(*i).map(|e| (c, e)))
-    };
     match op {
         Op::StartTime => info.map(|i| humantime::format_rfc3339_millis(i.start).to_string()),
         Op::Req(n, a, m) => header(&st.req_headers, n, a, m),
@@ -264,8 +257,8 @@ fn value(op: &Op, st: &StreamState, end: SystemTime) -> Option<String> {
                 .as_millis()
                 .to_string()
         }),
-        Op::UpstreamHost => upstream().map(|(_, e)| e.authority.clone()),
-        Op::UpstreamCluster => upstream().map(|(c, _)| c.name.clone()),
+        Op::UpstreamHost => st.upstream_endpoint().map(|(_, e)| e.authority.clone()),
+        Op::UpstreamCluster => st.upstream_endpoint().map(|(c, _)| c.name.clone()),
         Op::DownstreamLocalAddress => info.map(|i| i.destination.to_string()),
         Op::DownstreamRemoteAddress => info.map(|i| i.source.to_string()),
         Op::DownstreamRemoteAddressWithoutPort => info.map(|i| i.source.ip().to_string()),

@@ -4,7 +4,7 @@
 pub mod graph;
 mod views;
 
-use crate::snapshot::{FailStrategy, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::wasm::shared::Shared;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -464,7 +464,7 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                 "sha256": p.module.sha256,
                 "phase": format!("{:?}", p.phase),
                 "priority": p.priority,
-                "failStrategy": match p.fail { FailStrategy::Close => "FAIL_CLOSE", FailStrategy::Open => "FAIL_OPEN" },
+                "failStrategy": views::fail(p),
                 "canary": p.canary.as_ref().map(|c| serde_json::json!({
                     "url": c.spec.url,
                     "sha256": c.spec.module.sha256,

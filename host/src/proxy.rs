@@ -6,7 +6,7 @@ use crate::chain::{HttpStream, Verdict};
 use crate::cluster::{hash_key, HashKey, Report};
 use crate::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::full;
-use crate::wasm::state::{HeaderList, LocalResponse, StreamInfo};
+use crate::wasm::state::{header, HeaderList, LocalResponse, StreamInfo};
 use crate::wasm::StreamState;
 use crate::worker::WorkerCtx;
 use bytes::Bytes;
@@ -52,10 +52,6 @@ fn header_map(list: &HeaderList, into: &mut HeaderMap) {
             _ => tracing::debug!("dropping invalid header {k:?} set by a plugin"),
         }
     }
-}
-
-fn get<'a>(list: &'a HeaderList, name: &str) -> Option<&'a Bytes> {
-    list.iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
 /// An Envoy-style local reply, with its response flag.
@@ -143,10 +139,10 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
         }
         None => headers.push(("x-forwarded-for".into(), Bytes::from(client_ip))),
     }
-    if get(&headers, "x-forwarded-proto").is_none() {
+    if header(&headers, "x-forwarded-proto").is_none() {
         headers.push(("x-forwarded-proto".into(), Bytes::from_static(b"http")));
     }
-    let request_id = match get(&headers, "x-request-id") {
+    let request_id = match header(&headers, "x-request-id") {
         Some(id) => String::from_utf8_lossy(id).into_owned(),
         None => {
             let id = uuid::Uuid::new_v4().to_string();
@@ -215,11 +211,11 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
     // Upstream request from the (possibly rewritten) headers.
     let st = &s.state;
     let method =
-        http::Method::from_bytes(get(&st.req_headers, ":method").map_or(&b"GET"[..], |v| v))
+        http::Method::from_bytes(header(&st.req_headers, ":method").map_or(&b"GET"[..], |v| v))
             .unwrap_or(http::Method::GET);
-    let path = String::from_utf8_lossy(get(&st.req_headers, ":path").map_or(&b"/"[..], |v| v))
+    let path = String::from_utf8_lossy(header(&st.req_headers, ":path").map_or(&b"/"[..], |v| v))
         .into_owned();
-    let authority = get(&st.req_headers, ":authority")
+    let authority = header(&st.req_headers, ":authority")
         .cloned()
         .unwrap_or_default();
     let mut headers = HeaderMap::with_capacity(st.req_headers.len());
@@ -533,7 +529,7 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
             }
         }
     };
-    let status = get(&s.state.resp_headers, ":status")
+    let status = header(&s.state.resp_headers, ":status")
         .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(rparts.status);

@@ -56,9 +56,8 @@ fn b3_sampled(v: &str) -> Option<bool> {
 }
 
 fn get<'a>(h: &'a HeaderList, name: &str) -> Option<&'a str> {
-    h.iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    crate::wasm::state::header(h, name)
+        .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::trim)
 }
 
@@ -244,11 +243,7 @@ impl Tracer {
         if let Some(i) = &st.info {
             attrs.push(kv("peer.address", i.source.ip().to_string()));
         }
-        if let Some((c, e)) = st
-            .upstream
-            .as_ref()
-            .and_then(|(c, i)| c.endpoints.get(*i).map(|e| (c, e)))
-        {
+        if let Some((c, e)) = st.upstream_endpoint() {
             attrs.push(kv("upstream_cluster", c.name.clone()));
             attrs.push(kv("upstream_address", e.authority.clone()));
         }

@@ -14,7 +14,8 @@ fn phase(p: &PluginSpec) -> String {
     format!("{:?}", p.phase).to_uppercase()
 }
 
-fn fail(p: &PluginSpec) -> &'static str {
+/// WasmPlugin's `failStrategy` name.
+pub(super) fn fail(p: &PluginSpec) -> &'static str {
     match p.fail {
         FailStrategy::Close => "FAIL_CLOSE",
         FailStrategy::Open => "FAIL_OPEN",

@@ -12,6 +12,11 @@ use wasmtime::{Memory, StoreLimits, TypedFunc};
 /// names kept in order.
 pub type HeaderList = Vec<(String, Bytes)>;
 
+/// The first value of a (lower-case) header in a header list.
+pub fn header<'a>(list: &'a HeaderList, name: &str) -> Option<&'a Bytes> {
+    list.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
 /// Who a plugin is: fixed for the life of a VM.
 #[derive(Debug, Clone, Default)]
 pub struct PluginIdentity {
@@ -75,6 +80,16 @@ pub struct StreamState {
     pub resp_body_bytes: u64,
     /// The cluster and endpoint index of the last try (`upstream.address`, endpoint labels).
     pub upstream: Option<(Arc<crate::cluster::Cluster>, usize)>,
+}
+
+impl StreamState {
+    /// The cluster and endpoint that answered the last try, once there was one.
+    pub fn upstream_endpoint(
+        &self,
+    ) -> Option<(&crate::cluster::Cluster, &crate::cluster::Endpoint)> {
+        let (c, i) = self.upstream.as_ref()?;
+        Some((c, c.endpoints.get(*i)?))
+    }
 }
 
 /// An http_call a plugin issued, waiting for the driver to send it.

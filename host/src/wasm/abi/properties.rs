@@ -83,10 +83,7 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
             .start
             .elapsed()
             .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)),
-        "upstream.address" => {
-            let (c, i) = s.cur.upstream.as_ref()?;
-            Bytes::from(c.endpoints.get(*i)?.authority.clone())
-        }
+        "upstream.address" => Bytes::from(s.cur.upstream_endpoint()?.1.authority.clone()),
         "listener_name" | "xds.listener_name" => Bytes::from(info?.listener.clone()),
         // Envoy's names for the route decision.
         "route_name" | "xds.route_name" => s.cur.props.get("lateen.route.name")?.clone(),
@@ -94,14 +91,8 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
         _ => {
             if let Some(key) = path.strip_prefix("lateen.upstream.labels.") {
                 // The labels of the endpoint that answered (ServiceEntry endpoint labels).
-                let (c, i) = s.cur.upstream.as_ref()?;
-                return c
-                    .endpoints
-                    .get(*i)?
-                    .labels
-                    .get(key)
-                    .cloned()
-                    .map(Bytes::from);
+                let (_, e) = s.cur.upstream_endpoint()?;
+                return e.labels.get(key).cloned().map(Bytes::from);
             }
             let name = path.strip_prefix("request.headers.")?;
             header(s, name)?.clone()
