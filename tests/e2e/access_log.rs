@@ -6,32 +6,23 @@ use std::path::Path;
 use std::time::Duration;
 
 fn config(log: &Path, access_log: &str) -> String {
-    format!(
-        r#"---
-apiVersion: lateen.io/v1alpha1
-kind: Bootstrap
-metadata: {{name: lateen, namespace: istio-system}}
-spec:
-  telemetry:
-    accessLog:
-      file: {}
-{access_log}
----
+    bootstrap(&format!(
+        "  telemetry:\n    accessLog:\n      file: {}\n{access_log}",
+        log.display()
+    )) + r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: vs, namespace: test}}
+metadata: {name: vs, namespace: test}
 spec:
   hosts: ["*"]
   gateways: [istio-system/gw]
   http:
   - name: down
-    match: [{{uri: {{prefix: /down}}}}]
-    route: [{{destination: {{host: svc.test, subset: empty}}}}]
+    match: [{uri: {prefix: /down}}]
+    route: [{destination: {host: svc.test, subset: empty}}]
   - name: v1
-    route: [{{destination: {{host: svc.test, subset: v1}}}}]
-"#,
-        log.display()
-    )
+    route: [{destination: {host: svc.test, subset: v1}}]
+"#
 }
 
 /// Waits for a line holding `needle` (the log is flushed every second).

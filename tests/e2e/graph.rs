@@ -4,27 +4,6 @@ use lateen_e2e::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
-const ROUTES: &str = r#"---
-apiVersion: lateen.io/v1alpha1
-kind: Bootstrap
-metadata: {name: lateen, namespace: istio-system}
-spec:
-  workload: {name: ingress-gw, namespace: istio-system}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vs, namespace: test}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - match: [{uri: {prefix: /v2}}]
-    route: [{destination: {host: svc.test, subset: v2}}]
-  - match: [{uri: {prefix: /down}}]
-    route: [{destination: {host: svc.test, subset: empty}}]
-  - route: [{destination: {host: svc.test, subset: v1}}]
-"#;
-
 /// The attributes of every `<g class="KIND" ...>` element in a DOM dump.
 fn elements(dom: &str, kind: &str) -> Vec<HashMap<String, String>> {
     let tag = regex::Regex::new(&format!(r#"<g class="{kind}"([^>]*)>"#)).unwrap();
@@ -41,7 +20,7 @@ fn elements(dom: &str, kind: &str) -> Vec<HashMap<String, String>> {
 #[tokio::test]
 async fn service_graph_page_shows_services_versions_and_rates() {
     let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
-    let proxy = Proxy::start(&(mesh(&[&v1, &v2]) + ROUTES))
+    let proxy = Proxy::start(&(mesh(&[&v1, &v2]) + crate::metrics::GATEWAY_ROUTES))
         .await
         .expect("proxy starts");
     // Traffic over two sampling periods: 20 to v1, 10 to v2, 5 failing (no endpoint).
@@ -121,11 +100,7 @@ async fn service_graph_page_shows_services_versions_and_rates() {
     );
 
     // A screenshot for people, kept beside the build output.
-    let shot = paths()
-        .cache_dir
-        .parent()
-        .unwrap()
-        .join("service-graph.png");
+    let shot = paths().target.join("service-graph.png");
     let _ = std::fs::remove_file(&shot);
     tokio::task::spawn_blocking({
         let shot = shot.clone();

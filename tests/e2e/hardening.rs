@@ -6,26 +6,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-const LIMITS: &str = r#"---
-apiVersion: lateen.io/v1alpha1
-kind: Bootstrap
-metadata: {name: lateen, namespace: istio-system}
-spec:
-  limits:
-    maxRequestHeadersKb: 8
-    maxHeadersCount: 20
-    requestHeadersTimeout: 500ms
-    maxRequestBodyBytes: 1000
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vs, namespace: test}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{destination: {host: svc.test, subset: v1}}]
-"#;
+/// The gateway routing everything to v1, with these Bootstrap `limits` (YAML flow).
+fn limited(v1: &Backend, limits: &str) -> String {
+    mesh(&[v1]) + &bootstrap(&format!("  limits: {limits}")) + &route_all("v1")
+}
+
+const LIMITS: &str = "{maxRequestHeadersKb: 8, maxHeadersCount: 20, requestHeadersTimeout: 500ms, maxRequestBodyBytes: 1000}";
 
 /// Sends raw bytes and returns what came back before the proxy closed or 3 s passed.
 fn raw(port: u16, bytes: &[u8]) -> String {
@@ -60,7 +46,7 @@ fn status(resp: &str) -> &str {
 #[tokio::test]
 async fn limits_slow_clients_and_smuggling_are_refused() {
     let v1 = Backend::start("v1").await;
-    let proxy = Proxy::start(&(mesh(&[&v1]) + LIMITS))
+    let proxy = Proxy::start(&limited(&v1, LIMITS))
         .await
         .expect("proxy starts");
     let port = proxy.port;
@@ -150,27 +136,10 @@ async fn limits_slow_clients_and_smuggling_are_refused() {
     assert_eq!(v1.count(), seen_before + 2);
 }
 
-const H2_LIMITS: &str = r#"---
-apiVersion: lateen.io/v1alpha1
-kind: Bootstrap
-metadata: {name: lateen, namespace: istio-system}
-spec:
-  limits: {maxConcurrentStreams: 10}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vs, namespace: test}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{destination: {host: svc.test, subset: v1}}]
-"#;
-
 #[tokio::test]
 async fn http2_stream_limit_and_rapid_reset() {
     let v1 = Backend::start("v1").await;
-    let proxy = Proxy::start(&(mesh(&[&v1]) + H2_LIMITS))
+    let proxy = Proxy::start(&limited(&v1, "{maxConcurrentStreams: 10}"))
         .await
         .expect("proxy starts");
     let url = format!("http://127.0.0.1:{}/", proxy.port);
@@ -226,7 +195,8 @@ async fn http2_stream_limit_and_rapid_reset() {
 #[test]
 fn the_admin_api_stays_on_loopback_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.yaml"), LIMITS).unwrap();
+    // The refusal comes before the config is read.
+    std::fs::write(dir.path().join("config.yaml"), route_all("v1")).unwrap();
     let out = std::process::Command::new(paths().bin)
         .arg("run")
         .arg("--config")
@@ -249,12 +219,9 @@ fn the_admin_api_stays_on_loopback_without_a_token() {
 #[tokio::test]
 async fn a_request_body_that_trickles_past_the_request_timeout_gets_408() {
     let v1 = Backend::start("v1").await;
-    let yaml = mesh(&[&v1])
-        + &H2_LIMITS.replace(
-            "limits: {maxConcurrentStreams: 10}",
-            "limits: {requestTimeout: 800ms}",
-        );
-    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    let proxy = Proxy::start(&limited(&v1, "{requestTimeout: 800ms}"))
+        .await
+        .expect("proxy starts");
     let port = proxy.port;
     // A whole body in time passes.
     let ok = tokio::task::spawn_blocking(move || {

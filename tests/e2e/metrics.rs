@@ -4,11 +4,8 @@
 use lateen_e2e::*;
 use std::process::{Command, Stdio};
 
-#[tokio::test]
-async fn istio_metrics_reach_a_real_prometheus() {
-    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
-    let yaml = mesh(&[&v1, &v2])
-        + r#"---
+/// The gateway as the ingress workload, with routes to v1, v2 and an empty subset.
+pub(crate) const GATEWAY_ROUTES: &str = r#"---
 apiVersion: lateen.io/v1alpha1
 kind: Bootstrap
 metadata: {name: lateen, namespace: istio-system}
@@ -28,6 +25,11 @@ spec:
     route: [{destination: {host: svc.test, subset: empty}}]
   - route: [{destination: {host: svc.test, subset: v1}}]
 "#;
+
+#[tokio::test]
+async fn istio_metrics_reach_a_real_prometheus() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let yaml = mesh(&[&v1, &v2]) + GATEWAY_ROUTES;
     let proxy = Proxy::start(&yaml).await.expect("proxy starts");
     for _ in 0..7 {
         assert_eq!(get(&proxy.url("/v1/x")).await.unwrap().status, 200);

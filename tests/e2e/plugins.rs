@@ -254,16 +254,7 @@ metadata: {name: hostile, namespace: istio-system}
 spec:
   url: file://{{WASM}}/test_plugin_hostile.wasm
   failStrategy: FAIL_CLOSE
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vs, namespace: test}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{destination: {host: svc.test, subset: a}}]
-"#;
+"# + &route_all("a");
     let proxy = Proxy::start(&yaml).await.expect("proxy starts");
     for _ in 0..3 {
         let r = get(&proxy.url("/")).await.unwrap();

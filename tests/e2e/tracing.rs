@@ -4,32 +4,11 @@
 use lateen_e2e::*;
 use serde_json::Value;
 
-fn bootstrap(service: &str, otlp: &str) -> String {
-    format!(
-        r#"---
-apiVersion: lateen.io/v1alpha1
-kind: Bootstrap
-metadata: {{name: lateen, namespace: istio-system}}
-spec:
-  telemetry:
-    tracing:
-      sampling: 100
-      serviceName: {service}
-      otlp: {{endpoint: "{otlp}"}}
-"#
-    )
+fn tracing(service: &str, otlp: &str) -> String {
+    bootstrap(&format!(
+        "  telemetry:\n    tracing:\n      sampling: 100\n      serviceName: {service}\n      otlp: {{endpoint: \"{otlp}\"}}"
+    ))
 }
-
-const TO_BACKEND: &str = r#"---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vs, namespace: test}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{destination: {host: svc.test, subset: v1}}]
-"#;
 
 fn to_proxy(port: u16) -> String {
     format!(
@@ -87,11 +66,12 @@ fn by_service<'a>(spans: &'a [Value], service: &str) -> &'a Value {
 async fn traces_cross_two_proxies_in_w3c_and_b3() {
     let rx = OtlpReceiver::start().await;
     let backend = Backend::start("v1").await;
-    let b = Proxy::start(&(mesh(&[&backend]) + &bootstrap("gw-b", &rx.endpoint()) + TO_BACKEND))
-        .await
-        .expect("proxy b starts");
+    let b =
+        Proxy::start(&(mesh(&[&backend]) + &tracing("gw-b", &rx.endpoint()) + &route_all("v1")))
+            .await
+            .expect("proxy b starts");
     let a =
-        Proxy::start(&(mesh(&[&backend]) + &bootstrap("gw-a", &rx.endpoint()) + &to_proxy(b.port)))
+        Proxy::start(&(mesh(&[&backend]) + &tracing("gw-a", &rx.endpoint()) + &to_proxy(b.port)))
             .await
             .expect("proxy a starts");
 

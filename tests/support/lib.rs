@@ -32,6 +32,8 @@ pub struct Paths {
     pub bin: PathBuf,
     pub wasm_dir: PathBuf,
     pub cache_dir: PathBuf,
+    /// `$CARGO_TARGET_DIR`: where tests/run.sh puts the Python venv, and the screenshot.
+    pub target: PathBuf,
 }
 
 /// Finds `lateen` and the built filters from the test binary's own location
@@ -48,6 +50,7 @@ pub fn paths() -> Paths {
         bin: profile_dir.join("lateen"),
         wasm_dir: target.join("wasm32-wasip1/wasm"),
         cache_dir: target.join("lateen-test-cache"),
+        target,
     }
 }
 
@@ -595,6 +598,30 @@ spec:
     )
 }
 
+/// A Bootstrap in `istio-system` whose `spec` is `spec` (block YAML, indented two spaces).
+pub fn bootstrap(spec: &str) -> String {
+    format!(
+        "---\napiVersion: lateen.io/v1alpha1\nkind: Bootstrap\n\
+         metadata: {{name: lateen, namespace: istio-system}}\nspec:\n{spec}\n"
+    )
+}
+
+/// A VirtualService on the gateway sending every request to `svc.test` subset `subset`.
+pub fn route_all(subset: &str) -> String {
+    format!(
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: test}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: svc.test, subset: {subset}}}}}]
+"#
+    )
+}
+
 /// A peer process the tests start (Redis, Prometheus, a registry): killed and reaped when
 /// dropped, so servers stop by themselves.
 struct Daemon(Child);
@@ -1012,13 +1039,7 @@ impl OtlpReceiver {
     pub async fn start() -> OtlpReceiver {
         let python = std::env::var_os("LATEEN_TEST_PYTHON")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                paths()
-                    .cache_dir
-                    .parent()
-                    .expect("target dir")
-                    .join("py/bin/python")
-            });
+            .unwrap_or_else(|| paths().target.join("py/bin/python"));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("otlp/receiver.py");
         let port = free_port();
         let child = Command::new(&python)
