@@ -8,6 +8,7 @@ use crate::proxy::{self, ConnInfo};
 use crate::worker::WorkerCtx;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -47,7 +48,7 @@ pub async fn serve(
     tcp: TcpStream,
     mut conn: ConnInfo,
     ctx: Rc<WorkerCtx>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error> {
     let limits = ctx.snapshot().snap.limits;
     // A client that never finishes its preface is cut off like one that never finishes
@@ -71,22 +72,14 @@ pub async fn serve(
         .max_buf_size(limits.max_request_headers_bytes.max(8192))
         .max_headers(limits.max_headers_count)
         .header_read_timeout(limits.request_headers_timeout);
-    let served = b.serve_connection(TokioIo::new(tcp), svc);
-    tokio::pin!(served);
-    tokio::select! {
-        r = served.as_mut() => r,
-        _ = stop.changed() => {
-            served.as_mut().graceful_shutdown();
-            served.await
-        }
-    }
+    until_stopped(b.serve_connection(TokioIo::new(tcp), svc), stop).await
 }
 
 async fn serve_h2(
     tcp: TcpStream,
     conn: Rc<ConnInfo>,
     ctx: Rc<WorkerCtx>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     limits: crate::snapshot::Limits,
 ) -> Result<(), hyper::Error> {
     let svc = service_fn(move |req| proxy::handle(req, conn.clone(), ctx.clone()));
@@ -99,13 +92,20 @@ async fn serve_h2(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(1024);
-    let served = b.serve_connection(TokioIo::new(tcp), svc);
-    tokio::pin!(served);
+    until_stopped(b.serve_connection(TokioIo::new(tcp), svc), stop).await
+}
+
+/// Runs a connection; on shutdown, lets the request in flight finish, then closes.
+async fn until_stopped<C: GracefulConnection>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), C::Error> {
+    tokio::pin!(conn);
     tokio::select! {
-        r = served.as_mut() => r,
+        r = conn.as_mut() => r,
         _ = stop.changed() => {
-            served.as_mut().graceful_shutdown();
-            served.await
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
     }
 }

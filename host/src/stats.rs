@@ -137,14 +137,12 @@ pub fn store() -> &'static Store {
     &STORE
 }
 
-fn entry<T: Default>(map: &Mutex<BTreeMap<String, Arc<T>>>, name: &str) -> Arc<T> {
+// The entry for `name`, made by `new` the first time.
+fn entry<T>(map: &Mutex<BTreeMap<String, Arc<T>>>, name: &str, new: impl FnOnce() -> T) -> Arc<T> {
     let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = m.get(name) {
-        return s.clone();
-    }
-    let s = Arc::new(T::default());
-    m.insert(name.to_string(), s.clone());
-    s
+    m.entry(name.to_string())
+        .or_insert_with(|| Arc::new(new()))
+        .clone()
 }
 
 fn all<T>(map: &Mutex<BTreeMap<String, Arc<T>>>) -> Vec<(String, Arc<T>)> {
@@ -154,24 +152,18 @@ fn all<T>(map: &Mutex<BTreeMap<String, Arc<T>>>) -> Vec<(String, Arc<T>)> {
 
 impl Store {
     pub fn listener(&self, name: &str) -> Arc<ListenerStats> {
-        entry(&self.listeners, name)
+        entry(&self.listeners, name, ListenerStats::default)
     }
 
     pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
-        let mut m = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = m.get(name) {
-            return s.clone();
-        }
-        let s = Arc::new(ClusterStats {
+        entry(&self.clusters, name, || ClusterStats {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             ..ClusterStats::default()
-        });
-        m.insert(name.to_string(), s.clone());
-        s
+        })
     }
 
     pub fn plugin(&self, name: &str) -> Arc<PluginStats> {
-        entry(&self.plugins, name)
+        entry(&self.plugins, name, PluginStats::default)
     }
 
     pub fn listeners(&self) -> Vec<(String, Arc<ListenerStats>)> {
