@@ -275,13 +275,7 @@ impl Encoding {
     pub fn line(&self, st: &StreamState, end: SystemTime) -> String {
         match self {
             Encoding::Text(f) => {
-                let mut out = String::new();
-                for t in &f.0 {
-                    match t {
-                        Token::Text(s) => out.push_str(s),
-                        Token::Op(op) => out.push_str(value(op, st, end).as_deref().unwrap_or("-")),
-                    }
-                }
+                let mut out = f.render(st, end);
                 if !out.ends_with('\n') {
                     out.push('\n');
                 }
@@ -299,18 +293,7 @@ impl Encoding {
                                 .map_or(serde_json::Value::String(v), Into::into),
                             Some(v) => v.into(),
                         },
-                        tokens => {
-                            let mut s = String::new();
-                            for t in tokens {
-                                match t {
-                                    Token::Text(x) => s.push_str(x),
-                                    Token::Op(op) => {
-                                        s.push_str(value(op, st, end).as_deref().unwrap_or("-"))
-                                    }
-                                }
-                            }
-                            s.into()
-                        }
+                        _ => f.render(st, end).into(),
                     };
                     map.insert(k.clone(), v);
                 }
@@ -319,6 +302,20 @@ impl Encoding {
                 out
             }
         }
+    }
+}
+
+impl Format {
+    /// The format filled in for a stream, `-` for what is unknown.
+    fn render(&self, st: &StreamState, end: SystemTime) -> String {
+        let mut out = String::new();
+        for t in &self.0 {
+            match t {
+                Token::Text(s) => out.push_str(s),
+                Token::Op(op) => out.push_str(value(op, st, end).as_deref().unwrap_or("-")),
+            }
+        }
+        out
     }
 }
 
