@@ -270,6 +270,8 @@ pub struct Cluster {
     slots: OnceLock<tokio::sync::Semaphore>,
     /// Envoy's `cluster.NAME.*` stats, kept across snapshots.
     pub stats: Arc<ClusterStats>,
+    /// Upstream TLS (DestinationRule `trafficPolicy.tls`); `None`: plain TCP.
+    pub tls: Option<Arc<crate::tls::client::UpstreamTls>>,
 }
 
 /// How connections to a cluster are made and kept.
@@ -334,6 +336,7 @@ impl Cluster {
             },
             slots: OnceLock::new(),
             stats: crate::stats::store().cluster(&name),
+            tls: None,
             name,
         }
     }

@@ -1,7 +1,9 @@
-//! The upstream connector: hyper-util's `HttpConnector` with a per-connection request
-//! counter, so that `maxRequestsPerConnection` can retire a connection from the pool.
+//! The upstream connector: hyper-util's `HttpConnector`, TLS on top when the cluster's
+//! DestinationRule asks for it, and a per-connection request counter, so that
+//! `maxRequestsPerConnection` can retire a connection from the pool.
 
 use crate::stats::{ClusterStats, GaugeGuard};
+use crate::tls::client::UpstreamTls;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{
@@ -26,6 +28,7 @@ struct Uses(Arc<AtomicU32>);
 pub struct Connector {
     pub inner: HttpConnector,
     pub stats: Arc<ClusterStats>,
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 type ConnectFuture = Pin<
@@ -44,12 +47,30 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = self.inner.call(uri);
         let stats = self.stats.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
             let io = match connecting.await {
                 Ok(io) => io,
                 Err(e) => {
                     stats.cx_connect_fail.inc();
                     return Err(e.into());
+                }
+            };
+            let io = match tls {
+                None => Io::Plain(io),
+                Some(tls) => {
+                    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                    match connector
+                        .connect(tls.server_name.clone(), io.into_inner())
+                        .await
+                    {
+                        Ok(s) => Io::Tls(Box::new(TokioIo::new(s))),
+                        Err(e) => {
+                            // A failed handshake is a connect failure, as Envoy counts it.
+                            stats.cx_connect_fail.inc();
+                            return Err(format!("upstream TLS: {e}").into());
+                        }
+                    }
                 }
             };
             stats.cx_total.inc();
@@ -62,9 +83,15 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// A TCP connection with its request counter.
+/// A plain or TLS upstream connection.
+enum Io {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+/// A connection with its request counter.
 pub struct CountedIo {
-    io: TokioIo<TcpStream>,
+    io: Io,
     uses: Uses,
     /// Counts the connection in `upstream_cx_active` while it lives.
     _open: GaugeGuard,
@@ -72,8 +99,33 @@ pub struct CountedIo {
 
 impl Connection for CountedIo {
     fn connected(&self) -> Connected {
-        self.io.connected().extra(self.uses.clone())
+        let c = match &self.io {
+            Io::Plain(io) => io.connected(),
+            Io::Tls(io) => {
+                let (tcp, session) = io.inner().get_ref();
+                let c = tcp.connected();
+                if session.alpn_protocol() == Some(b"h2") {
+                    c.negotiated_h2()
+                } else {
+                    c
+                }
+            }
+        };
+        c.extra(self.uses.clone())
     }
+}
+
+/// Forwards to the plain or TLS stream.
+macro_rules! each_io {
+    ($self:ident, $io:ident => $e:expr) => {
+        match &mut $self.io {
+            Io::Plain($io) => $e,
+            Io::Tls(boxed) => {
+                let $io = &mut **boxed;
+                $e
+            }
+        }
+    };
 }
 
 impl Read for CountedIo {
@@ -82,7 +134,7 @@ impl Read for CountedIo {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        each_io!(self, io => Pin::new(io).poll_read(cx, buf))
     }
 }
 
@@ -92,19 +144,22 @@ impl Write for CountedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        each_io!(self, io => Pin::new(io).poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        each_io!(self, io => Pin::new(io).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        each_io!(self, io => Pin::new(io).poll_shutdown(cx))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        match &self.io {
+            Io::Plain(io) => io.is_write_vectored(),
+            Io::Tls(io) => io.is_write_vectored(),
+        }
     }
 
     fn poll_write_vectored(
@@ -112,7 +167,7 @@ impl Write for CountedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        each_io!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 }
 

@@ -20,6 +20,8 @@ pub mod proxy;
 pub mod retry;
 pub mod snapshot;
 pub mod stats;
+pub mod tcp;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 pub mod wasm;

@@ -1,15 +1,19 @@
-//! Accepted connections: picks the HTTP version from the first bytes (HTTP/2 prior
-//! knowledge or HTTP/1.1) and serves the connection until it ends or the proxy drains.
+//! Accepted connections: on a TLS port, the handshake (the server picked by SNI) or a
+//! passthrough by SNI; then the HTTP version from ALPN, or on a plain port from the first
+//! bytes (HTTP/2 prior knowledge or HTTP/1.1); then the connection is served until it ends
+//! or the proxy drains.
 //!
 //! Sniffing here, rather than with hyper-util's `auto` connection, keeps an idle HTTP/1.1
 //! connection small: `auto` holds room for an HTTP/2 connection state in every connection.
 
 use crate::proxy::{self, ConnInfo};
+use crate::tls::server::{ListenerTls, ServerMode};
 use crate::worker::WorkerCtx;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -50,19 +54,161 @@ pub async fn serve(
     ctx: Rc<WorkerCtx>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error> {
-    let limits = ctx.snapshot().snap.limits;
+    let ws = ctx.snapshot();
+    let limits = ws.snap.limits;
+    if let Some(l) = ws.snap.listener(&conn.listener) {
+        if let Some(tls) = l.tls.clone() {
+            drop(ws);
+            return Box::pin(serve_tls(tcp, conn, ctx, stop, tls, limits)).await;
+        }
+    }
+    drop(ws);
     // A client that never finishes its preface is cut off like one that never finishes
     // its headers.
     let h2 = match tokio::time::timeout(limits.request_headers_timeout, sniff_h2(&tcp)).await {
         Ok(h2) => h2,
         Err(_) => return Ok(()),
     };
+    let io = TokioIo::new(tcp);
     if h2 {
         conn.protocol = "HTTP/2";
         // Boxed, so that HTTP/1.1 connections do not carry an HTTP/2 state's room.
-        return Box::pin(serve_h2(tcp, Rc::new(conn), ctx, stop, limits)).await;
+        return Box::pin(serve_h2(io, Rc::new(conn), ctx, stop, limits)).await;
     }
-    let conn = Rc::new(conn);
+    serve_h1(io, Rc::new(conn), ctx, stop, limits).await
+}
+
+/// Reads the SNI of the ClientHello without consuming it, so that a passthrough
+/// connection can be forwarded byte for byte. `None` when the client sent no SNI; an
+/// error when it is not TLS.
+async fn peek_sni(tcp: &TcpStream) -> Result<Option<String>, String> {
+    // A ClientHello fits one TLS record (16 KiB) in practice.
+    let mut buf = vec![0u8; 16 * 1024 + 5];
+    let mut last = 0;
+    loop {
+        let n = tcp.peek(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before the ClientHello".into());
+        }
+        if n > last {
+            last = n;
+            if let Some(sni) = crate::tls::server::peek_sni(&buf[..n])? {
+                return Ok(sni);
+            }
+            if n == buf.len() {
+                return Err("ClientHello larger than 16 KiB".into());
+            }
+        }
+        // The rest of the hello is still on its way.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A TLS port: PASSTHROUGH servers forward by SNI; the others terminate TLS and serve
+/// HTTP/2 or HTTP/1.1 as ALPN chose.
+async fn serve_tls(
+    tcp: TcpStream,
+    mut conn: ConnInfo,
+    ctx: Rc<WorkerCtx>,
+    stop: watch::Receiver<bool>,
+    tls: Arc<ListenerTls>,
+    limits: crate::snapshot::Limits,
+) -> Result<(), hyper::Error> {
+    let deadline = limits.request_headers_timeout;
+    let stats = conn.stats.clone();
+    if tls.has_passthrough() {
+        let sni = match tokio::time::timeout(deadline, peek_sni(&tcp)).await {
+            Ok(Ok(sni)) => sni,
+            Ok(Err(e)) => {
+                stats.ssl_connection_error.inc();
+                tracing::debug!(peer = %conn.peer, "not a TLS ClientHello: {e}");
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
+        if tls.select(sni.as_deref()).map(|s| s.mode) == Some(ServerMode::Passthrough) {
+            passthrough(tcp, sni, &conn, &ctx).await;
+            return Ok(());
+        }
+    }
+    let start = match tokio::time::timeout(
+        deadline,
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp),
+    )
+    .await
+    {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            stats.ssl_connection_error.inc();
+            tracing::debug!(peer = %conn.peer, "TLS: {e}");
+            return Ok(());
+        }
+        Err(_) => return Ok(()),
+    };
+    let sni = start.client_hello().server_name().map(str::to_string);
+    let Some(config) = tls.select(sni.as_deref()).and_then(|s| s.config.clone()) else {
+        // Envoy closes a connection that matches no filter chain.
+        stats.no_filter_chain_match.inc();
+        tracing::debug!(peer = %conn.peer, ?sni, "no TLS server for this SNI");
+        return Ok(());
+    };
+    let stream = match tokio::time::timeout(deadline, start.into_stream(config)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            stats.ssl_connection_error.inc();
+            tracing::debug!(peer = %conn.peer, "TLS handshake: {e}");
+            return Ok(());
+        }
+        Err(_) => return Ok(()),
+    };
+    stats.ssl_handshake.inc();
+    let info = crate::tls::server::TlsInfo::of(stream.get_ref().1);
+    let h2 = info.h2;
+    conn.tls = Some(Arc::new(info));
+    let io = TokioIo::new(stream);
+    if h2 {
+        conn.protocol = "HTTP/2";
+        return Box::pin(serve_h2(io, Rc::new(conn), ctx, stop, limits)).await;
+    }
+    serve_h1(io, Rc::new(conn), ctx, stop, limits).await
+}
+
+/// Forwards a PASSTHROUGH connection to the cluster its SNI routes to.
+async fn passthrough(tcp: TcpStream, sni: Option<String>, conn: &ConnInfo, ctx: &WorkerCtx) {
+    let ws = ctx.snapshot();
+    let Some(l) = ws.snap.listener(&conn.listener) else {
+        return;
+    };
+    let route = sni
+        .as_deref()
+        .and_then(|sni| crate::tcp::select(&l.sni_routes, sni));
+    let Some(cluster) = route
+        .and_then(|r| r.pick(ctx.random()))
+        .and_then(|c| ws.snap.cluster(c))
+        .cloned()
+    else {
+        tracing::debug!(peer = %conn.peer, ?sni, "no tls route for this SNI; closing");
+        return;
+    };
+    drop(ws);
+    match crate::tcp::forward(tcp, &cluster, ctx.random()).await {
+        Ok((up, down)) => {
+            tracing::debug!(peer = %conn.peer, cluster = %cluster.name, up, down, "passthrough done")
+        }
+        Err(e) => tracing::debug!(peer = %conn.peer, cluster = %cluster.name, "passthrough: {e}"),
+    }
+}
+
+async fn serve_h1<I>(
+    io: TokioIo<I>,
+    conn: Rc<ConnInfo>,
+    ctx: Rc<WorkerCtx>,
+    stop: watch::Receiver<bool>,
+    limits: crate::snapshot::Limits,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
     let svc = service_fn(move |req| proxy::handle(req, conn.clone(), ctx.clone()));
     let mut b = hyper::server::conn::http1::Builder::new();
     // Oversized or too many headers get 431; headers not received in time close the
@@ -72,16 +218,19 @@ pub async fn serve(
         .max_buf_size(limits.max_request_headers_bytes.max(8192))
         .max_headers(limits.max_headers_count)
         .header_read_timeout(limits.request_headers_timeout);
-    until_stopped(b.serve_connection(TokioIo::new(tcp), svc), stop).await
+    until_stopped(b.serve_connection(io, svc), stop).await
 }
 
-async fn serve_h2(
-    tcp: TcpStream,
+async fn serve_h2<I>(
+    io: TokioIo<I>,
     conn: Rc<ConnInfo>,
     ctx: Rc<WorkerCtx>,
     stop: watch::Receiver<bool>,
     limits: crate::snapshot::Limits,
-) -> Result<(), hyper::Error> {
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
     let svc = service_fn(move |req| proxy::handle(req, conn.clone(), ctx.clone()));
     let mut b = hyper::server::conn::http2::Builder::new(LocalExec);
     // Rapid reset (CVE-2023-44487): a client that resets more than 20 streams before they
@@ -92,7 +241,7 @@ async fn serve_h2(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(1024);
-    until_stopped(b.serve_connection(TokioIo::new(tcp), svc), stop).await
+    until_stopped(b.serve_connection(io, svc), stop).await
 }
 
 /// Runs a connection; on shutdown, lets the request in flight finish, then closes.

@@ -87,12 +87,53 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The built-in CA: a root, and SPIFFE workload certificates signed by it.
+    #[command(subcommand)]
+    Ca(CaCmd),
     /// Run one sample backend (answers with its name).
     SampleBackend {
         #[arg(long)]
         name: String,
         #[arg(long)]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Create a root CA: DIR/root-cert.pem and DIR/root-key.pem.
+    Init {
+        /// Where the CA lives (created).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The mesh's trust domain, in every SPIFFE id the CA issues.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// How long the root is valid.
+        #[arg(long, default_value = "10y", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Issue a workload certificate: OUT/cert-chain.pem, key.pem and root-cert.pem.
+    Issue {
+        /// The CA directory (from `lateen ca init`, or Istio's plug-in CA files).
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        service_account: String,
+        /// Extra DNS names (a gateway's hosts); repeatable.
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// Default: the CA's.
+        #[arg(long)]
+        trust_domain: Option<String>,
+        /// Istio's workload certificates live a day by default.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Output directory (created).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -193,6 +234,38 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Validate { config, common } => {
             init_logs(&common.log_level);
             validate(&config, &common)
+        }
+        Cmd::Ca(CaCmd::Init {
+            dir,
+            trust_domain,
+            ttl,
+        }) => {
+            let cert = lateen::tls::ca::init(&dir, &trust_domain, ttl)?;
+            println!(
+                "root CA for trust domain {trust_domain}: {}",
+                cert.display()
+            );
+            Ok(())
+        }
+        Cmd::Ca(CaCmd::Issue {
+            ca,
+            namespace,
+            service_account,
+            dns,
+            trust_domain,
+            ttl,
+            out,
+        }) => {
+            let w = lateen::tls::ca::Workload {
+                namespace,
+                service_account,
+                dns_names: dns,
+                trust_domain,
+                ttl,
+            };
+            let id = lateen::tls::ca::issue(&ca, &w, &out)?;
+            println!("{id}: {}", out.join("cert-chain.pem").display());
+            Ok(())
         }
         Cmd::Demo { common } => {
             init_logs(&common.log_level);

@@ -28,6 +28,19 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     pub protocol: &'static str,
     pub stats: Arc<crate::stats::ListenerStats>,
+    /// The TLS session, when the connection came over TLS.
+    pub tls: Option<Arc<crate::tls::server::TlsInfo>>,
+}
+
+/// A host without its port (`[::1]:80` → `[::1]`, `a.test:8080` → `a.test`).
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
 }
 
 /// A lower-cased proxy-wasm header list from an http header map.
@@ -125,7 +138,12 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
         ":method".into(),
         Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
     ));
-    headers.push((":scheme".into(), Bytes::from_static(b"http")));
+    let scheme: &'static [u8] = if conn.tls.is_some() {
+        b"https"
+    } else {
+        b"http"
+    };
+    headers.push((":scheme".into(), Bytes::from_static(scheme)));
     for (k, v) in &parts.headers {
         if k == http::header::HOST {
             continue;
@@ -139,8 +157,12 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
         }
         None => headers.push(("x-forwarded-for".into(), Bytes::from(client_ip))),
     }
-    if header(&headers, "x-forwarded-proto").is_none() {
-        headers.push(("x-forwarded-proto".into(), Bytes::from_static(b"http")));
+    // Over TLS the proxy knows the scheme for sure; on plain HTTP a value set by a proxy in
+    // front is kept.
+    match headers.iter_mut().find(|(k, _)| k == "x-forwarded-proto") {
+        Some((_, v)) if conn.tls.is_some() => *v = Bytes::from_static(scheme),
+        Some(_) => {}
+        None => headers.push(("x-forwarded-proto".into(), Bytes::from_static(scheme))),
     }
     let request_id = match header(&headers, "x-request-id") {
         Some(id) => String::from_utf8_lossy(id).into_owned(),
@@ -164,6 +186,7 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
             protocol: conn.protocol,
             start: SystemTime::now(),
             listener: conn.listener.to_string(),
+            tls: conn.tls.clone(),
         })),
         ..StreamState::default()
     };
@@ -184,6 +207,15 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
         }
     }
 
+    if conn.tls.is_none() {
+        if let Some(l) = ws.snap.listener(&conn.listener) {
+            let host = header(&s.state.req_headers, ":authority").cloned();
+            let host = host.as_deref().map(String::from_utf8_lossy);
+            if host.as_deref().is_some_and(|h| l.redirects(h)) {
+                return https_redirect(&mut s, host.as_deref().unwrap_or_default());
+            }
+        }
+    }
     if let Verdict::Respond(lr) = s.request_headers(eos).await {
         s.set_local_outcome(&lr);
         return local_reply(lr);
@@ -548,6 +580,21 @@ fn too_large(s: &mut HttpStream) -> Response<UpBody> {
     let (r, _) = reply(413, "Payload Too Large", "-");
     s.set_outcome(413, "-");
     s.state.response_code_details = "request_payload_too_large".into();
+    r
+}
+
+// Gateway `httpsRedirect`: 301 to the same host (without its port) and path over https,
+// as Envoy's `require_tls: ALL` answers before any filter runs.
+fn https_redirect(s: &mut HttpStream, host: &str) -> Response<UpBody> {
+    let path = header(&s.state.req_headers, ":path")
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_else(|| "/".into());
+    let (mut r, _) = reply(301, "", "-");
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{}{path}", strip_port(host))) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    s.set_outcome(301, "-");
+    s.state.response_code_details = "direct_response".into();
     r
 }
 

@@ -191,12 +191,32 @@ pub struct FilterSpec {
     pub configuration: Bytes,
 }
 
-/// An HTTP listener.
+/// A listener: HTTP, or TLS (terminated to HTTP, or passed through by SNI).
 pub struct ListenerSpec {
     /// Envoy-style `ADDRESS_PORT`.
     pub name: String,
     pub addr: SocketAddr,
     pub filters: Vec<FilterSpec>,
+    /// The servers of a TLS port, chosen by SNI; `None` for plain HTTP.
+    pub tls: Option<Arc<crate::tls::server::ListenerTls>>,
+    /// VirtualService `tls` routes for the PASSTHROUGH servers.
+    pub sni_routes: Vec<crate::tcp::SniRoute>,
+    /// Host patterns whose plain-HTTP requests get a 301 to https (Gateway `httpsRedirect`).
+    pub https_redirect: Vec<String>,
+}
+
+impl ListenerSpec {
+    /// Whether a plain-HTTP request for `host` (the `:authority`, port included or not)
+    /// must be redirected to https.
+    pub fn redirects(&self, host: &str) -> bool {
+        if self.https_redirect.is_empty() {
+            return false;
+        }
+        let name = crate::proxy::strip_port(host);
+        self.https_redirect
+            .iter()
+            .any(|p| crate::tls::server::host_match(p, name).is_some())
+    }
 }
 
 /// The compiled configuration.
@@ -219,6 +239,9 @@ pub struct Snapshot {
     /// The tracer (Bootstrap `telemetry.tracing`), when on.
     pub tracer: Option<Arc<crate::trace::Tracer>>,
     pub limits: Limits,
+    /// Certificate and key files the TLS configs were built from; the watcher reloads when
+    /// one changes (rotation).
+    pub tls_files: Vec<std::path::PathBuf>,
 }
 
 /// What clients may send (Bootstrap `limits`).
@@ -250,6 +273,10 @@ impl Default for Limits {
 impl Snapshot {
     pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
         self.clusters.get(name)
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {
+        self.listeners.iter().find(|l| l.name == name)
     }
 
     /// Resolver for `proxy_http_call` upstream names.

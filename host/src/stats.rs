@@ -83,6 +83,12 @@ pub struct ListenerStats {
     pub rq_total: Counter,
     pub rq_active: Arc<Gauge>,
     pub rq_xx: ByClass,
+    /// TLS handshakes completed (Envoy's `listener.ADDR.ssl.handshake`).
+    pub ssl_handshake: Counter,
+    /// TLS handshakes that failed (`ssl.connection_error`).
+    pub ssl_connection_error: Counter,
+    /// Connections whose SNI matched no server (`no_filter_chain_match`).
+    pub no_filter_chain_match: Counter,
 }
 
 /// One upstream cluster (Envoy's `cluster.NAME.*`).
@@ -219,6 +225,23 @@ impl Store {
                 lab(),
                 l.rq_active.get() as f64,
             );
+            let llab = || vec![("envoy_listener_address", name.clone())];
+            let ln = |stat: &str| format!("listener.{name}.{stat}");
+            for (family, stat, v) in [
+                (&SSL_HANDSHAKE, "ssl.handshake", &l.ssl_handshake),
+                (
+                    &SSL_CONNECTION_ERROR,
+                    "ssl.connection_error",
+                    &l.ssl_connection_error,
+                ),
+                (
+                    &NO_FILTER_CHAIN_MATCH,
+                    "no_filter_chain_match",
+                    &l.no_filter_chain_match,
+                ),
+            ] {
+                push(family, ln(stat), llab(), v.get() as f64);
+            }
             for class in 1..=5 {
                 let mut labels = lab();
                 labels.push(("envoy_response_code_class", class.to_string()));
@@ -369,6 +392,9 @@ families! {
     DOWNSTREAM_RQ_TOTAL = "envoy_http_downstream_rq_total", "counter", "Downstream requests received.";
     DOWNSTREAM_RQ_ACTIVE = "envoy_http_downstream_rq_active", "gauge", "Downstream requests in progress.";
     DOWNSTREAM_RQ_XX = "envoy_http_downstream_rq_xx", "counter", "Downstream responses by status class.";
+    SSL_HANDSHAKE = "envoy_listener_ssl_handshake", "counter", "Downstream TLS handshakes completed.";
+    SSL_CONNECTION_ERROR = "envoy_listener_ssl_connection_error", "counter", "Downstream TLS handshakes that failed.";
+    NO_FILTER_CHAIN_MATCH = "envoy_listener_no_filter_chain_match", "counter", "Downstream TLS connections whose SNI matched no server.";
     UPSTREAM_RQ_TOTAL = "envoy_cluster_upstream_rq_total", "counter", "Upstream requests sent, tries included.";
     UPSTREAM_RQ_ACTIVE = "envoy_cluster_upstream_rq_active", "gauge", "Upstream requests in progress.";
     UPSTREAM_RQ_XX = "envoy_cluster_upstream_rq_xx", "counter", "Upstream responses by status class.";

@@ -24,7 +24,7 @@ pub struct Upstream {
     /// Pools by cluster (stats id) and settings: Envoy keeps one pool per cluster, and
     /// the connector counts the cluster's connections.
     clients: std::cell::RefCell<
-        std::collections::HashMap<(u64, ConnSettings), Client<Connector, UpBody>>,
+        std::collections::HashMap<(u64, ConnSettings, u64), Client<Connector, UpBody>>,
     >,
     snapshots: Arc<ArcSwap<Snapshot>>,
     /// This worker's Redis connection (url, connection), made on first use.
@@ -127,7 +127,13 @@ impl Upstream {
     /// The pool for a cluster (cheap to clone).
     fn client(&self, cluster: &Cluster) -> Client<Connector, UpBody> {
         let s = &cluster.conn;
-        let key = (cluster.stats.id, *s);
+        // A new TLS config (a rotated certificate) gets a new pool; the old one's
+        // connections finish their requests and idle out.
+        let key = (
+            cluster.stats.id,
+            *s,
+            cluster.tls.as_ref().map_or(0, |t| t.id),
+        );
         if let Some(c) = self.clients.borrow().get(&key) {
             return c.clone();
         }
@@ -144,8 +150,12 @@ impl Upstream {
         let client = b.build(Connector {
             inner: conn,
             stats: cluster.stats.clone(),
+            tls: cluster.tls.clone(),
         });
-        self.clients.borrow_mut().insert(key, client.clone());
+        let mut clients = self.clients.borrow_mut();
+        // The pool of a replaced TLS config goes; requests in flight hold their own handle.
+        clients.retain(|k, _| !(k.0 == key.0 && k.1 == key.1));
+        clients.insert(key, client.clone());
         client
     }
 

@@ -37,9 +37,15 @@ pub struct Reloader {
 // What a reload would read: the config files' contents and the plugin modules' sizes and
 // times. Several events for one change, or events for unrelated files (logs beside the
 // config), then cause one reload at most.
-fn fingerprint(dirs: &BTreeSet<PathBuf>, config: &Path) -> u64 {
+fn fingerprint(dirs: &BTreeSet<PathBuf>, config: &Path, tls_files: &[PathBuf]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Certificates and keys by content: a rotation rewrites them in place or swaps a
+    // Kubernetes secret's `..data` symlink.
+    for f in tls_files {
+        f.hash(&mut h);
+        std::fs::read(f).unwrap_or_default().hash(&mut h);
+    }
     if let Ok(files) = crate::config::source::config_files(config) {
         for f in files {
             f.hash(&mut h);
@@ -132,6 +138,11 @@ impl Reloader {
             dirs.insert(p.clone());
         }
         let snap = self.snapshots.load();
+        for f in &snap.tls_files {
+            if let Some(parent) = f.parent() {
+                dirs.insert(parent.to_path_buf());
+            }
+        }
         for p in snap
             .plugins
             .iter()
@@ -156,10 +167,20 @@ pub fn spawn(reloader: Reloader, debounce: Duration) -> notify::Result<()> {
         std::fs::create_dir_all(p)?;
     }
     for d in reloader.watch_dirs() {
-        debouncer.watch(&d, RecursiveMode::NonRecursive)?;
-        watched.insert(d);
+        // A certificate directory that does not exist (yet) is not fatal.
+        match debouncer.watch(&d, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                watched.insert(d);
+            }
+            Err(e) if !d.exists() => tracing::warn!("cannot watch {}: {e}", d.display()),
+            Err(e) => return Err(e),
+        }
     }
-    let mut last = fingerprint(&watched, &reloader.config);
+    let mut last = fingerprint(
+        &watched,
+        &reloader.config,
+        &reloader.snapshots.load().tls_files,
+    );
     std::thread::Builder::new()
         .name("lateen-watch".into())
         .spawn(move || {
@@ -182,7 +203,11 @@ pub fn spawn(reloader: Reloader, debounce: Duration) -> notify::Result<()> {
                         continue;
                     }
                 }
-                let now = fingerprint(&watched, &reloader.config);
+                let now = fingerprint(
+                    &watched,
+                    &reloader.config,
+                    &reloader.snapshots.load().tls_files,
+                );
                 if now == last {
                     continue;
                 }

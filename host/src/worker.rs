@@ -204,6 +204,7 @@ pub fn run_worker(
                         listener: l.name.clone(),
                         protocol: "HTTP/1.1",
                         stats: lstats.clone(),
+                        tls: None,
                     };
                     lstats.cx_total.inc();
                     let open = lstats.cx_active.track();

@@ -1076,3 +1076,238 @@ impl OtlpReceiver {
         serde_json::from_str(&r.body).expect("spans JSON")
     }
 }
+
+/// A mesh CA made by the real `lateen ca init`, issuing workload certificates with
+/// `lateen ca issue`; its files live in a temporary directory.
+pub struct MeshCa {
+    pub dir: tempfile::TempDir,
+}
+
+impl MeshCa {
+    pub fn new(trust_domain: &str) -> MeshCa {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca");
+        lateen(&[
+            "ca",
+            "init",
+            "--dir",
+            &ca.display().to_string(),
+            "--trust-domain",
+            trust_domain,
+        ]);
+        MeshCa { dir }
+    }
+
+    /// The root certificate (what peers trust).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("ca/root-cert.pem")
+    }
+
+    /// Issues (or re-issues, in place) `cert-chain.pem`, `key.pem` and `root-cert.pem`
+    /// under `<ca dir>/<out>`; returns that directory.
+    pub fn issue(&self, out: &str, ns: &str, sa: &str, dns: &[&str]) -> PathBuf {
+        let out = self.dir.path().join(out);
+        let ca = self.dir.path().join("ca").display().to_string();
+        let o = out.display().to_string();
+        let mut args = vec![
+            "ca",
+            "issue",
+            "--ca",
+            &ca,
+            "--namespace",
+            ns,
+            "--service-account",
+            sa,
+            "--out",
+            &o,
+        ];
+        for d in dns {
+            args.extend(["--dns", d]);
+        }
+        lateen(&args);
+        out
+    }
+}
+
+/// Runs the `lateen` binary to completion; panics with its output when it fails.
+pub fn lateen(args: &[&str]) -> String {
+    let out = Command::new(paths().bin)
+        .args(args)
+        .output()
+        .expect("run lateen");
+    assert!(
+        out.status.success(),
+        "lateen {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What `curl` printed and how it ended.
+#[derive(Debug)]
+pub struct Curl {
+    /// curl's exit code: 0 on success; 35 for a failed TLS handshake, 60 for a certificate
+    /// it does not trust, 56 for a connection the peer closed.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real `curl` (with a 10 s limit) without blocking the test's runtime.
+pub async fn curl(args: &[&str]) -> Curl {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(&args)
+            .output()
+            .expect("curl is installed (tests/run.sh installs it)");
+        Curl {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .expect("curl task")
+}
+
+/// One kept-alive HTTP/1.1 connection over TLS, made with rustls: for what curl cannot
+/// show, such as a connection that outlives a certificate rotation.
+pub struct TlsConn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    /// The DNS SANs of the certificate the server presented.
+    pub server_dns_sans: Vec<String>,
+    /// The URI SANs (SPIFFE ids) of the certificate the server presented.
+    pub server_uri_sans: Vec<String>,
+}
+
+impl TlsConn {
+    /// Connects to 127.0.0.1:`port` with SNI `sni`, trusting `root`; presents the
+    /// `cert-chain.pem`/`key.pem` of `identity` when given. Server names are not checked
+    /// (mesh certificates carry SPIFFE ids); the chain is.
+    pub async fn connect(
+        port: u16,
+        sni: &str,
+        root: &Path,
+        identity: Option<&Path>,
+    ) -> Result<TlsConn> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(root)? {
+            roots.add(c?)?;
+        }
+        let verifier = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots)).build()?;
+        let builder = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier)));
+        let cfg = match identity {
+            Some(dir) => {
+                let chain = CertificateDer::pem_file_iter(dir.join("cert-chain.pem"))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let key = PrivateKeyDer::from_pem_file(dir.join("key.pem"))?;
+                builder.with_client_auth_cert(chain, key)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from(sni.to_string())?, tcp)
+            .await?;
+        let leaf = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .context("no server certificate")?
+            .clone();
+        let (dns, uri) = cert_sans(&leaf);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(TlsConn {
+            sender,
+            server_dns_sans: dns,
+            server_uri_sans: uri,
+        })
+    }
+
+    /// A GET for `path` with `host`, on this connection.
+    pub async fn get(&mut self, host: &str, path: &str) -> Result<Resp> {
+        self.sender.ready().await?;
+        let req = hyper::Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.sender.send_request(req))
+            .await
+            .context("request timed out")??;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// The DNS and URI SANs of a DER certificate, read with rcgen's parser.
+pub fn cert_sans(der: &rustls_pki_types::CertificateDer<'_>) -> (Vec<String>, Vec<String>) {
+    let params = rcgen::CertificateParams::from_ca_cert_der(der).expect("parse certificate");
+    let mut dns = Vec::new();
+    let mut uri = Vec::new();
+    for san in params.subject_alt_names {
+        match san {
+            rcgen::SanType::DnsName(d) => dns.push(d.as_str().to_string()),
+            rcgen::SanType::URI(u) => uri.push(u.as_str().to_string()),
+            _ => {}
+        }
+    }
+    (dns, uri)
+}
+
+/// Checks the chain and not the name: mesh peers are named by SPIFFE id.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}

@@ -4,11 +4,14 @@
 use super::envoyfilter;
 use super::resources::*;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
+use super::tls::TlsContext;
 use crate::access_log::AccessLog;
 use crate::cluster::{
     Cluster, ConnSettings, Endpoint, HashKey, HashPolicy, LbPolicy, OutlierPolicy, UpstreamProtocol,
 };
 use crate::snapshot::{FailStrategy, FilterSpec, ListenerSpec, Phase, PluginSpec, Snapshot};
+use crate::tcp::SniRoute;
+use crate::tls::server::{ListenerTls, ServerMode, TlsServer};
 use crate::wasm::{PluginIdentity, Runtime, Vm};
 use bytes::Bytes;
 use lateen_fault::config::{
@@ -167,7 +170,8 @@ pub fn build(
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut warnings = res.warnings.clone();
-    let (clusters, mut aliases) = build_clusters(res, &mut errors);
+    let tls_ctx = TlsContext::new(res);
+    let (clusters, mut aliases) = build_clusters(res, &tls_ctx, &mut errors);
     let mut seen_dr: BTreeMap<&str, String> = BTreeMap::new();
     for dr in &res.destination_rules {
         if let Some(first) = seen_dr.get(dr.spec.host.as_str()) {
@@ -261,25 +265,24 @@ pub fn build(
 
     // Listeners: one per (bind, port) across every Gateway server.
     let mut by_addr: BTreeMap<SocketAddr, BTreeSet<String>> = BTreeMap::new();
+    let mut servers_at: BTreeMap<SocketAddr, Vec<(&Doc<GatewaySpec>, usize)>> = BTreeMap::new();
     for gw in &res.gateways {
         for (i, server) in gw.spec.servers.iter().enumerate() {
             let field = format!("spec.servers[{i}]");
             let proto = server.port.protocol.to_ascii_uppercase();
-            if !matches!(proto.as_str(), "HTTP" | "HTTP2" | "GRPC" | "") {
+            if !matches!(
+                proto.as_str(),
+                "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" | ""
+            ) {
                 errors.push(gw.info.error(
                     &format!("{field}.port.protocol"),
                     format!(
-                        "protocol `{}` is not supported yet; expected HTTP, HTTP2 or GRPC",
+                        "protocol `{}` is not supported yet; expected HTTP, HTTP2, GRPC, HTTPS \
+                         or TLS",
                         server.port.protocol
                     ),
                 ));
                 continue;
-            }
-            if server.tls.is_some() {
-                warnings.push(format!(
-                    "{}: {field}.tls is not supported yet and is ignored",
-                    gw.info.key()
-                ));
             }
             let Ok(port) = u16::try_from(server.port.number) else {
                 errors.push(
@@ -306,6 +309,10 @@ pub fn build(
                 .entry(SocketAddr::new(ip, port))
                 .or_default()
                 .insert(gw.info.key());
+            servers_at
+                .entry(SocketAddr::new(ip, port))
+                .or_default()
+                .push((gw, i));
         }
     }
 
@@ -419,10 +426,22 @@ pub fn build(
         if let Some(m) = &metrics {
             filters.push(m.clone());
         }
+        let servers = servers_at.get(addr).map_or(&[][..], Vec::as_slice);
+        let (tls, https_redirect) = listener_tls(servers, &tls_ctx, &mut errors);
+        let sni_routes = sni_routes(*addr, gws, res, &mut errors);
+        if tls.as_ref().is_some_and(|t| t.has_passthrough()) && sni_routes.is_empty() {
+            warnings.push(format!(
+                "listener {addr}: PASSTHROUGH servers and no VirtualService tls route; \
+                 passthrough connections are closed"
+            ));
+        }
         listeners.push(ListenerSpec {
             name: format!("{}_{}", addr.ip(), addr.port()),
             addr: *addr,
             filters,
+            tls,
+            sni_routes,
+            https_redirect,
         });
     }
     // Gateways referenced by a VirtualService must exist (Istio's analyzer: IST0101).
@@ -510,7 +529,178 @@ pub fn build(
         access_log,
         tracer,
         limits,
+        tls_files: tls_ctx.files(),
     })
+}
+
+/// The TLS side of a listener from its Gateway servers: all plain HTTP (with
+/// `httpsRedirect` hosts), or all TLS (HTTPS terminated, or TLS passed through). A port
+/// that mixes them is an error, as in Istio.
+fn listener_tls(
+    servers: &[(&Doc<GatewaySpec>, usize)],
+    ctx: &TlsContext,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<Arc<ListenerTls>>, Vec<String>) {
+    let mut tls = ListenerTls::default();
+    let mut redirect = Vec::new();
+    let mut plain: Option<String> = None;
+    let hosts_of = |server: &Server| -> Vec<String> {
+        // `ns/host` scopes a host to a namespace's VirtualServices; SNI sees the host.
+        let h: Vec<String> = server
+            .hosts
+            .iter()
+            .map(|h| h.rsplit('/').next().unwrap_or(h).to_string())
+            .collect();
+        if h.is_empty() {
+            vec!["*".into()]
+        } else {
+            h
+        }
+    };
+    for (gw, i) in servers {
+        let server = &gw.spec.servers[*i];
+        let field = format!("spec.servers[{i}]");
+        let proto = server.port.protocol.to_ascii_uppercase();
+        let terminating = matches!(proto.as_str(), "HTTPS" | "TLS");
+        let Some(t) = server.tls.as_ref().filter(|_| terminating) else {
+            if terminating {
+                errors.push(gw.info.error(
+                    &format!("{field}.tls"),
+                    format!("a {proto} server needs tls settings (mode and certificates)"),
+                ));
+                continue;
+            }
+            if let Some(t) = &server.tls {
+                if t.mode.is_some() && !t.https_redirect {
+                    errors.push(gw.info.error(
+                        &format!("{field}.tls.mode"),
+                        format!("TLS on a {proto} port; set port.protocol HTTPS to terminate TLS"),
+                    ));
+                }
+                if t.https_redirect {
+                    redirect.extend(hosts_of(server));
+                }
+            }
+            plain = Some(gw.info.key());
+            continue;
+        };
+        let settings = match ctx.server(t, &gw.info, &format!("{field}.tls")) {
+            Ok(Some(s)) => s,
+            Ok(None) => continue,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        if proto == "TLS" && settings.mode != ServerMode::Passthrough {
+            errors.push(gw.info.error(
+                &format!("{field}.tls.mode"),
+                "a TLS port that terminates TLS forwards TCP, which needs VirtualService tcp \
+                 routes (not supported yet); use PASSTHROUGH, or protocol HTTPS",
+            ));
+            continue;
+        }
+        let config = if settings.mode == ServerMode::Passthrough {
+            None
+        } else {
+            match crate::tls::server::server_config(&settings) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push(gw.info.error(&format!("{field}.tls"), e.to_string()));
+                    continue;
+                }
+            }
+        };
+        tls.servers.push(TlsServer {
+            hosts: hosts_of(server),
+            mode: settings.mode,
+            config,
+        });
+    }
+    if let (Some(plain), Some((gw, i))) = (&plain, servers.first()) {
+        if !tls.servers.is_empty() {
+            errors.push(gw.info.error(
+                &format!("spec.servers[{i}].port.number"),
+                format!(
+                    "port {} serves TLS here and plain HTTP in Gateway {plain}; one port \
+                     speaks one of them",
+                    gw.spec.servers[*i].port.number
+                ),
+            ));
+        }
+    }
+    let tls = (!tls.servers.is_empty()).then(|| Arc::new(tls));
+    (tls, redirect)
+}
+
+/// The VirtualService `tls` routes of a listener's Gateways, in order.
+fn sni_routes(
+    addr: SocketAddr,
+    gws: &BTreeSet<String>,
+    res: &Resources,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<SniRoute> {
+    let mut routes = Vec::new();
+    for vs in &res.virtual_services {
+        if !gateway_refs(vs).iter().any(|r| gws.contains(r)) {
+            continue;
+        }
+        for (i, t) in vs.spec.tls.iter().enumerate() {
+            let field = format!("spec.tls[{i}]");
+            let mut hosts = Vec::new();
+            for (m, mr) in t.matches.iter().enumerate() {
+                if mr.port.is_some_and(|p| p != u32::from(addr.port())) {
+                    continue;
+                }
+                let on_gw = mr.gateways.is_empty()
+                    || mr
+                        .gateways
+                        .iter()
+                        .any(|g| gws.contains(&qualify(g, &vs.info.namespace)));
+                if !on_gw {
+                    continue;
+                }
+                if mr.sni_hosts.is_empty() {
+                    errors.push(vs.info.error(
+                        &format!("{field}.match[{m}].sniHosts"),
+                        "at least one SNI host is required",
+                    ));
+                }
+                hosts.extend(mr.sni_hosts.iter().cloned());
+            }
+            if hosts.is_empty() {
+                continue;
+            }
+            let mut destinations = Vec::new();
+            for (r, rd) in t.route.iter().enumerate() {
+                match destination_cluster(&rd.destination, &vs.info.namespace, res) {
+                    Ok(c) => {
+                        let w = rd
+                            .weight
+                            .unwrap_or(if t.route.len() == 1 { 100 } else { 0 });
+                        destinations.push((c, w.clamp(0, i64::from(u32::MAX)) as u32));
+                    }
+                    Err((f, msg)) => errors.push(
+                        vs.info
+                            .error(&format!("{field}.route[{r}].destination.{f}"), msg),
+                    ),
+                }
+            }
+            if destinations.is_empty() {
+                errors.push(vs.info.error(
+                    &format!("{field}.route"),
+                    "at least one destination is required",
+                ));
+                continue;
+            }
+            routes.push(SniRoute {
+                name: format!("{}#{i}", vs.info.key()),
+                sni_hosts: hosts,
+                destinations,
+            });
+        }
+    }
+    routes
 }
 
 /// The Bootstrap's `limits`, checked.
@@ -1611,8 +1801,41 @@ fn at_port(tp: &TrafficPolicy, port: u32) -> TrafficPolicy {
         if p.outlier_detection.is_some() {
             eff.outlier_detection = p.outlier_detection.clone();
         }
+        if p.tls.is_some() {
+            eff.tls = p.tls.clone();
+        }
     }
     eff
+}
+
+/// The upstream TLS of a cluster from a trafficPolicy's `tls` (already laid over by the
+/// port's settings), built now so that a bad file fails the config, not a request.
+fn cluster_tls(
+    tp: Option<&TrafficPolicy>,
+    host: &str,
+    se_sans: &[String],
+    h2: bool,
+    ctx: &TlsContext,
+    info: &DocInfo,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<crate::tls::client::UpstreamTls>> {
+    let t = tp?.tls.as_ref()?;
+    let at = format!("{at}.tls");
+    match ctx.client(t, host, se_sans, h2, info, &at) {
+        Ok(Some(s)) => match crate::tls::client::client_tls(&s) {
+            Ok(u) => Some(Arc::new(u)),
+            Err(e) => {
+                errors.push(info.error(&at, e.to_string()));
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
 }
 
 /// Connection settings from a trafficPolicy's connectionPool (`tcp.connectTimeout`,
@@ -1805,6 +2028,7 @@ fn lb_of(tp: Option<&TrafficPolicy>) -> Option<&str> {
 
 fn build_clusters(
     res: &Resources,
+    tls: &TlsContext,
     errors: &mut Vec<ConfigError>,
 ) -> (HashMap<String, Arc<Cluster>>, HashMap<String, String>) {
     let mut clusters = HashMap::new();
@@ -1920,9 +2144,22 @@ fn build_clusters(
                 (c.max_requests, c.outlier) = base_pol;
                 c.conn = conn_settings(base_eff.as_ref(), c.conn, &dr, errors);
                 let base_tp = dr.and_then(|d| base_eff.as_ref().map(|t| (d, t)));
+                let h2 = proto == UpstreamProtocol::Http2;
+                let sans = &se.spec.subject_alt_names;
                 if let Some((d, t)) = base_tp {
                     c.hash = hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors);
+                    c.tls = cluster_tls(
+                        Some(t),
+                        host,
+                        sans,
+                        h2,
+                        tls,
+                        &d.info,
+                        "spec.trafficPolicy",
+                        errors,
+                    );
                 }
+                let base_tls = c.tls.clone();
                 clusters.insert(name, Arc::new(c));
                 if let Some(dr) = dr {
                     for (si, subset) in dr.spec.subsets.iter().enumerate() {
@@ -1980,6 +2217,20 @@ fn build_clusters(
                             }
                             (None, None) => None,
                         };
+                        c.tls = if has(|t| t.tls.is_some()) {
+                            cluster_tls(
+                                sub_eff.as_ref(),
+                                host,
+                                sans,
+                                h2,
+                                tls,
+                                &dr.info,
+                                &format!("spec.subsets[{si}].trafficPolicy"),
+                                errors,
+                            )
+                        } else {
+                            base_tls.clone()
+                        };
                         clusters.insert(name, Arc::new(c));
                     }
                 }
@@ -1988,34 +2239,59 @@ fn build_clusters(
     }
     // Destinations on hosts no ServiceEntry declares are reached by DNS at their port.
     for vs in &res.virtual_services {
-        for http in &vs.spec.http {
-            let dests = http
-                .route
+        let http = vs.spec.http.iter().flat_map(|http| {
+            http.route
                 .iter()
                 .map(|d| d.destination.clone())
-                .chain(mirror_destinations(http).into_iter().map(|(d, _)| d));
-            for d in dests {
-                if se_for(res, &d.host, &vs.info.namespace).is_some() {
-                    continue;
-                }
-                let Some(port) = &d.port else {
-                    continue;
-                };
-                let subset = d.subset.clone().unwrap_or_default();
-                let name = format!("outbound|{}|{subset}|{}", port.number, d.host);
-                clusters.entry(name.clone()).or_insert_with(|| {
-                    Arc::new(Cluster::new(
-                        name,
-                        vec![Endpoint::new(
-                            format!("{}:{}", d.host, port.number),
-                            BTreeMap::new(),
-                            1,
-                        )],
-                        LbPolicy::RoundRobin,
-                        UpstreamProtocol::Http1,
-                    ))
-                });
+                .chain(mirror_destinations(http).into_iter().map(|(d, _)| d))
+        });
+        let tls_routes = vs
+            .spec
+            .tls
+            .iter()
+            .flat_map(|t| t.route.iter().map(|d| d.destination.clone()));
+        for d in http.chain(tls_routes) {
+            if se_for(res, &d.host, &vs.info.namespace).is_some() {
+                continue;
             }
+            let Some(port) = &d.port else {
+                continue;
+            };
+            let subset = d.subset.clone().unwrap_or_default();
+            let name = format!("outbound|{}|{subset}|{}", port.number, d.host);
+            if clusters.contains_key(&name) {
+                continue;
+            }
+            let mut c = Cluster::new(
+                name.clone(),
+                vec![Endpoint::new(
+                    format!("{}:{}", d.host, port.number),
+                    BTreeMap::new(),
+                    1,
+                )],
+                LbPolicy::RoundRobin,
+                UpstreamProtocol::Http1,
+            );
+            // A DestinationRule may still set TLS for a host reached by DNS (an external
+            // https service).
+            if let Some(dr) = dr_for(res, &d.host, &vs.info.namespace) {
+                let tp = dr
+                    .spec
+                    .traffic_policy
+                    .as_ref()
+                    .map(|t| at_port(t, port.number));
+                c.tls = cluster_tls(
+                    tp.as_ref(),
+                    &d.host,
+                    &[],
+                    false,
+                    tls,
+                    &dr.info,
+                    "spec.trafficPolicy",
+                    errors,
+                );
+            }
+            clusters.insert(name, Arc::new(c));
         }
     }
     (clusters, aliases)

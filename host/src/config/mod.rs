@@ -5,5 +5,6 @@ pub mod compile;
 pub mod envoyfilter;
 pub mod resources;
 pub mod source;
+pub mod tls;
 
 pub use source::{ConfigError, Doc, DocInfo};

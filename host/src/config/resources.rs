@@ -73,9 +73,72 @@ pub struct Server {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
-    pub tls: Option<Value>,
+    pub tls: Option<ServerTlsSettings>,
     #[serde(default)]
     pub default_endpoint: Option<String>,
+}
+
+/// Istio's `ServerTLSSettings`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerTlsSettings {
+    #[serde(default)]
+    pub https_redirect: bool,
+    /// PASSTHROUGH, SIMPLE, MUTUAL, AUTO_PASSTHROUGH, ISTIO_MUTUAL, OPTIONAL_MUTUAL.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub server_certificate: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub ca_certificates: Option<String>,
+    #[serde(default)]
+    pub ca_crl: Option<String>,
+    /// A Kubernetes TLS secret; Lateen reads it from the credentials directory.
+    #[serde(default)]
+    pub credential_name: Option<String>,
+    #[serde(default)]
+    pub credential_names: Vec<String>,
+    #[serde(default)]
+    pub tls_certificates: Vec<Value>,
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    #[serde(default)]
+    pub verify_certificate_spki: Vec<String>,
+    #[serde(default)]
+    pub verify_certificate_hash: Vec<String>,
+    #[serde(default)]
+    pub min_protocol_version: Option<String>,
+    #[serde(default)]
+    pub max_protocol_version: Option<String>,
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+}
+
+/// Istio's `ClientTLSSettings` (DestinationRule `trafficPolicy.tls`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientTlsSettings {
+    /// DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub ca_certificates: Option<String>,
+    #[serde(default)]
+    pub ca_crl: Option<String>,
+    #[serde(default)]
+    pub credential_name: Option<String>,
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -102,9 +165,44 @@ pub struct VirtualServiceSpec {
     #[serde(default)]
     pub tcp: Option<Value>,
     #[serde(default)]
-    pub tls: Option<Value>,
+    pub tls: Vec<TlsRoute>,
     #[serde(default)]
     pub export_to: Vec<String>,
+}
+
+/// A VirtualService `tls` route: TLS connections routed by SNI, not terminated.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsRoute {
+    #[serde(rename = "match")]
+    pub matches: Vec<TlsMatchAttributes>,
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsMatchAttributes {
+    pub sni_hosts: Vec<String>,
+    #[serde(default)]
+    pub destination_subnets: Vec<String>,
+    #[serde(default)]
+    pub port: Option<u32>,
+    #[serde(default)]
+    pub source_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    #[serde(default)]
+    pub source_namespace: Option<String>,
+}
+
+/// A weighted destination of a `tcp` or `tls` route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteDestination {
+    pub destination: Destination,
+    #[serde(default)]
+    pub weight: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -219,7 +317,7 @@ pub struct TrafficPolicy {
     #[serde(default)]
     pub outlier_detection: Option<OutlierDetection>,
     #[serde(default)]
-    pub tls: Option<Value>,
+    pub tls: Option<ClientTlsSettings>,
     #[serde(default)]
     pub port_level_settings: Vec<PortTrafficPolicy>,
     #[serde(default)]
@@ -387,6 +485,31 @@ pub struct BootstrapSpec {
     /// Limits on what clients may send (Envoy's HTTP connection manager settings).
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
+    /// The workload's mesh identity (what istio-agent writes to `/etc/certs`).
+    #[serde(default)]
+    pub identity: Option<IdentitySpec>,
+    /// Where `credentialName` secrets live: `DIR/NAME/tls.crt`, `tls.key` and `ca.crt`, as a
+    /// Kubernetes TLS secret mounted as a volume. Default: `credentials/` beside the config.
+    #[serde(default)]
+    pub credentials_dir: Option<String>,
+}
+
+/// The workload certificate, key and mesh roots, and the trust domain.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentitySpec {
+    /// Default `/etc/certs/cert-chain.pem`.
+    #[serde(default)]
+    pub cert_chain: Option<String>,
+    /// Default `/etc/certs/key.pem`.
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// Default `/etc/certs/root-cert.pem`.
+    #[serde(default)]
+    pub root_cert: Option<String>,
+    /// Default `cluster.local`.
+    #[serde(default)]
+    pub trust_domain: Option<String>,
 }
 
 /// Request limits: what Envoy's `max_request_headers_kb`, `common_http_protocol_options`
@@ -682,5 +805,5 @@ pub struct PortTrafficPolicy {
     #[serde(default)]
     pub outlier_detection: Option<OutlierDetection>,
     #[serde(default)]
-    pub tls: Option<Value>,
+    pub tls: Option<ClientTlsSettings>,
 }

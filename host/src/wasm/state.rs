@@ -38,6 +38,8 @@ pub struct StreamInfo {
     pub protocol: &'static str,
     pub start: SystemTime,
     pub listener: String,
+    /// The downstream TLS session, when there is one.
+    pub tls: Option<std::sync::Arc<crate::tls::server::TlsInfo>>,
 }
 
 /// A local reply a plugin asked for with `proxy_send_local_response`.

@@ -83,6 +83,21 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
             .start
             .elapsed()
             .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)),
+        // The downstream TLS session (Envoy's `connection.*` attributes).
+        "connection.mtls" => {
+            let peer = info?.tls.as_ref().is_some_and(|t| t.peer.is_some());
+            Bytes::from_static(if peer { &[1] } else { &[0] })
+        }
+        "connection.tls_version" => Bytes::from_static(info?.tls.as_ref()?.version.as_bytes()),
+        "connection.requested_server_name" => Bytes::from(info?.tls.as_ref()?.sni.clone()?),
+        "connection.uri_san_peer_certificate" => Bytes::from(peer(info)?.uri_sans.first()?.clone()),
+        "connection.dns_san_peer_certificate" => Bytes::from(peer(info)?.dns_sans.first()?.clone()),
+        "connection.subject_peer_certificate" => Bytes::from(peer(info)?.subject.clone()),
+        "connection.sha256_peer_certificate_digest" => {
+            Bytes::from(info?.tls.as_ref()?.peer_fingerprint.clone()?)
+        }
+        // Istio's principal of the peer: its SPIFFE id without `spiffe://`.
+        "source.principal" => Bytes::from(peer(info)?.principal()?.to_string()),
         "upstream.address" => Bytes::from(s.cur.upstream_endpoint()?.1.authority.clone()),
         "listener_name" | "xds.listener_name" => Bytes::from(info?.listener.clone()),
         // Envoy's names for the route decision.
@@ -99,6 +114,10 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
         }
     };
     Some(v)
+}
+
+fn peer(info: Option<&crate::wasm::state::StreamInfo>) -> Option<&crate::tls::CertIdentity> {
+    info?.tls.as_ref()?.peer.as_ref()
 }
 
 fn path_of(raw: &[u8]) -> String {

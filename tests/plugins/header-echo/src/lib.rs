@@ -7,6 +7,9 @@
 //! - `/callout`: calls `config.callout` and adds `x-callout-status` / `x-callout-body`;
 //! - `/replace…`: replaces the response body with `replaced body`.
 //!
+//! A config `"properties": ["source.principal", ...]` copies each property, when present,
+//! into the request header `x-prop-<path with dots as dashes>`.
+//!
 //! A config with `"reject": true` makes on_configure return false; `"panic": true` makes it
 //! panic (a trap).
 //!
@@ -21,7 +24,7 @@ use std::time::Duration;
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { value: "yes".into(), callout: String::new(), counter: 0 })
+        Box::new(Root { value: "yes".into(), callout: String::new(), counter: 0, properties: Vec::new() })
     });
 }}
 
@@ -29,6 +32,7 @@ struct Root {
     value: String,
     callout: String,
     counter: u32,
+    properties: Vec<String>,
 }
 
 impl Context for Root {}
@@ -55,6 +59,12 @@ impl RootContext for Root {
         if let Some(c) = cfg["callout"].as_str() {
             self.callout = c.to_string();
         }
+        if let Some(props) = cfg["properties"].as_array() {
+            self.properties = props
+                .iter()
+                .filter_map(|p| p.as_str().map(String::from))
+                .collect();
+        }
         self.counter = hostcalls::define_metric(MetricType::Counter, "header_echo_requests_total")
             .unwrap_or(0);
         true
@@ -70,6 +80,7 @@ impl RootContext for Root {
             callout: self.callout.clone(),
             counter: self.counter,
             path: String::new(),
+            properties: self.properties.clone(),
         }))
     }
 }
@@ -79,6 +90,7 @@ struct Stream {
     callout: String,
     counter: u32,
     path: String,
+    properties: Vec<String>,
 }
 
 impl Context for Stream {
@@ -106,6 +118,19 @@ impl HttpContext for Stream {
         self.set_http_request_header("x-remove-me", None);
         if let Some(root) = self.get_property(vec!["plugin_root_id"]) {
             self.set_http_request_header("x-plugin-root-id", Some(&String::from_utf8_lossy(&root)));
+        }
+        for p in self.properties.clone() {
+            if let Some(v) = self.get_property(p.split('.').collect()) {
+                // Booleans and integers arrive as raw bytes; show them as hex.
+                let text = match std::str::from_utf8(&v) {
+                    Ok(t) if !t.is_empty() && !t.contains(char::is_control) => t.to_string(),
+                    _ => v.iter().map(|b| format!("{b:02x}")).collect(),
+                };
+                self.set_http_request_header(
+                    &format!("x-prop-{}", p.replace('.', "-")),
+                    Some(&text),
+                );
+            }
         }
         match self.path.as_str() {
             "/local" => {

@@ -1,0 +1,167 @@
+//! Upstream TLS: Istio's `ClientTLSSettings` (DestinationRule `trafficPolicy.tls`) as a
+//! rustls client config, with its own server-certificate check so that `subjectAltNames`
+//! may name SPIFFE URIs as well as DNS names.
+
+use super::{load_roots, provider, system_roots, CertIdentity, KeyPair, TlsError};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How the upstream's certificate is judged after its chain is verified.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Verify {
+    /// `insecureSkipVerify`: nothing is checked.
+    Skip,
+    /// The certificate must be valid for the SNI name (a DNS or IP SAN).
+    Name,
+    /// One of the certificate's SANs must equal one of these (`subjectAltNames`).
+    Sans(Vec<String>),
+    /// Any SPIFFE identity of this trust domain (ISTIO_MUTUAL without subjectAltNames).
+    TrustDomain(String),
+}
+
+/// The files and choices of one cluster's upstream TLS (plain data, from the config).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientSettings {
+    /// `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key (MUTUAL; ISTIO_MUTUAL's are the workload's).
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The SNI sent, and the name checked by [`Verify::Name`].
+    pub sni: String,
+    pub verify: Verify,
+    /// Offer h2 by ALPN (the cluster speaks HTTP/2).
+    pub h2: bool,
+}
+
+/// A ready upstream TLS config.
+#[derive(Debug)]
+pub struct UpstreamTls {
+    pub config: Arc<ClientConfig>,
+    pub server_name: ServerName<'static>,
+    /// Changes whenever the settings or the files' contents do, so that a rotated
+    /// certificate gets a pool of its own and old connections drain on the old one.
+    pub id: u64,
+}
+
+pub fn client_tls(s: &ClientSettings) -> Result<UpstreamTls, TlsError> {
+    use std::hash::{Hash, Hasher};
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    s.hash(&mut h);
+    let roots = match &s.ca {
+        Some(ca) => {
+            std::fs::read(ca).unwrap_or_default().hash(&mut h);
+            load_roots(ca)?
+        }
+        None if s.verify == Verify::Skip => RootCertStore::empty(),
+        None => system_roots()?,
+    };
+    let provider = Arc::new(provider());
+    let verifier = Arc::new(Verifier {
+        roots: Arc::new(roots),
+        verify: s.verify.clone(),
+        algs: provider.signature_verification_algorithms,
+    });
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut cfg = match &s.identity {
+        Some((cert, key)) => {
+            std::fs::read(cert).unwrap_or_default().hash(&mut h);
+            std::fs::read(key).unwrap_or_default().hash(&mut h);
+            let pair = KeyPair::load(cert, key)?;
+            builder.with_client_auth_cert(pair.chain, pair.key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = if s.h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    let server_name = ServerName::try_from(s.sni.clone())
+        .map_err(|e| TlsError::Verifier(format!("sni `{}`: {e}", s.sni)))?;
+    Ok(UpstreamTls {
+        config: Arc::new(cfg),
+        server_name,
+        id: h.finish(),
+    })
+}
+
+#[derive(Debug)]
+struct Verifier {
+    roots: Arc<RootCertStore>,
+    verify: Verify,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.verify == Verify::Skip {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algs.all,
+        )?;
+        let bad_name =
+            || rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+        match &self.verify {
+            Verify::Skip => {}
+            Verify::Name => verify_server_name(&cert, server_name)?,
+            Verify::Sans(sans) => {
+                if !CertIdentity::of(end_entity).is_some_and(|id| id.matches_any(sans)) {
+                    return Err(bad_name());
+                }
+            }
+            Verify::TrustDomain(td) => {
+                let prefix = format!("spiffe://{td}/");
+                let ok = CertIdentity::of(end_entity)
+                    .is_some_and(|id| id.uri_sans.iter().any(|u| u.starts_with(&prefix)));
+                if !ok {
+                    return Err(bad_name());
+                }
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
