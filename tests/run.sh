@@ -18,6 +18,8 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # Headless Chromium loads the admin UI's service graph; DejaVu gives it a font to draw with.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+# The TLS tests drive the proxy with the real curl.
+command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -12,5 +12,6 @@ mod plugins;
 mod ratelimit;
 mod reload;
 mod routing;
+mod tls;
 mod tracing;
 mod traffic;

@@ -310,12 +310,14 @@ impl TlsContext {
                     s.verify = Verify::TrustDomain(self.identity.trust_domain.clone());
                 }
             }
-            other => return Err(info.error(
-                &format!("{at}.mode"),
-                format!(
+            other => {
+                return Err(info.error(
+                    &format!("{at}.mode"),
+                    format!(
                     "unknown TLS mode `{other}`; expected DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL"
                 ),
-            )),
+                ))
+            }
         }
         Ok(Some(s))
     }
