@@ -18,14 +18,16 @@ use std::time::Duration;
 /// Largest http_call response body delivered to a plugin.
 const CALL_BODY_LIMIT: usize = 4 << 20;
 
+/// A pool's identity: the cluster (stats id), its connection settings and its TLS config
+/// (0 for plain TCP).
+type PoolKey = (u64, ConnSettings, u64);
+
 /// One worker's upstream clients: one pool per distinct connection settings (protocol,
 /// connect timeout, idle timeout), so clusters with the defaults share one.
 pub struct Upstream {
     /// Pools by cluster (stats id) and settings: Envoy keeps one pool per cluster, and
     /// the connector counts the cluster's connections.
-    clients: std::cell::RefCell<
-        std::collections::HashMap<(u64, ConnSettings, u64), Client<Connector, UpBody>>,
-    >,
+    clients: std::cell::RefCell<std::collections::HashMap<PoolKey, Client<Connector, UpBody>>>,
     snapshots: Arc<ArcSwap<Snapshot>>,
     /// This worker's Redis connection (url, connection), made on first use.
     redis: tokio::sync::Mutex<Option<(String, redis::aio::ConnectionManager)>>,

@@ -1808,13 +1808,19 @@ fn at_port(tp: &TrafficPolicy, port: u32) -> TrafficPolicy {
     eff
 }
 
+/// What upstream TLS needs to know of the service: its host (the default SNI), the
+/// ServiceEntry's subjectAltNames, and whether it speaks HTTP/2 (ALPN).
+struct Service<'a> {
+    host: &'a str,
+    sans: &'a [String],
+    h2: bool,
+}
+
 /// The upstream TLS of a cluster from a trafficPolicy's `tls` (already laid over by the
 /// port's settings), built now so that a bad file fails the config, not a request.
 fn cluster_tls(
     tp: Option<&TrafficPolicy>,
-    host: &str,
-    se_sans: &[String],
-    h2: bool,
+    svc: &Service<'_>,
     ctx: &TlsContext,
     info: &DocInfo,
     at: &str,
@@ -1822,7 +1828,7 @@ fn cluster_tls(
 ) -> Option<Arc<crate::tls::client::UpstreamTls>> {
     let t = tp?.tls.as_ref()?;
     let at = format!("{at}.tls");
-    match ctx.client(t, host, se_sans, h2, info, &at) {
+    match ctx.client(t, svc.host, svc.sans, svc.h2, info, &at) {
         Ok(Some(s)) => match crate::tls::client::client_tls(&s) {
             Ok(u) => Some(Arc::new(u)),
             Err(e) => {
@@ -2144,20 +2150,14 @@ fn build_clusters(
                 (c.max_requests, c.outlier) = base_pol;
                 c.conn = conn_settings(base_eff.as_ref(), c.conn, &dr, errors);
                 let base_tp = dr.and_then(|d| base_eff.as_ref().map(|t| (d, t)));
-                let h2 = proto == UpstreamProtocol::Http2;
-                let sans = &se.spec.subject_alt_names;
+                let svc = Service {
+                    host,
+                    sans: &se.spec.subject_alt_names,
+                    h2: proto == UpstreamProtocol::Http2,
+                };
                 if let Some((d, t)) = base_tp {
                     c.hash = hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors);
-                    c.tls = cluster_tls(
-                        Some(t),
-                        host,
-                        sans,
-                        h2,
-                        tls,
-                        &d.info,
-                        "spec.trafficPolicy",
-                        errors,
-                    );
+                    c.tls = cluster_tls(Some(t), &svc, tls, &d.info, "spec.trafficPolicy", errors);
                 }
                 let base_tls = c.tls.clone();
                 clusters.insert(name, Arc::new(c));
@@ -2220,9 +2220,7 @@ fn build_clusters(
                         c.tls = if has(|t| t.tls.is_some()) {
                             cluster_tls(
                                 sub_eff.as_ref(),
-                                host,
-                                sans,
-                                h2,
+                                &svc,
                                 tls,
                                 &dr.info,
                                 &format!("spec.subsets[{si}].trafficPolicy"),
@@ -2282,9 +2280,11 @@ fn build_clusters(
                     .map(|t| at_port(t, port.number));
                 c.tls = cluster_tls(
                     tp.as_ref(),
-                    &d.host,
-                    &[],
-                    false,
+                    &Service {
+                        host: &d.host,
+                        sans: &[],
+                        h2: false,
+                    },
                     tls,
                     &dr.info,
                     "spec.trafficPolicy",
