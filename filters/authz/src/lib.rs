@@ -1,0 +1,12 @@
+//! Lateen's built-in authorization filter: Istio's `AuthorizationPolicy` (ALLOW, DENY and
+//! AUDIT), evaluated on request headers as Envoy's RBAC filter does: a matching DENY policy
+//! denies; otherwise, when ALLOW policies exist, one must match; AUDIT policies only mark
+//! the request. A denied request gets 403 `RBAC: access denied`.
+//!
+//! The policy logic (`config`) is plain Rust with native unit tests; `filter` is the
+//! proxy-wasm glue that reads the request's attributes.
+
+pub mod config;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
