@@ -3,6 +3,7 @@
 
 mod access_log;
 mod admin;
+mod authz;
 mod config;
 mod graph;
 mod hardening;

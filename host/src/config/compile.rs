@@ -35,6 +35,7 @@ pub struct Resources {
     pub service_entries: Vec<Doc<ServiceEntrySpec>>,
     pub wasm_plugins: Vec<Doc<WasmPluginSpec>>,
     pub envoy_filters: Vec<Doc<EnvoyFilterSpec>>,
+    pub authorization_policies: Vec<Doc<AuthorizationPolicySpec>>,
     pub bootstrap: Option<Doc<BootstrapSpec>>,
     pub warnings: Vec<String>,
 }
@@ -107,8 +108,11 @@ pub fn load(path: &Path) -> Result<Resources, Vec<ConfigError>> {
                 {
                     Err(d.info.error("kind", format!("{kind} is not supported yet")))
                 }
+                ("AuthorizationPolicy", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
+                    d.typed().map(|t| res.authorization_policies.push(t))
+                }
                 (
-                    "AuthorizationPolicy" | "RequestAuthentication" | "PeerAuthentication",
+                    "RequestAuthentication" | "PeerAuthentication",
                     "security.istio.io/v1" | "security.istio.io/v1beta1",
                 ) => Err(d.info.error(
                     "kind",
@@ -340,6 +344,7 @@ pub fn build(
         }
     }
 
+    let authz = authz_filter(res, &workload, rt, opts, &mut errors);
     let metrics = metrics_filter(res, &workload, rt, opts, &mut errors);
     let access_log = access_log(res, &mut errors);
     let tracer = tracer(res, &workload, &mut errors);
@@ -387,6 +392,14 @@ pub fn build(
                 configuration: cfg.clone(),
             })
             .collect();
+        // Istio's order: AUTHN and AUTHZ plugins, then its RBAC filter, then the rest.
+        if let Some(a) = &authz {
+            let at = filters
+                .iter()
+                .position(|f| f.plugin.phase > Phase::Authz)
+                .unwrap_or(filters.len());
+            filters.insert(at, a.clone());
+        }
         if let Some(router) = &router {
             match serde_json::to_vec(&router_cfg) {
                 Ok(json) => filters.push(FilterSpec {
@@ -520,6 +533,7 @@ pub fn build(
             .chain(router)
             .chain(ratelimit_filter)
             .chain(fault_filter)
+            .chain(authz.map(|a| a.plugin))
             .chain(metrics.map(|m| m.plugin))
             .collect(),
         service_plugins,
@@ -701,6 +715,137 @@ fn sni_routes(
         }
     }
     routes
+}
+
+/// The AuthorizationPolicies that apply to this workload, as the built-in authz filter's
+/// configuration; `None` when there are none. Checked here, so that a policy Lateen cannot
+/// enforce is refused with its line rather than half-enforced.
+fn authz_filter(
+    res: &Resources,
+    w: &WorkloadInfo,
+    rt: &Runtime,
+    opts: &BuildOptions,
+    errors: &mut Vec<ConfigError>,
+) -> Option<FilterSpec> {
+    use lateen_authz::config::{self as authz, Action, AuthzConfig, Policy};
+    let mut cfg = AuthzConfig::default();
+    for ap in &res.authorization_policies {
+        let ns_ok =
+            ap.info.namespace == ROOT_NAMESPACE || w.namespaces.contains(&ap.info.namespace);
+        let labels_ok = ap.spec.selector.as_ref().is_none_or(|s| {
+            s.match_labels
+                .iter()
+                .all(|(k, v)| w.labels.get(k) == Some(v))
+        });
+        let before = errors.len();
+        let action = match ap.spec.action.as_deref().unwrap_or("ALLOW") {
+            "ALLOW" => Action::Allow,
+            "DENY" => Action::Deny,
+            "AUDIT" => Action::Audit,
+            "CUSTOM" => {
+                errors.push(ap.info.error(
+                    "spec.action",
+                    "CUSTOM (an external authorizer) is not supported yet; refused rather than \
+                     skipped",
+                ));
+                continue;
+            }
+            other => {
+                errors.push(ap.info.error(
+                    "spec.action",
+                    format!("unknown action `{other}`; expected ALLOW, DENY or AUDIT"),
+                ));
+                continue;
+            }
+        };
+        if ap.spec.target_ref.is_some() || !ap.spec.target_refs.is_empty() {
+            errors.push(ap.info.error(
+                "spec.targetRefs",
+                "targetRefs are not supported yet; use selector",
+            ));
+        }
+        for (i, rule) in ap.spec.rules.iter().flatten().enumerate() {
+            for (f, from) in rule.from.iter().enumerate() {
+                let at = format!("spec.rules[{i}].from[{f}].source");
+                let s = &from.source;
+                if !s.request_principals.is_empty() || !s.not_request_principals.is_empty() {
+                    errors.push(ap.info.error(
+                        &format!("{at}.requestPrincipals"),
+                        "request principals come from RequestAuthentication (JWT), which is not \
+                         supported yet",
+                    ));
+                }
+                for (field, blocks) in [
+                    ("ipBlocks", &s.ip_blocks),
+                    ("notIpBlocks", &s.not_ip_blocks),
+                    ("remoteIpBlocks", &s.remote_ip_blocks),
+                    ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+                ] {
+                    for b in blocks.iter().filter(|b| !authz::valid_cidr(b)) {
+                        errors.push(ap.info.error(
+                            &format!("{at}.{field}"),
+                            format!("`{b}` is not an IP address or CIDR range"),
+                        ));
+                    }
+                }
+            }
+            for (c, cond) in rule.when.iter().enumerate() {
+                if !authz::supported_key(&cond.key) {
+                    errors.push(ap.info.error(
+                        &format!("spec.rules[{i}].when[{c}].key"),
+                        format!(
+                            "unsupported key `{}`; expected request.headers[NAME], source.ip, \
+                             remote.ip, source.namespace, source.principal, destination.ip, \
+                             destination.port or connection.sni (request.auth.* needs \
+                             RequestAuthentication, not supported yet)",
+                            cond.key
+                        ),
+                    ));
+                }
+                if cond.values.is_empty() && cond.not_values.is_empty() {
+                    errors.push(ap.info.error(
+                        &format!("spec.rules[{i}].when[{c}]"),
+                        "set values or notValues",
+                    ));
+                }
+            }
+        }
+        if errors.len() > before || !(ns_ok && labels_ok) {
+            continue;
+        }
+        cfg.policies.push(Policy {
+            name: format!("{}.{}", ap.info.namespace, ap.info.name),
+            action,
+            rules: ap.spec.rules.clone(),
+        });
+    }
+    if cfg.is_empty() {
+        return None;
+    }
+    let plugin = match load_builtin(rt, &opts.builtin_filters, "authz", Phase::Authz) {
+        Ok(p) => p,
+        Err(e) => {
+            errors.push(e);
+            return None;
+        }
+    };
+    match serde_json::to_vec(&cfg) {
+        Ok(json) => Some(FilterSpec {
+            plugin,
+            configuration: Bytes::from(json),
+        }),
+        Err(e) => {
+            errors.push(ConfigError {
+                file: PathBuf::new(),
+                doc: 0,
+                line: 0,
+                resource: None,
+                field: String::new(),
+                message: format!("cannot encode the authorization policies: {e}"),
+            });
+            None
+        }
+    }
 }
 
 /// The Bootstrap's `limits`, checked.

@@ -460,6 +460,29 @@ pub struct EnvVar {
     pub value_from: Option<String>,
 }
 
+// ---- security.istio.io ----
+
+/// `security.istio.io AuthorizationPolicy`, served by the built-in authz filter. The rules
+/// are the filter's own types, so what the YAML says is what the filter evaluates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizationPolicySpec {
+    #[serde(default)]
+    pub selector: Option<WorkloadSelector>,
+    #[serde(default)]
+    pub target_ref: Option<Value>,
+    #[serde(default)]
+    pub target_refs: Vec<Value>,
+    /// ALLOW (default), DENY, AUDIT, CUSTOM.
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub provider: Option<Value>,
+    /// Absent: an ALLOW policy allows nothing.
+    #[serde(default)]
+    pub rules: Option<Vec<lateen_authz::config::Rule>>,
+}
+
 // ---- Lateen's own ----
 
 /// `lateen.io/v1alpha1 Bootstrap`: what Istio keeps in the mesh config and the pod spec.
