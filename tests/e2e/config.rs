@@ -104,11 +104,11 @@ fn plugin_errors_sha256_and_rejected_config() {
 
 #[test]
 fn unsupported_kinds_are_refused() {
-    let yaml = format!("{GW}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny}}\nspec: {{}}\n");
+    let yaml = format!("{GW}---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt}}\nspec: {{}}\n");
     let (code, out) = validate(&yaml);
     assert_ne!(code, 0);
     assert!(
-        out.contains("AuthorizationPolicy is not supported yet"),
+        out.contains("RequestAuthentication is not supported yet"),
         "{out}"
     );
 }
