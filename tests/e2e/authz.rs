@@ -86,38 +86,13 @@ async fn principals_come_from_the_mtls_peer() {
     let frontend = ca.issue("fe", "shop", "frontend", &[]);
     let intruder = ca.issue("in", "other", "intruder", &[]);
     let backend = Backend::start("app").await;
-    let root = ca.root().display().to_string();
-    let id = server.display().to_string();
-    let yaml = format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {{{{PORT}}}}, name: mtls, protocol: HTTPS}}
-    hosts: ["*"]
-    bind: 127.0.0.1
-    tls: {{mode: ISTIO_MUTUAL}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc, namespace: test}}
-spec:
-  hosts: [svc.test]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
-"#,
-        port = backend.port()
-    ) + &route_all_hosts()
+    let yaml = MTLS_GATEWAY.to_string()
+        + &svc_routed_to(backend.port())
         + &policy(
             "shop-only",
             "  selector: {matchLabels: {istio: ingressgateway}}\n  rules:\n  - from: [{source: {namespaces: [shop]}}]\n    to: [{operation: {paths: [\"/api/*\"]}}]",
         )
-        + &bootstrap(&format!(
-            "  identity: {{certChain: {id}/cert-chain.pem, privateKey: {id}/key.pem, rootCert: {root}}}"
-        ));
+        + &identity_bootstrap(&server, &ca.root());
     let proxy = Proxy::start(&yaml).await.unwrap();
     let mut fe = TlsConn::connect(proxy.port, "svc.test", &ca.root(), Some(&frontend))
         .await
@@ -135,13 +110,6 @@ spec:
     let r = stranger.get("svc.test", "/api/cart").await.unwrap();
     assert_eq!((r.status, r.body.as_str()), (403, "RBAC: access denied"));
     assert_eq!(backend.count(), 1);
-}
-
-fn route_all_hosts() -> String {
-    "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
-     metadata: {name: vs, namespace: test}\nspec:\n  hosts: [\"*\"]\n  \
-     gateways: [istio-system/gw]\n  http:\n  - route: [{destination: {host: svc.test}}]\n"
-        .to_string()
 }
 
 #[tokio::test]

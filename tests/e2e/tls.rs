@@ -37,25 +37,7 @@ spec:
     hosts: ["*"]
     bind: 127.0.0.1
     tls: {{httpsRedirect: true}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc, namespace: test}}
-spec:
-  hosts: [svc.test]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: vs, namespace: test}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{{destination: {{host: svc.test}}}}]
----
+{routes}---
 apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin
 metadata: {{name: props, namespace: istio-system}}
@@ -67,7 +49,7 @@ spec:
         a = p(a),
         b = p(b),
         root = p(root),
-        port = backend.port(),
+        routes = svc_routed_to(backend.port()),
     )
 }
 
@@ -325,51 +307,17 @@ spec:
 /// Proxy B: a Gateway that takes mesh mTLS (ISTIO_MUTUAL) with its workload identity and
 /// routes to a backend; a plugin shows the caller's identity to the backend.
 fn server_proxy_yaml(identity: &Path, root: &Path, backend: &Backend) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {{{{PORT}}}}, name: mtls, protocol: HTTPS}}
-    hosts: ["*"]
-    bind: 127.0.0.1
-    tls: {{mode: ISTIO_MUTUAL}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc, namespace: test}}
-spec:
-  hosts: [svc.test]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: vs, namespace: test}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{{destination: {{host: svc.test}}}}]
----
+    MTLS_GATEWAY.to_string()
+        + &svc_routed_to(backend.port())
+        + r#"---
 apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin
-metadata: {{name: props, namespace: istio-system}}
+metadata: {name: props, namespace: istio-system}
 spec:
-  url: file://{{{{WASM}}}}/test_plugin_header_echo.wasm
+  url: file://{{WASM}}/test_plugin_header_echo.wasm
   pluginConfig:
     properties: [source.principal, connection.uri_san_peer_certificate]
-{boot}"#,
-        port = backend.port(),
-        boot = bootstrap(&format!(
-            "  identity: {{certChain: {id}/cert-chain.pem, privateKey: {id}/key.pem, rootCert: {root}}}",
-            id = p(identity),
-            root = p(root)
-        )),
-    )
+"# + &identity_bootstrap(identity, root)
 }
 
 /// Proxy A: a plain HTTP gateway whose cluster `b.mesh` is proxy B, reached over
@@ -412,11 +360,7 @@ spec:
   http:
   - route: [{{destination: {{host: b.mesh}}}}]
 {boot}"#,
-        boot = bootstrap(&format!(
-            "  identity: {{certChain: {id}/cert-chain.pem, privateKey: {id}/key.pem, rootCert: {root}}}",
-            id = p(identity),
-            root = p(root)
-        )),
+        boot = identity_bootstrap(identity, root),
     )
 }
 

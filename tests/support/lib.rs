@@ -1311,3 +1311,52 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
         self.0.supported_verify_schemes()
     }
 }
+
+/// A ServiceEntry `svc.test` (HTTP, port 80) with one STATIC endpoint at 127.0.0.1:`port`,
+/// and a VirtualService on `istio-system/gw` sending every request to it.
+pub fn svc_routed_to(port: u16) -> String {
+    format!(
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: svc, namespace: test}}
+spec:
+  hosts: [svc.test]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: test}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: svc.test}}}}]
+"#
+    )
+}
+
+/// A Gateway `istio-system/gw` on `{{PORT}}` taking mesh mTLS (ISTIO_MUTUAL) from any host.
+pub const MTLS_GATEWAY: &str = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: {{PORT}}, name: mtls, protocol: HTTPS}
+    hosts: ["*"]
+    bind: 127.0.0.1
+    tls: {mode: ISTIO_MUTUAL}
+"#;
+
+/// A Bootstrap whose workload identity is `dir`'s `cert-chain.pem` and `key.pem` (as
+/// `MeshCa::issue` writes them), trusting `root`.
+pub fn identity_bootstrap(dir: &Path, root: &Path) -> String {
+    bootstrap(&format!(
+        "  identity: {{certChain: {d}/cert-chain.pem, privateKey: {d}/key.pem, rootCert: {r}}}",
+        d = dir.display(),
+        r = root.display()
+    ))
+}
