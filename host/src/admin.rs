@@ -429,6 +429,13 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                 "name": l.name,
                 "address": l.addr.to_string(),
                 "filters": l.filters.iter().map(|f| f.plugin.name.clone()).collect::<Vec<_>>(),
+                "tls": l.tls.as_ref().map(|t| t.servers.iter().map(|s| serde_json::json!({
+                    "hosts": s.hosts, "mode": s.mode.name(),
+                })).collect::<Vec<_>>()),
+                "sniRoutes": l.sni_routes.iter().map(|r| serde_json::json!({
+                    "name": r.name, "sniHosts": r.sni_hosts, "destinations": r.destinations,
+                })).collect::<Vec<_>>(),
+                "httpsRedirect": l.https_redirect,
             })
         })
         .collect();
@@ -447,6 +454,12 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                 "maxConnections": c.conn.max_connections,
                 "outlierDetection": c.outlier.is_some(),
                 "consistentHash": c.hash.as_ref().map(|h| format!("{:?}", h.key)),
+                "tls": c.tls.as_ref().map(|t| serde_json::json!({
+                    "sni": format!("{:?}", t.server_name),
+                    "alpn": t.config.alpn_protocols.iter()
+                        .map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>(),
+                    "clientCertificate": t.config.client_auth_cert_resolver.has_certs(),
+                })),
                 "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
                     "address": e.authority, "labels": e.labels, "weight": e.weight,
                 })).collect::<Vec<_>>(),

@@ -295,6 +295,13 @@ spec:
     ])
     .await;
     assert_ne!(r.code, 0, "{r:?}");
+    let dump = proxy.config_dump().await;
+    let l = &dump["listeners"][0];
+    assert_eq!(l["tls"][0]["mode"], "PASSTHROUGH", "{l}");
+    assert_eq!(
+        l["sniRoutes"][0]["destinations"][0][0],
+        "outbound|443||up.test"
+    );
     // Plain HTTP on a TLS port is not forwarded.
     assert!(get(&proxy.url("/")).await.is_err());
     assert_eq!(plain.count(), 0);
