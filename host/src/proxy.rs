@@ -32,17 +32,6 @@ pub struct ConnInfo {
     pub tls: Option<Arc<crate::tls::server::TlsInfo>>,
 }
 
-/// A host without its port (`[::1]:80` → `[::1]`, `a.test:8080` → `a.test`).
-pub fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |i| &host[..=i]);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
 /// A lower-cased proxy-wasm header list from an http header map.
 pub fn header_list(h: &HeaderMap) -> HeaderList {
     h.iter()
@@ -590,7 +579,10 @@ fn https_redirect(s: &mut HttpStream, host: &str) -> Response<UpBody> {
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_else(|| "/".into());
     let (mut r, _) = reply(301, "", "-");
-    if let Ok(v) = HeaderValue::from_str(&format!("https://{}{path}", strip_port(host))) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "https://{}{path}",
+        lateen_sdk::matcher::strip_port(host)
+    )) {
         r.headers_mut().insert(http::header::LOCATION, v);
     }
     s.set_outcome(301, "-");

@@ -212,7 +212,7 @@ impl ListenerSpec {
         if self.https_redirect.is_empty() {
             return false;
         }
-        let name = crate::proxy::strip_port(host);
+        let name = lateen_sdk::matcher::strip_port(host);
         self.https_redirect
             .iter()
             .any(|p| crate::tls::server::host_match(p, name).is_some())

@@ -5,6 +5,24 @@ use crate::istio::{CookieMatch, HttpMatchRequest, StringMatch, UserAgentMatch};
 use crate::useragent;
 use regex::Regex;
 
+/// A host without its port, as Istio compares hosts: `a.test:8080` → `a.test`,
+/// `[::1]:80` → `[::1]`; a host without a port is returned as it is.
+///
+/// ```
+/// use lateen_sdk::matcher::strip_port;
+/// assert_eq!(strip_port("shop.example.com:8443"), "shop.example.com");
+/// assert_eq!(strip_port("[::1]:80"), "[::1]");
+/// ```
+pub fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.find(']').map_or(authority, |i| &authority[..=i]);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
 /// What a matcher can see of a request. The router implements it over the proxy-wasm
 /// header map; tests implement it over plain vectors.
 pub trait RequestView {
@@ -414,6 +432,14 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strip_port_handles_v6() {
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("a.b:80"), "a.b");
+        assert_eq!(strip_port("a.b"), "a.b");
+    }
 
     fn req(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

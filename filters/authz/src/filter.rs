@@ -2,6 +2,7 @@
 //! policies, and answers 403 when they deny.
 
 use crate::config::{AuthzConfig, Request, DENIED_BODY};
+use lateen_sdk::matcher::strip_port;
 use lateen_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use lateen_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use lateen_sdk::proxy_wasm::{self, hostcalls};
@@ -69,17 +70,6 @@ fn ip_of(addr: Option<String>) -> Option<IpAddr> {
         .ok()
 }
 
-/// `host:port` → `host` (an IPv6 literal keeps its brackets).
-fn without_port(h: &str) -> &str {
-    if h.starts_with('[') {
-        return h.find(']').map_or(h, |i| &h[..=i]);
-    }
-    match h.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => h,
-    }
-}
-
 impl HttpContext for AuthzStream {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         if self.config.is_empty() {
@@ -109,7 +99,7 @@ impl HttpContext for AuthzStream {
                 .flatten()
                 .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
                 .and_then(|b| u16::try_from(i64::from_le_bytes(b)).ok()),
-            host: without_port(&get(":authority")).to_string(),
+            host: strip_port(&get(":authority")).to_string(),
             method: get(":method"),
             path: path.split('?').next().unwrap_or_default().to_string(),
             sni: text(&["connection", "requested_server_name"]),

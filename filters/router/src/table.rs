@@ -5,7 +5,7 @@ use lateen_sdk::istio::{
     CorsPolicy, HeaderOperations, Headers, HttpDirectResponse, HttpMatchRequest, HttpRedirect,
     HttpRewrite,
 };
-use lateen_sdk::matcher::StrMatcher;
+use lateen_sdk::matcher::{strip_port, StrMatcher};
 use lateen_sdk::matcher::{CompiledMatch, MatchError, RequestView};
 use lateen_sdk::route::Decision;
 use regex::Regex;
@@ -569,19 +569,6 @@ fn re2_substitution(s: &str) -> String {
     out
 }
 
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        // [v6]:port
-        return authority
-            .split_once(']')
-            .map_or(authority, |(h, _)| &authority[..h.len() + 1]);
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
-    }
-}
-
 pub use lateen_sdk::rng::Rng;
 
 #[cfg(test)]
@@ -794,12 +781,5 @@ mod tests {
             CorsAction::None
         );
         assert_eq!(cors.evaluate("GET", None, None), CorsAction::None);
-    }
-
-    #[test]
-    fn strip_port_handles_v6() {
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("a.b:80"), "a.b");
-        assert_eq!(strip_port("a.b"), "a.b");
     }
 }
