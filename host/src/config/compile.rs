@@ -210,7 +210,7 @@ pub fn build(
     // Plugins that apply to this workload, compiled once each.
     let mut plugins: Vec<(Arc<PluginSpec>, Bytes, Arc<DocInfo>)> = Vec::new();
     for wp in &res.wasm_plugins {
-        if !applies(wp, &workload) {
+        if !selects(&wp.info, wp.spec.selector.as_ref(), &workload) {
             continue;
         }
         match load_plugin(&wp.info, &wp.spec, "spec", wp.info.key(), rt, opts) {
@@ -730,13 +730,6 @@ fn authz_filter(
     use lateen_authz::config::{self as authz, Action, AuthzConfig, Policy};
     let mut cfg = AuthzConfig::default();
     for ap in &res.authorization_policies {
-        let ns_ok =
-            ap.info.namespace == ROOT_NAMESPACE || w.namespaces.contains(&ap.info.namespace);
-        let labels_ok = ap.spec.selector.as_ref().is_none_or(|s| {
-            s.match_labels
-                .iter()
-                .all(|(k, v)| w.labels.get(k) == Some(v))
-        });
         let before = errors.len();
         let action = match ap.spec.action.as_deref().unwrap_or("ALLOW") {
             "ALLOW" => Action::Allow,
@@ -810,7 +803,7 @@ fn authz_filter(
                 }
             }
         }
-        if errors.len() > before || !(ns_ok && labels_ok) {
+        if errors.len() > before || !selects(&ap.info, ap.spec.selector.as_ref(), w) {
             continue;
         }
         cfg.policies.push(Policy {
@@ -1112,9 +1105,12 @@ fn workload(res: &Resources) -> WorkloadInfo {
     }
 }
 
-fn applies(wp: &Doc<WasmPluginSpec>, w: &WorkloadInfo) -> bool {
-    let ns_ok = wp.info.namespace == ROOT_NAMESPACE || w.namespaces.contains(&wp.info.namespace);
-    let labels_ok = wp.spec.selector.as_ref().is_none_or(|s| {
+/// Whether a resource with a workload `selector` (WasmPlugin, AuthorizationPolicy) applies
+/// to this workload: its labels are among the workload's, and it lives in the root
+/// namespace or in one of the workload's.
+fn selects(info: &DocInfo, selector: Option<&WorkloadSelector>, w: &WorkloadInfo) -> bool {
+    let ns_ok = info.namespace == ROOT_NAMESPACE || w.namespaces.contains(&info.namespace);
+    let labels_ok = selector.is_none_or(|s| {
         s.match_labels
             .iter()
             .all(|(k, v)| w.labels.get(k) == Some(v))
