@@ -1970,8 +1970,8 @@ fn cluster_tls(
     let t = tp?.tls.as_ref()?;
     let at = format!("{at}.tls");
     match ctx.client(t, svc.host, svc.sans, svc.h2, info, &at) {
-        Ok(Some(s)) => match crate::tls::client::client_tls(&s) {
-            Ok(u) => Some(Arc::new(u)),
+        Ok(Some(s)) => match ctx.upstream(&s) {
+            Ok(u) => Some(u),
             Err(e) => {
                 errors.push(info.error(&at, e.to_string()));
                 None

@@ -6,10 +6,14 @@
 use super::compile::Resources;
 use super::resources::{ClientTlsSettings, ServerTlsSettings};
 use super::source::{ConfigError, DocInfo};
-use crate::tls::client::{ClientSettings, Verify};
+use crate::tls::client::{client_tls, ClientSettings, UpstreamTls, Verify};
 use crate::tls::server::{ServerMode, ServerSettings};
+use crate::tls::TlsError;
+use rustls::RootCertStore;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The workload's mesh identity: where istio-agent would have written it.
 #[derive(Debug, Clone)]
@@ -29,6 +33,11 @@ pub struct TlsContext {
     /// the file of the resource that names the secret.
     credentials_dir: Option<PathBuf>,
     files: RefCell<Vec<PathBuf>>,
+    /// Upstream configs by settings: the subsets and ports of a service share theirs, so
+    /// each distinct one is loaded and built once per config build.
+    upstream: RefCell<HashMap<ClientSettings, Arc<UpstreamTls>>>,
+    /// The system's trust roots, read at most once per config build.
+    system_roots: RefCell<Option<RootCertStore>>,
 }
 
 fn dir_of(info: &DocInfo) -> PathBuf {
@@ -79,6 +88,8 @@ impl TlsContext {
             identity,
             credentials_dir,
             files: RefCell::new(Vec::new()),
+            upstream: RefCell::default(),
+            system_roots: RefCell::default(),
         }
     }
 
@@ -88,6 +99,25 @@ impl TlsContext {
         f.sort();
         f.dedup();
         f
+    }
+
+    /// The upstream config for `s`, built on first use.
+    pub fn upstream(&self, s: &ClientSettings) -> Result<Arc<UpstreamTls>, TlsError> {
+        if let Some(u) = self.upstream.borrow().get(s) {
+            return Ok(u.clone());
+        }
+        let u = Arc::new(client_tls(s, || self.system_roots())?);
+        self.upstream.borrow_mut().insert(s.clone(), u.clone());
+        Ok(u)
+    }
+
+    fn system_roots(&self) -> Result<RootCertStore, TlsError> {
+        if let Some(r) = &*self.system_roots.borrow() {
+            return Ok(r.clone());
+        }
+        let r = crate::tls::system_roots()?;
+        *self.system_roots.borrow_mut() = Some(r.clone());
+        Ok(r)
     }
 
     fn read(&self, p: PathBuf) -> PathBuf {

@@ -2,7 +2,7 @@
 //! rustls client config, with its own server-certificate check so that `subjectAltNames`
 //! may name SPIFFE URIs as well as DNS names.
 
-use super::{load_roots, provider, system_roots, CertIdentity, KeyPair, TlsError};
+use super::{load_roots, provider, CertIdentity, KeyPair, TlsError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -49,17 +49,36 @@ pub struct UpstreamTls {
     pub id: u64,
 }
 
-pub fn client_tls(s: &ClientSettings) -> Result<UpstreamTls, TlsError> {
+/// Builds the config. `system_roots` is asked only when no CA is named and the
+/// certificate is verified, so that the system store is read once per config build, not
+/// once per cluster.
+pub fn client_tls(
+    s: &ClientSettings,
+    system_roots: impl FnOnce() -> Result<RootCertStore, TlsError>,
+) -> Result<UpstreamTls, TlsError> {
     use std::hash::{Hash, Hasher};
-    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
-    s.hash(&mut h);
     let roots = match &s.ca {
-        Some(ca) => {
-            std::fs::read(ca).unwrap_or_default().hash(&mut h);
-            load_roots(ca)?
-        }
+        Some(ca) => load_roots(ca)?,
         None if s.verify == Verify::Skip => RootCertStore::empty(),
         None => system_roots()?,
+    };
+    // The id covers what was loaded, not only the paths: a rewritten file changes it.
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    s.hash(&mut h);
+    for ta in &roots.roots {
+        ta.subject.as_ref().hash(&mut h);
+        ta.subject_public_key_info.as_ref().hash(&mut h);
+    }
+    let identity = match &s.identity {
+        Some((cert, key)) => {
+            let pair = KeyPair::load(cert, key)?;
+            for c in &pair.chain {
+                c.as_ref().hash(&mut h);
+            }
+            pair.key.secret_der().hash(&mut h);
+            Some(pair)
+        }
+        None => None,
     };
     let provider = Arc::new(provider());
     let verifier = Arc::new(Verifier {
@@ -71,13 +90,8 @@ pub fn client_tls(s: &ClientSettings) -> Result<UpstreamTls, TlsError> {
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    let mut cfg = match &s.identity {
-        Some((cert, key)) => {
-            std::fs::read(cert).unwrap_or_default().hash(&mut h);
-            std::fs::read(key).unwrap_or_default().hash(&mut h);
-            let pair = KeyPair::load(cert, key)?;
-            builder.with_client_auth_cert(pair.chain, pair.key)?
-        }
+    let mut cfg = match identity {
+        Some(pair) => builder.with_client_auth_cert(pair.chain, pair.key)?,
         None => builder.with_no_client_auth(),
     };
     cfg.alpn_protocols = if s.h2 {
@@ -163,5 +177,49 @@ impl ServerCertVerifier for Verifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::ca;
+    use std::time::Duration;
+
+    #[test]
+    fn the_id_follows_the_files_contents() {
+        let dir = std::env::temp_dir().join(format!("lateen-client-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        ca::init(&dir.join("ca"), "cluster.local", Duration::from_secs(3600)).unwrap();
+        let w = ca::Workload {
+            namespace: "ns".into(),
+            service_account: "sa".into(),
+            dns_names: Vec::new(),
+            trust_domain: None,
+            ttl: Duration::from_secs(600),
+        };
+        let out = dir.join("w");
+        ca::issue(&dir.join("ca"), &w, &out).unwrap();
+        let s = ClientSettings {
+            ca: Some(out.join("root-cert.pem")),
+            identity: Some((out.join("cert-chain.pem"), out.join("key.pem"))),
+            sni: "svc.test".into(),
+            verify: Verify::TrustDomain("cluster.local".into()),
+            h2: false,
+        };
+        let no_system = || -> Result<RootCertStore, TlsError> { panic!("a CA is named") };
+        let first = client_tls(&s, no_system).unwrap().id;
+        assert_eq!(
+            client_tls(&s, no_system).unwrap().id,
+            first,
+            "same files, same id"
+        );
+        ca::issue(&dir.join("ca"), &w, &out).unwrap();
+        assert_ne!(
+            client_tls(&s, no_system).unwrap().id,
+            first,
+            "a re-issued certificate"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
