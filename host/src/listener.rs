@@ -54,15 +54,14 @@ pub async fn serve(
     ctx: Rc<WorkerCtx>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error> {
-    let ws = ctx.snapshot();
-    let limits = ws.snap.limits;
-    if let Some(l) = ws.snap.listener(&conn.listener) {
-        if let Some(tls) = l.tls.clone() {
-            drop(ws);
-            return Box::pin(serve_tls(tcp, conn, ctx, stop, tls, limits)).await;
-        }
+    let (limits, tls) = {
+        let ws = ctx.snapshot();
+        let tls = ws.snap.listener(&conn.listener).and_then(|l| l.tls.clone());
+        (ws.snap.limits, tls)
+    };
+    if let Some(tls) = tls {
+        return Box::pin(serve_tls(tcp, conn, ctx, stop, tls, limits)).await;
     }
-    drop(ws);
     // A client that never finishes its preface is cut off like one that never finishes
     // its headers.
     let h2 = match tokio::time::timeout(limits.request_headers_timeout, sniff_h2(&tcp)).await {
@@ -81,7 +80,7 @@ pub async fn serve(
 /// Reads the SNI of the ClientHello without consuming it, so that a passthrough
 /// connection can be forwarded byte for byte. `None` when the client sent no SNI; an
 /// error when it is not TLS.
-async fn peek_sni(tcp: &TcpStream) -> Result<Option<String>, String> {
+async fn read_sni(tcp: &TcpStream) -> Result<Option<String>, String> {
     // A ClientHello fits one TLS record (16 KiB) in practice.
     let mut buf = vec![0u8; 16 * 1024 + 5];
     let mut last = 0;
@@ -117,7 +116,7 @@ async fn serve_tls(
     let deadline = limits.request_headers_timeout;
     let stats = conn.stats.clone();
     if tls.has_passthrough() {
-        let sni = match tokio::time::timeout(deadline, peek_sni(&tcp)).await {
+        let sni = match tokio::time::timeout(deadline, read_sni(&tcp)).await {
             Ok(Ok(sni)) => sni,
             Ok(Err(e)) => {
                 stats.ssl_connection_error.inc();

@@ -196,12 +196,12 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
         }
     }
 
+    // Gateway httpsRedirect; listeners without it pay one lookup and nothing else.
     if conn.tls.is_none() {
-        if let Some(l) = ws.snap.listener(&conn.listener) {
-            let host = header(&s.state.req_headers, ":authority").cloned();
-            let host = host.as_deref().map(String::from_utf8_lossy);
-            if host.as_deref().is_some_and(|h| l.redirects(h)) {
-                return https_redirect(&mut s, host.as_deref().unwrap_or_default());
+        let listener = ws.snap.listener(&conn.listener);
+        if let Some(l) = listener.filter(|l| !l.https_redirect.is_empty()) {
+            if let Some(r) = https_redirect(&mut s, l) {
+                return r;
             }
         }
     }
@@ -573,21 +573,27 @@ fn too_large(s: &mut HttpStream) -> Response<UpBody> {
 }
 
 // Gateway `httpsRedirect`: 301 to the same host (without its port) and path over https,
-// as Envoy's `require_tls: ALL` answers before any filter runs.
-fn https_redirect(s: &mut HttpStream, host: &str) -> Response<UpBody> {
+// as Envoy's `require_tls: ALL` answers before any filter runs; `None` when the request's
+// host is not one the listener redirects.
+fn https_redirect(
+    s: &mut HttpStream,
+    l: &crate::snapshot::ListenerSpec,
+) -> Option<Response<UpBody>> {
+    let host = String::from_utf8_lossy(header(&s.state.req_headers, ":authority")?).into_owned();
+    if !l.redirects(&host) {
+        return None;
+    }
     let path = header(&s.state.req_headers, ":path")
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_else(|| "/".into());
     let (mut r, _) = reply(301, "", "-");
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "https://{}{path}",
-        lateen_sdk::matcher::strip_port(host)
-    )) {
+    let location = format!("https://{}{path}", lateen_sdk::matcher::strip_port(&host));
+    if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(http::header::LOCATION, v);
     }
     s.set_outcome(301, "-");
     s.state.response_code_details = "direct_response".into();
-    r
+    Some(r)
 }
 
 // 408 for a request not received whole within `limits.requestTimeout`, as Envoy answers.

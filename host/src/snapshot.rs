@@ -209,9 +209,6 @@ impl ListenerSpec {
     /// Whether a plain-HTTP request for `host` (the `:authority`, port included or not)
     /// must be redirected to https.
     pub fn redirects(&self, host: &str) -> bool {
-        if self.https_redirect.is_empty() {
-            return false;
-        }
         let name = lateen_sdk::matcher::strip_port(host);
         self.https_redirect
             .iter()

@@ -594,4 +594,21 @@ async fn bad_tls_config_is_refused_with_its_location() {
     ));
     let e = validate();
     assert!(e.contains("unknown TLS protocol version `TLSV9`"), "{e}");
+    // One port cannot speak plain HTTP for one server and TLS for another: the error
+    // points at the TLS server (the second, on line 11).
+    std::fs::write(
+        &cfg,
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  servers:\n  - port: {{number: 8443, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n  - hosts: [\"*\"]\n    tls: {{mode: SIMPLE, serverCertificate: {0}/cert-chain.pem, privateKey: {0}/key.pem}}\n    port:\n      number: 8443\n      name: https\n      protocol: HTTPS\n",
+            p(&one)
+        ),
+    )
+    .unwrap();
+    let e = validate();
+    assert!(
+        e.contains("gw.yaml:11")
+            && e.contains("spec.servers[1].port.number")
+            && e.contains("plain HTTP in Gateway istio-system/gw"),
+        "{e}"
+    );
 }

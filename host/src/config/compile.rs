@@ -558,6 +558,8 @@ fn listener_tls(
     let mut tls = ListenerTls::default();
     let mut redirect = Vec::new();
     let mut plain: Option<String> = None;
+    // Where the port's first TLS server is, to point at when a port mixes TLS and plain.
+    let mut first_tls: Option<(&Doc<GatewaySpec>, usize)> = None;
     let hosts_of = |server: &Server| -> Vec<String> {
         // `ns/host` scopes a host to a namespace's VirtualServices; SNI sees the host.
         let h: Vec<String> = server
@@ -625,23 +627,22 @@ fn listener_tls(
                 }
             }
         };
+        first_tls.get_or_insert((*gw, *i));
         tls.servers.push(TlsServer {
             hosts: hosts_of(server),
             mode: settings.mode,
             config,
         });
     }
-    if let (Some(plain), Some((gw, i))) = (&plain, servers.first()) {
-        if !tls.servers.is_empty() {
-            errors.push(gw.info.error(
-                &format!("spec.servers[{i}].port.number"),
-                format!(
-                    "port {} serves TLS here and plain HTTP in Gateway {plain}; one port \
-                     speaks one of them",
-                    gw.spec.servers[*i].port.number
-                ),
-            ));
-        }
+    if let (Some(plain), Some((gw, i))) = (&plain, first_tls) {
+        errors.push(gw.info.error(
+            &format!("spec.servers[{i}].port.number"),
+            format!(
+                "port {} serves TLS here and plain HTTP in Gateway {plain}; one port speaks \
+                 one of them",
+                gw.spec.servers[i].port.number
+            ),
+        ));
     }
     let tls = (!tls.servers.is_empty()).then(|| Arc::new(tls));
     (tls, redirect)
