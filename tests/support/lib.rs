@@ -501,6 +501,17 @@ impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Reads a response's body to its end.
+    pub async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Result<Resp> {
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
 }
 
 /// GET `url`.
@@ -521,13 +532,7 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
     let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
         .await
         .context("request timed out")??;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Resp {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Resp::read(resp).await
 }
 
 /// Sends a GET over HTTP/2 with prior knowledge (h2c).
@@ -539,13 +544,7 @@ pub async fn get_h2(url: &str) -> Result<Resp> {
         .uri(url)
         .body(Full::new(Bytes::new()))?;
     let resp = client.request(req).await?;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Resp {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Resp::read(resp).await
 }
 
 /// The usual preamble: a Gateway on `{{PORT}}` and a ServiceEntry `svc.test` whose STATIC
@@ -967,13 +966,7 @@ impl KeepAlive {
         let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
             .await
             .context("request timed out")??;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(Resp {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        Resp::read(resp).await
     }
 }
 
@@ -1242,13 +1235,7 @@ impl TlsConn {
         let resp = tokio::time::timeout(Duration::from_secs(10), self.sender.send_request(req))
             .await
             .context("request timed out")??;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(Resp {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        Resp::read(resp).await
     }
 }
 
