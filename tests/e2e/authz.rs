@@ -87,7 +87,7 @@ async fn principals_come_from_the_mtls_peer() {
     let intruder = ca.issue("in", "other", "intruder", &[]);
     let backend = Backend::start("app").await;
     let yaml = MTLS_GATEWAY.to_string()
-        + &svc_routed_to(backend.port())
+        + &routed_to("svc.test", backend.port())
         + &policy(
             "shop-only",
             "  selector: {matchLabels: {istio: ingressgateway}}\n  rules:\n  - from: [{source: {namespaces: [shop]}}]\n    to: [{operation: {paths: [\"/api/*\"]}}]",

@@ -49,7 +49,7 @@ spec:
         a = p(a),
         b = p(b),
         root = p(root),
-        routes = svc_routed_to(backend.port()),
+        routes = routed_to("svc.test", backend.port()),
     )
 }
 
@@ -315,7 +315,7 @@ spec:
 /// routes to a backend; a plugin shows the caller's identity to the backend.
 fn server_proxy_yaml(identity: &Path, root: &Path, backend: &Backend) -> String {
     MTLS_GATEWAY.to_string()
-        + &svc_routed_to(backend.port())
+        + &routed_to("svc.test", backend.port())
         + r#"---
 apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin

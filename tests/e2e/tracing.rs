@@ -10,30 +10,6 @@ fn tracing(service: &str, otlp: &str) -> String {
     ))
 }
 
-fn to_proxy(port: u16) -> String {
-    format!(
-        r#"---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: b, namespace: test}}
-spec:
-  hosts: [b.test]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: vs, namespace: test}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{{destination: {{host: b.test}}}}]
-"#
-    )
-}
-
 /// The spans of one trace, once `n` of them arrived.
 async fn trace(rx: &OtlpReceiver, trace_id: &str, n: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -70,10 +46,11 @@ async fn traces_cross_two_proxies_in_w3c_and_b3() {
         Proxy::start(&(mesh(&[&backend]) + &tracing("gw-b", &rx.endpoint()) + &route_all("v1")))
             .await
             .expect("proxy b starts");
-    let a =
-        Proxy::start(&(mesh(&[&backend]) + &tracing("gw-a", &rx.endpoint()) + &to_proxy(b.port)))
-            .await
-            .expect("proxy a starts");
+    let a = Proxy::start(
+        &(mesh(&[&backend]) + &tracing("gw-a", &rx.endpoint()) + &routed_to("b.test", b.port)),
+    )
+    .await
+    .expect("proxy a starts");
 
     // An unsampled caller: propagated as unsampled, and never exported.
     let quiet = "0af7651916cd43dd8448eb211c80319c";

@@ -1299,16 +1299,17 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
     }
 }
 
-/// A ServiceEntry `svc.test` (HTTP, port 80) with one STATIC endpoint at 127.0.0.1:`port`,
+/// A ServiceEntry `host` (HTTP, port 80) with one STATIC endpoint at 127.0.0.1:`port`,
 /// and a VirtualService on `istio-system/gw` sending every request to it.
-pub fn svc_routed_to(port: u16) -> String {
+pub fn routed_to(host: &str, port: u16) -> String {
+    let name = host.split('.').next().unwrap_or(host);
     format!(
         r#"---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {{name: svc, namespace: test}}
+metadata: {{name: {name}, namespace: test}}
 spec:
-  hosts: [svc.test]
+  hosts: [{host}]
   ports: [{{number: 80, name: http, protocol: HTTP}}]
   resolution: STATIC
   endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
@@ -1320,7 +1321,7 @@ spec:
   hosts: ["*"]
   gateways: [istio-system/gw]
   http:
-  - route: [{{destination: {{host: svc.test}}}}]
+  - route: [{{destination: {{host: {host}}}}}]
 "#
     )
 }
