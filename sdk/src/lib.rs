@@ -4,6 +4,7 @@
 //! [`proxy_wasm`] crate (re-exported here), so a filter stays an ordinary proxy-wasm module
 //! that any proxy-wasm host can load, and adds:
 //!
+//! - [`claims`]: the verified JWT claims other filters match on;
 //! - [`config`]: typed plugin configuration (serde) with errors that name the field;
 //! - [`istio`]: Istio's match types (`StringMatch`, `HTTPMatchRequest`) plus Lateen's
 //!   first-class cookie and user-agent matchers, and [`matcher`] to compile and evaluate them;
@@ -18,6 +19,7 @@
 //! properties are Lateen's: in Envoy they are ordinary filter-state properties that nothing
 //! reads; [`store`]'s cluster exists only in Lateen.
 
+pub mod claims;
 pub mod config;
 pub mod istio;
 pub mod matcher;
