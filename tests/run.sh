@@ -20,6 +20,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 # The TLS tests drive the proxy with the real curl.
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+# The JWT tests make their RSA keys with the real openssl.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -45,7 +47,7 @@ export LATEEN_TEST_PYTHON="$CARGO_TARGET_DIR/py/bin/python"
 # Filters and test plugins are wasm32-wasip1 modules; the e2e tests load them from
 # $CARGO_TARGET_DIR/wasm32-wasip1/wasm/.
 cargo build --profile wasm --target wasm32-wasip1 \
-  -p lateen-router -p lateen-fault -p lateen-ratelimit -p lateen-metrics -p lateen-authz -p test-plugin-header-echo -p test-plugin-trap -p test-plugin-ticker -p test-plugin-hostile
+  -p lateen-router -p lateen-fault -p lateen-ratelimit -p lateen-metrics -p lateen-authz -p lateen-jwt -p test-plugin-header-echo -p test-plugin-trap -p test-plugin-ticker -p test-plugin-hostile
 # The e2e tests start the real binary.
 cargo build -p lateen
 cargo test --workspace

@@ -236,9 +236,9 @@ pub struct Snapshot {
     /// The tracer (Bootstrap `telemetry.tracing`), when on.
     pub tracer: Option<Arc<crate::trace::Tracer>>,
     pub limits: Limits,
-    /// Certificate and key files the TLS configs were built from; the watcher reloads when
-    /// one changes (rotation).
-    pub tls_files: Vec<std::path::PathBuf>,
+    /// Files the config read besides its YAML (certificates, keys, JWKS); the watcher
+    /// reloads when one changes (rotation).
+    pub read_files: Vec<std::path::PathBuf>,
 }
 
 /// What clients may send (Bootstrap `limits`).

@@ -37,12 +37,12 @@ pub struct Reloader {
 // What a reload would read: the config files' contents and the plugin modules' sizes and
 // times. Several events for one change, or events for unrelated files (logs beside the
 // config), then cause one reload at most.
-fn fingerprint(dirs: &BTreeSet<PathBuf>, config: &Path, tls_files: &[PathBuf]) -> u64 {
+fn fingerprint(dirs: &BTreeSet<PathBuf>, config: &Path, read_files: &[PathBuf]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     // Certificates and keys by content: a rotation rewrites them in place or swaps a
     // Kubernetes secret's `..data` symlink.
-    for f in tls_files {
+    for f in read_files {
         f.hash(&mut h);
         std::fs::read(f).unwrap_or_default().hash(&mut h);
     }
@@ -138,7 +138,7 @@ impl Reloader {
             dirs.insert(p.clone());
         }
         let snap = self.snapshots.load();
-        for f in &snap.tls_files {
+        for f in &snap.read_files {
             if let Some(parent) = f.parent() {
                 dirs.insert(parent.to_path_buf());
             }
@@ -179,7 +179,7 @@ pub fn spawn(reloader: Reloader, debounce: Duration) -> notify::Result<()> {
     let mut last = fingerprint(
         &watched,
         &reloader.config,
-        &reloader.snapshots.load().tls_files,
+        &reloader.snapshots.load().read_files,
     );
     std::thread::Builder::new()
         .name("lateen-watch".into())
@@ -206,7 +206,7 @@ pub fn spawn(reloader: Reloader, debounce: Duration) -> notify::Result<()> {
                 let now = fingerprint(
                     &watched,
                     &reloader.config,
-                    &reloader.snapshots.load().tls_files,
+                    &reloader.snapshots.load().read_files,
                 );
                 if now == last {
                     continue;

@@ -33,7 +33,15 @@ pub trait RequestView {
     fn port(&self) -> Option<u32> {
         None
     }
+    /// The values of a claim of the request's verified JWT ([`crate::claims::values`]);
+    /// none when the request carries no verified token.
+    fn claim(&self, _path: &[String]) -> Vec<String> {
+        Vec::new()
+    }
 }
+
+/// Istio's header name for a JWT claim match: `@request.auth.claims.a.b` → `a.b`.
+pub const CLAIM_HEADER_PREFIX: &str = "@request.auth.claims.";
 
 impl RequestView for [(String, String)] {
     fn header(&self, name: &str) -> Option<&str> {
@@ -154,6 +162,9 @@ pub struct CompiledMatch {
     authority: Option<StrMatcher>,
     headers: Vec<(String, StrMatcher)>,
     without_headers: Vec<(String, StrMatcher)>,
+    /// `@request.auth.claims.*` entries of `headers` / `withoutHeaders`: claim path, matcher.
+    claims: Vec<(Vec<String>, StrMatcher)>,
+    without_claims: Vec<(Vec<String>, StrMatcher)>,
     query: Vec<(String, StrMatcher)>,
     cookies: Vec<(String, CookieCond)>,
     user_agent: Option<CompiledUa>,
@@ -186,9 +197,21 @@ impl CompiledMatch {
     /// ```
     pub fn compile(m: &HttpMatchRequest) -> Result<Self, MatchError> {
         let ic = m.ignore_uri_case;
+        // `@request.auth.claims.a.b` entries are claim matches (claim names keep their case).
+        let claims = |entries: &std::collections::BTreeMap<String, StringMatch>, what: &str| {
+            entries
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(CLAIM_HEADER_PREFIX)?, k, v)))
+                .map(|(path, k, v)| {
+                    StrMatcher::compile(v, false, &format!("{what}.{k}"))
+                        .map(|c| (path.split('.').map(String::from).collect(), c))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         let map = |entries: &std::collections::BTreeMap<String, StringMatch>, what: &str| {
             entries
                 .iter()
+                .filter(|(k, _)| !k.starts_with(CLAIM_HEADER_PREFIX))
                 .map(|(k, v)| {
                     StrMatcher::compile(v, false, &format!("{what}.{k}"))
                         .map(|c| (k.to_ascii_lowercase(), c))
@@ -200,7 +223,7 @@ impl CompiledMatch {
             .iter()
             .map(|(name, c)| compile_cookie(name, c).map(|c| (name.clone(), c)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(CompiledMatch {
+        let compiled = CompiledMatch {
             uri: m
                 .uri
                 .as_ref()
@@ -224,11 +247,19 @@ impl CompiledMatch {
                 .transpose()?,
             headers: map(&m.headers, "headers")?,
             without_headers: map(&m.without_headers, "withoutHeaders")?,
+            claims: claims(&m.headers, "headers")?,
+            without_claims: claims(&m.without_headers, "withoutHeaders")?,
             query: map(&m.query_params, "queryParams")?,
             cookies,
             user_agent: m.user_agent.as_ref().map(compile_ua).transpose()?,
             port: m.port,
-        })
+        };
+        Ok(compiled)
+    }
+
+    /// Whether any condition reads JWT claims (so the router fetches them only then).
+    pub fn uses_claims(&self) -> bool {
+        !self.claims.is_empty() || !self.without_claims.is_empty()
     }
 
     /// The `uri.prefix` of this match, if it is a prefix match (for prefix rewrites).
@@ -291,6 +322,17 @@ impl CompiledMatch {
                 if m.matches(v) {
                     return false;
                 }
+            }
+        }
+        // A claim with several values (a list) matches when any of them does.
+        for (path, m) in &self.claims {
+            if !req.claim(path).iter().any(|v| m.matches(v)) {
+                return false;
+            }
+        }
+        for (path, m) in &self.without_claims {
+            if req.claim(path).iter().any(|v| m.matches(v)) {
+                return false;
             }
         }
         if !self.query.is_empty() {
@@ -537,6 +579,42 @@ mod tests {
         let m = compile(r#"{"userAgent":{"os":["windows"],"browser":["Chrome","Firefox"]}}"#);
         assert!(m.matches(&req(&[("user-agent", desktop)])));
         assert!(!m.matches(&req(&[("user-agent", iphone)])));
+    }
+
+    #[test]
+    fn jwt_claims_match_through_the_request_view() {
+        struct WithClaims(Vec<(String, String)>, serde_json::Value);
+        impl RequestView for WithClaims {
+            fn header(&self, name: &str) -> Option<&str> {
+                self.0.header(name)
+            }
+            fn claim(&self, path: &[String]) -> Vec<String> {
+                crate::claims::values(&self.1, path)
+            }
+        }
+        let m: HttpMatchRequest = serde_json::from_str(
+            r#"{"headers": {"@request.auth.claims.Groups": {"exact": "admin"},
+                            "@request.auth.claims.org.tier": {"prefix": "gold"}},
+                "withoutHeaders": {"@request.auth.claims.banned": {}}}"#,
+        )
+        .unwrap();
+        let m = CompiledMatch::compile(&m).unwrap();
+        assert!(m.uses_claims());
+        let req = |c: serde_json::Value| WithClaims(vec![], c);
+        let ok = serde_json::json!({"Groups": ["dev", "admin"], "org": {"tier": "gold-2"}});
+        assert!(m.matches(&req(ok.clone())));
+        // Claim names keep their case; a header of that name does not count.
+        assert!(!m.matches(&req(
+            serde_json::json!({"groups": ["admin"], "org": {"tier": "gold"}})
+        )));
+        let mut banned = ok.clone();
+        banned["banned"] = true.into();
+        assert!(!m.matches(&req(banned)));
+        let headers_only = vec![(
+            "@request.auth.claims.groups".to_string(),
+            "admin".to_string(),
+        )];
+        assert!(!m.matches(&headers_only));
     }
 
     #[test]

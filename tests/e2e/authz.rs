@@ -130,11 +130,11 @@ async fn policies_lateen_cannot_enforce_are_refused_with_their_line() {
         }
     };
     check(
-        "  rules:\n  - when: [{key: \"request.auth.claims[iss]\", values: [x]}]",
+        "  rules:\n  - when: [{key: \"request.auth.tokenid\", values: [x]}]",
         &[
             "ap.yaml:6",
             "spec.rules[0].when[0].key",
-            "request.auth.claims[iss]",
+            "request.auth.tokenid",
         ],
     );
     check(

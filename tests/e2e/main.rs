@@ -7,6 +7,7 @@ mod authz;
 mod config;
 mod graph;
 mod hardening;
+mod jwt;
 mod lifecycle;
 mod metrics;
 mod plugins;

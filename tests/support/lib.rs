@@ -1,6 +1,9 @@
 //! Test support for Lateen's end-to-end tests: real upstream servers on 127.0.0.1, the real
 //! `lateen` binary on a temporary config, and a plain HTTP client.
 
+mod jwt;
+pub use jwt::{now as jwt_now, Issuer};
+
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

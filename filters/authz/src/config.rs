@@ -135,6 +135,10 @@ pub struct Request {
     pub sni: Option<String>,
     /// Lower-cased request headers.
     pub headers: Vec<(String, String)>,
+    /// `iss/sub` of the request's verified JWT (RequestAuthentication).
+    pub request_principal: Option<String>,
+    /// The verified JWT's payload.
+    pub claims: Option<serde_json::Value>,
 }
 
 impl Request {
@@ -144,6 +148,14 @@ impl Request {
             .iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Values of a claim of the verified JWT (none without one).
+    fn claim(&self, path: &[&str]) -> Vec<String> {
+        self.claims
+            .as_ref()
+            .map(|c| lateen_sdk::claims::values(c, path))
+            .unwrap_or_default()
     }
 
     /// The namespace part of the principal.
@@ -210,6 +222,10 @@ pub fn valid_cidr(block: &str) -> bool {
     }
 }
 
+fn text_in(set: &[String], v: &str) -> bool {
+    set.iter().any(|p| value_matches(p, v))
+}
+
 /// `in`: the value is present and matches one of `set`; an empty `set` matches anything.
 fn any_of(set: &[String], v: Option<&str>, m: fn(&str, &str) -> bool) -> bool {
     set.is_empty() || v.is_some_and(|v| set.iter().any(|p| m(p, v)))
@@ -235,6 +251,7 @@ fn ip_in(blocks: &[String], ip: Option<IpAddr>, negate: bool) -> bool {
 impl Source {
     fn matches(&self, r: &Request) -> bool {
         let p = r.principal.as_deref();
+        let rp = r.request_principal.as_deref();
         let ns = r.namespace();
         any_of(&self.principals, p, value_matches)
             && none_of(&self.not_principals, p, value_matches)
@@ -244,9 +261,8 @@ impl Source {
             && ip_in(&self.not_ip_blocks, r.source_ip, true)
             && ip_in(&self.remote_ip_blocks, r.remote_ip, false)
             && ip_in(&self.not_remote_ip_blocks, r.remote_ip, true)
-            // No RequestAuthentication yet: no request principal exists (validation
-            // refuses the fields, so this only guards the logic).
-            && self.request_principals.is_empty()
+            && any_of(&self.request_principals, rp, value_matches)
+            && none_of(&self.not_request_principals, rp, value_matches)
     }
 }
 
@@ -265,9 +281,10 @@ impl Operation {
     }
 }
 
-/// The condition keys Lateen evaluates (Istio's, less the JWT ones).
+/// The condition keys Lateen evaluates.
 pub fn supported_key(key: &str) -> bool {
     header_key(key).is_some()
+        || claim_key(key).is_some()
         || matches!(
             key,
             "source.ip"
@@ -277,7 +294,21 @@ pub fn supported_key(key: &str) -> bool {
                 | "destination.ip"
                 | "destination.port"
                 | "connection.sni"
+                | "request.auth.principal"
+                | "request.auth.audiences"
+                | "request.auth.presenter"
         )
+}
+
+/// `request.auth.claims[a][b]` → `["a", "b"]` (nested claims, one name per bracket).
+fn claim_key(key: &str) -> Option<Vec<&str>> {
+    let rest = key
+        .strip_prefix("request.auth.claims[")?
+        .strip_suffix(']')?;
+    let path: Vec<&str> = rest.split("][").collect();
+    path.iter()
+        .all(|p| !p.is_empty() && !p.contains(['[', ']']))
+        .then_some(path)
 }
 
 fn header_key(key: &str) -> Option<&str> {
@@ -292,8 +323,17 @@ impl Condition {
         let text = |v: Option<&str>| {
             any_of(&self.values, v, value_matches) && none_of(&self.not_values, v, value_matches)
         };
+        // A claim with several values (a list) matches when any of them does; `notValues`
+        // when none does.
+        let texts = |vs: Vec<String>| {
+            (self.values.is_empty() || vs.iter().any(|v| text_in(&self.values, v)))
+                && (self.not_values.is_empty() || !vs.iter().any(|v| text_in(&self.not_values, v)))
+        };
         if let Some(h) = header_key(&self.key) {
             return text(r.header(h));
+        }
+        if let Some(path) = claim_key(&self.key) {
+            return texts(r.claim(&path));
         }
         match self.key.as_str() {
             "source.ip" => ips(r.source_ip),
@@ -303,6 +343,9 @@ impl Condition {
             "source.principal" => text(r.principal.as_deref()),
             "destination.port" => text(r.destination_port.map(|p| p.to_string()).as_deref()),
             "connection.sni" => text(r.sni.as_deref()),
+            "request.auth.principal" => text(r.request_principal.as_deref()),
+            "request.auth.audiences" => texts(r.claim(&["aud"])),
+            "request.auth.presenter" => texts(r.claim(&["azp"])),
             _ => false,
         }
     }
@@ -411,6 +454,63 @@ mod tests {
         assert!(!cidr_contains("10.0.0.0/8", ip("::1")));
         assert!(valid_cidr("192.168.0.0/16") && valid_cidr("::/0") && !valid_cidr("10.0.0.0/33"));
         assert!(!valid_cidr("ten.0.0.0/8"));
+    }
+
+    #[test]
+    fn request_principals_and_jwt_claims() {
+        let cfg = AuthzConfig {
+            policies: vec![policy(
+                "shop.jwt",
+                Action::Allow,
+                Some(vec![rule(
+                    r#"{"from":[{"source":{"requestPrincipals":["https://idp.test/*"],
+                                           "notRequestPrincipals":["*/mallory"]}}],
+                        "when":[{"key":"request.auth.claims[groups]","values":["admin"]},
+                                {"key":"request.auth.claims[org][tier]","notValues":["free"]},
+                                {"key":"request.auth.audiences","values":["shop"]}]}"#,
+                )]),
+            )],
+        };
+        let with = |principal: &str, claims: serde_json::Value| Request {
+            request_principal: Some(principal.into()),
+            claims: Some(claims),
+            ..req(None, "GET", "/")
+        };
+        let good = serde_json::json!({"groups": ["dev", "admin"], "aud": "shop",
+                                      "org": {"tier": "gold"}});
+        assert_eq!(
+            cfg.evaluate(&with("https://idp.test/alice", good.clone()))
+                .denied_by,
+            None
+        );
+        // No token at all: no request principal, so the ALLOW does not match.
+        assert!(cfg.evaluate(&req(None, "GET", "/")).denied_by.is_some());
+        assert!(cfg
+            .evaluate(&with("https://other.test/alice", good.clone()))
+            .denied_by
+            .is_some());
+        assert!(cfg
+            .evaluate(&with("https://idp.test/mallory", good.clone()))
+            .denied_by
+            .is_some());
+        let mut free = good.clone();
+        free["org"]["tier"] = "free".into();
+        assert!(cfg
+            .evaluate(&with("https://idp.test/alice", free))
+            .denied_by
+            .is_some());
+        let mut dev = good.clone();
+        dev["groups"] = serde_json::json!(["dev"]);
+        assert!(cfg
+            .evaluate(&with("https://idp.test/alice", dev))
+            .denied_by
+            .is_some());
+        let mut aud = good;
+        aud["aud"] = serde_json::json!(["other", "shop"]);
+        assert_eq!(
+            cfg.evaluate(&with("https://idp.test/alice", aud)).denied_by,
+            None
+        );
     }
 
     #[test]
@@ -531,7 +631,8 @@ mod tests {
             r#"{"from":[{"source":{"namespaces":["other"]}},{"source":{"namespaces":["shop"]}}]}"#,
             &r
         ));
-        assert!(supported_key("request.headers[x]") && !supported_key("request.auth.claims[iss]"));
+        assert!(supported_key("request.headers[x]") && supported_key("request.auth.claims[a][b]"));
+        assert!(!supported_key("request.auth.claims[]") && !supported_key("request.auth.foo"));
     }
 
     #[test]

@@ -104,6 +104,12 @@ impl HttpContext for AuthzStream {
             path: path.split('?').next().unwrap_or_default().to_string(),
             sni: text(&["connection", "requested_server_name"]),
             headers,
+            request_principal: text(lateen_sdk::claims::PRINCIPAL),
+            // Set by the JWT filter, which runs before this one, from a verified token.
+            claims: hostcalls::get_property(lateen_sdk::claims::CLAIMS.to_vec())
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice(&b).ok()),
         };
         let decision = self.config.evaluate(&request);
         if !decision.audited.is_empty() {

@@ -5,6 +5,7 @@ use crate::table::{
     RouterConfig,
 };
 use lateen_sdk::istio::{HeaderOperations, Headers};
+use lateen_sdk::matcher::RequestView;
 use lateen_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use lateen_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use lateen_sdk::proxy_wasm::{self, hostcalls};
@@ -18,6 +19,25 @@ proxy_wasm::main! {{
         Box::new(RouterRoot { table: None, rng: Rc::new(RefCell::new(Rng::new(1))) })
     });
 }}
+
+/// A request as the route matchers see it: headers, and the verified JWT's claims.
+struct View<'a> {
+    headers: &'a [(String, String)],
+    claims: Option<serde_json::Value>,
+}
+
+impl RequestView for View<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.header(name)
+    }
+
+    fn claim(&self, path: &[String]) -> Vec<String> {
+        self.claims
+            .as_ref()
+            .map(|c| lateen_sdk::claims::values(c, path))
+            .unwrap_or_default()
+    }
+}
 
 struct RouterRoot {
     table: Option<Rc<RouteTable>>,
@@ -103,7 +123,19 @@ impl HttpContext for RouterStream {
             .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
             .collect();
         let table = table.clone();
-        let Some(sel) = table.select(&headers, || self.rng.borrow_mut().next_u64()) else {
+        let claims = if table.uses_claims {
+            hostcalls::get_property(lateen_sdk::claims::CLAIMS.to_vec())
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+        } else {
+            None
+        };
+        let view = View {
+            headers: &headers,
+            claims,
+        };
+        let Some(sel) = table.select(&view, || self.rng.borrow_mut().next_u64()) else {
             // No decision: the host answers 404 (NR), as Envoy's router does.
             return Action::Continue;
         };

@@ -84,6 +84,8 @@ pub struct WeightedCluster {
 #[derive(Debug)]
 pub struct RouteTable {
     hosts: Vec<VirtualHost>,
+    /// Some match reads JWT claims (`@request.auth.claims.*`).
+    pub uses_claims: bool,
 }
 
 #[derive(Debug)]
@@ -383,7 +385,12 @@ impl RouteTable {
                 .collect();
             hosts.push(VirtualHost { domains, routes });
         }
-        Ok(RouteTable { hosts })
+        let uses_claims = hosts
+            .iter()
+            .flat_map(|h| &h.routes)
+            .flat_map(|r| &r.matches)
+            .any(CompiledMatch::uses_claims);
+        Ok(RouteTable { hosts, uses_claims })
     }
 
     /// Picks the route for a request. `roll` supplies a uniformly random u64 for weighted

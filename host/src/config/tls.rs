@@ -120,6 +120,12 @@ impl TlsContext {
         Ok(r)
     }
 
+    /// A file another part of the config reads (a JWKS), resolved like the TLS files and
+    /// watched with them.
+    pub fn track(&self, info: &DocInfo, p: &str) -> PathBuf {
+        self.read(resolve(info, p))
+    }
+
     fn read(&self, p: PathBuf) -> PathBuf {
         self.files.borrow_mut().push(p.clone());
         p
