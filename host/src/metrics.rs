@@ -202,9 +202,15 @@ mod tests {
     #[test]
     fn families_share_one_type_line() {
         let shared = Shared::default();
-        let (_, a) = shared.define_metric(MetricKind::Counter, "req;.;code=.=200");
-        let (_, b) = shared.define_metric(MetricKind::Counter, "req;.;code=.=503");
-        let (_, h) = shared.define_metric(MetricKind::Histogram, "lat;.;code=.=200");
+        let (_, a) = shared
+            .define_metric(MetricKind::Counter, "req;.;code=.=200")
+            .unwrap();
+        let (_, b) = shared
+            .define_metric(MetricKind::Counter, "req;.;code=.=503")
+            .unwrap();
+        let (_, h) = shared
+            .define_metric(MetricKind::Histogram, "lat;.;code=.=200")
+            .unwrap();
         a.value.fetch_add(3, Ordering::Relaxed);
         b.value.fetch_add(1, Ordering::Relaxed);
         h.record(0);

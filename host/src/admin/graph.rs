@@ -276,8 +276,12 @@ mod tests {
             )
         };
         let g = Graph::default();
-        let (_, ok) = shared.define_metric(MetricKind::Histogram, &name("200", "v1"));
-        let (_, bad) = shared.define_metric(MetricKind::Histogram, &name("503", "v2"));
+        let (_, ok) = shared
+            .define_metric(MetricKind::Histogram, &name("200", "v1"))
+            .unwrap();
+        let (_, bad) = shared
+            .define_metric(MetricKind::Histogram, &name("503", "v2"))
+            .unwrap();
         for _ in 0..9 {
             ok.record(3);
         }

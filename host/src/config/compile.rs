@@ -77,71 +77,84 @@ pub fn load(path: &Path) -> Result<Resources, Vec<ConfigError>> {
                 continue;
             }
         };
-        let (docs, errs) = read_documents(&file, &text);
-        errors.extend(errs);
-        for d in docs {
-            let api = d.envelope.api_version.as_str();
-            let kind = d.envelope.kind.as_str();
-            let r = match (kind, api) {
-                ("Gateway", a) if NETWORKING.contains(&a) => {
-                    d.typed().map(|t| res.gateways.push(t))
-                }
-                ("VirtualService", a) if NETWORKING.contains(&a) => {
-                    d.typed().map(|t| res.virtual_services.push(t))
-                }
-                ("DestinationRule", a) if NETWORKING.contains(&a) => {
-                    d.typed().map(|t| res.destination_rules.push(t))
-                }
-                ("ServiceEntry", a) if NETWORKING.contains(&a) => {
-                    d.typed().map(|t| res.service_entries.push(t))
-                }
-                ("WasmPlugin", "extensions.istio.io/v1alpha1") => {
-                    d.typed().map(|t| res.wasm_plugins.push(t))
-                }
-                ("Bootstrap", "lateen.io/v1alpha1") => d.typed().map(|t| {
-                    res.bootstrap = Some(t);
-                }),
-                ("EnvoyFilter", a) if NETWORKING.contains(&a) => {
-                    d.typed().map(|t| res.envoy_filters.push(t))
-                }
-                ("Sidecar" | "WorkloadEntry" | "WorkloadGroup" | "ProxyConfig", a)
-                    if NETWORKING.contains(&a) =>
-                {
-                    Err(d.info.error("kind", format!("{kind} is not supported yet")))
-                }
-                ("AuthorizationPolicy", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
-                    d.typed().map(|t| res.authorization_policies.push(t))
-                }
-                ("RequestAuthentication", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
-                    d.typed().map(|t| res.request_authentications.push(t))
-                }
-                ("PeerAuthentication", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
-                    Err(d.info.error(
-                        "kind",
-                        format!(
-                            "{kind} is not supported yet; refusing to serve without enforcing it"
-                        ),
-                    ))
-                }
-                _ => Err(d.info.error(
-                    "kind",
-                    format!(
-                        "unknown resource `{api}` `{kind}`; expected Gateway, VirtualService, \
-                         DestinationRule, ServiceEntry ({}), WasmPlugin \
-                         (extensions.istio.io/v1alpha1) or Bootstrap (lateen.io/v1alpha1)",
-                        NETWORKING.join(", ")
-                    ),
-                )),
-            };
-            if let Err(e) = r {
-                errors.push(e);
-            }
-        }
+        add_documents(&mut res, &file, &text, &mut errors);
     }
     if errors.is_empty() {
         Ok(res)
     } else {
         Err(errors)
+    }
+}
+
+/// Reads and types the documents of one file's text (`file` names it in errors). The
+/// loader's entry point for text that is not on disk (fuzzing, tools).
+pub fn parse(file: &Path, text: &str) -> Result<Resources, Vec<ConfigError>> {
+    let mut res = Resources::default();
+    let mut errors = Vec::new();
+    add_documents(&mut res, file, text, &mut errors);
+    if errors.is_empty() {
+        Ok(res)
+    } else {
+        Err(errors)
+    }
+}
+
+fn add_documents(res: &mut Resources, file: &Path, text: &str, errors: &mut Vec<ConfigError>) {
+    let (docs, errs) = read_documents(file, text);
+    errors.extend(errs);
+    for d in docs {
+        let api = d.envelope.api_version.as_str();
+        let kind = d.envelope.kind.as_str();
+        let r = match (kind, api) {
+            ("Gateway", a) if NETWORKING.contains(&a) => d.typed().map(|t| res.gateways.push(t)),
+            ("VirtualService", a) if NETWORKING.contains(&a) => {
+                d.typed().map(|t| res.virtual_services.push(t))
+            }
+            ("DestinationRule", a) if NETWORKING.contains(&a) => {
+                d.typed().map(|t| res.destination_rules.push(t))
+            }
+            ("ServiceEntry", a) if NETWORKING.contains(&a) => {
+                d.typed().map(|t| res.service_entries.push(t))
+            }
+            ("WasmPlugin", "extensions.istio.io/v1alpha1") => {
+                d.typed().map(|t| res.wasm_plugins.push(t))
+            }
+            ("Bootstrap", "lateen.io/v1alpha1") => d.typed().map(|t| {
+                res.bootstrap = Some(t);
+            }),
+            ("EnvoyFilter", a) if NETWORKING.contains(&a) => {
+                d.typed().map(|t| res.envoy_filters.push(t))
+            }
+            ("Sidecar" | "WorkloadEntry" | "WorkloadGroup" | "ProxyConfig", a)
+                if NETWORKING.contains(&a) =>
+            {
+                Err(d.info.error("kind", format!("{kind} is not supported yet")))
+            }
+            ("AuthorizationPolicy", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
+                d.typed().map(|t| res.authorization_policies.push(t))
+            }
+            ("RequestAuthentication", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
+                d.typed().map(|t| res.request_authentications.push(t))
+            }
+            ("PeerAuthentication", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
+                Err(d.info.error(
+                    "kind",
+                    format!("{kind} is not supported yet; refusing to serve without enforcing it"),
+                ))
+            }
+            _ => Err(d.info.error(
+                "kind",
+                format!(
+                    "unknown resource `{api}` `{kind}`; expected Gateway, VirtualService, \
+                     DestinationRule, ServiceEntry ({}), WasmPlugin \
+                     (extensions.istio.io/v1alpha1) or Bootstrap (lateen.io/v1alpha1)",
+                    NETWORKING.join(", ")
+                ),
+            )),
+        };
+        if let Err(e) = r {
+            errors.push(e);
+        }
     }
 }
 

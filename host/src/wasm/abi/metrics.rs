@@ -34,7 +34,11 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
                     _ => return ok(Status::BadArgument),
                 };
                 let name = read_string(&c, np, nl)?;
-                let (id, _) = c.data().shared.define_metric(kind, &name);
+                let Some((id, _)) = c.data().shared.define_metric(kind, &name) else {
+                    tracing::warn!(target: "lateen::plugin", plugin = %c.data().plugin.name,
+                        "define_metric refused: too many plugin metrics");
+                    return ok(Status::InternalFailure);
+                };
                 super::write_u32(&mut c, ret_id, id)?;
                 ok(Status::Ok)
             })

@@ -5,7 +5,7 @@
 
 mod buffers;
 mod calls;
-mod headers;
+pub mod headers;
 mod metrics;
 mod misc;
 mod properties;

@@ -1,7 +1,7 @@
 //! Shared data (with CAS) and shared queues, process-wide.
 
 use super::{give, guest_fault, ok, read, read_string, write_u32, Ctx};
-use crate::wasm::shared::SetResult;
+use crate::wasm::shared::{Enqueued, SetResult};
 use crate::wasm::state::HostState;
 use crate::wasm::types::Status;
 use bytes::Bytes;
@@ -46,6 +46,11 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
                 match c.data().shared.set(&key, value, cas as u32) {
                     SetResult::Ok => ok(Status::Ok),
                     SetResult::CasMismatch => ok(Status::CasMismatch),
+                    SetResult::Full => {
+                        tracing::warn!(target: "lateen::plugin", plugin = %c.data().plugin.name,
+                            "set_shared_data refused: shared data is at its budget");
+                        ok(Status::InternalFailure)
+                    }
                 }
             })
         },
@@ -56,10 +61,15 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         |mut c: Ctx<'_>, np: i32, nl: i32, ret_id: i32| -> Result<i32> {
             guest_fault(|| -> Result<i32> {
                 let name = read_string(&c, np, nl)?;
-                let id = c
+                let Some(id) = c
                     .data()
                     .shared
-                    .register_queue(&c.data().plugin.vm_id, &name);
+                    .register_queue(&c.data().plugin.vm_id, &name)
+                else {
+                    tracing::warn!(target: "lateen::plugin", plugin = %c.data().plugin.name,
+                        "register_shared_queue refused: too many queues");
+                    return ok(Status::InternalFailure);
+                };
                 write_u32(&mut c, ret_id, id)?;
                 ok(Status::Ok)
             })
@@ -104,10 +114,10 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         |c: Ctx<'_>, id: i32, vp: i32, vl: i32| -> Result<i32> {
             guest_fault(|| -> Result<i32> {
                 let v = Bytes::from(read(&c, vp, vl)?);
-                if c.data().shared.enqueue(id as u32, v) {
-                    ok(Status::Ok)
-                } else {
-                    ok(Status::NotFound)
+                match c.data().shared.enqueue(id as u32, v) {
+                    Enqueued::Ok => ok(Status::Ok),
+                    Enqueued::NotFound => ok(Status::NotFound),
+                    Enqueued::Full => ok(Status::InternalFailure),
                 }
             })
         },
