@@ -1,0 +1,21 @@
+//! The YAML loader: any text either types into resources or yields errors that name their
+//! place, and never panics. Errors must point inside the file.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let lines = text.lines().count() + 1;
+    if let Err(errors) = lateen::config::compile::parse(Path::new("fuzz.yaml"), text) {
+        assert!(!errors.is_empty());
+        for e in errors {
+            // Every error renders, and a line it names exists.
+            let _ = e.to_string();
+            assert!(e.line <= lines, "line {} of {lines}: {e}", e.line);
+        }
+    }
+});
