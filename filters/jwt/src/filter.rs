@@ -40,21 +40,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn set(&self, i: usize, now: SystemTime) -> Option<Rc<Jwks>> {
+    /// The provider's key set. A stale one keeps serving while the root context refreshes
+    /// it (and when a refresh fails: a JWKS outage must not fail every request); only a
+    /// provider without any set makes a request wait for a fetch.
+    fn set(&self, i: usize) -> Option<Rc<Jwks>> {
         let sets = self.sets.borrow();
-        let c = sets.get(i)?.as_ref()?;
-        let fresh = match &self.config.providers[i].remote {
-            Some(r) => now
-                .duration_since(c.at)
-                .is_ok_and(|age| age < Duration::from_millis(r.cache_ms)),
-            None => true,
-        };
-        // A stale set still serves while its refresh is on the way; only a missing one
-        // makes a request wait.
-        if !fresh && !self.fetching.borrow().get(i).copied().unwrap_or(false) {
-            return None;
-        }
-        Some(c.jwks.clone())
+        Some(sets.get(i)?.as_ref()?.jwks.clone())
     }
 
     fn store(&self, i: usize, body: Option<Vec<u8>>, status: Option<String>, now: SystemTime) {
@@ -243,7 +234,7 @@ impl JwtStream {
                 Ok(p) => p,
                 Err(e) => return Step::Reject(e),
             };
-            let Some(jwks) = self.shared.set(provider, now) else {
+            let Some(jwks) = self.shared.set(provider) else {
                 match dispatch(&self.shared, provider) {
                     Some(token) => {
                         self.waiting = Some((token, provider));
@@ -336,7 +327,7 @@ impl Context for JwtStream {
         let body = self.get_http_call_response_body(0, body_size);
         self.shared
             .store(provider, body, response_status(), self.get_current_time());
-        if self.shared.set(provider, self.get_current_time()).is_none() {
+        if self.shared.set(provider).is_none() {
             self.reject(&JwtError::JwksFetchFailed);
             return;
         }
