@@ -436,6 +436,11 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                     "name": r.name, "sniHosts": r.sni_hosts, "destinations": r.destinations,
                 })).collect::<Vec<_>>(),
                 "httpsRedirect": l.https_redirect,
+                "tcp": l.tcp,
+                "tcpRoutes": l.tcp_routes.iter().map(|r| serde_json::json!({
+                    "name": r.name, "destinationSubnets": r.destination_subnets,
+                    "destinations": r.destinations,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -282,6 +282,9 @@ pub struct ConnSettings {
     pub connect_timeout_ms: u64,
     /// Idle keep-alive connections are closed after this (Envoy's default: 1 h).
     pub idle_timeout_ms: u64,
+    /// A forwarded TCP connection with no byte either way for this long is closed
+    /// (`tcp.idleTimeout`; Envoy's tcp_proxy default: 1 h).
+    pub tcp_idle_timeout_ms: u64,
     /// `http.maxRequestsPerConnection`: a connection is retired after this many
     /// requests; 0 = unlimited.
     pub max_requests_per_connection: u32,
@@ -331,6 +334,7 @@ impl Cluster {
                 protocol,
                 connect_timeout_ms: 10_000,
                 idle_timeout_ms: 3_600_000,
+                tcp_idle_timeout_ms: 3_600_000,
                 max_requests_per_connection: 0,
                 max_connections: 0,
             },

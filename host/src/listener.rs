@@ -54,11 +54,16 @@ pub async fn serve(
     ctx: Rc<WorkerCtx>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error> {
-    let (limits, tls) = {
+    let (limits, tls, forwards_tcp) = {
         let ws = ctx.snapshot();
-        let tls = ws.snap.listener(&conn.listener).and_then(|l| l.tls.clone());
-        (ws.snap.limits, tls)
+        let l = ws.snap.listener(&conn.listener);
+        let tls = l.and_then(|l| l.tls.clone());
+        (ws.snap.limits, tls, l.is_some_and(|l| l.tcp))
     };
+    if forwards_tcp {
+        tcp_proxy(tcp, &conn, &ctx).await;
+        return Ok(());
+    }
     if let Some(tls) = tls {
         return Box::pin(serve_tls(tcp, conn, ctx, stop, tls, limits)).await;
     }
@@ -174,27 +179,54 @@ async fn serve_tls(
 
 /// Forwards a PASSTHROUGH connection to the cluster its SNI routes to.
 async fn passthrough(tcp: TcpStream, sni: Option<String>, conn: &ConnInfo, ctx: &WorkerCtx) {
-    let ws = ctx.snapshot();
-    let Some(l) = ws.snap.listener(&conn.listener) else {
-        return;
+    let cluster = {
+        let ws = ctx.snapshot();
+        ws.snap
+            .listener(&conn.listener)
+            .and_then(|l| crate::tcp::select(&l.sni_routes, sni.as_deref()?))
+            .and_then(|r| r.pick(ctx.random()))
+            .and_then(|c| ws.snap.cluster(c))
+            .cloned()
     };
-    let route = sni
-        .as_deref()
-        .and_then(|sni| crate::tcp::select(&l.sni_routes, sni));
-    let Some(cluster) = route
-        .and_then(|r| r.pick(ctx.random()))
-        .and_then(|c| ws.snap.cluster(c))
-        .cloned()
-    else {
+    let Some(cluster) = cluster else {
         tracing::debug!(peer = %conn.peer, ?sni, "no tls route for this SNI; closing");
         return;
     };
-    drop(ws);
-    match crate::tcp::forward(tcp, &cluster, ctx.random()).await {
+    forward(tcp, &cluster, conn, ctx, "passthrough").await;
+}
+
+/// Forwards a connection on a TCP port by the first `tcp` route that takes its address.
+async fn tcp_proxy(tcp: TcpStream, conn: &ConnInfo, ctx: &WorkerCtx) {
+    let cluster = {
+        let ws = ctx.snapshot();
+        ws.snap
+            .listener(&conn.listener)
+            .and_then(|l| crate::tcp::select_tcp(&l.tcp_routes, conn.local.ip()))
+            .and_then(|r| r.pick(ctx.random()))
+            .and_then(|c| ws.snap.cluster(c))
+            .cloned()
+    };
+    let Some(cluster) = cluster else {
+        // Envoy closes a connection that matches no filter chain.
+        conn.stats.no_filter_chain_match.inc();
+        tracing::debug!(peer = %conn.peer, local = %conn.local, "no tcp route; closing");
+        return;
+    };
+    forward(tcp, &cluster, conn, ctx, "tcp").await;
+}
+
+async fn forward(
+    tcp: TcpStream,
+    cluster: &crate::cluster::Cluster,
+    conn: &ConnInfo,
+    ctx: &WorkerCtx,
+    what: &str,
+) {
+    match crate::tcp::forward(tcp, cluster, ctx.random()).await {
         Ok((up, down)) => {
-            tracing::debug!(peer = %conn.peer, cluster = %cluster.name, up, down, "passthrough done")
+            tracing::debug!(peer = %conn.peer, cluster = %cluster.name, up, down, "{what} done")
         }
-        Err(e) => tracing::debug!(peer = %conn.peer, cluster = %cluster.name, "passthrough: {e}"),
+        Err(e) => tracing::debug!(peer = %conn.peer, cluster = %cluster.name, "{what}: {e}"),
     }
 }
 

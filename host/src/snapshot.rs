@@ -203,6 +203,9 @@ pub struct ListenerSpec {
     pub sni_routes: Vec<crate::tcp::SniRoute>,
     /// Host patterns whose plain-HTTP requests get a 301 to https (Gateway `httpsRedirect`).
     pub https_redirect: Vec<String>,
+    /// The port forwards TCP (Gateway servers with `protocol: TCP`) by `tcp_routes`.
+    pub tcp: bool,
+    pub tcp_routes: Vec<crate::tcp::TcpRoute>,
 }
 
 impl ListenerSpec {

@@ -181,7 +181,7 @@ pub fn value_matches(pattern: &str, v: &str) -> bool {
 }
 
 /// An IP range: `10.0.0.0/8`, or one address.
-fn cidr_contains(block: &str, ip: IpAddr) -> bool {
+pub fn cidr_contains(block: &str, ip: IpAddr) -> bool {
     let (addr, len) = match block.split_once('/') {
         Some((a, l)) => (a, l.parse::<u32>().ok()),
         None => (block, None),

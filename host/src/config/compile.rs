@@ -294,13 +294,13 @@ pub fn build(
             let proto = server.port.protocol.to_ascii_uppercase();
             if !matches!(
                 proto.as_str(),
-                "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" | ""
+                "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" | "TCP" | ""
             ) {
                 errors.push(gw.info.error(
                     &format!("{field}.port.protocol"),
                     format!(
-                        "protocol `{}` is not supported yet; expected HTTP, HTTP2, GRPC, HTTPS \
-                         or TLS",
+                        "protocol `{}` is not supported yet; expected HTTP, HTTP2, GRPC, HTTPS, \
+                         TLS or TCP",
                         server.port.protocol
                     ),
                 ));
@@ -468,6 +468,18 @@ pub fn build(
         let servers = servers_at.get(addr).map_or(&[][..], Vec::as_slice);
         let (tls, https_redirect) = listener_tls(servers, &tls_ctx, &mut errors);
         let sni_routes = sni_routes(*addr, gws, res, &mut errors);
+        let tcp = tcp_port(servers, &mut errors);
+        let tcp_routes = if tcp {
+            tcp_routes(*addr, gws, res, &workload, &mut errors)
+        } else {
+            Vec::new()
+        };
+        if tcp && tcp_routes.is_empty() {
+            warnings.push(format!(
+                "listener {addr}: TCP servers and no VirtualService tcp route; connections \
+                 are closed"
+            ));
+        }
         if tls.as_ref().is_some_and(|t| t.has_passthrough()) && sni_routes.is_empty() {
             warnings.push(format!(
                 "listener {addr}: PASSTHROUGH servers and no VirtualService tls route; \
@@ -481,6 +493,8 @@ pub fn build(
             tls,
             sni_routes,
             https_redirect,
+            tcp,
+            tcp_routes,
         });
     }
     // Gateways referenced by a VirtualService must exist (Istio's analyzer: IST0101).
@@ -713,31 +727,145 @@ fn sni_routes(
             if hosts.is_empty() {
                 continue;
             }
-            let mut destinations = Vec::new();
-            for (r, rd) in t.route.iter().enumerate() {
-                match destination_cluster(&rd.destination, &vs.info.namespace, res) {
-                    Ok(c) => {
-                        let w = rd
-                            .weight
-                            .unwrap_or(if t.route.len() == 1 { 100 } else { 0 });
-                        destinations.push((c, w.clamp(0, i64::from(u32::MAX)) as u32));
-                    }
-                    Err((f, msg)) => errors.push(
-                        vs.info
-                            .error(&format!("{field}.route[{r}].destination.{f}"), msg),
-                    ),
-                }
-            }
-            if destinations.is_empty() {
-                errors.push(vs.info.error(
-                    &format!("{field}.route"),
-                    "at least one destination is required",
-                ));
+            let Some(destinations) = weighted_destinations(&t.route, vs, &field, res, errors)
+            else {
                 continue;
-            }
+            };
             routes.push(SniRoute {
                 name: format!("{}#{i}", vs.info.key()),
                 sni_hosts: hosts,
+                destinations,
+            });
+        }
+    }
+    routes
+}
+
+/// The clusters and relative weights of a `tcp` or `tls` route; `None` (reported) when it
+/// has none.
+fn weighted_destinations(
+    route: &[RouteDestination],
+    vs: &Doc<VirtualServiceSpec>,
+    field: &str,
+    res: &Resources,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Vec<(String, u32)>> {
+    let mut destinations = Vec::new();
+    for (r, rd) in route.iter().enumerate() {
+        match destination_cluster(&rd.destination, &vs.info.namespace, res) {
+            Ok(c) => {
+                let w = rd.weight.unwrap_or(if route.len() == 1 { 100 } else { 0 });
+                destinations.push((c, w.clamp(0, i64::from(u32::MAX)) as u32));
+            }
+            Err((f, msg)) => errors.push(
+                vs.info
+                    .error(&format!("{field}.route[{r}].destination.{f}"), msg),
+            ),
+        }
+    }
+    if destinations.is_empty() {
+        errors.push(vs.info.error(
+            &format!("{field}.route"),
+            "at least one destination is required",
+        ));
+        return None;
+    }
+    Some(destinations)
+}
+
+/// Whether a port's Gateway servers forward TCP. A port serves one protocol family: TCP
+/// beside HTTP or TLS servers is an error.
+fn tcp_port(servers: &[(&Doc<GatewaySpec>, usize)], errors: &mut Vec<ConfigError>) -> bool {
+    let is_tcp = |(gw, i): &(&Doc<GatewaySpec>, usize)| {
+        gw.spec.servers[*i]
+            .port
+            .protocol
+            .eq_ignore_ascii_case("TCP")
+    };
+    let tcp = servers.iter().filter(|s| is_tcp(s)).count();
+    if tcp > 0 && tcp < servers.len() {
+        if let Some((gw, i)) = servers.iter().find(|s| is_tcp(s)) {
+            errors.push(gw.info.error(
+                &format!("spec.servers[{i}].port.protocol"),
+                format!(
+                    "port {} forwards TCP here and serves HTTP or TLS in another server; one \
+                     port speaks one protocol",
+                    gw.spec.servers[*i].port.number
+                ),
+            ));
+        }
+    }
+    tcp == servers.len() && tcp > 0
+}
+
+/// The VirtualService `tcp` routes of a TCP listener's Gateways, in order. A route applies
+/// when one of its matches fits this port, gateway and workload (`sourceLabels`,
+/// `sourceNamespace`); no matches: always. `destinationSubnets` are checked per connection.
+fn tcp_routes(
+    addr: SocketAddr,
+    gws: &BTreeSet<String>,
+    res: &Resources,
+    w: &WorkloadInfo,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<crate::tcp::TcpRoute> {
+    let mut routes = Vec::new();
+    for vs in &res.virtual_services {
+        if !gateway_refs(vs).iter().any(|r| gws.contains(r)) {
+            continue;
+        }
+        for (i, t) in vs.spec.tcp.iter().enumerate() {
+            let field = format!("spec.tcp[{i}]");
+            let mut subnets = Vec::new();
+            let mut applies = t.matches.is_empty();
+            let mut any_address = false;
+            for (m, mr) in t.matches.iter().enumerate() {
+                for sn in mr
+                    .destination_subnets
+                    .iter()
+                    .filter(|sn| !lateen_authz::config::valid_cidr(sn))
+                {
+                    errors.push(vs.info.error(
+                        &format!("{field}.match[{m}].destinationSubnets"),
+                        format!("`{sn}` is not an IP address or CIDR range"),
+                    ));
+                }
+                let fits = mr.port.is_none_or(|p| p == u32::from(addr.port()))
+                    && (mr.gateways.is_empty()
+                        || mr
+                            .gateways
+                            .iter()
+                            .any(|g| gws.contains(&qualify(g, &vs.info.namespace))))
+                    && mr
+                        .source_labels
+                        .iter()
+                        .all(|(k, v)| w.labels.get(k) == Some(v))
+                    && mr
+                        .source_namespace
+                        .as_ref()
+                        .is_none_or(|ns| w.namespaces.contains(ns));
+                if !fits {
+                    continue;
+                }
+                applies = true;
+                if mr.destination_subnets.is_empty() {
+                    any_address = true;
+                }
+                subnets.extend(mr.destination_subnets.iter().cloned());
+            }
+            if !applies {
+                continue;
+            }
+            // One fitting match without subnets takes every address.
+            if any_address {
+                subnets.clear();
+            }
+            let Some(destinations) = weighted_destinations(&t.route, vs, &field, res, errors)
+            else {
+                continue;
+            };
+            routes.push(crate::tcp::TcpRoute {
+                name: format!("{}#{i}", vs.info.key()),
+                destination_subnets: subnets,
                 destinations,
             });
         }
@@ -2241,16 +2369,18 @@ fn conn_settings(
     ) {
         base.connect_timeout_ms = ms;
     }
+    let tcp_idle = dur(
+        cp.tcp.as_ref().and_then(|t| t.idle_timeout.as_ref()),
+        "tcp.idleTimeout",
+    );
+    if let Some(ms) = tcp_idle {
+        base.tcp_idle_timeout_ms = ms;
+    }
     let idle = dur(
         cp.http.as_ref().and_then(|h| h.idle_timeout.as_ref()),
         "http.idleTimeout",
     )
-    .or_else(|| {
-        dur(
-            cp.tcp.as_ref().and_then(|t| t.idle_timeout.as_ref()),
-            "tcp.idleTimeout",
-        )
-    });
+    .or(tcp_idle);
     if let Some(ms) = idle {
         base.idle_timeout_ms = ms;
     }

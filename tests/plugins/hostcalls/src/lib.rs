@@ -26,8 +26,7 @@ extern "C" {
     fn proxy_get_shared_data(kp: usize, kn: usize, rp: usize, rn: usize, rcas: usize) -> u32;
     fn proxy_set_shared_data(kp: usize, kn: usize, vp: usize, vn: usize, cas: u32) -> u32;
     fn proxy_register_shared_queue(np: usize, nn: usize, rid: usize) -> u32;
-    fn proxy_resolve_shared_queue(vp: usize, vn: usize, np: usize, nn: usize, rid: usize)
-        -> u32;
+    fn proxy_resolve_shared_queue(vp: usize, vn: usize, np: usize, nn: usize, rid: usize) -> u32;
     fn proxy_enqueue_shared_queue(id: u32, vp: usize, vn: usize) -> u32;
     fn proxy_dequeue_shared_queue(id: u32, rp: usize, rn: usize) -> u32;
     fn proxy_define_metric(t: u32, np: usize, nn: usize, rid: usize) -> u32;
@@ -98,8 +97,13 @@ pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
     let mut n: usize = 0;
     // SAFETY: the host writes an allocation of ours and its length.
     let config = unsafe {
-        if proxy_get_buffer_bytes(7, 0, size, &mut p as *mut _ as usize, &mut n as *mut _ as usize)
-            != 0
+        if proxy_get_buffer_bytes(
+            7,
+            0,
+            size,
+            &mut p as *mut _ as usize,
+            &mut n as *mut _ as usize,
+        ) != 0
             || p.is_null()
         {
             return 1;
