@@ -304,6 +304,20 @@ impl Proxy {
 
     /// As `start_with`, with extra environment variables for the process.
     pub async fn start_env(yaml: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Proxy> {
+        // Ports from `free_port` are free when picked, not when bound: a server another
+        // test starts in between may take one. Such a start is retried on fresh ports.
+        let mut attempt = 0;
+        loop {
+            match Self::start_once(yaml, extra, env).await {
+                Err(e) if attempt < 3 && e.to_string().contains("Address already in use") => {
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn start_once(yaml: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Proxy> {
         let p = paths();
         let port = free_port();
         let admin = free_port();
