@@ -11,7 +11,6 @@ use crate::tls::server::{ListenerTls, ServerMode};
 use crate::worker::WorkerCtx;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -238,7 +237,7 @@ async fn serve_h1<I>(
     limits: crate::snapshot::Limits,
 ) -> Result<(), hyper::Error>
 where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| proxy::handle(req, conn.clone(), ctx.clone()));
     let mut b = hyper::server::conn::http1::Builder::new();
@@ -249,7 +248,9 @@ where
         .max_buf_size(limits.max_request_headers_bytes.max(8192))
         .max_headers(limits.max_headers_count)
         .header_read_timeout(limits.request_headers_timeout);
-    until_stopped(b.serve_connection(io, svc), stop).await
+    // Upgrades (WebSocket, CONNECT): the proxy hands the connection over to a byte splice
+    // once the upstream agrees.
+    until_stopped(b.serve_connection(io, svc).with_upgrades(), stop).await
 }
 
 async fn serve_h2<I>(
@@ -275,16 +276,49 @@ where
     until_stopped(b.serve_connection(io, svc), stop).await
 }
 
+/// A served connection that can be drained: hyper-util's `GracefulConnection`, which
+/// HTTP/1.1 connections with upgrades lack.
+trait Drain: std::future::Future<Output = Result<(), hyper::Error>> {
+    fn drain(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> Drain for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn drain(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Drain for hyper::server::conn::http2::Connection<I, S, LocalExec>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    LocalExec: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn drain(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
 /// Runs a connection; on shutdown, lets the request in flight finish, then closes.
-async fn until_stopped<C: GracefulConnection>(
+async fn until_stopped<C: Drain>(
     conn: C,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), C::Error> {
+) -> Result<(), hyper::Error> {
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
+            conn.as_mut().drain();
             conn.await
         }
     }

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -98,10 +99,30 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> Response<UpBody> {
+/// Whether an HTTP/1.1 request asks to switch protocols (`Connection: upgrade` with an
+/// `Upgrade` header, as a WebSocket handshake does).
+fn wants_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == http::Version::HTTP_11
+        && req.headers().contains_key(http::header::UPGRADE)
+        && req
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+async fn serve(
+    mut req: Request<Incoming>,
+    conn: Rc<ConnInfo>,
+    w: Rc<WorkerCtx>,
+) -> Response<UpBody> {
     let started = tokio::time::Instant::now();
     let ws = w.snapshot();
     let chain = ws.chain(&conn.listener);
+    // Envoy (as Istio configures it) lets WebSocket upgrades through every HTTP route.
+    let downstream_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
 
     let mut headers: HeaderList = Vec::with_capacity(parts.headers.len() + 6);
@@ -496,6 +517,23 @@ async fn serve(req: Request<Incoming>, conn: Rc<ConnInfo>, w: Rc<WorkerCtx>) -> 
         }
         Ok(Ok(r)) => r,
     };
+    let mut resp = resp;
+    // The upstream switched protocols: once the 101 has gone down, the two connections
+    // are spliced byte for byte.
+    if let (Some(down), StatusCode::SWITCHING_PROTOCOLS) = (downstream_upgrade, resp.status()) {
+        let up = hyper::upgrade::on(&mut resp);
+        let idle = Duration::from_millis(cluster.conn.tcp_idle_timeout_ms.max(1));
+        let cluster_name = cluster.name.clone();
+        tokio::task::spawn_local(async move {
+            match tokio::try_join!(down, up) {
+                Ok((down, up)) => {
+                    let r = crate::tcp::splice(TokioIo::new(down), TokioIo::new(up), idle).await;
+                    tracing::debug!(cluster = %cluster_name, ?r, "upgraded connection done");
+                }
+                Err(e) => tracing::debug!(cluster = %cluster_name, "upgrade failed: {e}"),
+            }
+        });
+    }
     let service_time = sent.elapsed().as_millis();
     let (rparts, rbody) = resp.into_parts();
     let mut resp_headers = Vec::with_capacity(rparts.headers.len() + 2);

@@ -138,12 +138,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 }
 
 /// Copies both ways until both sides are done, or until `idle` passes with no byte read
-/// from either side.
-async fn splice(
-    client: TcpStream,
-    up: TcpStream,
-    idle: Duration,
-) -> Result<(u64, u64), ForwardError> {
+/// from either side. Also splices upgraded HTTP connections (WebSocket).
+pub async fn splice<A, B>(client: A, up: B, idle: Duration) -> Result<(u64, u64), ForwardError>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let last = Rc::new(Cell::new(Instant::now()));
     let mut a = Watched {
         inner: client,

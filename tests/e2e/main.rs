@@ -18,3 +18,4 @@ mod tcp;
 mod tls;
 mod tracing;
 mod traffic;
+mod upgrade;
