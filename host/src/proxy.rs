@@ -123,6 +123,10 @@ async fn serve(
     let chain = ws.chain(&conn.listener);
     // Envoy (as Istio configures it) lets WebSocket upgrades through every HTTP route.
     let downstream_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    // HTTP/1.1 CONNECT is terminated here: routed like a request, then tunnelled over TCP.
+    let connect = (req.method() == http::Method::CONNECT
+        && req.version() == http::Version::HTTP_11)
+        .then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
 
     let mut headers: HeaderList = Vec::with_capacity(parts.headers.len() + 6);
@@ -250,6 +254,9 @@ async fn serve(
         s.set_outcome(503, flag);
         return r;
     };
+    if let Some(down) = connect {
+        return tunnel(&mut s, &cluster, down, &w).await;
+    }
     // Upstream request from the (possibly rewritten) headers.
     let st = &s.state;
     let method =
@@ -522,7 +529,7 @@ async fn serve(
     // are spliced byte for byte.
     if let (Some(down), StatusCode::SWITCHING_PROTOCOLS) = (downstream_upgrade, resp.status()) {
         let up = hyper::upgrade::on(&mut resp);
-        let idle = Duration::from_millis(cluster.conn.tcp_idle_timeout_ms.max(1));
+        let idle = crate::tcp::idle_timeout(&cluster);
         let cluster_name = cluster.name.clone();
         tokio::task::spawn_local(async move {
             match tokio::try_join!(down, up) {
@@ -603,6 +610,48 @@ async fn serve(
 }
 
 // 413 for a body over `limits.maxRequestBodyBytes`, as Envoy's buffer filter answers.
+/// Terminates a CONNECT: a TCP connection to an endpoint of the routed cluster, a 200 to
+/// the client, then bytes both ways (Envoy's `connect_config`).
+async fn tunnel(
+    s: &mut HttpStream,
+    cluster: &Arc<crate::cluster::Cluster>,
+    down: hyper::upgrade::OnUpgrade,
+    w: &WorkerCtx,
+) -> Response<UpBody> {
+    let up = match crate::tcp::connect(cluster, w.random()).await {
+        Ok(up) => up,
+        Err(e) => {
+            tracing::debug!(cluster = %cluster.name, "CONNECT: {e}");
+            let (r, flag) = match e {
+                crate::tcp::ForwardError::NoHealthyUpstream(_) => {
+                    reply(503, "no healthy upstream", "UH")
+                }
+                _ => reply(
+                    503,
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                    "UF",
+                ),
+            };
+            s.set_outcome(503, flag);
+            return r;
+        }
+    };
+    let cluster = cluster.clone();
+    tokio::task::spawn_local(async move {
+        let _open = cluster.stats.cx_active.track();
+        match down.await {
+            Ok(down) => {
+                let idle = crate::tcp::idle_timeout(&cluster);
+                let r = crate::tcp::splice(TokioIo::new(down), up, idle).await;
+                tracing::debug!(cluster = %cluster.name, ?r, "CONNECT tunnel done");
+            }
+            Err(e) => tracing::debug!(cluster = %cluster.name, "CONNECT: no upgrade: {e}"),
+        }
+    });
+    s.set_outcome(200, "-");
+    Response::new(full(Bytes::new()))
+}
+
 fn too_large(s: &mut HttpStream) -> Response<UpBody> {
     let (r, _) = reply(413, "Payload Too Large", "-");
     s.set_outcome(413, "-");

@@ -176,6 +176,20 @@ pub async fn forward(
     cluster: &Cluster,
     random: u64,
 ) -> Result<(u64, u64), ForwardError> {
+    let up = connect(cluster, random).await?;
+    let _open = cluster.stats.cx_active.track();
+    let _ = client.set_nodelay(true);
+    splice(client, up, idle_timeout(cluster)).await
+}
+
+/// The cluster's `tcp.idleTimeout`.
+pub fn idle_timeout(cluster: &Cluster) -> Duration {
+    Duration::from_millis(cluster.conn.tcp_idle_timeout_ms.max(1))
+}
+
+/// A TCP connection to an endpoint of `cluster`, within its connect timeout; counted in
+/// the cluster's stats.
+pub async fn connect(cluster: &Cluster, random: u64) -> Result<TcpStream, ForwardError> {
     let ep = cluster
         .pick(random)
         .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster.name.clone()))?;
@@ -192,15 +206,8 @@ pub async fn forward(
         }
     };
     cluster.stats.cx_total.inc();
-    let _open = cluster.stats.cx_active.track();
     let _ = up.set_nodelay(true);
-    let _ = client.set_nodelay(true);
-    splice(
-        client,
-        up,
-        Duration::from_millis(cluster.conn.tcp_idle_timeout_ms.max(1)),
-    )
-    .await
+    Ok(up)
 }
 
 #[cfg(test)]

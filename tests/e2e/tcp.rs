@@ -5,29 +5,7 @@
 use lateen_e2e::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A TCP server that greets each connection with its name and a newline, then echoes.
-async fn echo_server(name: &'static str) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
+use tokio::net::TcpStream;
 
 fn config(a: u16, b: u16) -> String {
     format!(
@@ -94,7 +72,7 @@ async fn open(port: u16) -> (BufReader<TcpStream>, String) {
 
 #[tokio::test]
 async fn tcp_routes_split_by_weight_and_idle_connections_close() {
-    let (a, b) = (echo_server("a").await, echo_server("b").await);
+    let (a, b) = (tcp_echo("a").await, tcp_echo("b").await);
     let proxy = Proxy::start(&config(a, b)).await.unwrap();
 
     // Bytes go both ways unchanged.

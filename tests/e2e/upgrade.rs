@@ -1,10 +1,12 @@
 //! HTTP/1.1 upgrades: a real WebSocket client and server (tokio-tungstenite) talking
 //! through the proxy, which routes the handshake like any request and then splices the
-//! connection, closing it after the cluster's `tcp.idleTimeout` without traffic.
+//! connection, closing it after the cluster's `tcp.idleTimeout` without traffic; and
+//! CONNECT, terminated by the proxy and tunnelled to a TCP server.
 
 use futures_util::{SinkExt, StreamExt};
 use lateen_e2e::*;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -35,7 +37,7 @@ async fn ws_server(name: &'static str) -> u16 {
     port
 }
 
-fn config(port: u16) -> String {
+fn config(port: u16, db: u16) -> String {
     format!(
         r#"apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -57,6 +59,15 @@ spec:
   endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
 ---
 apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: test}}
+spec:
+  hosts: [db.test]
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {db}}}}}]
+---
+apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: chat, namespace: test}}
 spec:
@@ -72,6 +83,8 @@ spec:
   http:
   - match: [{{uri: {{prefix: /chat}}}}]
     route: [{{destination: {{host: chat.test}}}}]
+  - match: [{{method: {{exact: CONNECT}}, authority: {{exact: "db.test:5432"}}}}]
+    route: [{{destination: {{host: db.test, port: {{number: 5432}}}}}}]
 "#
     )
 }
@@ -79,7 +92,7 @@ spec:
 #[tokio::test]
 async fn websockets_pass_through_and_idle_ones_close() {
     let server = ws_server("chat").await;
-    let proxy = Proxy::start(&config(server)).await.unwrap();
+    let proxy = Proxy::start(&config(server, free_port())).await.unwrap();
     let connect = || async {
         let tcp = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
         tokio_tungstenite::client_async(format!("ws://chat.test:{}/chat", proxy.port), tcp).await
@@ -120,4 +133,44 @@ async fn websockets_pass_through_and_idle_ones_close() {
             .await,
         1.0
     );
+}
+
+#[tokio::test]
+async fn connect_is_terminated_and_tunnelled_to_the_routed_service() {
+    let db = tcp_echo("db").await;
+    let proxy = Proxy::start(&config(ws_server("chat").await, db))
+        .await
+        .unwrap();
+    let tunnel = |target: &'static str| {
+        let port = proxy.port;
+        async move {
+            let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut r = BufReader::new(s);
+            let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+            r.get_mut().write_all(req.as_bytes()).await.unwrap();
+            let mut status = String::new();
+            r.read_line(&mut status).await.unwrap();
+            // The rest of the response head.
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            (status, r)
+        }
+    };
+    let (status, mut r) = tunnel("db.test:5432").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).await.unwrap();
+    assert_eq!(greeting, "db\n");
+    r.get_mut().write_all(b"SELECT 1;").await.unwrap();
+    let mut echo = [0u8; 9];
+    r.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"SELECT 1;");
+
+    // CONNECT to a target no route takes: 404, no tunnel.
+    let (status, _) = tunnel("elsewhere.test:22").await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
 }
