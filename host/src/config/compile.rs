@@ -372,6 +372,14 @@ pub fn build(
     let mut listeners = Vec::new();
     let mut vs_bound: BTreeSet<String> = BTreeSet::new();
     let mut fault_filter: Option<Arc<PluginSpec>> = None;
+    let chain = ChainParts {
+        plugins: &plugins,
+        jwt: &jwt,
+        authz: &authz,
+        router: &router,
+        ratelimit: ratelimit_filter.as_ref().map(|f| (f, &rate_limits)),
+        metrics: &metrics,
+    };
     for (addr, gws) in &by_addr {
         let mut vhosts = Vec::new();
         for vs in &res.virtual_services {
@@ -384,87 +392,13 @@ pub fn build(
                 vhosts.push(vh);
             }
         }
-        let mut faults = FaultConfig::default();
-        for vs in &res.virtual_services {
-            if !gateway_refs(vs).iter().any(|r| gws.contains(r)) {
-                continue;
-            }
-            for (i, http) in vs.spec.http.iter().enumerate() {
-                let Some(f) = &http.fault else { continue };
-                match route_fault(f) {
-                    Ok(rf) => {
-                        faults.routes.insert(format!("{}#{i}", vs.info.key()), rf);
-                    }
-                    Err((field, msg)) => {
-                        errors.push(vs.info.error(&format!("spec.http[{i}].fault.{field}"), msg))
-                    }
-                }
-            }
-        }
-        let router_cfg = RouterConfig {
-            virtual_hosts: vhosts,
-        };
-        let mut filters: Vec<FilterSpec> = plugins
-            .iter()
-            .map(|(p, cfg, _)| FilterSpec {
-                plugin: p.clone(),
-                configuration: cfg.clone(),
-            })
-            .collect();
-        // Istio's order: AUTHN plugins, jwt_authn, AUTHZ plugins, RBAC, then the rest.
-        if let Some(j) = &jwt {
-            let at = filters
+        let faults = route_faults(
+            res.virtual_services
                 .iter()
-                .position(|f| f.plugin.phase > Phase::Authn)
-                .unwrap_or(filters.len());
-            filters.insert(at, j.clone());
-        }
-        if let Some(a) = &authz {
-            let at = filters
-                .iter()
-                .position(|f| f.plugin.phase > Phase::Authz)
-                .unwrap_or(filters.len());
-            filters.insert(at, a.clone());
-        }
-        if let Some(router) = &router {
-            match serde_json::to_vec(&router_cfg) {
-                Ok(json) => filters.push(FilterSpec {
-                    plugin: router.clone(),
-                    configuration: Bytes::from(json),
-                }),
-                Err(e) => errors.push(ConfigError {
-                    file: PathBuf::new(),
-                    doc: 0,
-                    line: 0,
-                    resource: None,
-                    field: String::new(),
-                    message: format!("cannot encode router configuration: {e}"),
-                }),
-            }
-        }
-        if let (Some(f), Ok(json)) = (&ratelimit_filter, serde_json::to_vec(&rate_limits)) {
-            filters.push(FilterSpec {
-                plugin: f.clone(),
-                configuration: Bytes::from(json),
-            });
-        }
-        if !faults.routes.is_empty() {
-            if fault_filter.is_none() {
-                match load_builtin(rt, &opts.builtin_filters, "fault", Phase::PostRoute) {
-                    Ok(f) => fault_filter = Some(f),
-                    Err(e) => errors.push(e),
-                }
-            }
-            if let (Some(f), Ok(json)) = (&fault_filter, serde_json::to_vec(&faults)) {
-                filters.push(FilterSpec {
-                    plugin: f.clone(),
-                    configuration: Bytes::from(json),
-                });
-            }
-        }
-        if let Some(m) = &metrics {
-            filters.push(m.clone());
-        }
+                .filter(|vs| gateway_refs(vs).iter().any(|r| gws.contains(r))),
+            &mut errors,
+        );
+        let filters = chain.assemble(vhosts, &faults, &mut fault_filter, rt, opts, &mut errors);
         let servers = servers_at.get(addr).map_or(&[][..], Vec::as_slice);
         let (tls, https_redirect) = listener_tls(servers, &tls_ctx, &mut errors);
         let sni_routes = sni_routes(*addr, gws, res, &mut errors);
@@ -586,6 +520,123 @@ pub fn build(
         limits,
         read_files: tls_ctx.files(),
     })
+}
+
+/// The filters every HTTP listener's chain is made of, in Istio's order.
+struct ChainParts<'a> {
+    plugins: &'a [(Arc<PluginSpec>, Bytes, Arc<DocInfo>)],
+    jwt: &'a Option<FilterSpec>,
+    authz: &'a Option<FilterSpec>,
+    router: &'a Option<Arc<PluginSpec>>,
+    ratelimit: Option<(&'a Arc<PluginSpec>, &'a RateLimitConfig)>,
+    metrics: &'a Option<FilterSpec>,
+}
+
+impl ChainParts<'_> {
+    /// A listener's chain: WasmPlugins by phase, JWT and authorization where Istio puts
+    /// jwt_authn and RBAC, the router with `vhosts`, rate limits, faults (loading the
+    /// fault filter on first use) and metrics.
+    fn assemble(
+        &self,
+        vhosts: Vec<VirtualHostConfig>,
+        faults: &FaultConfig,
+        fault_filter: &mut Option<Arc<PluginSpec>>,
+        rt: &Runtime,
+        opts: &BuildOptions,
+        errors: &mut Vec<ConfigError>,
+    ) -> Vec<FilterSpec> {
+        let router_cfg = RouterConfig {
+            virtual_hosts: vhosts,
+        };
+        let mut filters: Vec<FilterSpec> = self
+            .plugins
+            .iter()
+            .map(|(p, cfg, _)| FilterSpec {
+                plugin: p.clone(),
+                configuration: cfg.clone(),
+            })
+            .collect();
+        // Istio's order: AUTHN plugins, jwt_authn, AUTHZ plugins, RBAC, then the rest.
+        if let Some(j) = self.jwt {
+            let at = filters
+                .iter()
+                .position(|f| f.plugin.phase > Phase::Authn)
+                .unwrap_or(filters.len());
+            filters.insert(at, j.clone());
+        }
+        if let Some(a) = self.authz {
+            let at = filters
+                .iter()
+                .position(|f| f.plugin.phase > Phase::Authz)
+                .unwrap_or(filters.len());
+            filters.insert(at, a.clone());
+        }
+        if let Some(router) = self.router {
+            match serde_json::to_vec(&router_cfg) {
+                Ok(json) => filters.push(FilterSpec {
+                    plugin: router.clone(),
+                    configuration: Bytes::from(json),
+                }),
+                Err(e) => errors.push(ConfigError {
+                    file: PathBuf::new(),
+                    doc: 0,
+                    line: 0,
+                    resource: None,
+                    field: String::new(),
+                    message: format!("cannot encode router configuration: {e}"),
+                }),
+            }
+        }
+        if let Some((f, json)) = self
+            .ratelimit
+            .and_then(|(f, rl)| Some((f, serde_json::to_vec(rl).ok()?)))
+        {
+            filters.push(FilterSpec {
+                plugin: f.clone(),
+                configuration: Bytes::from(json),
+            });
+        }
+        if !faults.routes.is_empty() {
+            if fault_filter.is_none() {
+                match load_builtin(rt, &opts.builtin_filters, "fault", Phase::PostRoute) {
+                    Ok(f) => *fault_filter = Some(f),
+                    Err(e) => errors.push(e),
+                }
+            }
+            if let (Some(f), Ok(json)) = (&*fault_filter, serde_json::to_vec(faults)) {
+                filters.push(FilterSpec {
+                    plugin: f.clone(),
+                    configuration: Bytes::from(json),
+                });
+            }
+        }
+        if let Some(m) = self.metrics {
+            filters.push(m.clone());
+        }
+        filters
+    }
+}
+
+/// The `fault` settings of the http routes of `vss`, by route id.
+fn route_faults<'a>(
+    vss: impl Iterator<Item = &'a Doc<VirtualServiceSpec>>,
+    errors: &mut Vec<ConfigError>,
+) -> FaultConfig {
+    let mut faults = FaultConfig::default();
+    for vs in vss {
+        for (i, http) in vs.spec.http.iter().enumerate() {
+            let Some(f) = &http.fault else { continue };
+            match route_fault(f) {
+                Ok(rf) => {
+                    faults.routes.insert(format!("{}#{i}", vs.info.key()), rf);
+                }
+                Err((field, msg)) => {
+                    errors.push(vs.info.error(&format!("spec.http[{i}].fault.{field}"), msg))
+                }
+            }
+        }
+    }
+    faults
 }
 
 /// The TLS side of a listener from its Gateway servers: all plain HTTP (with
