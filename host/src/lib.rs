@@ -14,6 +14,7 @@ pub mod config;
 pub mod connector;
 pub mod fetch;
 pub mod inspect;
+pub mod iptables;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

@@ -90,6 +90,35 @@ enum Cmd {
     /// The built-in CA: a root, and SPIFFE workload certificates signed by it.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Sidecar traffic interception rules, as istio-iptables makes them: printed in
+    /// iptables-restore format, or applied with --apply (in the pod's network namespace).
+    Iptables {
+        /// The uid the proxy runs as; its traffic is not intercepted.
+        #[arg(long, default_value_t = 1337)]
+        proxy_uid: u32,
+        /// The gid the proxy runs as (default: the uid).
+        #[arg(long)]
+        proxy_gid: Option<u32>,
+        #[arg(long, default_value_t = 15001)]
+        outbound_port: u16,
+        #[arg(long, default_value_t = 15006)]
+        inbound_port: u16,
+        /// Inbound ports left alone (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "15020,15021,15090")]
+        exclude_inbound_ports: Vec<u16>,
+        /// Outbound ports left alone (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        exclude_outbound_ports: Vec<u16>,
+        /// Outbound destinations left alone (comma-separated CIDRs).
+        #[arg(long, value_delimiter = ',')]
+        exclude_outbound_ip_ranges: Vec<String>,
+        /// Intercept outbound traffic only.
+        #[arg(long)]
+        outbound_only: bool,
+        /// Apply the rules with `iptables-restore --noflush` instead of printing them.
+        #[arg(long)]
+        apply: bool,
+    },
     /// Run one sample backend (answers with its name).
     SampleBackend {
         #[arg(long)]
@@ -234,6 +263,49 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Validate { config, common } => {
             init_logs(&common.log_level);
             validate(&config, &common)
+        }
+        Cmd::Iptables {
+            proxy_uid,
+            proxy_gid,
+            outbound_port,
+            inbound_port,
+            exclude_inbound_ports,
+            exclude_outbound_ports,
+            exclude_outbound_ip_ranges,
+            outbound_only,
+            apply,
+        } => {
+            for cidr in &exclude_outbound_ip_ranges {
+                if !lateen_authz::config::valid_cidr(cidr) {
+                    anyhow::bail!("--exclude-outbound-ip-ranges: `{cidr}` is not a CIDR range");
+                }
+            }
+            let rules = lateen::iptables::rules(&lateen::iptables::Options {
+                proxy_uid,
+                proxy_gid: proxy_gid.unwrap_or(proxy_uid),
+                outbound_port,
+                inbound_port,
+                exclude_inbound_ports,
+                exclude_outbound_ports,
+                exclude_outbound_ip_ranges,
+                capture_inbound: !outbound_only,
+            });
+            if !apply {
+                print!("{rules}");
+                return Ok(());
+            }
+            let mut child = std::process::Command::new("iptables-restore")
+                .arg("--noflush")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .context("running iptables-restore (apt-get install iptables)")?;
+            if let Some(mut stdin) = child.stdin.take() {
+                use std::io::Write as _;
+                stdin.write_all(rules.as_bytes())?;
+            }
+            let status = child.wait()?;
+            anyhow::ensure!(status.success(), "iptables-restore failed: {status}");
+            Ok(())
         }
         Cmd::Ca(CaCmd::Init {
             dir,
