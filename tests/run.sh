@@ -22,6 +22,9 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 # The JWT tests make their RSA keys with the real openssl.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The sidecar test makes network namespaces and applies iptables rules in them.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables-restore >/dev/null 2>&1 || missing+=(iptables)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -19,6 +19,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod retry;
+pub mod sidecar;
 pub mod snapshot;
 pub mod stats;
 pub mod tcp;

@@ -49,16 +49,20 @@ impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
 /// Serves one accepted connection; on shutdown, finishes the request in flight and closes.
 pub async fn serve(
     tcp: TcpStream,
-    mut conn: ConnInfo,
+    conn: ConnInfo,
     ctx: Rc<WorkerCtx>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), hyper::Error> {
-    let (limits, tls, forwards_tcp) = {
+    let (limits, tls, forwards_tcp, capture) = {
         let ws = ctx.snapshot();
         let l = ws.snap.listener(&conn.listener);
         let tls = l.and_then(|l| l.tls.clone());
-        (ws.snap.limits, tls, l.is_some_and(|l| l.tcp))
+        let capture = l.and_then(|l| l.capture.clone());
+        (ws.snap.limits, tls, l.is_some_and(|l| l.tcp), capture)
     };
+    if let Some(crate::snapshot::Capture::Outbound(map)) = capture {
+        return Box::pin(crate::sidecar::outbound(tcp, conn, ctx, stop, map)).await;
+    }
     if forwards_tcp {
         tcp_proxy(tcp, &conn, &ctx).await;
         return Ok(());
@@ -66,6 +70,17 @@ pub async fn serve(
     if let Some(tls) = tls {
         return Box::pin(serve_tls(tcp, conn, ctx, stop, tls, limits)).await;
     }
+    serve_plain_http(tcp, conn, ctx, stop, limits).await
+}
+
+/// Serves plain HTTP: HTTP/2 with prior knowledge, or HTTP/1.1.
+pub async fn serve_plain_http(
+    tcp: TcpStream,
+    mut conn: ConnInfo,
+    ctx: Rc<WorkerCtx>,
+    stop: watch::Receiver<bool>,
+    limits: crate::snapshot::Limits,
+) -> Result<(), hyper::Error> {
     // A client that never finishes its preface is cut off like one that never finishes
     // its headers.
     let h2 = match tokio::time::timeout(limits.request_headers_timeout, sniff_h2(&tcp)).await {

@@ -614,7 +614,7 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
     };
     // Bind every listener for every worker first, so a port conflict fails the start.
     let mut per_worker: Vec<Vec<BoundListener>> = (0..workers).map(|_| Vec::new()).collect();
-    for l in &snap.listeners {
+    for l in snap.listeners.iter().filter(|l| l.bind) {
         for w in per_worker.iter_mut() {
             let socket = worker::bind(l.addr)
                 .with_context(|| format!("binding listener {} on {}", l.name, l.addr))?;
@@ -624,7 +624,12 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
             });
         }
     }
-    let listening: Vec<String> = snap.listeners.iter().map(|l| l.addr.to_string()).collect();
+    let listening: Vec<String> = snap
+        .listeners
+        .iter()
+        .filter(|l| l.bind)
+        .map(|l| l.addr.to_string())
+        .collect();
     let snapshots = Arc::new(ArcSwap::from_pointee(snap));
     let (shutdown, _) = tokio::sync::watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));

@@ -206,6 +206,18 @@ pub struct ListenerSpec {
     /// The port forwards TCP (Gateway servers with `protocol: TCP`) by `tcp_routes`.
     pub tcp: bool,
     pub tcp_routes: Vec<crate::tcp::TcpRoute>,
+    /// Whether a socket is bound for it. A sidecar's per-port HTTP listeners are not:
+    /// the capture listener hands them connections.
+    pub bind: bool,
+    /// A sidecar's capture listener.
+    pub capture: Option<Capture>,
+}
+
+/// What a sidecar's capture listener does with a redirected connection.
+#[derive(Debug, Clone)]
+pub enum Capture {
+    /// Port 15001: by its original destination (`sidecar::OutboundMap`).
+    Outbound(Arc<crate::sidecar::OutboundMap>),
 }
 
 impl ListenerSpec {

@@ -82,8 +82,14 @@ impl Reloader {
             .and_then(|res| compile::build(&res, &self.rt, &self.opts, version));
         match built {
             Ok(snap) => {
-                let old: BTreeSet<_> = current.listeners.iter().map(|l| l.addr).collect();
-                let new: BTreeSet<_> = snap.listeners.iter().map(|l| l.addr).collect();
+                let bound = |s: &Snapshot| -> BTreeSet<_> {
+                    s.listeners
+                        .iter()
+                        .filter(|l| l.bind)
+                        .map(|l| l.addr)
+                        .collect()
+                };
+                let (old, new) = (bound(&current), bound(&snap));
                 if old != new {
                     tracing::warn!(
                         "listeners changed ({:?} -> {:?}); listeners are bound at start, so new \

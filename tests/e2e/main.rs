@@ -14,6 +14,7 @@ mod plugins;
 mod ratelimit;
 mod reload;
 mod routing;
+mod sidecar;
 mod tcp;
 mod tls;
 mod tracing;

@@ -372,6 +372,26 @@ pub fn build(
     let mut listeners = Vec::new();
     let mut vs_bound: BTreeSet<String> = BTreeSet::new();
     let mut fault_filter: Option<Arc<PluginSpec>> = None;
+    let sidecar = match res.bootstrap.as_ref().and_then(|b| b.spec.mode.as_deref()) {
+        None | Some("gateway") => false,
+        Some("sidecar") => true,
+        Some(other) => {
+            if let Some(b) = &res.bootstrap {
+                errors.push(b.info.error(
+                    "spec.mode",
+                    format!("unknown mode `{other}`; expected gateway or sidecar"),
+                ));
+            }
+            false
+        }
+    };
+    if sidecar && !by_addr.is_empty() {
+        // A sidecar serves its workload's traffic; Gateways configure gateways.
+        warnings.push(
+            "sidecar mode: Gateway servers are ignored (they configure gateways)".to_string(),
+        );
+        by_addr.clear();
+    }
     let chain = ChainParts {
         plugins: &plugins,
         jwt: &jwt,
@@ -429,7 +449,20 @@ pub fn build(
             https_redirect,
             tcp,
             tcp_routes,
+            bind: true,
+            capture: None,
         });
+    }
+    if sidecar {
+        listeners.extend(sidecar_listeners(
+            res,
+            &clusters,
+            &chain,
+            &mut fault_filter,
+            rt,
+            opts,
+            &mut errors,
+        ));
     }
     // Gateways referenced by a VirtualService must exist (Istio's analyzer: IST0101).
     for vs in &res.virtual_services {
@@ -445,7 +478,10 @@ pub fn build(
                 ));
             }
         }
-        if !vs_bound.contains(&vs.info.key()) && !vs.spec.gateways.iter().any(|g| g != "mesh") {
+        if !sidecar
+            && !vs_bound.contains(&vs.info.key())
+            && !vs.spec.gateways.iter().any(|g| g != "mesh")
+        {
             warnings.push(format!(
                 "{}: VirtualService binds to no gateway (only `mesh`); it applies to sidecars, \
                  not to this gateway",
@@ -520,6 +556,151 @@ pub fn build(
         limits,
         read_files: tls_ctx.files(),
     })
+}
+
+/// Istio's outbound capture port.
+const OUTBOUND_CAPTURE_PORT: u16 = 15001;
+
+/// Whether a ServiceEntry port speaks HTTP (served by the HTTP chain) rather than bytes.
+fn http_protocol(p: &ServicePort) -> bool {
+    matches!(
+        p.protocol
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref(),
+        Some("HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
+    )
+}
+
+/// A sidecar's outbound side: one HTTP listener (unbound) per HTTP service port, routing
+/// by Host with the VirtualServices bound to `mesh` (and straight to the service
+/// otherwise), and the capture listener on 15001 that hands redirected connections to
+/// them, to a TCP forward, or through to where they were going.
+fn sidecar_listeners(
+    res: &Resources,
+    clusters: &HashMap<String, Arc<Cluster>>,
+    chain: &ChainParts,
+    fault_filter: &mut Option<Arc<PluginSpec>>,
+    rt: &Runtime,
+    opts: &BuildOptions,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ListenerSpec> {
+    use crate::sidecar::{OutboundMap, Service, Target};
+    let mesh_vs: Vec<&Doc<VirtualServiceSpec>> = res
+        .virtual_services
+        .iter()
+        .filter(|vs| vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh"))
+        .collect();
+    let mut map = OutboundMap::default();
+    // HTTP port → (host, the plain IPs it is reached by).
+    let mut http: BTreeMap<u16, Vec<(String, Vec<String>)>> = BTreeMap::new();
+    for se in &res.service_entries {
+        let mut addresses = se.spec.addresses.clone();
+        addresses.extend(
+            se.spec
+                .endpoints
+                .iter()
+                .filter(|e| e.address.parse::<IpAddr>().is_ok())
+                .map(|e| e.address.clone()),
+        );
+        for host in &se.spec.hosts {
+            for port in &se.spec.ports {
+                let Ok(number) = u16::try_from(port.number) else {
+                    continue;
+                };
+                let cluster = lateen_sdk::route::outbound_cluster(port.number, "", host);
+                if !clusters.contains_key(&cluster) {
+                    continue;
+                }
+                let target = if http_protocol(port) {
+                    let ips = addresses
+                        .iter()
+                        .filter(|a| a.parse::<IpAddr>().is_ok())
+                        .cloned()
+                        .collect();
+                    http.entry(number).or_default().push((host.clone(), ips));
+                    Target::Http(format!("0.0.0.0_{number}").into())
+                } else {
+                    Target::Tcp(cluster)
+                };
+                map.services.push(Service {
+                    host: host.clone(),
+                    port: number,
+                    addresses: addresses.clone(),
+                    target,
+                });
+            }
+        }
+    }
+    let mut listeners = Vec::new();
+    for (port, hosts) in http {
+        let domains = |host: &str, ips: &[String]| {
+            let mut d = vec![host.to_string(), format!("{host}:{port}")];
+            for ip in ips {
+                d.push(ip.clone());
+                d.push(format!("{ip}:{port}"));
+            }
+            d
+        };
+        let mut vhosts = Vec::new();
+        let mut used: Vec<&Doc<VirtualServiceSpec>> = Vec::new();
+        for (host, ips) in &hosts {
+            let vs = mesh_vs
+                .iter()
+                .find(|vs| vs.spec.hosts.iter().any(|h| h == host));
+            match vs {
+                Some(vs) => {
+                    let mut warnings = Vec::new();
+                    if let Some(mut vh) = virtual_host(vs, res, clusters, errors, &mut warnings) {
+                        vh.domains = domains(host, ips);
+                        vhosts.push(vh);
+                        used.push(vs);
+                    }
+                }
+                None => vhosts.push(VirtualHostConfig {
+                    name: format!("{host}:{port}"),
+                    domains: domains(host, ips),
+                    routes: vec![RouteConfig {
+                        name: "default".into(),
+                        id: format!("{host}:{port}#default"),
+                        route: vec![WeightedCluster {
+                            cluster: lateen_sdk::route::outbound_cluster(u32::from(port), "", host),
+                            weight: 100,
+                            headers: None,
+                        }],
+                        ..Default::default()
+                    }],
+                }),
+            }
+        }
+        let faults = route_faults(used.into_iter(), errors);
+        let filters = chain.assemble(vhosts, &faults, fault_filter, rt, opts, errors);
+        listeners.push(ListenerSpec {
+            name: format!("0.0.0.0_{port}"),
+            addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
+            filters,
+            tls: None,
+            sni_routes: Vec::new(),
+            https_redirect: Vec::new(),
+            tcp: false,
+            tcp_routes: Vec::new(),
+            bind: false,
+            capture: None,
+        });
+    }
+    listeners.push(ListenerSpec {
+        name: "virtualOutbound".into(),
+        addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), OUTBOUND_CAPTURE_PORT),
+        filters: Vec::new(),
+        tls: None,
+        sni_routes: Vec::new(),
+        https_redirect: Vec::new(),
+        tcp: false,
+        tcp_routes: Vec::new(),
+        bind: true,
+        capture: Some(crate::snapshot::Capture::Outbound(Arc::new(map))),
+    });
+    listeners
 }
 
 /// The filters every HTTP listener's chain is made of, in Istio's order.

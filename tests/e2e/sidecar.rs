@@ -1,0 +1,287 @@
+//! Sidecar mode in network namespaces the test makes: a client namespace whose outbound
+//! TCP is redirected by `lateen iptables` to its sidecar, and a server namespace joined to
+//! it by a veth pair. The client app (curl and bash, as uid 1000) only knows the server's
+//! address; the sidecar intercepts, routes with the mesh's VirtualService, forwards TCP,
+//! and passes unknown destinations through.
+
+use lateen_e2e::*;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A network namespace, deleted (with its processes' sockets) on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Result<Netns, String> {
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("ip (apt-get install iproute2)");
+        if out.status.success() {
+            Ok(Netns(name))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+
+    /// Runs a command in the namespace; panics when it fails.
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} in {}: {}",
+            self.0,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs a command as the unprivileged app (uid and gid 1000), which the proxy's
+    /// iptables rules intercept.
+    fn app(&self, args: &[&str]) -> Output {
+        let mut c = self.cmd("setpriv");
+        c.args(["--reuid=1000", "--regid=1000", "--clear-groups"])
+            .args(args);
+        c.output().unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The server namespace's app: HTTP on 8080 and 9999 (answering with its port and the
+/// request's `x-app` header) and a TCP greeter-echo on 5432.
+const SERVER: &str = r#"
+import http.server, socket, socketserver, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("port=%d path=%s" % (self.server.server_address[1], self.path)).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.sendall(b"db\n")
+        while True:
+            d = self.request.recv(1024)
+            if not d:
+                return
+            self.request.sendall(d)
+ip = sys.argv[1]
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+for port in (8080, 9999):
+    s = http.server.ThreadingHTTPServer((ip, port), H)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+socketserver.ThreadingTCPServer((ip, 5432), Echo).serve_forever()
+"#;
+
+fn sidecar_config(server_ip: &str) -> String {
+    format!(
+        r#"apiVersion: lateen.io/v1alpha1
+kind: Bootstrap
+metadata: {{name: lateen, namespace: istio-system}}
+spec:
+  mode: sidecar
+  workload: {{name: client, namespace: shop, labels: {{app: client}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: shop}}
+spec:
+  hosts: [web.shop.svc.cluster.local]
+  addresses: [{server_ip}]
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {server_ip}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: [db.shop.svc.cluster.local]
+  addresses: [{server_ip}]
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: {server_ip}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: shop}}
+spec:
+  hosts: [web.shop.svc.cluster.local]
+  http:
+  - match: [{{uri: {{prefix: /teapot}}}}]
+    directResponse: {{status: 418, body: {{string: "short and stout"}}}}
+  - route: [{{destination: {{host: web.shop.svc.cluster.local}}}}]
+    headers: {{response: {{set: {{x-sidecar: lateen}}}}}}
+"#
+    )
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
+    let id = std::process::id() % 100_000;
+    let client = match Netns::new(format!("ltc{id}")) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("skipping: the kernel refuses network namespaces here: {e}");
+            return;
+        }
+    };
+    let server = Netns::new(format!("lts{id}")).expect("a second namespace");
+    let (vc, vs) = (format!("ltvc{id}"), format!("ltvs{id}"));
+    let ip = |args: &[&str]| {
+        let st = Command::new("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&["link", "add", &vc, "type", "veth", "peer", "name", &vs]);
+    ip(&["link", "set", &vc, "netns", &client.0]);
+    ip(&["link", "set", &vs, "netns", &server.0]);
+    let (client_ip, server_ip) = ("10.77.0.1", "10.77.0.2");
+    for (ns, dev, addr) in [(&client, &vc, client_ip), (&server, &vs, server_ip)] {
+        ns.run(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev]);
+        ns.run(&["ip", "link", "set", dev, "up"]);
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+    }
+
+    let _app = Proc(
+        server
+            .cmd("python3")
+            .args(["-c", SERVER, server_ip])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let p = paths();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sidecar.yaml");
+    std::fs::write(&cfg, sidecar_config(server_ip)).unwrap();
+    let log = std::fs::File::create(dir.path().join("lateen.log")).unwrap();
+    let _sidecar = Proc(
+        client
+            .cmd(p.bin.to_str().unwrap())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .args(["--concurrency", "1", "--filters-dir"])
+            .arg(&p.wasm_dir)
+            .arg("--cache-dir")
+            .arg(&p.cache_dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let sidecar_log = || std::fs::read_to_string(dir.path().join("lateen.log")).unwrap_or_default();
+    // Ready, and the server's app up, before the rules go in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client.app(&["curl", "-sf", "http://127.0.0.1:15000/ready"]);
+        let up = client.app(&["curl", "-sf", &format!("http://{server_ip}:9999/")]);
+        if ready.status.success() && up.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sidecar or server not up: {}",
+            sidecar_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    client.run(&[
+        p.bin.to_str().unwrap(),
+        "iptables",
+        "--proxy-uid",
+        "0",
+        "--outbound-only",
+        "--apply",
+    ]);
+
+    // HTTP/1.1 to the server's address: routed by the mesh VirtualService.
+    let r = text(&client.app(&["curl", "-si", &format!("http://{server_ip}:8080/hello")]));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}\n{}", sidecar_log());
+    assert!(r.contains("x-sidecar: lateen"), "{r}");
+    assert!(r.ends_with("port=8080 path=/hello"), "{r}");
+    // A route the sidecar answers itself.
+    let r = text(&client.app(&["curl", "-si", &format!("http://{server_ip}:8080/teapot")]));
+    assert!(
+        r.starts_with("HTTP/1.1 418") && r.ends_with("short and stout"),
+        "{r}"
+    );
+    // HTTP/2 with prior knowledge from the app; HTTP/1.1 to the server.
+    let r = text(&client.app(&[
+        "curl",
+        "-si",
+        "--http2-prior-knowledge",
+        &format!("http://{server_ip}:8080/h2"),
+    ]));
+    assert!(
+        r.starts_with("HTTP/2 200") && r.contains("x-sidecar: lateen"),
+        "{r}"
+    );
+    // TCP to the database port: forwarded to its cluster.
+    let r = text(&client.app(&[
+        "bash",
+        "-c",
+        &format!("exec 3<>/dev/tcp/{server_ip}/5432; head -n1 <&3; echo ping >&3; head -n1 <&3"),
+    ]));
+    assert_eq!(r, "db\nping\n");
+    // A port the mesh does not know: passed through untouched.
+    let r = text(&client.app(&["curl", "-si", &format!("http://{server_ip}:9999/x")]));
+    assert!(
+        r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"),
+        "{r}"
+    );
+    assert!(
+        !r.contains("x-sidecar") && r.ends_with("port=9999 path=/x"),
+        "{r}"
+    );
+
+    // The sidecar saw it all: its stats name the clusters.
+    let stats = text(&client.app(&["curl", "-s", "http://127.0.0.1:15090/stats/prometheus"]));
+    let count = |cluster: &str| {
+        stats
+            .lines()
+            .find(|l| {
+                l.starts_with("envoy_cluster_upstream_cx_total{")
+                    && l.contains(&format!("cluster_name=\"{cluster}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        count("outbound|8080||web.shop.svc.cluster.local") >= 1.0,
+        "{stats}"
+    );
+    assert_eq!(
+        count("outbound|5432||db.shop.svc.cluster.local"),
+        1.0,
+        "{stats}"
+    );
+}
