@@ -60,8 +60,14 @@ pub async fn serve(
         let capture = l.and_then(|l| l.capture.clone());
         (ws.snap.limits, tls, l.is_some_and(|l| l.tcp), capture)
     };
-    if let Some(crate::snapshot::Capture::Outbound(map)) = capture {
-        return Box::pin(crate::sidecar::outbound(tcp, conn, ctx, stop, map)).await;
+    match capture {
+        Some(crate::snapshot::Capture::Outbound(map)) => {
+            return Box::pin(crate::sidecar::outbound(tcp, conn, ctx, stop, map)).await;
+        }
+        Some(crate::snapshot::Capture::Inbound(policy)) => {
+            return Box::pin(crate::sidecar::inbound(tcp, conn, policy)).await;
+        }
+        None => {}
     }
     if forwards_tcp {
         tcp_proxy(tcp, &conn, &ctx).await;

@@ -1,9 +1,15 @@
-//! Sidecar mode's outbound capture (Istio's `virtualOutbound`, port 15001): connections the
-//! app made to anywhere arrive here, redirected by iptables (`lateen iptables`). Their
-//! original destination (SO_ORIGINAL_DST) picks what serves them: the HTTP chain of the
-//! service's port (routing by Host, with the mesh's VirtualServices), a TCP forward to the
-//! service's cluster, or, for destinations the mesh does not know, a passthrough to the
-//! original address (Istio's `PassthroughCluster` under `ALLOW_ANY`).
+//! Sidecar mode. Both capture listeners get connections redirected by iptables
+//! (`lateen iptables`) and read where they were going with SO_ORIGINAL_DST.
+//!
+//! - Outbound (Istio's `virtualOutbound`, 15001), for connections the app made: the HTTP
+//!   chain of the service's port (routing by Host, with the mesh's VirtualServices), a TCP
+//!   forward to the service's cluster (with mesh mTLS when its endpoints have sidecars), or,
+//!   for destinations the mesh does not know, a passthrough to the original address
+//!   (Istio's `PassthroughCluster` under `ALLOW_ANY`).
+//! - Inbound (`virtualInbound`, 15006), for connections to the app: mTLS is terminated with
+//!   the workload's certificate (the peer must present one from the mesh CA), plain text
+//!   is taken or refused per PeerAuthentication (STRICT, PERMISSIVE, DISABLE, per port),
+//!   and the bytes go to the app from 127.0.0.6, which the iptables rules let through.
 
 use crate::proxy::ConnInfo;
 use crate::worker::WorkerCtx;
@@ -49,6 +55,133 @@ impl OutboundMap {
                     .any(|a| lateen_authz::config::cidr_contains(a, dst.ip()))
         })
     }
+}
+
+/// PeerAuthentication's mTLS mode for a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MtlsMode {
+    /// mTLS only; plain text is refused.
+    Strict,
+    /// mTLS or plain text (Istio's default).
+    Permissive,
+    /// Plain text only: TLS is passed to the app as it is.
+    Disable,
+}
+
+impl MtlsMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            MtlsMode::Strict => "STRICT",
+            MtlsMode::Permissive => "PERMISSIVE",
+            MtlsMode::Disable => "DISABLE",
+        }
+    }
+}
+
+/// What the inbound capture does, from the workload's PeerAuthentication.
+#[derive(Debug, Clone)]
+pub struct InboundPolicy {
+    pub mode: MtlsMode,
+    pub ports: std::collections::BTreeMap<u16, MtlsMode>,
+    /// The workload's certificate and the mesh roots it checks peers against; `None`
+    /// without an identity (then only plain text is taken).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl InboundPolicy {
+    pub fn mode(&self, port: u16) -> MtlsMode {
+        self.ports.get(&port).copied().unwrap_or(self.mode)
+    }
+}
+
+/// How long an inbound connection may stay silent before it is taken as plain text (a
+/// protocol where the server speaks first); TLS clients speak first.
+const DETECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Where the proxy's connections to its own app come from (Istio's inbound passthrough
+/// source), so that iptables does not redirect them again.
+const INBOUND_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 6);
+
+/// Serves a connection on the inbound capture port.
+pub async fn inbound(
+    tcp: TcpStream,
+    conn: ConnInfo,
+    policy: Arc<InboundPolicy>,
+) -> Result<(), hyper::Error> {
+    let Some(dst) = original_dst(&tcp) else {
+        return Ok(());
+    };
+    if dst == conn.local {
+        conn.stats.no_filter_chain_match.inc();
+        return Ok(());
+    }
+    let mode = policy.mode(dst.port());
+    let mut first = [0u8; 1];
+    let tls_first = matches!(
+        tokio::time::timeout(DETECT_TIMEOUT, tcp.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == 0x16
+    );
+    let terminate = match (tls_first, mode, &policy.tls) {
+        (true, MtlsMode::Disable, _) | (false, MtlsMode::Permissive | MtlsMode::Disable, _) => None,
+        (true, _, Some(cfg)) => Some(cfg.clone()),
+        (true, _, None) | (false, MtlsMode::Strict, _) => {
+            // Envoy: no filter chain takes plain text under STRICT.
+            conn.stats.no_filter_chain_match.inc();
+            tracing::debug!(peer = %conn.peer, %dst, mode = mode.name(), tls_first, "inbound refused");
+            return Ok(());
+        }
+    };
+    let app = match connect_app(dst).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::debug!(%dst, "inbound: the app is not reachable: {e}");
+            return Ok(());
+        }
+    };
+    let idle = Duration::from_secs(3600);
+    let r = match terminate {
+        None => crate::tcp::splice(tcp, app, idle).await,
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        conn.stats.ssl_connection_error.inc();
+                        tracing::debug!(peer = %conn.peer, "inbound mTLS: {e}");
+                        return Ok(());
+                    }
+                    Err(_) => return Ok(()),
+                };
+            conn.stats.ssl_handshake.inc();
+            let info = crate::tls::server::TlsInfo::of(stream.get_ref().1);
+            tracing::debug!(
+                peer = %conn.peer,
+                principal = info.peer.as_ref().and_then(|p| p.principal()).unwrap_or("-"),
+                %dst,
+                "inbound mTLS"
+            );
+            crate::tcp::splice(stream, app, idle).await
+        }
+    };
+    tracing::debug!(%dst, ?r, "inbound done");
+    Ok(())
+}
+
+/// A connection to the app at the address the client dialled, from 127.0.0.6.
+async fn connect_app(dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = match dst {
+        SocketAddr::V4(_) => {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind(SocketAddr::from((INBOUND_SOURCE, 0)))?;
+            s
+        }
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    let s = tokio::time::timeout(Duration::from_secs(10), socket.connect(dst))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = s.set_nodelay(true);
+    Ok(s)
 }
 
 /// The destination the app dialled, before iptables redirected it here.
@@ -120,6 +253,17 @@ async fn passthrough(tcp: TcpStream, dst: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_level_modes_override_the_workload_mode() {
+        let p = InboundPolicy {
+            mode: MtlsMode::Strict,
+            ports: [(8080, MtlsMode::Disable)].into_iter().collect(),
+            tls: None,
+        };
+        assert_eq!(p.mode(8080), MtlsMode::Disable);
+        assert_eq!(p.mode(9090), MtlsMode::Strict);
+    }
 
     #[test]
     fn original_destinations_find_their_service() {

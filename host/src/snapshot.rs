@@ -218,6 +218,8 @@ pub struct ListenerSpec {
 pub enum Capture {
     /// Port 15001: by its original destination (`sidecar::OutboundMap`).
     Outbound(Arc<crate::sidecar::OutboundMap>),
+    /// Port 15006: mTLS per PeerAuthentication, then to the app.
+    Inbound(Arc<crate::sidecar::InboundPolicy>),
 }
 
 impl ListenerSpec {

@@ -1,8 +1,10 @@
-//! Sidecar mode in network namespaces the test makes: a client namespace whose outbound
-//! TCP is redirected by `lateen iptables` to its sidecar, and a server namespace joined to
-//! it by a veth pair. The client app (curl and bash, as uid 1000) only knows the server's
-//! address; the sidecar intercepts, routes with the mesh's VirtualService, forwards TCP,
-//! and passes unknown destinations through.
+//! Sidecar mode in network namespaces the test makes: a client namespace and a server
+//! namespace joined by a veth pair, each with its sidecar and the interception rules of
+//! `lateen iptables`. The client app (curl and bash, as uid 1000) only knows the server's
+//! address; its sidecar routes with the mesh's VirtualService, forwards TCP and passes
+//! unknown destinations through, speaking mTLS (certificates from `lateen ca`) to the
+//! server's sidecar, which takes only mTLS under PeerAuthentication STRICT and plain text
+//! too under PERMISSIVE.
 
 use lateen_e2e::*;
 use std::process::{Child, Command, Output, Stdio};
@@ -75,7 +77,7 @@ import http.server, socket, socketserver, sys, threading
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
-        body = ("port=%d path=%s" % (self.server.server_address[1], self.path)).encode()
+        body = ("from=%s port=%d path=%s" % (self.client_address[0], self.server.server_address[1], self.path)).encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -98,15 +100,39 @@ for port in (8080, 9999):
 socketserver.ThreadingTCPServer((ip, 5432), Echo).serve_forever()
 "#;
 
-fn sidecar_config(server_ip: &str) -> String {
+/// A sidecar's Bootstrap: its workload and the identity `lateen ca issue` made for it.
+fn bootstrap(name: &str, certs: &std::path::Path, root: &std::path::Path) -> String {
     format!(
         r#"apiVersion: lateen.io/v1alpha1
 kind: Bootstrap
 metadata: {{name: lateen, namespace: istio-system}}
 spec:
   mode: sidecar
-  workload: {{name: client, namespace: shop, labels: {{app: client}}}}
----
+  workload: {{name: {name}, namespace: shop, labels: {{app: {name}}}}}
+  identity: {{certChain: {c}/cert-chain.pem, privateKey: {c}/key.pem, rootCert: {r}}}
+"#,
+        c = certs.display(),
+        r = root.display()
+    )
+}
+
+fn server_config(mode: &str) -> String {
+    format!(
+        r#"---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: shop}}
+spec:
+  mtls: {{mode: {mode}}}
+"#
+    )
+}
+
+/// The mesh as the client's sidecar sees it; the server's endpoints have a sidecar (the
+/// label auto mTLS reads).
+fn client_config(server_ip: &str) -> String {
+    format!(
+        r#"---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: web, namespace: shop}}
@@ -115,7 +141,7 @@ spec:
   addresses: [{server_ip}]
   ports: [{{number: 8080, name: http, protocol: HTTP}}]
   resolution: STATIC
-  endpoints: [{{address: {server_ip}}}]
+  endpoints: [{{address: {server_ip}, labels: {{security.istio.io/tlsMode: istio}}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -125,7 +151,7 @@ spec:
   addresses: [{server_ip}]
   ports: [{{number: 5432, name: tcp, protocol: TCP}}]
   resolution: STATIC
-  endpoints: [{{address: {server_ip}}}]
+  endpoints: [{{address: {server_ip}, labels: {{security.istio.io/tlsMode: istio}}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -180,55 +206,80 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
             .unwrap(),
     );
     let p = paths();
+    let ca = MeshCa::new("cluster.local");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sidecar.yaml");
-    std::fs::write(&cfg, sidecar_config(server_ip)).unwrap();
-    let log = std::fs::File::create(dir.path().join("lateen.log")).unwrap();
-    let _sidecar = Proc(
-        client
-            .cmd(p.bin.to_str().unwrap())
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .args(["--concurrency", "1", "--filters-dir"])
-            .arg(&p.wasm_dir)
-            .arg("--cache-dir")
-            .arg(&p.cache_dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    let start = |ns: &Netns, name: &str, yaml: String| {
+        let cfg = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&cfg, yaml).unwrap();
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+        Proc(
+            ns.cmd(p.bin.to_str().unwrap())
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .args(["--concurrency", "1", "--filters-dir"])
+                .arg(&p.wasm_dir)
+                .arg("--cache-dir")
+                .arg(&p.cache_dir)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let client_certs = ca.issue("client", "shop", "client", &[]);
+    let server_certs = ca.issue("server", "shop", "web", &[]);
+    let _client_sidecar = start(
+        &client,
+        "client",
+        bootstrap("client", &client_certs, &ca.root()) + &client_config(server_ip),
     );
-    let sidecar_log = || std::fs::read_to_string(dir.path().join("lateen.log")).unwrap_or_default();
-    // Ready, and the server's app up, before the rules go in.
+    let server_yaml =
+        |mode: &str| bootstrap("web", &server_certs, &ca.root()) + &server_config(mode);
+    let _server_sidecar = start(&server, "server", server_yaml("STRICT"));
+    let logs = || {
+        ["client", "server"]
+            .map(|n| {
+                std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default()
+            })
+            .join("\n---\n")
+    };
+    // Both sidecars ready, and the server's app up, before the rules go in.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready = client.app(&["curl", "-sf", "http://127.0.0.1:15000/ready"]);
+        let ready = |ns: &Netns| {
+            ns.app(&["curl", "-sf", "http://127.0.0.1:15000/ready"])
+                .status
+                .success()
+        };
         let up = client.app(&["curl", "-sf", &format!("http://{server_ip}:9999/")]);
-        if ready.status.success() && up.status.success() {
+        if ready(&client) && ready(&server) && up.status.success() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "sidecar or server not up: {}",
-            sidecar_log()
+            "sidecars or server not up: {}",
+            logs()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let bin = p.bin.to_str().unwrap();
     client.run(&[
-        p.bin.to_str().unwrap(),
+        bin,
         "iptables",
         "--proxy-uid",
         "0",
         "--outbound-only",
         "--apply",
     ]);
+    server.run(&[bin, "iptables", "--proxy-uid", "0", "--apply"]);
 
-    // HTTP/1.1 to the server's address: routed by the mesh VirtualService.
+    // HTTP/1.1 to the server's address: routed by the mesh VirtualService, over mTLS to
+    // the server's sidecar, which hands it to the app from 127.0.0.6.
     let r = text(&client.app(&["curl", "-si", &format!("http://{server_ip}:8080/hello")]));
-    assert!(r.starts_with("HTTP/1.1 200"), "{r}\n{}", sidecar_log());
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}\n{}", logs());
     assert!(r.contains("x-sidecar: lateen"), "{r}");
-    assert!(r.ends_with("port=8080 path=/hello"), "{r}");
-    // A route the sidecar answers itself.
+    assert!(r.ends_with("from=127.0.0.6 port=8080 path=/hello"), "{r}");
+    // A route the client's sidecar answers itself.
     let r = text(&client.app(&["curl", "-si", &format!("http://{server_ip}:8080/teapot")]));
     assert!(
         r.starts_with("HTTP/1.1 418") && r.ends_with("short and stout"),
@@ -245,25 +296,50 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
         r.starts_with("HTTP/2 200") && r.contains("x-sidecar: lateen"),
         "{r}"
     );
-    // TCP to the database port: forwarded to its cluster.
+    // TCP to the database port: forwarded to its cluster, over mTLS too.
     let r = text(&client.app(&[
         "bash",
         "-c",
         &format!("exec 3<>/dev/tcp/{server_ip}/5432; head -n1 <&3; echo ping >&3; head -n1 <&3"),
     ]));
-    assert_eq!(r, "db\nping\n");
-    // A port the mesh does not know: passed through untouched.
-    let r = text(&client.app(&["curl", "-si", &format!("http://{server_ip}:9999/x")]));
-    assert!(
-        r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"),
-        "{r}"
-    );
-    assert!(
-        !r.contains("x-sidecar") && r.ends_with("port=9999 path=/x"),
-        "{r}"
-    );
+    assert_eq!(r, "db\nping\n", "{}", logs());
 
-    // The sidecar saw it all: its stats name the clusters.
+    // A port the mesh does not know: passed through in plain text, which the server's
+    // sidecar refuses under STRICT...
+    let plain = |port: u16| {
+        client.app(&[
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://{server_ip}:{port}/x"),
+        ])
+    };
+    let r = plain(9999);
+    assert!(!r.status.success(), "plain text under STRICT: {}", text(&r));
+    // ...and takes under PERMISSIVE, once the server's config says so.
+    let tmp = dir.path().join(".server.yaml.tmp");
+    std::fs::write(&tmp, server_yaml("PERMISSIVE")).unwrap();
+    std::fs::rename(&tmp, dir.path().join("server.yaml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let r = loop {
+        let r = plain(9999);
+        if r.status.success() {
+            break text(&r);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PERMISSIVE not applied: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(r, "from=127.0.0.6 port=9999 path=/x");
+    // mTLS keeps working under PERMISSIVE.
+    let r = text(&client.app(&["curl", "-s", &format!("http://{server_ip}:8080/again")]));
+    assert_eq!(r, "from=127.0.0.6 port=8080 path=/again");
+
+    // The client's sidecar saw it all: its stats name the clusters.
     let stats = text(&client.app(&["curl", "-s", "http://127.0.0.1:15090/stats/prometheus"]));
     let count = |cluster: &str| {
         stats
@@ -282,6 +358,18 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
     assert_eq!(
         count("outbound|5432||db.shop.svc.cluster.local"),
         1.0,
+        "{stats}"
+    );
+    // And the server's sidecar terminated mTLS.
+    let stats = text(&server.app(&["curl", "-s", "http://127.0.0.1:15000/stats"]));
+    let handshakes = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("listener.virtualInbound.ssl.handshake: "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    // One for the pooled HTTP connection, one for the TCP one.
+    assert!(handshakes.is_some_and(|n| n >= 2.0), "{stats}");
+    assert!(
+        stats.contains("listener.virtualInbound.no_filter_chain_match: "),
         "{stats}"
     );
 }

@@ -37,6 +37,7 @@ pub struct Resources {
     pub envoy_filters: Vec<Doc<EnvoyFilterSpec>>,
     pub authorization_policies: Vec<Doc<AuthorizationPolicySpec>>,
     pub request_authentications: Vec<Doc<RequestAuthenticationSpec>>,
+    pub peer_authentications: Vec<Doc<PeerAuthenticationSpec>>,
     pub bootstrap: Option<Doc<BootstrapSpec>>,
     pub warnings: Vec<String>,
 }
@@ -137,10 +138,7 @@ fn add_documents(res: &mut Resources, file: &Path, text: &str, errors: &mut Vec<
                 d.typed().map(|t| res.request_authentications.push(t))
             }
             ("PeerAuthentication", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
-                Err(d.info.error(
-                    "kind",
-                    format!("{kind} is not supported yet; refusing to serve without enforcing it"),
-                ))
+                d.typed().map(|t| res.peer_authentications.push(t))
             }
             _ => Err(d.info.error(
                 "kind",
@@ -463,6 +461,25 @@ pub fn build(
             opts,
             &mut errors,
         ));
+        let policy = inbound_policy(res, &workload, &tls_ctx, &mut errors, &mut warnings);
+        listeners.push(ListenerSpec {
+            name: "virtualInbound".into(),
+            addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), INBOUND_CAPTURE_PORT),
+            filters: Vec::new(),
+            tls: None,
+            sni_routes: Vec::new(),
+            https_redirect: Vec::new(),
+            tcp: false,
+            tcp_routes: Vec::new(),
+            bind: true,
+            capture: Some(crate::snapshot::Capture::Inbound(Arc::new(policy))),
+        });
+    } else if let Some(pa) = res.peer_authentications.first() {
+        warnings.push(format!(
+            "{}: PeerAuthentication governs a sidecar's inbound side; a gateway's TLS is its \
+             Gateway servers' (ignored in gateway mode)",
+            pa.info.key()
+        ));
     }
     // Gateways referenced by a VirtualService must exist (Istio's analyzer: IST0101).
     for vs in &res.virtual_services {
@@ -558,8 +575,136 @@ pub fn build(
     })
 }
 
-/// Istio's outbound capture port.
+/// Istio's outbound and inbound capture ports.
 const OUTBOUND_CAPTURE_PORT: u16 = 15001;
+const INBOUND_CAPTURE_PORT: u16 = 15006;
+
+/// The workload's PeerAuthentication, resolved as Istio does: the mesh-wide policy (root
+/// namespace, no selector), then the namespace's (no selector), then the workload's (a
+/// selector that matches), each mode other than UNSET overriding the one before; port
+/// modes from the workload's policy. Default PERMISSIVE.
+fn inbound_policy(
+    res: &Resources,
+    w: &WorkloadInfo,
+    tls: &TlsContext,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> crate::sidecar::InboundPolicy {
+    use crate::sidecar::{InboundPolicy, MtlsMode};
+    let parse = |pa: &Doc<PeerAuthenticationSpec>,
+                 m: &MtlsSpec,
+                 at: &str,
+                 errors: &mut Vec<ConfigError>| {
+        match m.mode.as_deref().unwrap_or("UNSET") {
+            "UNSET" => None,
+            "STRICT" => Some(MtlsMode::Strict),
+            "PERMISSIVE" => Some(MtlsMode::Permissive),
+            "DISABLE" => Some(MtlsMode::Disable),
+            other => {
+                errors.push(pa.info.error(
+                    at,
+                    format!(
+                        "unknown mode `{other}`; expected UNSET, STRICT, PERMISSIVE or DISABLE"
+                    ),
+                ));
+                None
+            }
+        }
+    };
+    let level = |pa: &Doc<PeerAuthenticationSpec>| -> Option<u8> {
+        if !selects(&pa.info, pa.spec.selector.as_ref(), w) {
+            return None;
+        }
+        Some(
+            match (&pa.spec.selector, pa.info.namespace == ROOT_NAMESPACE) {
+                (None, true) => 0,
+                (None, false) => 1,
+                (Some(_), _) => 2,
+            },
+        )
+    };
+    let mut policy = InboundPolicy {
+        mode: MtlsMode::Permissive,
+        ports: BTreeMap::new(),
+        tls: None,
+    };
+    let mut applied: Vec<(u8, &Doc<PeerAuthenticationSpec>)> = res
+        .peer_authentications
+        .iter()
+        .filter_map(|pa| level(pa).map(|l| (l, pa)))
+        .collect();
+    // Least specific first; within a level, the first resource wins (so it goes last).
+    applied.sort_by_key(|(l, _)| *l);
+    applied.reverse();
+    applied.sort_by_key(|(l, _)| *l);
+    let mut strict_at: Option<(&Doc<PeerAuthenticationSpec>, String)> = None;
+    for (l, pa) in &applied {
+        if let Some(m) = pa.spec.mtls.as_ref() {
+            if let Some(mode) = parse(pa, m, "spec.mtls.mode", errors) {
+                policy.mode = mode;
+                if mode == MtlsMode::Strict {
+                    strict_at = Some((pa, "spec.mtls.mode".into()));
+                }
+            }
+        }
+        for (port, m) in &pa.spec.port_level_mtls {
+            let at = format!("spec.portLevelMtls.{port}.mode");
+            if *l < 2 {
+                errors.push(pa.info.error(
+                    &format!("spec.portLevelMtls.{port}"),
+                    "portLevelMtls needs a selector (as in Istio)",
+                ));
+                continue;
+            }
+            let Ok(p) = port.parse::<u16>() else {
+                errors.push(
+                    pa.info
+                        .error(&format!("spec.portLevelMtls.{port}"), "not a port number"),
+                );
+                continue;
+            };
+            if let Some(mode) = parse(pa, m, &at, errors) {
+                policy.ports.insert(p, mode);
+                if mode == MtlsMode::Strict {
+                    strict_at = Some((pa, at));
+                }
+            }
+        }
+    }
+    // The workload's identity, as an ISTIO_MUTUAL server.
+    let settings = ServerTlsSettings {
+        mode: Some("ISTIO_MUTUAL".into()),
+        ..Default::default()
+    };
+    let info = res.bootstrap.as_ref().map(|b| &b.info);
+    let built = info.map(|info| {
+        tls.server(&settings, info, "spec.identity")
+            .map_err(|e| e.message)
+            .and_then(|s| {
+                let s = s.ok_or_else(|| "no identity".to_string())?;
+                crate::tls::server::server_config(&s).map_err(|e| e.to_string())
+            })
+    });
+    let problem = match built {
+        Some(Ok(cfg)) => {
+            policy.tls = Some(cfg);
+            None
+        }
+        Some(Err(e)) => Some(e),
+        None => Some("no Bootstrap".to_string()),
+    };
+    match (problem, strict_at) {
+        (None, _) => {}
+        (Some(e), Some((pa, at))) => errors.push(pa.info.error(
+            &at,
+            format!("STRICT needs the workload's identity (Bootstrap identity): {e}"),
+        )),
+        (Some(e), None) => warnings.push(format!(
+            "sidecar inbound: no workload identity ({e}); only plain text is taken"
+        )),
+    }
+    policy
+}
 
 /// Whether a ServiceEntry port speaks HTTP (served by the HTTP chain) rather than bytes.
 fn http_protocol(p: &ServicePort) -> bool {
@@ -2885,6 +3030,25 @@ fn build_clusters(
                 if let Some((d, t)) = base_tp {
                     c.hash = hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors);
                     c.tls = cluster_tls(Some(t), &svc, tls, &d.info, "spec.trafficPolicy", errors);
+                }
+                // Istio's auto mTLS: endpoints labelled as having a sidecar get ISTIO_MUTUAL
+                // unless a DestinationRule says otherwise.
+                let has_sidecars = !se.spec.endpoints.is_empty()
+                    && se.spec.endpoints.iter().all(|e| {
+                        e.labels
+                            .get("security.istio.io/tlsMode")
+                            .map(String::as_str)
+                            == Some("istio")
+                    });
+                if has_sidecars && base_eff.as_ref().is_none_or(|t| t.tls.is_none()) {
+                    let auto = TrafficPolicy {
+                        tls: Some(ClientTlsSettings {
+                            mode: Some("ISTIO_MUTUAL".into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    };
+                    c.tls = cluster_tls(Some(&auto), &svc, tls, &se.info, "spec.endpoints", errors);
                 }
                 let base_tls = c.tls.clone();
                 clusters.insert(name, Arc::new(c));

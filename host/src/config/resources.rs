@@ -508,6 +508,28 @@ pub struct AuthorizationPolicySpec {
     pub rules: Option<Vec<lateen_authz::config::Rule>>,
 }
 
+/// `security.istio.io PeerAuthentication`: whether a sidecar's inbound side takes mTLS
+/// only (STRICT), mTLS or plain text (PERMISSIVE), or plain text (DISABLE).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerAuthenticationSpec {
+    #[serde(default)]
+    pub selector: Option<WorkloadSelector>,
+    #[serde(default)]
+    pub mtls: Option<MtlsSpec>,
+    /// Port number → its own mode (with a selector only, as in Istio).
+    #[serde(default)]
+    pub port_level_mtls: BTreeMap<String, MtlsSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MtlsSpec {
+    /// UNSET (inherit), DISABLE, PERMISSIVE, STRICT.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
 /// `security.istio.io RequestAuthentication`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
