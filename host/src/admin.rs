@@ -437,6 +437,25 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                 })).collect::<Vec<_>>(),
                 "httpsRedirect": l.https_redirect,
                 "tcp": l.tcp,
+                "bound": l.bind,
+                "capture": l.capture.as_ref().map(|c| match c {
+                    crate::snapshot::Capture::Outbound(m) => serde_json::json!({
+                        "kind": "outbound",
+                        "services": m.services.iter().map(|s| serde_json::json!({
+                            "host": s.host, "port": s.port, "addresses": s.addresses,
+                            "target": match &s.target {
+                                crate::sidecar::Target::Http(l) => format!("http {l}"),
+                                crate::sidecar::Target::Tcp(c) => format!("tcp {c}"),
+                            },
+                        })).collect::<Vec<_>>(),
+                    }),
+                    crate::snapshot::Capture::Inbound(p) => serde_json::json!({
+                        "kind": "inbound",
+                        "mtls": p.mode.name(),
+                        "portLevelMtls": p.ports.iter().map(|(k, v)| (k.to_string(), v.name())).collect::<std::collections::BTreeMap<_, _>>(),
+                        "identity": p.tls.is_some(),
+                    }),
+                }),
                 "tcpRoutes": l.tcp_routes.iter().map(|r| serde_json::json!({
                     "name": r.name, "destinationSubnets": r.destination_subnets,
                     "destinations": r.destinations,

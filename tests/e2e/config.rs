@@ -107,10 +107,7 @@ fn unsupported_kinds_are_refused() {
     let yaml = format!("{GW}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: sc}}\nspec: {{}}\n");
     let (code, out) = validate(&yaml);
     assert_ne!(code, 0);
-    assert!(
-        out.contains("Sidecar is not supported yet"),
-        "{out}"
-    );
+    assert!(out.contains("Sidecar is not supported yet"), "{out}");
 }
 
 #[test]

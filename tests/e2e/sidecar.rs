@@ -366,6 +366,15 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
         .lines()
         .find_map(|l| l.strip_prefix("listener.virtualInbound.ssl.handshake: "))
         .and_then(|v| v.trim().parse::<f64>().ok());
+    let dump = text(&server.app(&["curl", "-s", "http://127.0.0.1:15000/config_dump"]));
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let inbound = dump["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["name"] == "virtualInbound"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(inbound["capture"]["mtls"], "PERMISSIVE", "{dump}");
+    assert_eq!(inbound["capture"]["identity"], true, "{dump}");
     // One for the pooled HTTP connection, one for the TCP one.
     assert!(handshakes.is_some_and(|n| n >= 2.0), "{stats}");
     assert!(
