@@ -382,3 +382,27 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
         "{stats}"
     );
 }
+
+#[test]
+fn policies_a_sidecar_cannot_enforce_yet_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sidecar.yaml");
+    std::fs::write(
+        &cfg,
+        "apiVersion: lateen.io/v1alpha1\nkind: Bootstrap\nmetadata: {name: lateen, namespace: istio-system}\n\
+         spec: {mode: sidecar}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {name: deny-all, namespace: istio-system}\nspec: {action: DENY, rules: [{}]}\n",
+    )
+    .unwrap();
+    let out = Command::new(paths().bin)
+        .args(["validate", &cfg.display().to_string(), "--filters-dir"])
+        .arg(paths().wasm_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("sidecar.yaml:7") && e.contains("refused rather than left unenforced"),
+        "{e}"
+    );
+}

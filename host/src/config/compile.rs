@@ -390,6 +390,36 @@ pub fn build(
         );
         by_addr.clear();
     }
+    // A sidecar enforces AuthorizationPolicy and RequestAuthentication on its inbound HTTP
+    // chain, which it does not have yet (inbound is forwarded as TCP): refused rather than
+    // left unenforced, and kept out of the outbound chains, where Istio never runs them.
+    let (jwt, authz) = if sidecar {
+        for (selected, kind, info) in [
+            (
+                authz.is_some(),
+                "AuthorizationPolicy",
+                res.authorization_policies.first().map(|d| &d.info),
+            ),
+            (
+                jwt.is_some(),
+                "RequestAuthentication",
+                res.request_authentications.first().map(|d| &d.info),
+            ),
+        ] {
+            if let (true, Some(info)) = (selected, info) {
+                errors.push(info.error(
+                    "kind",
+                    format!(
+                        "{kind} on a sidecar is enforced on inbound HTTP, which Lateen's sidecar \
+                         forwards as TCP for now; refused rather than left unenforced"
+                    ),
+                ));
+            }
+        }
+        (None, None)
+    } else {
+        (jwt, authz)
+    };
     let chain = ChainParts {
         plugins: &plugins,
         jwt: &jwt,
