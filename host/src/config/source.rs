@@ -202,8 +202,19 @@ pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
+/// A lone CR is a line break to the YAML parser (and to editors) but not to `str::lines`;
+/// making every break a LF keeps the line numbers of errors and fields in agreement.
+fn unix_breaks(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\r') {
+        std::borrow::Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// Splits a file into its documents and reads each one's envelope.
 pub fn read_documents(file: &Path, text: &str) -> (Vec<RawDoc>, Vec<ConfigError>) {
+    let text = &*unix_breaks(text);
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     let mut index = 0;
@@ -381,5 +392,35 @@ mod tests {
         assert_eq!(errs[0].doc, 2);
         assert_eq!(errs[0].line, 11, "{}", errs[0]);
         assert_eq!(docs[0].info.line_of("metadata.name"), 4);
+    }
+
+    #[test]
+    fn lone_carriage_returns_break_lines_as_in_yaml() {
+        // Found by the config_yaml fuzz target: the parser counted a lone CR as a line
+        // break and the loader did not, so errors pointed past the end of the file and a
+        // `---` after a CR did not start a document.
+        for nl in ["\r", "\r\n", "\n"] {
+            let text = [
+                "apiVersion: v1",
+                "kind: A",
+                "metadata: {name: a}",
+                "---",
+                "apiVersion: v1",
+                "kind: B",
+                "metadata:",
+                "  name: [1, 2]",
+                "",
+            ]
+            .join(nl);
+            let (docs, errs) = read_documents(Path::new("f.yaml"), &text);
+            assert_eq!((docs.len(), errs.len()), (1, 1), "breaks {nl:?}: {errs:?}");
+            assert_eq!(
+                (errs[0].doc, errs[0].line),
+                (2, 8),
+                "breaks {nl:?}: {}",
+                errs[0]
+            );
+            assert_eq!(docs[0].info.line_of("metadata.name"), 3);
+        }
     }
 }
