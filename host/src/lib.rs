@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod config;
 pub mod connector;
 pub mod fetch;
+pub mod inject;
 pub mod inspect;
 pub mod iptables;
 pub mod listener;

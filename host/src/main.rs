@@ -90,6 +90,30 @@ enum Cmd {
     /// The built-in CA: a root, and SPIFFE workload certificates signed by it.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Add the sidecar (init container, proxy container, volumes) to every pod template in
+    /// Kubernetes manifests, as `istioctl kube-inject` does; prints the result.
+    Inject {
+        /// The manifests (multi-document YAML); `-` for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// The image with the `lateen` binary.
+        #[arg(long, default_value = "lateen:latest")]
+        image: String,
+        #[arg(long, default_value_t = 1337)]
+        proxy_uid: u32,
+        /// ConfigMap holding the sidecar's config.
+        #[arg(long, default_value = "lateen-sidecar")]
+        config_map: String,
+        /// Secret holding the workload identity (from `lateen ca issue`).
+        #[arg(long, default_value = "lateen-identity")]
+        identity_secret: String,
+        /// How long the proxy drains on SIGTERM.
+        #[arg(long, default_value = "5s")]
+        drain_time: String,
+    },
     /// Sidecar traffic interception rules, as istio-iptables makes them: printed in
     /// iptables-restore format, or applied with --apply (in the pod's network namespace).
     Iptables {
@@ -263,6 +287,46 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Validate { config, common } => {
             init_logs(&common.log_level);
             validate(&config, &common)
+        }
+        Cmd::Inject {
+            file,
+            output,
+            image,
+            proxy_uid,
+            config_map,
+            identity_secret,
+            drain_time,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            if compile::parse_duration_ms(&drain_time).is_none() {
+                bail!("--drain-time: `{drain_time}` is not a duration (e.g. 5s)");
+            }
+            let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+                .with_context(|| format!("{}: not YAML", file.display()))?;
+            let docs: Vec<serde_json::Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
+            let opts = lateen::inject::Options {
+                image,
+                proxy_uid,
+                config_map,
+                identity_secret,
+                drain_time,
+            };
+            let (docs, n) = lateen::inject::inject(docs, &opts)
+                .with_context(|| format!("{}", file.display()))?;
+            let yaml = serde_saphyr::to_string_multiple(&docs).context("writing YAML")?;
+            match output {
+                Some(o) => {
+                    std::fs::write(&o, yaml).with_context(|| format!("writing {}", o.display()))?
+                }
+                None => print!("{yaml}"),
+            }
+            eprintln!("injected {n} pod template(s)");
+            Ok(())
         }
         Cmd::Iptables {
             proxy_uid,

@@ -8,6 +8,7 @@ mod config;
 mod graph;
 mod hardening;
 mod jwt;
+mod kubernetes;
 mod lifecycle;
 mod metrics;
 mod plugins;
