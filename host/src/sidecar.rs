@@ -43,6 +43,9 @@ pub struct Service {
 #[derive(Debug, Clone, Default)]
 pub struct OutboundMap {
     pub services: Vec<Service>,
+    /// Sidecar `outboundTrafficPolicy: REGISTRY_ONLY`: destinations the mesh does not know
+    /// are closed (Istio's BlackHoleCluster) instead of passed through.
+    pub registry_only: bool,
 }
 
 impl OutboundMap {
@@ -86,11 +89,31 @@ pub struct InboundPolicy {
     /// The workload's certificate and the mesh roots it checks peers against; `None`
     /// without an identity (then only plain text is taken).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Sidecar `ingress` ports whose `defaultEndpoint` sends them elsewhere.
+    pub endpoints: std::collections::BTreeMap<u16, AppEndpoint>,
+}
+
+/// Where an inbound port goes (Sidecar `ingress[].defaultEndpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEndpoint {
+    /// `127.0.0.1:PORT`.
+    Loopback(u16),
+    /// `0.0.0.0:PORT`: the address the client dialled, on this port.
+    Dialled(u16),
 }
 
 impl InboundPolicy {
     pub fn mode(&self, port: u16) -> MtlsMode {
         self.ports.get(&port).copied().unwrap_or(self.mode)
+    }
+
+    /// The app's address for a connection the client dialled to `dst`.
+    pub fn app(&self, dst: SocketAddr) -> SocketAddr {
+        match self.endpoints.get(&dst.port()) {
+            Some(AppEndpoint::Loopback(p)) => SocketAddr::from(([127, 0, 0, 1], *p)),
+            Some(AppEndpoint::Dialled(p)) => SocketAddr::new(dst.ip(), *p),
+            None => dst,
+        }
     }
 }
 
@@ -130,7 +153,7 @@ pub async fn inbound(
             return Ok(());
         }
     };
-    let app = match connect_app(dst).await {
+    let app = match connect_app(policy.app(dst)).await {
         Ok(app) => app,
         Err(e) => {
             tracing::debug!(%dst, "inbound: the app is not reachable: {e}");
@@ -230,6 +253,11 @@ pub async fn outbound(
             }
             Ok(())
         }
+        None if map.registry_only => {
+            conn.stats.no_filter_chain_match.inc();
+            tracing::debug!(%dst, "REGISTRY_ONLY: not a mesh service; closed");
+            Ok(())
+        }
         None => {
             passthrough(tcp, dst).await;
             Ok(())
@@ -260,9 +288,19 @@ mod tests {
             mode: MtlsMode::Strict,
             ports: [(8080, MtlsMode::Disable)].into_iter().collect(),
             tls: None,
+            endpoints: [
+                (7070, AppEndpoint::Dialled(8080)),
+                (9000, AppEndpoint::Loopback(9001)),
+            ]
+            .into_iter()
+            .collect(),
         };
         assert_eq!(p.mode(8080), MtlsMode::Disable);
         assert_eq!(p.mode(9090), MtlsMode::Strict);
+        let at = |s: &str| p.app(s.parse().unwrap()).to_string();
+        assert_eq!(at("10.0.0.5:7070"), "10.0.0.5:8080");
+        assert_eq!(at("10.0.0.5:9000"), "127.0.0.1:9001");
+        assert_eq!(at("10.0.0.5:80"), "10.0.0.5:80");
     }
 
     #[test]
@@ -282,6 +320,7 @@ mod tests {
                     target: Target::Tcp("outbound|5432||db.mesh".into()),
                 },
             ],
+            registry_only: false,
         };
         let at = |s: &str| map.lookup(s.parse().unwrap()).map(|s| s.host.as_str());
         assert_eq!(at("10.96.0.10:80"), Some("web.mesh"));

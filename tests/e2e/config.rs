@@ -104,10 +104,10 @@ fn plugin_errors_sha256_and_rejected_config() {
 
 #[test]
 fn unsupported_kinds_are_refused() {
-    let yaml = format!("{GW}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: sc}}\nspec: {{}}\n");
+    let yaml = format!("{GW}---\napiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {{name: wg}}\nspec: {{}}\n");
     let (code, out) = validate(&yaml);
     assert_ne!(code, 0);
-    assert!(out.contains("Sidecar is not supported yet"), "{out}");
+    assert!(out.contains("WorkloadGroup is not supported yet"), "{out}");
 }
 
 #[test]

@@ -116,6 +116,8 @@ spec:
     )
 }
 
+/// The server's PeerAuthentication, and a Sidecar whose ingress port 7070 goes to the
+/// app's 8080.
 fn server_config(mode: &str) -> String {
     format!(
         r#"---
@@ -124,9 +126,28 @@ kind: PeerAuthentication
 metadata: {{name: default, namespace: shop}}
 spec:
   mtls: {{mode: {mode}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: shop}}
+spec:
+  ingress:
+  - port: {{number: 7070, protocol: TCP, name: tcp-alias}}
+    defaultEndpoint: "0.0.0.0:8080"
 "#
     )
 }
+
+/// A Sidecar for the client that knows only the web service, and closes the rest.
+const CLIENT_SIDECAR: &str = r#"---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - hosts: ["./web.shop.svc.cluster.local"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"#;
 
 /// The mesh as the client's sidecar sees it; the server's endpoints have a sidecar (the
 /// label auto mTLS reads).
@@ -228,11 +249,8 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
     };
     let client_certs = ca.issue("client", "shop", "client", &[]);
     let server_certs = ca.issue("server", "shop", "web", &[]);
-    let _client_sidecar = start(
-        &client,
-        "client",
-        bootstrap("client", &client_certs, &ca.root()) + &client_config(server_ip),
-    );
+    let client_yaml = || bootstrap("client", &client_certs, &ca.root()) + &client_config(server_ip);
+    let _client_sidecar = start(&client, "client", client_yaml());
     let server_yaml =
         |mode: &str| bootstrap("web", &server_certs, &ca.root()) + &server_config(mode);
     let _server_sidecar = start(&server, "server", server_yaml("STRICT"));
@@ -338,6 +356,31 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
     // mTLS keeps working under PERMISSIVE.
     let r = text(&client.app(&["curl", "-s", &format!("http://{server_ip}:8080/again")]));
     assert_eq!(r, "from=127.0.0.6 port=8080 path=/again");
+    // The server's Sidecar ingress: port 7070 goes to the app's 8080.
+    assert_eq!(text(&plain(7070)), "from=127.0.0.6 port=8080 path=/x");
+
+    // The client's Sidecar: only the web service, and nothing unknown.
+    let tmp = dir.path().join(".client.yaml.tmp");
+    std::fs::write(&tmp, client_yaml() + CLIENT_SIDECAR).unwrap();
+    std::fs::rename(&tmp, dir.path().join("client.yaml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while plain(9999).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "REGISTRY_ONLY not applied: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = text(&client.app(&["curl", "-s", &format!("http://{server_ip}:8080/still")]));
+    assert_eq!(r, "from=127.0.0.6 port=8080 path=/still");
+    // The database is not in the egress list: closed like any unknown destination.
+    let r = client.app(&[
+        "bash",
+        "-c",
+        &format!("exec 3<>/dev/tcp/{server_ip}/5432; timeout 5 head -n1 <&3"),
+    ]);
+    assert_eq!(text(&r), "", "db reached despite the egress list");
 
     // The client's sidecar saw it all: its stats name the clusters.
     let stats = text(&client.app(&["curl", "-s", "http://127.0.0.1:15090/stats/prometheus"]));
@@ -405,4 +448,34 @@ fn policies_a_sidecar_cannot_enforce_yet_are_refused() {
         e.contains("sidecar.yaml:7") && e.contains("refused rather than left unenforced"),
         "{e}"
     );
+}
+
+#[test]
+fn sidecar_resources_lateen_cannot_honour_are_refused_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sc.yaml");
+    std::fs::write(
+        &cfg,
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\n\
+         spec:\n  egress:\n  - hosts: [web.shop]\n    bind: 127.0.0.2\n  \
+         outboundTrafficPolicy: {mode: SOMETIMES}\n",
+    )
+    .unwrap();
+    let out = Command::new(paths().bin)
+        .args(["validate", &cfg.display().to_string(), "--filters-dir"])
+        .arg(paths().wasm_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "sc.yaml:6: document 1 (Sidecar shop/default): field `spec.egress[0].hosts[0]`: \
+         `web.shop` is not `namespace/host`",
+        "sc.yaml:7: document 1 (Sidecar shop/default): field `spec.egress[0].bind`: not \
+         supported yet",
+        "sc.yaml:8: document 1 (Sidecar shop/default): field \
+         `spec.outboundTrafficPolicy.mode`: unknown mode `SOMETIMES`",
+    ] {
+        assert!(e.contains(want), "`{want}` missing in: {e}");
+    }
 }

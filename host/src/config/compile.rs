@@ -38,6 +38,7 @@ pub struct Resources {
     pub authorization_policies: Vec<Doc<AuthorizationPolicySpec>>,
     pub request_authentications: Vec<Doc<RequestAuthenticationSpec>>,
     pub peer_authentications: Vec<Doc<PeerAuthenticationSpec>>,
+    pub sidecars: Vec<Doc<SidecarSpec>>,
     pub bootstrap: Option<Doc<BootstrapSpec>>,
     pub warnings: Vec<String>,
 }
@@ -126,9 +127,8 @@ fn add_documents(res: &mut Resources, file: &Path, text: &str, errors: &mut Vec<
             ("EnvoyFilter", a) if NETWORKING.contains(&a) => {
                 d.typed().map(|t| res.envoy_filters.push(t))
             }
-            ("Sidecar" | "WorkloadEntry" | "WorkloadGroup" | "ProxyConfig", a)
-                if NETWORKING.contains(&a) =>
-            {
+            ("Sidecar", a) if NETWORKING.contains(&a) => d.typed().map(|t| res.sidecars.push(t)),
+            ("WorkloadEntry" | "WorkloadGroup" | "ProxyConfig", a) if NETWORKING.contains(&a) => {
                 Err(d.info.error("kind", format!("{kind} is not supported yet")))
             }
             ("AuthorizationPolicy", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
@@ -421,6 +421,8 @@ pub fn build(
         (jwt, authz)
     };
     let chain = ChainParts {
+        rt,
+        opts,
         plugins: &plugins,
         jwt: &jwt,
         authz: &authz,
@@ -446,7 +448,7 @@ pub fn build(
                 .filter(|vs| gateway_refs(vs).iter().any(|r| gws.contains(r))),
             &mut errors,
         );
-        let filters = chain.assemble(vhosts, &faults, &mut fault_filter, rt, opts, &mut errors);
+        let filters = chain.assemble(vhosts, &faults, &mut fault_filter, &mut errors);
         let servers = servers_at.get(addr).map_or(&[][..], Vec::as_slice);
         let (tls, https_redirect) = listener_tls(servers, &tls_ctx, &mut errors);
         let sni_routes = sni_routes(*addr, gws, res, &mut errors);
@@ -481,17 +483,29 @@ pub fn build(
             capture: None,
         });
     }
+    // Checked in either mode, so a bad one is reported wherever it is loaded.
+    let sc = sidecar_resource(res, &workload, &mut errors);
+    if !sidecar {
+        if let Some(s) = res.sidecars.first() {
+            warnings.push(format!(
+                "{}: Sidecar resources configure sidecars (ignored in gateway mode)",
+                s.info.key()
+            ));
+        }
+    }
     if sidecar {
         listeners.extend(sidecar_listeners(
             res,
+            sc,
             &clusters,
             &chain,
             &mut fault_filter,
-            rt,
-            opts,
             &mut errors,
         ));
-        let policy = inbound_policy(res, &workload, &tls_ctx, &mut errors, &mut warnings);
+        let mut policy = inbound_policy(res, &workload, &tls_ctx, &mut errors, &mut warnings);
+        if let Some(sc) = sc {
+            policy.endpoints = ingress_endpoints(sc, &mut errors);
+        }
         listeners.push(ListenerSpec {
             name: "virtualInbound".into(),
             addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), INBOUND_CAPTURE_PORT),
@@ -657,6 +671,7 @@ fn inbound_policy(
         mode: MtlsMode::Permissive,
         ports: BTreeMap::new(),
         tls: None,
+        endpoints: BTreeMap::new(),
     };
     let mut applied: Vec<(u8, &Doc<PeerAuthenticationSpec>)> = res
         .peer_authentications
@@ -753,11 +768,10 @@ fn http_protocol(p: &ServicePort) -> bool {
 /// them, to a TCP forward, or through to where they were going.
 fn sidecar_listeners(
     res: &Resources,
+    sc: Option<&Doc<SidecarSpec>>,
     clusters: &HashMap<String, Arc<Cluster>>,
     chain: &ChainParts,
     fault_filter: &mut Option<Arc<PluginSpec>>,
-    rt: &Runtime,
-    opts: &BuildOptions,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<ListenerSpec> {
     use crate::sidecar::{OutboundMap, Service, Target};
@@ -766,7 +780,13 @@ fn sidecar_listeners(
         .iter()
         .filter(|vs| vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh"))
         .collect();
-    let mut map = OutboundMap::default();
+    let mut map = OutboundMap {
+        registry_only: sc
+            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+            .and_then(|p| p.mode.as_deref())
+            == Some("REGISTRY_ONLY"),
+        ..OutboundMap::default()
+    };
     // HTTP port → (host, the plain IPs it is reached by).
     let mut http: BTreeMap<u16, Vec<(String, Vec<String>)>> = BTreeMap::new();
     for se in &res.service_entries {
@@ -784,7 +804,9 @@ fn sidecar_listeners(
                     continue;
                 };
                 let cluster = lateen_sdk::route::outbound_cluster(port.number, "", host);
-                if !clusters.contains_key(&cluster) {
+                if !clusters.contains_key(&cluster)
+                    || sc.is_some_and(|sc| !egress_allows(sc, &se.info.namespace, host, number))
+                {
                     continue;
                 }
                 let target = if http_protocol(port) {
@@ -849,7 +871,7 @@ fn sidecar_listeners(
             }
         }
         let faults = route_faults(used.into_iter(), errors);
-        let filters = chain.assemble(vhosts, &faults, fault_filter, rt, opts, errors);
+        let filters = chain.assemble(vhosts, &faults, fault_filter, errors);
         listeners.push(ListenerSpec {
             name: format!("0.0.0.0_{port}"),
             addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
@@ -878,8 +900,168 @@ fn sidecar_listeners(
     listeners
 }
 
+/// The Sidecar resource of this workload, as Istio picks it: one in the workload's
+/// namespace whose `workloadSelector` matches, else that namespace's without a selector,
+/// else the root namespace's. Fields Lateen does not act on are refused with their line.
+fn sidecar_resource<'a>(
+    res: &'a Resources,
+    w: &WorkloadInfo,
+    errors: &mut Vec<ConfigError>,
+) -> Option<&'a Doc<SidecarSpec>> {
+    for sc in &res.sidecars {
+        let s = &sc.spec;
+        let mut refused: Vec<String> = Vec::new();
+        let mut refuse = |field: String| refused.push(field);
+        if s.inbound_connection_pool.is_some() {
+            refuse("spec.inboundConnectionPool".into());
+        }
+        if s.outbound_traffic_policy
+            .as_ref()
+            .is_some_and(|p| p.egress_proxy.is_some())
+        {
+            refuse("spec.outboundTrafficPolicy.egressProxy".into());
+        }
+        for (i, l) in s.ingress.iter().enumerate() {
+            for (set, f) in [
+                (l.bind.is_some(), "bind"),
+                (l.capture_mode.is_some(), "captureMode"),
+                (l.tls.is_some(), "tls"),
+                (l.connection_pool.is_some(), "connectionPool"),
+            ] {
+                if set {
+                    refuse(format!("spec.ingress[{i}].{f}"));
+                }
+            }
+        }
+        for (i, l) in s.egress.iter().enumerate() {
+            for (set, f) in [
+                (l.bind.is_some(), "bind"),
+                (l.capture_mode.is_some(), "captureMode"),
+            ] {
+                if set {
+                    refuse(format!("spec.egress[{i}].{f}"));
+                }
+            }
+            for (j, h) in l.hosts.iter().enumerate() {
+                if !h.contains('/') {
+                    errors.push(sc.info.error(
+                        &format!("spec.egress[{i}].hosts[{j}]"),
+                        format!("`{h}` is not `namespace/host` (`*/*`, `./*`, `ns/host`)"),
+                    ));
+                }
+            }
+        }
+        for field in refused {
+            errors.push(
+                sc.info
+                    .error(&field, "not supported yet; refused rather than ignored"),
+            );
+        }
+        if let Some(m) = s
+            .outbound_traffic_policy
+            .as_ref()
+            .and_then(|p| p.mode.as_deref())
+        {
+            if !matches!(m, "ALLOW_ANY" | "REGISTRY_ONLY") {
+                errors.push(sc.info.error(
+                    "spec.outboundTrafficPolicy.mode",
+                    format!("unknown mode `{m}`; expected ALLOW_ANY or REGISTRY_ONLY"),
+                ));
+            }
+        }
+    }
+    let in_ns = |sc: &&Doc<SidecarSpec>| w.namespaces.contains(&sc.info.namespace);
+    res.sidecars
+        .iter()
+        .find(|sc| {
+            in_ns(sc)
+                && sc
+                    .spec
+                    .workload_selector
+                    .as_ref()
+                    .is_some_and(|s| s.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+        })
+        .or_else(|| {
+            res.sidecars
+                .iter()
+                .find(|sc| in_ns(sc) && sc.spec.workload_selector.is_none())
+        })
+        .or_else(|| {
+            res.sidecars.iter().find(|sc| {
+                sc.info.namespace == ROOT_NAMESPACE && sc.spec.workload_selector.is_none()
+            })
+        })
+}
+
+/// Whether a Sidecar's `egress` lets the workload reach `host` (of a ServiceEntry in
+/// `ns`) on `port`: `namespace/host` with `*`, `.` (the Sidecar's namespace) or a name,
+/// and `*`, `*.suffix` or an exact host.
+fn egress_allows(sc: &Doc<SidecarSpec>, ns: &str, host: &str, port: u16) -> bool {
+    sc.spec.egress.is_empty()
+        || sc.spec.egress.iter().any(|l| {
+            l.port.as_ref().is_none_or(|p| p.number == u32::from(port))
+                && l.hosts.iter().any(|h| {
+                    let Some((hns, hhost)) = h.split_once('/') else {
+                        return false;
+                    };
+                    let ns_ok = match hns {
+                        "*" => true,
+                        "." => ns == sc.info.namespace,
+                        "~" => false,
+                        other => other == ns,
+                    };
+                    ns_ok
+                        && (hhost == "*"
+                            || hhost == host
+                            || hhost
+                                .strip_prefix('*')
+                                .is_some_and(|suffix| host.ends_with(suffix)))
+                })
+        })
+}
+
+/// Sidecar `ingress` ports and where they go.
+fn ingress_endpoints(
+    sc: &Doc<SidecarSpec>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<u16, crate::sidecar::AppEndpoint> {
+    use crate::sidecar::AppEndpoint;
+    let mut out = BTreeMap::new();
+    for (i, l) in sc.spec.ingress.iter().enumerate() {
+        let Ok(port) = u16::try_from(l.port.number) else {
+            errors.push(sc.info.error(
+                &format!("spec.ingress[{i}].port.number"),
+                "port must be 1-65535",
+            ));
+            continue;
+        };
+        let target = l.port.target_port.and_then(|p| u16::try_from(p).ok());
+        let endpoint = match l.default_endpoint.as_deref() {
+            None => AppEndpoint::Dialled(target.unwrap_or(port)),
+            Some(e) => match e.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                Some(("127.0.0.1", Ok(p))) => AppEndpoint::Loopback(p),
+                Some(("0.0.0.0", Ok(p))) => AppEndpoint::Dialled(p),
+                _ => {
+                    errors.push(sc.info.error(
+                        &format!("spec.ingress[{i}].defaultEndpoint"),
+                        format!(
+                            "`{e}`: expected 127.0.0.1:PORT or 0.0.0.0:PORT (unix sockets are \
+                             not supported)"
+                        ),
+                    ));
+                    continue;
+                }
+            },
+        };
+        out.insert(port, endpoint);
+    }
+    out
+}
+
 /// The filters every HTTP listener's chain is made of, in Istio's order.
 struct ChainParts<'a> {
+    rt: &'a Runtime,
+    opts: &'a BuildOptions,
     plugins: &'a [(Arc<PluginSpec>, Bytes, Arc<DocInfo>)],
     jwt: &'a Option<FilterSpec>,
     authz: &'a Option<FilterSpec>,
@@ -897,10 +1079,9 @@ impl ChainParts<'_> {
         vhosts: Vec<VirtualHostConfig>,
         faults: &FaultConfig,
         fault_filter: &mut Option<Arc<PluginSpec>>,
-        rt: &Runtime,
-        opts: &BuildOptions,
         errors: &mut Vec<ConfigError>,
     ) -> Vec<FilterSpec> {
+        let (rt, opts) = (self.rt, self.opts);
         let router_cfg = RouterConfig {
             virtual_hosts: vhosts,
         };

@@ -508,6 +508,83 @@ pub struct AuthorizationPolicySpec {
     pub rules: Option<Vec<lateen_authz::config::Rule>>,
 }
 
+/// `networking.istio.io Sidecar`: what a sidecar's outbound side knows, where its inbound
+/// ports go, and whether unknown destinations pass.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarSpec {
+    #[serde(default)]
+    pub workload_selector: Option<SidecarSelector>,
+    #[serde(default)]
+    pub ingress: Vec<IngressListener>,
+    #[serde(default)]
+    pub egress: Vec<EgressListener>,
+    #[serde(default)]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    #[serde(default)]
+    pub inbound_connection_pool: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarSelector {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressListener {
+    pub port: SidecarPort,
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub capture_mode: Option<String>,
+    /// `127.0.0.1:PORT`, or `0.0.0.0:PORT` (the address the client dialled).
+    #[serde(default)]
+    pub default_endpoint: Option<String>,
+    #[serde(default)]
+    pub tls: Option<Value>,
+    #[serde(default)]
+    pub connection_pool: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarPort {
+    pub number: u32,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub target_port: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressListener {
+    #[serde(default)]
+    pub port: Option<SidecarPort>,
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub capture_mode: Option<String>,
+    /// `namespace/host`: `*`, `.` (the Sidecar's namespace) or a name, then `*`, `*.suffix`
+    /// or a host.
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    /// ALLOW_ANY (default) or REGISTRY_ONLY.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub egress_proxy: Option<Value>,
+}
+
 /// `security.istio.io PeerAuthentication`: whether a sidecar's inbound side takes mTLS
 /// only (STRICT), mTLS or plain text (PERMISSIVE), or plain text (DISABLE).
 #[derive(Debug, Clone, Default, Deserialize)]
