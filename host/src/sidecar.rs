@@ -254,7 +254,8 @@ pub async fn outbound(
             Ok(())
         }
         None if map.registry_only => {
-            conn.stats.no_filter_chain_match.inc();
+            // Envoy's BlackHoleCluster: counted, then closed.
+            crate::stats::store().cluster(BLACK_HOLE).cx_total.inc();
             tracing::debug!(%dst, "REGISTRY_ONLY: not a mesh service; closed");
             Ok(())
         }
@@ -265,13 +266,27 @@ pub async fn outbound(
     }
 }
 
+/// Envoy's names for the clusters of unknown destinations, so dashboards built for Istio
+/// show them.
+const PASSTHROUGH: &str = "PassthroughCluster";
+const BLACK_HOLE: &str = "BlackHoleCluster";
+
 /// Connects to where the app wanted to go and copies bytes both ways.
 async fn passthrough(tcp: TcpStream, dst: SocketAddr) {
+    let stats = crate::stats::store().cluster(PASSTHROUGH);
     let up = match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(dst)).await {
         Ok(Ok(up)) => up,
-        Ok(Err(e)) => return tracing::debug!(%dst, "passthrough: {e}"),
-        Err(_) => return tracing::debug!(%dst, "passthrough: connect timed out"),
+        Ok(Err(e)) => {
+            stats.cx_connect_fail.inc();
+            return tracing::debug!(%dst, "passthrough: {e}");
+        }
+        Err(_) => {
+            stats.cx_connect_fail.inc();
+            return tracing::debug!(%dst, "passthrough: connect timed out");
+        }
     };
+    stats.cx_total.inc();
+    let _open = stats.cx_active.track();
     let _ = up.set_nodelay(true);
     // Envoy's tcp_proxy default idle timeout.
     let r = crate::tcp::splice(tcp, up, Duration::from_secs(3600)).await;

@@ -403,6 +403,10 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
         1.0,
         "{stats}"
     );
+    // Unknown destinations under Envoy's names: passed through before the client's
+    // Sidecar, closed after it.
+    assert!(count("PassthroughCluster") >= 2.0, "{stats}");
+    assert!(count("BlackHoleCluster") >= 2.0, "{stats}");
     // And the server's sidecar terminated mTLS.
     let stats = text(&server.app(&["curl", "-s", "http://127.0.0.1:15000/stats"]));
     let handshakes = stats
