@@ -102,10 +102,9 @@ pub async fn serve_plain_http(
     serve_h1(io, Rc::new(conn), ctx, stop, limits).await
 }
 
-/// Reads the SNI of the ClientHello without consuming it, so that a passthrough
-/// connection can be forwarded byte for byte. `None` when the client sent no SNI; an
-/// error when it is not TLS.
-async fn read_sni(tcp: &TcpStream) -> Result<Option<String>, String> {
+/// Reads the ClientHello (SNI, ALPN) without consuming it, so that a passthrough
+/// connection can be forwarded byte for byte; an error when it is not TLS.
+pub async fn read_hello(tcp: &TcpStream) -> Result<crate::tls::server::Hello, String> {
     // A ClientHello fits one TLS record (16 KiB) in practice.
     let mut buf = vec![0u8; 16 * 1024 + 5];
     let mut last = 0;
@@ -116,8 +115,8 @@ async fn read_sni(tcp: &TcpStream) -> Result<Option<String>, String> {
         }
         if n > last {
             last = n;
-            if let Some(sni) = crate::tls::server::peek_sni(&buf[..n])? {
-                return Ok(sni);
+            if let Some(hello) = crate::tls::server::peek_hello(&buf[..n])? {
+                return Ok(hello);
             }
             if n == buf.len() {
                 return Err("ClientHello larger than 16 KiB".into());
@@ -141,8 +140,8 @@ async fn serve_tls(
     let deadline = limits.request_headers_timeout;
     let stats = conn.stats.clone();
     if tls.has_passthrough() {
-        let sni = match tokio::time::timeout(deadline, read_sni(&tcp)).await {
-            Ok(Ok(sni)) => sni,
+        let sni = match tokio::time::timeout(deadline, read_hello(&tcp)).await {
+            Ok(Ok(hello)) => hello.sni,
             Ok(Err(e)) => {
                 stats.ssl_connection_error.inc();
                 tracing::debug!(peer = %conn.peer, "not a TLS ClientHello: {e}");

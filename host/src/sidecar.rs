@@ -143,13 +143,25 @@ pub async fn inbound(
         tokio::time::timeout(DETECT_TIMEOUT, tcp.peek(&mut first)).await,
         Ok(Ok(1)) if first[0] == 0x16
     );
-    let terminate = match (tls_first, mode, &policy.tls) {
+    // A ClientHello is mesh mTLS when it carries Istio's ALPN; otherwise it is the app's
+    // own TLS, passed through like plain text.
+    let mesh = tls_first
+        && match tokio::time::timeout(Duration::from_secs(10), crate::listener::read_hello(&tcp))
+            .await
+        {
+            Ok(Ok(hello)) => hello.is_mesh(),
+            _ => {
+                conn.stats.ssl_connection_error.inc();
+                return Ok(());
+            }
+        };
+    let terminate = match (mesh, mode, &policy.tls) {
         (true, MtlsMode::Disable, _) | (false, MtlsMode::Permissive | MtlsMode::Disable, _) => None,
         (true, _, Some(cfg)) => Some(cfg.clone()),
         (true, _, None) | (false, MtlsMode::Strict, _) => {
             // Envoy: no filter chain takes plain text under STRICT.
             conn.stats.no_filter_chain_match.inc();
-            tracing::debug!(peer = %conn.peer, %dst, mode = mode.name(), tls_first, "inbound refused");
+            tracing::debug!(peer = %conn.peer, %dst, mode = mode.name(), mesh, "inbound refused");
             return Ok(());
         }
     };

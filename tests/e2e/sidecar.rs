@@ -70,10 +70,11 @@ impl Drop for Proc {
     }
 }
 
-/// The server namespace's app: HTTP on 8080 and 9999 (answering with its port and the
-/// request's `x-app` header) and a TCP greeter-echo on 5432.
+/// The server namespace's app: HTTP on 8080 and 9999, HTTPS on 8443 (its own TLS, with the
+/// certificate and key given), each answering with the client's address, its port and the
+/// path, and a TCP greeter-echo on 5432.
 const SERVER: &str = r#"
-import http.server, socket, socketserver, sys, threading
+import http.server, socket, socketserver, ssl, sys, threading
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -94,8 +95,12 @@ class Echo(socketserver.BaseRequestHandler):
             self.request.sendall(d)
 ip = sys.argv[1]
 socketserver.ThreadingTCPServer.allow_reuse_address = True
-for port in (8080, 9999):
+for port in (8080, 9999, 8443):
     s = http.server.ThreadingHTTPServer((ip, port), H)
+    if port == 8443:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+        s.socket = ctx.wrap_socket(s.socket, server_side=True)
     threading.Thread(target=s.serve_forever, daemon=True).start()
 socketserver.ThreadingTCPServer((ip, 5432), Echo).serve_forever()
 "#;
@@ -218,14 +223,6 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
         ns.run(&["ip", "link", "set", "lo", "up"]);
     }
 
-    let _app = Proc(
-        server
-            .cmd("python3")
-            .args(["-c", SERVER, server_ip])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     let p = paths();
     let ca = MeshCa::new("cluster.local");
     let dir = tempfile::tempdir().unwrap();
@@ -247,6 +244,17 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
                 .unwrap(),
         )
     };
+    let app_certs = ca.issue("app", "shop", "app-tls", &[]);
+    let _app = Proc(
+        server
+            .cmd("python3")
+            .args(["-c", SERVER, server_ip])
+            .arg(app_certs.join("cert-chain.pem"))
+            .arg(app_certs.join("key.pem"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let client_certs = ca.issue("client", "shop", "client", &[]);
     let server_certs = ca.issue("server", "shop", "web", &[]);
     let client_yaml = || bootstrap("client", &client_certs, &ca.root()) + &client_config(server_ip);
@@ -335,6 +343,17 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
     };
     let r = plain(9999);
     assert!(!r.status.success(), "plain text under STRICT: {}", text(&r));
+    // The app's own TLS (no mesh ALPN) is not mesh mTLS: refused under STRICT too.
+    let app_tls = || {
+        client.app(&[
+            "curl",
+            "-sk",
+            "--max-time",
+            "5",
+            &format!("https://{server_ip}:8443/tls"),
+        ])
+    };
+    assert!(!app_tls().status.success(), "app TLS under STRICT");
     // ...and takes under PERMISSIVE, once the server's config says so.
     let tmp = dir.path().join(".server.yaml.tmp");
     std::fs::write(&tmp, server_yaml("PERMISSIVE")).unwrap();
@@ -353,6 +372,10 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(r, "from=127.0.0.6 port=9999 path=/x");
+    // Under PERMISSIVE the app's own TLS passes through the server's sidecar untouched.
+    let r = app_tls();
+    assert!(r.status.success(), "app TLS under PERMISSIVE: {}", logs());
+    assert_eq!(text(&r), "from=127.0.0.6 port=8443 path=/tls");
     // mTLS keeps working under PERMISSIVE.
     let r = text(&client.app(&["curl", "-s", &format!("http://{server_ip}:8080/again")]));
     assert_eq!(r, "from=127.0.0.6 port=8080 path=/again");

@@ -304,6 +304,7 @@ impl TlsContext {
                 (false, false) => Verify::Sans(sans),
             },
             h2,
+            mesh: false,
         };
         match mode {
             "DISABLE" => return Ok(None),
@@ -339,6 +340,7 @@ impl TlsContext {
             }
             "ISTIO_MUTUAL" => {
                 let (c, k, r) = self.identity_files(info, &format!("{at}.mode"))?;
+                s.mesh = true;
                 s.identity = Some((c, k));
                 s.ca = Some(r);
                 if s.verify == Verify::Name {

@@ -37,6 +37,9 @@ pub struct ClientSettings {
     pub verify: Verify,
     /// Offer h2 by ALPN (the cluster speaks HTTP/2).
     pub h2: bool,
+    /// Mesh mTLS (ISTIO_MUTUAL): also offer Istio's `istio` ALPN, by which the peer's
+    /// sidecar tells mesh traffic from an app's own TLS.
+    pub mesh: bool,
 }
 
 /// A ready upstream TLS config.
@@ -99,6 +102,9 @@ pub fn client_tls(
     } else {
         vec![b"http/1.1".to_vec()]
     };
+    if s.mesh {
+        cfg.alpn_protocols.push(crate::tls::MESH_ALPN.to_vec());
+    }
     let server_name = ServerName::try_from(s.sni.clone())
         .map_err(|e| TlsError::Verifier(format!("sni `{}`: {e}", s.sni)))?;
     Ok(UpstreamTls {
@@ -206,6 +212,7 @@ mod tests {
             sni: "svc.test".into(),
             verify: Verify::TrustDomain("cluster.local".into()),
             h2: false,
+            mesh: false,
         };
         let no_system = || -> Result<RootCertStore, TlsError> { panic!("a CA is named") };
         let first = client_tls(&s, no_system).unwrap().id;

@@ -12,6 +12,10 @@ pub mod ca;
 pub mod client;
 pub mod server;
 
+/// The ALPN protocol Istio's sidecars add to mesh mTLS, so that the receiving sidecar can
+/// tell it from an app's own TLS.
+pub const MESH_ALPN: &[u8] = b"istio";
+
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

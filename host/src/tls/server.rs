@@ -212,6 +212,26 @@ pub fn host_match(pattern: &str, name: &str) -> Option<usize> {
 /// Reads the SNI of a ClientHello from the bytes peeked so far. `Ok(None)`: more bytes are
 /// needed; `Ok(Some(sni))`: the hello is complete (`sni` may be absent); `Err`: not TLS.
 pub fn peek_sni(buf: &[u8]) -> Result<Option<Option<String>>, String> {
+    Ok(peek_hello(buf)?.map(|h| h.sni))
+}
+
+/// What a ClientHello asks for, read before any handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub sni: Option<String>,
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl Hello {
+    /// Whether the client marked the connection as mesh mTLS (Istio's `istio` ALPN).
+    pub fn is_mesh(&self) -> bool {
+        self.alpn.iter().any(|p| p == crate::tls::MESH_ALPN)
+    }
+}
+
+/// Parses a ClientHello from the bytes received so far: `Ok(None)` when more are needed;
+/// an error when they are not TLS.
+pub fn peek_hello(buf: &[u8]) -> Result<Option<Hello>, String> {
     let mut acc = Acceptor::default();
     let mut cur = std::io::Cursor::new(buf);
     while (cur.position() as usize) < buf.len() {
@@ -223,9 +243,16 @@ pub fn peek_sni(buf: &[u8]) -> Result<Option<Option<String>>, String> {
     }
     match acc.accept() {
         Ok(None) => Ok(None),
-        Ok(Some(accepted)) => Ok(Some(
-            accepted.client_hello().server_name().map(str::to_string),
-        )),
+        Ok(Some(accepted)) => {
+            let hello = accepted.client_hello();
+            Ok(Some(Hello {
+                sni: hello.server_name().map(str::to_string),
+                alpn: hello
+                    .alpn()
+                    .map(|a| a.map(<[u8]>::to_vec).collect())
+                    .unwrap_or_default(),
+            }))
+        }
         Err((e, _)) => Err(e.to_string()),
     }
 }
@@ -302,11 +329,13 @@ mod tests {
     #[test]
     fn a_client_hello_is_read_without_a_handshake() {
         // A real ClientHello from a rustls client for `svc.test`.
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(super::super::provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
+        let mut cfg =
+            rustls::ClientConfig::builder_with_provider(Arc::new(super::super::provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec(), crate::tls::MESH_ALPN.to_vec()];
         let name = rustls::pki_types::ServerName::try_from("svc.test").unwrap();
         let mut c = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
         let mut hello = Vec::new();
@@ -318,5 +347,8 @@ mod tests {
             "partial: wait for more"
         );
         assert!(peek_sni(b"GET / HTTP/1.1\r\n\r\n").is_err());
+        let h = peek_hello(&hello).unwrap().unwrap();
+        assert!(h.is_mesh());
+        assert_eq!(h.alpn[0], b"http/1.1");
     }
 }
