@@ -203,8 +203,10 @@ pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 }
 
 /// A lone CR is a line break to the YAML parser (and to editors) but not to `str::lines`;
-/// making every break a LF keeps the line numbers of errors and fields in agreement.
+/// making every break a LF keeps the line numbers of errors and fields in agreement. A
+/// leading byte-order mark (which some editors write) is dropped: it is no content.
 fn unix_breaks(text: &str) -> std::borrow::Cow<'_, str> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.contains('\r') {
         std::borrow::Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
     } else {
@@ -392,6 +394,20 @@ mod tests {
         assert_eq!(errs[0].doc, 2);
         assert_eq!(errs[0].line, 11, "{}", errs[0]);
         assert_eq!(docs[0].info.line_of("metadata.name"), 4);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_a_document() {
+        // Found by the config_yaml fuzz target: a lone BOM made a document whose error
+        // pointed at line 2 of a one-line file.
+        let (docs, errs) = read_documents(Path::new("f.yaml"), "\u{feff}");
+        assert!(docs.is_empty() && errs.is_empty(), "{errs:?}");
+        let (docs, errs) = read_documents(
+            Path::new("f.yaml"),
+            "\u{feff}apiVersion: v1\nkind: A\nmetadata: {name: a}\n",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(docs[0].info.line_of("metadata.name"), 3);
     }
 
     #[test]
