@@ -221,9 +221,13 @@ pub fn read_documents(file: &Path, text: &str) -> (Vec<RawDoc>, Vec<ConfigError>
     let mut errors = Vec::new();
     let mut index = 0;
     for (start_line, body) in split_documents(text) {
+        // Byte-order marks count as nothing, as they do to the parser.
+        fn blank(l: &str) -> &str {
+            l.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+        }
         if body
             .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+            .all(|l| blank(l).is_empty() || blank(l).starts_with('#'))
         {
             continue;
         }
@@ -241,7 +245,10 @@ pub fn read_documents(file: &Path, text: &str) -> (Vec<RawDoc>, Vec<ConfigError>
         let envelope: Envelope = match serde_saphyr::from_str(&body) {
             Ok(e) => e,
             Err(e) => {
-                errors.push(saphyr_error(file, index, start_line, &bare, e));
+                let mut err = saphyr_error(file, index, start_line, &bare, e);
+                // The parser places "unexpected end of input" after the last line.
+                err.line = err.line.min(text.lines().count().max(1));
+                errors.push(err);
                 continue;
             }
         };
@@ -400,8 +407,13 @@ mod tests {
     fn a_byte_order_mark_is_not_a_document() {
         // Found by the config_yaml fuzz target: a lone BOM made a document whose error
         // pointed at line 2 of a one-line file.
-        let (docs, errs) = read_documents(Path::new("f.yaml"), "\u{feff}");
-        assert!(docs.is_empty() && errs.is_empty(), "{errs:?}");
+        for text in ["\u{feff}", "\u{feff}\u{feff}", "\n\u{feff}\n"] {
+            let (docs, errs) = read_documents(Path::new("f.yaml"), text);
+            assert!(docs.is_empty() && errs.is_empty(), "{text:?}: {errs:?}");
+        }
+        // An error at the end of input points at the last line, not past it.
+        let (_, errs) = read_documents(Path::new("f.yaml"), "a: [");
+        assert_eq!(errs[0].line, 1, "{}", errs[0]);
         let (docs, errs) = read_documents(
             Path::new("f.yaml"),
             "\u{feff}apiVersion: v1\nkind: A\nmetadata: {name: a}\n",
