@@ -114,17 +114,8 @@ async fn principals_come_from_the_mtls_peer() {
 
 #[tokio::test]
 async fn policies_lateen_cannot_enforce_are_refused_with_their_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("ap.yaml");
     let check = |spec: &str, want: &[&str]| {
-        std::fs::write(&cfg, policy("p", spec).trim_start_matches("---\n")).unwrap();
-        let out = std::process::Command::new(paths().bin)
-            .args(["validate", &cfg.display().to_string(), "--filters-dir"])
-            .arg(paths().wasm_dir)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{spec} must be refused");
-        let e = String::from_utf8_lossy(&out.stderr).into_owned();
+        let e = refused("ap.yaml", policy("p", spec).trim_start_matches("---\n"));
         for w in want {
             assert!(e.contains(w), "`{w}` missing in: {e}");
         }

@@ -455,22 +455,12 @@ fn a_client_app_reaches_a_server_through_its_sidecar_unaware() {
 
 #[test]
 fn policies_a_sidecar_cannot_enforce_yet_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sidecar.yaml");
-    std::fs::write(
-        &cfg,
+    let e = refused(
+        "sidecar.yaml",
         "apiVersion: lateen.io/v1alpha1\nkind: Bootstrap\nmetadata: {name: lateen, namespace: istio-system}\n\
          spec: {mode: sidecar}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
          metadata: {name: deny-all, namespace: istio-system}\nspec: {action: DENY, rules: [{}]}\n",
-    )
-    .unwrap();
-    let out = Command::new(paths().bin)
-        .args(["validate", &cfg.display().to_string(), "--filters-dir"])
-        .arg(paths().wasm_dir)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let e = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         e.contains("sidecar.yaml:7") && e.contains("refused rather than left unenforced"),
         "{e}"
@@ -479,22 +469,12 @@ fn policies_a_sidecar_cannot_enforce_yet_are_refused() {
 
 #[test]
 fn sidecar_resources_lateen_cannot_honour_are_refused_with_their_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sc.yaml");
-    std::fs::write(
-        &cfg,
+    let e = refused(
+        "sc.yaml",
         "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\n\
          spec:\n  egress:\n  - hosts: [web.shop]\n    bind: 127.0.0.2\n  \
          outboundTrafficPolicy: {mode: SOMETIMES}\n",
-    )
-    .unwrap();
-    let out = Command::new(paths().bin)
-        .args(["validate", &cfg.display().to_string(), "--filters-dir"])
-        .arg(paths().wasm_dir)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let e = String::from_utf8_lossy(&out.stderr);
+    );
     for want in [
         "sc.yaml:6: document 1 (Sidecar shop/default): field `spec.egress[0].hosts[0]`: \
          `web.shop` is not `namespace/host`",

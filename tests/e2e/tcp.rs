@@ -130,22 +130,12 @@ async fn tcp_routes_split_by_weight_and_idle_connections_close() {
 
 #[test]
 fn a_port_mixing_tcp_and_http_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("gw.yaml");
-    std::fs::write(
-        &cfg,
+    let e = refused(
+        "gw.yaml",
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\n\
          spec:\n  servers:\n  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n  \
          - port: {number: 9000, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(paths().bin)
-        .args(["validate", &cfg.display().to_string(), "--filters-dir"])
-        .arg(paths().wasm_dir)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let e = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         e.contains("spec.servers[0].port.protocol") && e.contains("one port speaks one protocol"),
         "{e}"

@@ -94,6 +94,26 @@ pub async fn tcp_echo(name: &'static str) -> u16 {
     port
 }
 
+/// Runs `lateen validate` on `yaml`, written as `file_name` in a temporary directory,
+/// asserts that the config is refused, and returns what it printed on stderr.
+pub fn refused(file_name: &str, yaml: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join(file_name);
+    std::fs::write(&cfg, yaml).expect("write config");
+    let out = Command::new(paths().bin)
+        .arg("validate")
+        .arg(&cfg)
+        .arg("--filters-dir")
+        .arg(paths().wasm_dir)
+        .output()
+        .expect("lateen validate");
+    assert!(
+        !out.status.success(),
+        "{file_name} must be refused:\n{yaml}"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
