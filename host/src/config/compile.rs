@@ -673,14 +673,13 @@ fn inbound_policy(
         tls: None,
         endpoints: BTreeMap::new(),
     };
+    // Least specific first; within a level, the first resource wins (so it goes last).
     let mut applied: Vec<(u8, &Doc<PeerAuthenticationSpec>)> = res
         .peer_authentications
         .iter()
+        .rev()
         .filter_map(|pa| level(pa).map(|l| (l, pa)))
         .collect();
-    // Least specific first; within a level, the first resource wins (so it goes last).
-    applied.sort_by_key(|(l, _)| *l);
-    applied.reverse();
     applied.sort_by_key(|(l, _)| *l);
     let mut strict_at: Option<(&Doc<PeerAuthenticationSpec>, String)> = None;
     for (l, pa) in &applied {
