@@ -160,6 +160,12 @@ pub struct HostState {
     /// Metric ids → metric, cached per VM so increments take no lock.
     pub metrics: Vec<Option<Arc<super::shared::Metric>>>,
     pub log_level: i32,
+    /// When set, plugin logs are kept here instead of going to the process log (the filter
+    /// test harness asserts on them).
+    pub log_capture: Option<Vec<(i32, String)>>,
+    /// Added to the wall clock plugins read, so a test can move time forward without
+    /// sleeping. Always zero in the proxy.
+    pub clock_offset: Duration,
 }
 
 impl HostState {
@@ -187,6 +193,8 @@ impl HostState {
             tick_requests: Vec::new(),
             metrics: Vec::new(),
             log_level: 2,
+            log_capture: None,
+            clock_offset: Duration::ZERO,
         }
     }
 }

@@ -133,6 +133,12 @@ impl Vm {
         Ok(vm)
     }
 
+    /// The host side of this instance, for embedders that drive a VM directly (the filter
+    /// test harness reads captured logs and sets the clock through it).
+    pub fn host_state(&mut self) -> &mut HostState {
+        self.store.data_mut()
+    }
+
     /// Whether a trap made this instance unusable.
     pub fn broken(&self) -> Option<&str> {
         self.broken.as_deref()

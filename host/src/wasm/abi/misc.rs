@@ -39,11 +39,16 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_log",
-        |c: Ctx<'_>, level: i32, p: i32, n: i32| -> Result<i32> {
+        |mut c: Ctx<'_>, level: i32, p: i32, n: i32| -> Result<i32> {
             guest_fault(|| -> Result<i32> {
                 let msg = read(&c, p, n)?;
-                if level >= c.data().log_level {
-                    plugin_log(&c.data().plugin.name, level, &String::from_utf8_lossy(&msg));
+                let s = c.data_mut();
+                if level >= s.log_level {
+                    let msg = String::from_utf8_lossy(&msg);
+                    match &mut s.log_capture {
+                        Some(kept) => kept.push((level, msg.into_owned())),
+                        None => plugin_log(&s.plugin.name, level, &msg),
+                    }
                 }
                 ok(Status::Ok)
             })
@@ -65,7 +70,7 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_get_current_time_nanoseconds",
         |mut c: Ctx<'_>, ret: i32| -> Result<i32> {
             guest_fault(|| -> Result<i32> {
-                let now = SystemTime::now()
+                let now = (SystemTime::now() + c.data().clock_offset)
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64);
                 write_u64(&mut c, ret, now)?;
