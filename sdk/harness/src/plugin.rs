@@ -7,7 +7,7 @@ use bytes::Bytes;
 use lateen::wasm::state::{CallResponse, PendingCall, RemoteAction};
 use lateen::wasm::{ClusterResolver, PluginIdentity, Runtime, RuntimeOptions, StreamState, Vm};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
@@ -579,6 +579,36 @@ impl Plugin {
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    /// The series of one labelled metric family (names made with
+    /// `lateen_sdk::metrics::labelled_name`, as Lateen's Prometheus exporter reads them):
+    /// each series' labels and value.
+    ///
+    /// ```no_run
+    /// # let plugin = lateen_harness::Plugin::load("filter.wasm").start().unwrap();
+    /// use lateen_harness::MetricValue;
+    /// let series = plugin.labelled_metrics("tagger_requests_total");
+    /// let (labels, value) = &series[0];
+    /// assert_eq!(labels["client"], "cli");
+    /// assert_eq!(*value, MetricValue::Value(1));
+    /// ```
+    pub fn labelled_metrics(&self, family: &str) -> Vec<(BTreeMap<String, String>, MetricValue)> {
+        use lateen_sdk::metrics::{FIELD_SEPARATOR, VALUE_SEPARATOR};
+        self.metrics()
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let mut fields = name.split(FIELD_SEPARATOR);
+                if fields.next() != Some(family) {
+                    return None;
+                }
+                let labels = fields
+                    .filter_map(|f| f.split_once(VALUE_SEPARATOR))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                Some((labels, value))
+            })
+            .collect()
     }
 
     /// Everything the plugin logged so far, oldest first.
