@@ -20,6 +20,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod retry;
+pub mod scaffold;
 pub mod sidecar;
 pub mod snapshot;
 pub mod stats;

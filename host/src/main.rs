@@ -43,8 +43,27 @@ enum Cmd {
     },
     /// Run the demo: sample backends v1/v2/v3 and the proxy on the embedded sample config.
     Demo {
+        /// Serve the demo from this directory (created if missing; demo.yaml is written
+        /// into it) instead of a fresh temporary one. The proxy watches it: YAML added
+        /// there, such as a WasmPlugin, is loaded with no restart.
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
+    },
+    /// Create a filter crate to start from: its config type, a test on the filter test
+    /// harness, a README and the WasmPlugin that loads it.
+    NewFilter {
+        /// Crate name: lower-case letters, digits and `-`.
+        name: String,
+        /// Directory to create it in. Default: `filters/` of the Lateen checkout you are in
+        /// (the crate joins its workspace), else the current directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The Lateen checkout to depend on, for a crate outside one. Default: the
+        /// checkout this binary was built from.
+        #[arg(long)]
+        lateen: Option<PathBuf>,
     },
     /// Precompile plugin modules into the module cache (cranelift, off the request path).
     Compile {
@@ -403,9 +422,33 @@ fn run_cli(cli: Cli) -> Result<()> {
             println!("{id}: {}", out.join("cert-chain.pem").display());
             Ok(())
         }
-        Cmd::Demo { common } => {
+        Cmd::NewFilter { name, dir, lateen } => {
+            let made = lateen::scaffold::new_filter(&lateen::scaffold::Request {
+                name: name.clone(),
+                dir,
+                lateen,
+                target_dir: None,
+            })?;
+            let p = if made.in_workspace {
+                format!(" -p {name}")
+            } else {
+                String::new()
+            };
+            let cd = if made.in_workspace {
+                String::new()
+            } else {
+                format!("cd {} && ", made.dir.display())
+            };
+            println!(
+                "Created {dir}\n\nNext:\n  {cd}cargo test{p}        # builds the .wasm and tests it on Lateen's runtime\n  cp {dir}/wasmplugin.yaml CONFIG_DIR/   # load it into a running proxy (lateen demo --config-dir CONFIG_DIR)\n\nThe module is built to {wasm}.",
+                dir = made.dir.display(),
+                wasm = made.wasm.display(),
+            );
+            Ok(())
+        }
+        Cmd::Demo { config_dir, common } => {
             init_logs(&common.log_level);
-            demo(common)
+            demo(config_dir, common)
         }
         Cmd::Compile { files, common } => {
             init_logs(&common.log_level);
@@ -791,10 +834,16 @@ fn wait_for_signal(shutdown: tokio::sync::watch::Sender<bool>) -> Result<()> {
 
 const DEMO_CONFIG: &str = include_str!("../../samples/demo/demo.yaml");
 
-fn demo(common: Common) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("lateen-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("demo.yaml"), DEMO_CONFIG)?;
+fn demo(config_dir: Option<PathBuf>, common: Common) -> Result<()> {
+    // A directory the user named is theirs: it stays, with what they added to it.
+    let keep = config_dir.is_some();
+    let dir = config_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("lateen-demo-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("demo.yaml"), DEMO_CONFIG)
+        .with_context(|| format!("writing {}", dir.join("demo.yaml").display()))?;
+    let shown = dir.display().to_string();
     let backends = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -821,7 +870,7 @@ fn demo(common: Common) -> Result<()> {
     };
     let r = run(
         args,
-        Some(Box::new(|| {
+        Some(Box::new(move || {
             println!(
                 r#"
 Lateen demo is running: gateway on http://127.0.0.1:8080, backends v1/v2/v3 on :9081-9083.
@@ -834,11 +883,14 @@ Try:
   curl -s -A 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1' http://127.0.0.1:8080/
   # the running config:
   curl -s http://127.0.0.1:15000/config_dump
+Config directory (watched: YAML added here is loaded with no restart): {shown}
 Ctrl-C stops it."#
             );
         })),
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     backends.shutdown_background();
     r
 }

@@ -15,6 +15,7 @@ mod plugins;
 mod ratelimit;
 mod reload;
 mod routing;
+mod scaffold;
 mod sidecar;
 mod tcp;
 mod tls;

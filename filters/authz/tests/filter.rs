@@ -46,7 +46,10 @@ fn deny_is_evaluated_before_allow() {
                     "from": [{"source": {"notIpBlocks": ["10.0.0.0/8"]}}]}]}
     ]));
     assert!(get(&p, "/admin/users", "192.0.2.1:5000"));
-    assert!(!get(&p, "/admin/users", "10.9.8.7:5000"), "inside the block");
+    assert!(
+        !get(&p, "/admin/users", "10.9.8.7:5000"),
+        "inside the block"
+    );
     assert!(!get(&p, "/shop", "192.0.2.1:5000"));
 }
 
@@ -83,7 +86,9 @@ fn jwt_claims_left_by_the_jwt_filter_are_matched() {
         let action = s.send_request(Request::get("/")).unwrap();
         denied(&s, action)
     };
-    assert!(!with_claims(json!({"sub": "ann", "groups": ["dev", "admin"]})));
+    assert!(!with_claims(
+        json!({"sub": "ann", "groups": ["dev", "admin"]})
+    ));
     assert!(with_claims(json!({"sub": "bob", "groups": ["dev"]})));
     assert!(get(&p, "/", "10.1.2.3:40000"), "no token, no claims");
 }

@@ -28,10 +28,14 @@ impl Signer {
     }
 
     fn token(&self, sub: &str, expires_in: i64) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         let mut h = Header::new(Algorithm::ES256);
         h.kid = Some("k1".into());
-        let claims = json!({"iss": ISSUER, "sub": sub, "exp": now + expires_in, "groups": ["admin"]});
+        let claims =
+            json!({"iss": ISSUER, "sub": sub, "exp": now + expires_in, "groups": ["admin"]});
         encode(&h, &claims, &self.key).unwrap()
     }
 }
@@ -67,7 +71,11 @@ fn a_valid_token_leaves_its_claims_and_principal_and_is_removed() {
     let claims: serde_json::Value =
         serde_json::from_str(&s.property("request.auth.claims").expect("claims")).unwrap();
     assert_eq!(claims["groups"], json!(["admin"]));
-    assert_eq!(s.request_header("authorization"), None, "forwardOriginalToken is off");
+    assert_eq!(
+        s.request_header("authorization"),
+        None,
+        "forwardOriginalToken is off"
+    );
 }
 
 #[test]
@@ -78,10 +86,17 @@ fn an_expired_or_foreign_token_gets_401_and_no_token_passes_through() {
     assert_eq!(action, Action::Pause);
     let reply = s.local_response().expect("401");
     assert_eq!(reply.status, 401);
-    assert!(reply.headers.iter().any(|(k, v)| k == "www-authenticate" && v.starts_with(b"Bearer")));
+    assert!(reply
+        .headers
+        .iter()
+        .any(|(k, v)| k == "www-authenticate" && v.starts_with(b"Bearer")));
 
     let (s, _) = with_token(&p, &Signer::new().token("mallory", 3600));
-    assert_eq!(s.local_response().map(|r| r.status), Some(401), "signed by another key");
+    assert_eq!(
+        s.local_response().map(|r| r.status),
+        Some(401),
+        "signed by another key"
+    );
 
     // RequestAuthentication alone lets a request without a token through, unauthenticated.
     let mut s = p.stream();

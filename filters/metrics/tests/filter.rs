@@ -19,13 +19,15 @@ fn metrics() -> Plugin {
 
 fn request(p: &Plugin, cluster: &str, status: u16, flags: Option<&str>) {
     let mut s = p.stream();
-    s.send_request(Request::post("/reviews/1", "12345")).unwrap();
+    s.send_request(Request::post("/reviews/1", "12345"))
+        .unwrap();
     // What the router and the host would have left on the stream.
     s.set_property("lateen.route.cluster", cluster.to_string());
     if let Some(f) = flags {
         s.set_property("lateen.response_flags", f.to_string());
     }
-    s.send_response(Response::new(status).body("hello")).unwrap();
+    s.send_response(Response::new(status).body("hello"))
+        .unwrap();
     s.finish().unwrap();
 }
 
@@ -48,7 +50,10 @@ fn requests_are_counted_by_outcome_with_istios_labels() {
     assert_eq!(labels["reporter"], "source");
     assert_eq!(labels["source_workload"], "ingressgateway");
     assert_eq!(labels["source_workload_namespace"], "istio-system");
-    assert_eq!(labels["destination_service"], "reviews.default.svc.cluster.local");
+    assert_eq!(
+        labels["destination_service"],
+        "reviews.default.svc.cluster.local"
+    );
     assert_eq!(labels["destination_service_name"], "reviews");
     assert_eq!(labels["destination_service_namespace"], "default");
     assert_eq!(labels["destination_version"], "v2");
@@ -66,7 +71,12 @@ fn requests_are_counted_by_outcome_with_istios_labels() {
 #[test]
 fn sizes_and_durations_are_histograms() {
     let p = metrics();
-    request(&p, "outbound|80||ratings.default.svc.cluster.local", 200, None);
+    request(
+        &p,
+        "outbound|80||ratings.default.svc.cluster.local",
+        200,
+        None,
+    );
     let count = |family: &str| match p.labelled_metrics(family).first().map(|s| s.1) {
         Some(MetricValue::Histogram { count, .. }) => count,
         other => panic!("{family}: {other:?}"),

@@ -61,7 +61,10 @@ fn a_local_bucket_per_header_value_refills_on_the_plugins_clock() {
     let (mut s, action) = as_user(&p, "alice");
     assert_eq!(action, Action::Continue);
     s.send_response(Response::new(200)).unwrap();
-    assert_eq!(s.response_header("x-ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(
+        s.response_header("x-ratelimit-remaining").as_deref(),
+        Some("0")
+    );
     assert_eq!(as_user(&p, "alice").1, Action::Pause);
 }
 
@@ -99,7 +102,10 @@ fn a_global_rule_asks_the_shared_store_and_obeys_its_answer() {
     let take: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
     assert_eq!(take["maxTokens"], 100);
     assert_eq!(take["fillIntervalMs"], 1000);
-    assert!(take["key"].as_str().unwrap().starts_with("lateen.rl.fleet."));
+    assert!(take["key"]
+        .as_str()
+        .unwrap()
+        .starts_with("lateen.rl.fleet."));
 
     p.answer_http_call(
         call.token,

@@ -58,8 +58,14 @@ fn a_header_match_picks_its_cluster_route_and_timeout() {
         Some("outbound|80|v2|reviews")
     );
     assert_eq!(s.property("lateen.route.name").as_deref(), Some("jason"));
-    assert_eq!(s.property("lateen.route.id").as_deref(), Some("default/reviews#0"));
-    assert_eq!(s.property("lateen.route.timeout_ms").as_deref(), Some("1500"));
+    assert_eq!(
+        s.property("lateen.route.id").as_deref(),
+        Some("default/reviews#0")
+    );
+    assert_eq!(
+        s.property("lateen.route.timeout_ms").as_deref(),
+        Some("1500")
+    );
 }
 
 #[test]
@@ -67,7 +73,9 @@ fn a_cookie_match_routes_and_other_cookies_do_not() {
     let p = reviews();
     let (s, _) = send(
         &p,
-        Request::get("/").authority("reviews").header("cookie", "a=b; beta=1"),
+        Request::get("/")
+            .authority("reviews")
+            .header("cookie", "a=b; beta=1"),
     );
     assert_eq!(
         s.property("lateen.route.cluster").as_deref(),
@@ -75,7 +83,9 @@ fn a_cookie_match_routes_and_other_cookies_do_not() {
     );
     let (s, _) = send(
         &p,
-        Request::get("/").authority("reviews").header("cookie", "beta=10"),
+        Request::get("/")
+            .authority("reviews")
+            .header("cookie", "beta=10"),
     );
     assert_eq!(s.property("lateen.route.name").as_deref(), Some("split"));
 }
@@ -108,7 +118,9 @@ fn header_operations_apply_to_the_request_and_to_the_response() {
     let p = reviews();
     let (mut s, _) = send(
         &p,
-        Request::get("/").authority("reviews").header("x-debug", "1"),
+        Request::get("/")
+            .authority("reviews")
+            .header("x-debug", "1"),
     );
     assert_eq!(s.request_header("x-routed-by").as_deref(), Some("lateen"));
     assert_eq!(s.request_header("x-debug"), None);
@@ -120,7 +132,11 @@ fn header_operations_apply_to_the_request_and_to_the_response() {
         .filter(|(k, _)| k == "x-served-by")
         .map(|(_, v)| v)
         .collect();
-    assert_eq!(served, ["upstream", "reviews"], "add keeps the upstream's value");
+    assert_eq!(
+        served,
+        ["upstream", "reviews"],
+        "add keeps the upstream's value"
+    );
 }
 
 #[test]
@@ -145,10 +161,15 @@ fn weights_split_90_7_3() {
 fn a_bad_regex_is_refused_at_configure_with_its_place() {
     let wasm = build_filter(env!("CARGO_MANIFEST_DIR")).unwrap();
     let err = Plugin::load(wasm)
-        .config_json(&json!({"virtualHosts": [{"name": "ns/a", "domains": ["*"], "routes": [
-            {"name": "r", "match": [{"uri": {"regex": "("}}], "route": [{"cluster": "c"}]}]}]}))
+        .config_json(
+            &json!({"virtualHosts": [{"name": "ns/a", "domains": ["*"], "routes": [
+            {"name": "r", "match": [{"uri": {"regex": "("}}], "route": [{"cluster": "c"}]}]}]}),
+        )
         .start()
         .err()
         .expect("refused");
-    assert!(err.to_string().contains("routes[0].match[0].uri.regex"), "{err}");
+    assert!(
+        err.to_string().contains("routes[0].match[0].uri.regex"),
+        "{err}"
+    );
 }

@@ -25,11 +25,20 @@ fn a_panic_is_a_trap_and_the_instance_is_then_unusable() {
         .send_request(Request::get("/").header("x-trap", "1"))
         .unwrap_err();
     assert!(
-        matches!(&err, HarnessError::Callback(CallError::Trap { phase: "on_request_headers", .. })),
+        matches!(
+            &err,
+            HarnessError::Callback(CallError::Trap {
+                phase: "on_request_headers",
+                ..
+            })
+        ),
         "{err}"
     );
     assert!(p.broken().is_some());
-    assert!(p.try_stream().is_err(), "a broken instance takes no new streams");
+    assert!(
+        p.try_stream().is_err(),
+        "a broken instance takes no new streams"
+    );
 }
 
 #[test]
@@ -55,7 +64,10 @@ fn a_memory_bomb_stops_at_the_memory_cap() {
     let err = s
         .send_request(Request::get("/").header("x-grow", "1"))
         .unwrap_err();
-    assert!(matches!(&err, HarnessError::Callback(CallError::Trap { .. })), "{err}");
+    assert!(
+        matches!(&err, HarnessError::Callback(CallError::Trap { .. })),
+        "{err}"
+    );
     assert!(p.memory_bytes() <= 8 << 20);
 }
 
