@@ -8,6 +8,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 if command -v rustup >/dev/null 2>&1; then
   rustup target add wasm32-wasip1 >/dev/null
 fi
-cargo build --profile wasm --target wasm32-wasip1 -p lateen-router -p lateen-fault -p lateen-ratelimit -p lateen-metrics
+bash filters/build.sh lateen-router lateen-fault lateen-ratelimit lateen-metrics
 cargo build --release -p lateen
 exec "$CARGO_TARGET_DIR/release/lateen" demo --filters-dir "$CARGO_TARGET_DIR/wasm32-wasip1/wasm" "$@"

@@ -50,8 +50,9 @@ export LATEEN_TEST_PYTHON="$CARGO_TARGET_DIR/py/bin/python"
 
 # Filters and test plugins are wasm32-wasip1 modules; the e2e tests load them from
 # $CARGO_TARGET_DIR/wasm32-wasip1/wasm/.
+bash filters/build.sh
 cargo build --profile wasm --target wasm32-wasip1 \
-  -p lateen-router -p lateen-fault -p lateen-ratelimit -p lateen-metrics -p lateen-authz -p lateen-jwt -p test-plugin-header-echo -p test-plugin-trap -p test-plugin-ticker -p test-plugin-hostile
+  -p test-plugin-header-echo -p test-plugin-trap -p test-plugin-ticker -p test-plugin-hostile
 # The e2e tests start the real binary.
 cargo build -p lateen
 cargo test --workspace

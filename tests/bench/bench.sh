@@ -38,8 +38,8 @@ fi
 # oha: the open-loop (fixed-rate) load, with coordinated-omission correction.
 need oha || cargo install -q --locked --root "$TOOLS" oha
 if need rustup; then rustup target add wasm32-wasip1 >/dev/null; fi
-cargo build -q --profile wasm --target wasm32-wasip1 -p lateen-router -p lateen-fault -p lateen-ratelimit \
-  -p lateen-metrics -p test-plugin-header-echo -p test-plugin-noop
+bash filters/build.sh lateen-router lateen-fault lateen-ratelimit lateen-metrics
+cargo build -q --profile wasm --target wasm32-wasip1 -p test-plugin-header-echo -p test-plugin-noop
 cargo build -q --release -p lateen
 LATEEN="$CARGO_TARGET_DIR/release/lateen"
 WASM="$CARGO_TARGET_DIR/wasm32-wasip1/wasm"

@@ -2341,7 +2341,7 @@ fn load_builtin(
     let bytes = std::fs::read(&path).map_err(|e| {
         err(format!(
             "cannot read the built-in {name} filter: {e}; build the filters \
-             (cargo build --target wasm32-wasip1 --profile wasm) or pass --filters-dir"
+             (bash filters/build.sh) or pass --filters-dir"
         ))
     })?;
     let module = rt.compile(&bytes).map_err(|e| err(e.to_string()))?;

@@ -13,7 +13,8 @@ pub const TARGET: &str = "wasm32-wasip1";
 pub const PROFILE: &str = "wasm";
 
 /// Builds the filter crate whose `Cargo.toml` is in `crate_dir` for `wasm32-wasip1` with the
-/// `wasm` profile, and returns the path of its `.wasm`.
+/// `wasm` profile, as a `cdylib` (whatever crate types it declares), and returns the path of
+/// its `.wasm`.
 ///
 /// Cargo does the work, so a fresh build is a no-op; the result is remembered for the rest
 /// of the test process, so tests running in parallel build once. The build uses the
@@ -45,7 +46,8 @@ fn cargo_build(dir: &Path) -> Result<PathBuf, String> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
-        .args(["build", "--target", TARGET, "--profile", PROFILE])
+        .args(["rustc", "--lib", "--crate-type", "cdylib"])
+        .args(["--target", TARGET, "--profile", PROFILE])
         .args([
             "--message-format",
             "json-render-diagnostics",
@@ -91,7 +93,7 @@ fn cargo_build(dir: &Path) -> Result<PathBuf, String> {
         }
     }
     Err(format!(
-        "cargo built {} but made no .wasm: is it a `crate-type = [\"cdylib\"]` library?",
+        "cargo built {} but made no .wasm: does it have a library target?",
         manifest.display()
     ))
 }

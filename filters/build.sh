@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the built-in filters to $CARGO_TARGET_DIR/wasm32-wasip1/wasm/lateen_*.wasm.
+# Usage: bash filters/build.sh [PACKAGE...]     (default: all six)
+#
+# The crates declare only an rlib (the host links their config types natively), and the
+# .wasm is made here with `cargo rustc --crate-type cdylib`. Declaring cdylib in Cargo.toml
+# would give the native rlib an unhashed file name, which another build sharing the target
+# directory (a filter crate outside the workspace, the fuzz workspace) silently overwrites.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pkgs=("$@")
+if [ ${#pkgs[@]} -eq 0 ]; then
+  pkgs=(lateen-router lateen-fault lateen-ratelimit lateen-metrics lateen-authz lateen-jwt)
+fi
+for p in "${pkgs[@]}"; do
+  cargo rustc -q --profile wasm --target wasm32-wasip1 -p "$p" --lib --crate-type cdylib
+done
