@@ -474,8 +474,11 @@ fn run_cli(cli: Cli) -> Result<()> {
                     env: Vec::new(),
                     vm_configuration: Default::default(),
                 });
-                let resolver =
-                    lateen::snapshot::Snapshot::resolver(&Default::default(), Default::default());
+                let resolver = lateen::snapshot::Snapshot::resolver(
+                    &Default::default(),
+                    Default::default(),
+                    None,
+                );
                 lateen::wasm::Vm::new(&rt, &m, identity, resolver)
                     .with_context(|| format!("instantiating {}", f.display()))?;
                 println!(

@@ -297,10 +297,12 @@ impl Snapshot {
     pub fn resolver(
         clusters: &HashMap<String, Arc<Cluster>>,
         aliases: HashMap<String, String>,
+        redis_url: Option<String>,
     ) -> Arc<dyn ClusterResolver> {
         Arc::new(Names {
             clusters: clusters.keys().cloned().collect(),
             aliases,
+            redis_url,
         })
     }
 }
@@ -308,9 +310,14 @@ impl Snapshot {
 struct Names {
     clusters: std::collections::HashSet<String>,
     aliases: HashMap<String, String>,
+    redis_url: Option<String>,
 }
 
 impl ClusterResolver for Names {
+    fn redis_url(&self) -> Option<String> {
+        self.redis_url.clone()
+    }
+
     fn resolve(&self, upstream: &str) -> Option<String> {
         if self.clusters.contains(upstream) {
             return Some(upstream.to_string());

@@ -33,6 +33,36 @@ pub struct Upstream {
     redis: tokio::sync::Mutex<Option<(String, redis::aio::ConnectionManager)>>,
 }
 
+/// One take from the shared store, waiting at most `timeout` for Redis. For component
+/// filters, whose `shared-store.take` import is synchronous: a new connection per call
+/// keeps no state on the worker, at the price of a connect per take.
+pub fn take_blocking(
+    url: &str,
+    req: &lateen_sdk::store::TakeRequest,
+    timeout: std::time::Duration,
+) -> Result<lateen_sdk::store::TakeResponse, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_connection_with_timeout(timeout)
+        .map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    conn.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let (allowed, remaining, reset): (u64, u64, i64) = redis::Script::new(TAKE_SCRIPT)
+        .key(&req.key)
+        .arg(req.max_tokens)
+        .arg(req.tokens_per_fill)
+        .arg(req.fill_interval_ms.max(1))
+        .invoke(&mut conn)
+        .map_err(|e| e.to_string())?;
+    Ok(lateen_sdk::store::TakeResponse {
+        allowed: allowed == 1,
+        remaining,
+        reset_ms: reset.max(0) as u64,
+    })
+}
+
 /// Atomic token bucket in Redis, timed by the Redis server's clock so that every proxy
 /// agrees. Same arithmetic as the local bucket: refills of `per` tokens at whole intervals.
 const TAKE_SCRIPT: &str = r"

@@ -2,12 +2,47 @@
 //! a verified token's payload as JSON in the [`CLAIMS`] property; the router matches
 //! `@request.auth.claims.*` headers and the authorization filter `request.auth.claims[...]`
 //! keys against it, both through [`values`].
+//!
+//! Only Lateen's JWT filter sets these properties; in a host where it does not run they
+//! are absent. [`values`] itself is plain Rust.
+//!
+//! ```rust
+//! use lateen_sdk::claims;
+//! let payload: serde_json::Value =
+//!     serde_json::from_str(r#"{"iss": "idp", "sub": "alice", "groups": ["dev", "ops"]}"#).unwrap();
+//! assert_eq!(claims::values(&payload, &["sub"]), ["alice"]);
+//! assert_eq!(claims::values(&payload, &["groups"]), ["dev", "ops"]);
+//! ```
+//!
+//! Inside a filter, read the payload from the stream first:
+//!
+//! ```no_run
+//! use lateen_sdk::{claims, proxy_wasm::hostcalls};
+//!
+//! /// Whether the request's verified token lists `admin` in its `groups` claim.
+//! fn is_admin() -> bool {
+//!     let Ok(Some(bytes)) = hostcalls::get_property(claims::CLAIMS.to_vec()) else {
+//!         return false; // no verified token
+//!     };
+//!     let payload: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+//!     claims::values(&payload, &["groups"]).iter().any(|g| g == "admin")
+//! }
+//! println!("admin: {}", is_admin());
+//! ```
 
 use serde_json::Value;
 
 /// Property holding the verified payload (JSON) of the request's JWT.
+///
+/// ```rust
+/// assert_eq!(lateen_sdk::claims::CLAIMS.join("."), "request.auth.claims");
+/// ```
 pub const CLAIMS: &[&str] = &["request", "auth", "claims"];
 /// Property holding the request principal, `iss/sub`.
+///
+/// ```rust
+/// assert_eq!(lateen_sdk::claims::PRINCIPAL.join("."), "request.auth.principal");
+/// ```
 pub const PRINCIPAL: &[&str] = &["request", "auth", "principal"];
 
 /// The values of the claim at `path` (nested objects are walked one name per element), as

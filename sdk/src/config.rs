@@ -4,10 +4,71 @@
 //! filter's own serde type and, on failure, names the field that was wrong (the generated
 //! JSON's line/column would mean nothing to an operator; the field path does), so that
 //! `on_configure` can log it and return `false` — the host then keeps the previous config.
+//!
+//! ```rust
+//! #[derive(Debug, serde::Deserialize)]
+//! struct Cfg {
+//!     routes: Vec<Route>,
+//! }
+//! #[derive(Debug, serde::Deserialize)]
+//! struct Route {
+//!     prefix: String,
+//! }
+//!
+//! let cfg: Cfg = lateen_sdk::config::parse(br#"{"routes": [{"prefix": "/a"}]}"#).unwrap();
+//! assert_eq!(cfg.routes[0].prefix, "/a");
+//!
+//! let err = lateen_sdk::config::parse::<Cfg>(br#"{"routes": [{"prefix": "/a"}, {"prefix": 7}]}"#)
+//!     .unwrap_err();
+//! assert_eq!(err.path, "routes[1].prefix");
+//! ```
+//!
+//! In a filter's root context:
+//!
+//! ```no_run
+//! use lateen_sdk::proxy_wasm::traits::{Context, RootContext};
+//! use lateen_sdk::proxy_wasm::types::LogLevel;
+//!
+//! #[derive(Default, serde::Deserialize)]
+//! struct Cfg {
+//!     #[serde(default)]
+//!     header: String,
+//! }
+//!
+//! struct Root {
+//!     cfg: Cfg,
+//! }
+//!
+//! impl Context for Root {}
+//!
+//! impl RootContext for Root {
+//!     fn on_configure(&mut self, _size: usize) -> bool {
+//!         let bytes = self.get_plugin_configuration().unwrap_or_default();
+//!         match lateen_sdk::config::parse_or_default::<Cfg>(&bytes) {
+//!             Ok(cfg) => {
+//!                 self.cfg = cfg;
+//!                 true
+//!             }
+//!             Err(e) => {
+//!                 let _ = lateen_sdk::proxy_wasm::hostcalls::log(LogLevel::Warn, &e.to_string());
+//!                 false // the host keeps the previous configuration
+//!             }
+//!         }
+//!     }
+//! }
+//! let mut root = Root { cfg: Cfg::default() };
+//! assert!(root.on_configure(0));
+//! ```
 
 use serde::de::DeserializeOwned;
 
-/// Why a plugin configuration was rejected.
+/// Why a plugin configuration was rejected. Its `Display` is the line to log.
+///
+/// ```rust
+/// let err = lateen_sdk::config::parse::<Vec<u32>>(br#"[1, "x"]"#).unwrap_err();
+/// assert_eq!(err.path, "[1]");
+/// assert!(err.to_string().starts_with("invalid plugin configuration at `[1]`: "));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// Path of the offending field (`routes[2].match[0].uri`); `.` for the root.
@@ -46,13 +107,17 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     })
 }
 
-/// Like [`parse`], but an empty configuration yields `T::default()`.
+/// Like [`parse`], but an empty (or all-whitespace) configuration yields `T::default()`.
 ///
 /// ```
 /// #[derive(serde::Deserialize, Default)]
 /// struct Cfg { #[serde(default)] n: u32 }
 /// let cfg: Cfg = lateen_sdk::config::parse_or_default(b"").unwrap();
 /// assert_eq!(cfg.n, 0);
+/// let cfg: Cfg = lateen_sdk::config::parse_or_default(b" \n").unwrap();
+/// assert_eq!(cfg.n, 0);
+/// let cfg: Cfg = lateen_sdk::config::parse_or_default(br#"{"n": 3}"#).unwrap();
+/// assert_eq!(cfg.n, 3);
 /// ```
 pub fn parse_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -1,5 +1,24 @@
 //! Compiled Istio matchers: regexes are compiled once, when the configuration is loaded,
 //! never per request. Evaluation is pure and natively testable through [`RequestView`].
+//!
+//! ```rust
+//! use lateen_sdk::{istio::HttpMatchRequest, matcher::CompiledMatch};
+//!
+//! let m: HttpMatchRequest = serde_json::from_str(
+//!     r#"{"method": {"exact": "GET"}, "cookies": {"beta": {}}}"#,
+//! )
+//! .unwrap();
+//! let m = CompiledMatch::compile(&m).unwrap();
+//!
+//! let req = |cookie: &str| {
+//!     vec![
+//!         (":method".to_string(), "GET".to_string()),
+//!         ("cookie".to_string(), cookie.to_string()),
+//!     ]
+//! };
+//! assert!(m.matches(&req("beta=1; theme=dark")));
+//! assert!(!m.matches(&req("theme=dark")));
+//! ```
 
 use crate::istio::{CookieMatch, HttpMatchRequest, StringMatch, UserAgentMatch};
 use crate::useragent;
@@ -24,23 +43,86 @@ pub fn strip_port(authority: &str) -> &str {
 }
 
 /// What a matcher can see of a request. The router implements it over the proxy-wasm
-/// header map; tests implement it over plain vectors.
+/// header map; tests implement it over plain vectors. `[(String, String)]` and
+/// `Vec<(String, String)>` implement it with header names compared case-insensitively.
+///
+/// ```rust
+/// use lateen_sdk::{istio::HttpMatchRequest, matcher::{CompiledMatch, RequestView}};
+///
+/// struct Req {
+///     headers: Vec<(String, String)>,
+///     port: u32,
+/// }
+///
+/// impl RequestView for Req {
+///     fn header(&self, name: &str) -> Option<&str> {
+///         self.headers.header(name)
+///     }
+///     fn port(&self) -> Option<u32> {
+///         Some(self.port)
+///     }
+/// }
+///
+/// let m: HttpMatchRequest = serde_json::from_str(r#"{"port": 8080}"#).unwrap();
+/// let m = CompiledMatch::compile(&m).unwrap();
+/// assert!(m.matches(&Req { headers: vec![], port: 8080 }));
+/// assert!(!m.matches(&Req { headers: vec![], port: 9090 }));
+/// ```
 pub trait RequestView {
     /// A request header by lower-case name, including the pseudo-headers `:path`, `:method`,
     /// `:authority` and `:scheme`.
+    ///
+    /// ```rust
+    /// use lateen_sdk::matcher::RequestView;
+    /// let req = vec![("X-Env".to_string(), "dev".to_string())];
+    /// assert_eq!(req.header("x-env"), Some("dev"));
+    /// assert_eq!(req.header(":path"), None);
+    /// ```
     fn header(&self, name: &str) -> Option<&str>;
-    /// The listener port the request arrived on, if known.
+    /// The listener port the request arrived on, if known. The default knows none.
+    ///
+    /// ```rust
+    /// use lateen_sdk::matcher::RequestView;
+    /// let req: Vec<(String, String)> = vec![];
+    /// assert_eq!(req.port(), None);
+    /// ```
     fn port(&self) -> Option<u32> {
         None
     }
     /// The values of a claim of the request's verified JWT ([`crate::claims::values`]);
-    /// none when the request carries no verified token.
+    /// none when the request carries no verified token. The default has none.
+    ///
+    /// ```rust
+    /// use lateen_sdk::{claims, matcher::RequestView};
+    ///
+    /// struct WithToken(serde_json::Value);
+    /// impl RequestView for WithToken {
+    ///     fn header(&self, _name: &str) -> Option<&str> {
+    ///         None
+    ///     }
+    ///     fn claim(&self, path: &[String]) -> Vec<String> {
+    ///         claims::values(&self.0, path)
+    ///     }
+    /// }
+    ///
+    /// let req = WithToken(serde_json::json!({"org": {"tier": "gold"}}));
+    /// assert_eq!(req.claim(&["org".into(), "tier".into()]), ["gold"]);
+    /// let plain: Vec<(String, String)> = vec![];
+    /// assert!(plain.claim(&["org".into()]).is_empty());
+    /// ```
     fn claim(&self, _path: &[String]) -> Vec<String> {
         Vec::new()
     }
 }
 
 /// Istio's header name for a JWT claim match: `@request.auth.claims.a.b` → `a.b`.
+///
+/// ```rust
+/// use lateen_sdk::{istio::HttpMatchRequest, matcher::{CompiledMatch, CLAIM_HEADER_PREFIX}};
+/// let json = format!(r#"{{"headers": {{"{CLAIM_HEADER_PREFIX}role": {{"exact": "admin"}}}}}}"#);
+/// let m: HttpMatchRequest = serde_json::from_str(&json).unwrap();
+/// assert!(CompiledMatch::compile(&m).unwrap().uses_claims());
+/// ```
 pub const CLAIM_HEADER_PREFIX: &str = "@request.auth.claims.";
 
 impl RequestView for [(String, String)] {
@@ -58,10 +140,20 @@ impl RequestView for Vec<(String, String)> {
 }
 
 /// Why a match could not be compiled.
+///
+/// ```rust
+/// use lateen_sdk::{istio::HttpMatchRequest, matcher::CompiledMatch};
+/// let m: HttpMatchRequest =
+///     serde_json::from_str(r#"{"headers": {"x-env": {"regex": "("}}}"#).unwrap();
+/// let err = CompiledMatch::compile(&m).unwrap_err();
+/// assert_eq!(err.field, "headers.x-env.regex");
+/// assert!(err.to_string().starts_with("headers.x-env.regex: invalid regex"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchError {
     /// Field path inside the match (`headers.x-env.regex`).
     pub field: String,
+    /// What was wrong there.
     pub message: String,
 }
 
@@ -74,24 +166,41 @@ impl std::fmt::Display for MatchError {
 impl std::error::Error for MatchError {}
 
 /// A compiled `StringMatch`.
+///
+/// ```rust
+/// use lateen_sdk::matcher::StrMatcher;
+/// assert!(StrMatcher::Any.matches(""));
+/// assert!(StrMatcher::Prefix("/api".into()).matches("/api/v1"));
+/// assert!(!StrMatcher::Exact("/api".into()).matches("/api/v1"));
+/// ```
 #[derive(Debug, Clone)]
 pub enum StrMatcher {
     /// `{}`: present with any value.
     Any,
+    /// The value must equal this.
     Exact(String),
+    /// The value must start with this.
     Prefix(String),
     /// Anchored, so it must match the whole value as in Envoy's `safe_regex`.
     Regex(Regex),
 }
 
 impl StrMatcher {
-    /// Compiles a `StringMatch`; `field` names it in errors.
+    /// Compiles a `StringMatch`; `field` names it in errors. With `ignore_case`, `exact` and
+    /// `prefix` are lower-cased, so lower-case the value before [`matches`](Self::matches).
     ///
     /// ```
     /// use lateen_sdk::{istio::StringMatch, matcher::StrMatcher};
     /// let m = StrMatcher::compile(&StringMatch { regex: Some("v[12]".into()), ..Default::default() },
     ///                             false, "uri").unwrap();
     /// assert!(m.matches("v1") && !m.matches("v10"));
+    ///
+    /// let m = StrMatcher::compile(&StringMatch { exact: Some("/Login".into()), ..Default::default() },
+    ///                             true, "uri").unwrap();
+    /// assert!(m.matches("/login") && !m.matches("/Login"));
+    ///
+    /// let both = StringMatch { exact: Some("a".into()), prefix: Some("a".into()), ..Default::default() };
+    /// assert_eq!(StrMatcher::compile(&both, false, "uri").unwrap_err().field, "uri");
     /// ```
     pub fn compile(m: &StringMatch, ignore_case: bool, field: &str) -> Result<Self, MatchError> {
         if m.set_count() > 1 {
@@ -119,6 +228,14 @@ impl StrMatcher {
     }
 
     /// Whether `value` matches.
+    ///
+    /// ```rust
+    /// use lateen_sdk::{istio::StringMatch, matcher::StrMatcher};
+    /// let m = StrMatcher::compile(&StringMatch { prefix: Some("v".into()), ..Default::default() },
+    ///                             false, "x").unwrap();
+    /// assert!(m.matches("v2"));
+    /// assert!(!m.matches("V2"));
+    /// ```
     pub fn matches(&self, value: &str) -> bool {
         match self {
             StrMatcher::Any => true,
@@ -152,7 +269,17 @@ struct CompiledUa {
     browser: Vec<String>,
 }
 
-/// A compiled `HTTPMatchRequest`.
+/// A compiled `HTTPMatchRequest`. Build it with [`CompiledMatch::compile`]; evaluate it with
+/// [`CompiledMatch::matches`].
+///
+/// ```rust
+/// use lateen_sdk::{istio::HttpMatchRequest, matcher::CompiledMatch};
+/// let m: HttpMatchRequest = serde_json::from_str(
+///     r#"{"uri": {"exact": "/login"}, "queryParams": {"next": {}}}"#).unwrap();
+/// let m = CompiledMatch::compile(&m).unwrap();
+/// assert!(m.matches(&vec![(":path".to_string(), "/login?next=/home".to_string())]));
+/// assert!(!m.matches(&vec![(":path".to_string(), "/login".to_string())]));
+/// ```
 #[derive(Debug, Clone)]
 pub struct CompiledMatch {
     uri: Option<StrMatcher>,
@@ -258,6 +385,15 @@ impl CompiledMatch {
     }
 
     /// Whether any condition reads JWT claims (so the router fetches them only then).
+    ///
+    /// ```rust
+    /// use lateen_sdk::{istio::HttpMatchRequest, matcher::CompiledMatch};
+    /// let compile = |json: &str| {
+    ///     CompiledMatch::compile(&serde_json::from_str::<HttpMatchRequest>(json).unwrap()).unwrap()
+    /// };
+    /// assert!(compile(r#"{"withoutHeaders": {"@request.auth.claims.banned": {}}}"#).uses_claims());
+    /// assert!(!compile(r#"{"headers": {"x-env": {}}}"#).uses_claims());
+    /// ```
     pub fn uses_claims(&self) -> bool {
         !self.claims.is_empty() || !self.without_claims.is_empty()
     }
@@ -276,7 +412,25 @@ impl CompiledMatch {
         }
     }
 
-    /// Whether every condition of this match holds for `req`.
+    /// Whether every condition of this match holds for `req`. An empty match holds for
+    /// every request.
+    ///
+    /// ```rust
+    /// use lateen_sdk::{istio::HttpMatchRequest, matcher::CompiledMatch};
+    /// let m: HttpMatchRequest = serde_json::from_str(
+    ///     r#"{"authority": {"prefix": "api."}, "withoutHeaders": {"x-debug": {"exact": "1"}}}"#,
+    /// ).unwrap();
+    /// let m = CompiledMatch::compile(&m).unwrap();
+    /// let req = |debug: &str| vec![
+    ///     (":authority".to_string(), "api.example.com".to_string()),
+    ///     ("x-debug".to_string(), debug.to_string()),
+    /// ];
+    /// assert!(m.matches(&req("0")));
+    /// assert!(!m.matches(&req("1")));
+    ///
+    /// let any = CompiledMatch::compile(&HttpMatchRequest::default()).unwrap();
+    /// assert!(any.matches(&Vec::<(String, String)>::new()));
+    /// ```
     pub fn matches<R: RequestView + ?Sized>(&self, req: &R) -> bool {
         if let Some(p) = self.port {
             if req.port() != Some(p) {
@@ -443,11 +597,13 @@ fn compile_ua(ua: &UserAgentMatch) -> Result<CompiledUa, MatchError> {
     })
 }
 
-/// The value of cookie `name` in a `cookie` header (`a=1; b=2`).
+/// The value of cookie `name` in a `cookie` header (`a=1; b=2`). Surrounding double quotes
+/// are removed.
 ///
 /// ```
 /// assert_eq!(lateen_sdk::matcher::cookie("a=1; user=tester", "user"), Some("tester"));
 /// assert_eq!(lateen_sdk::matcher::cookie("a=1", "user"), None);
+/// assert_eq!(lateen_sdk::matcher::cookie(r#"s="x y""#, "s"), Some("x y"));
 /// ```
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|part| {
@@ -460,6 +616,8 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 ///
 /// ```
 /// assert_eq!(lateen_sdk::matcher::query_param("a=1&b=2", "b"), Some("2"));
+/// assert_eq!(lateen_sdk::matcher::query_param("debug&b=2", "debug"), Some(""));
+/// assert_eq!(lateen_sdk::matcher::query_param("a=1", "b"), None);
 /// ```
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query

@@ -7,16 +7,41 @@
 //! use lateen_sdk::metrics::labelled_name;
 //! let name = labelled_name("requests_total", &[("code", "200"), ("route", "api")]);
 //! assert_eq!(name, "requests_total;.;code=.=200;.;route=.=api");
-//! // Define it with proxy_wasm::hostcalls::define_metric(MetricType::Counter, &name).
+//! ```
+//!
+//! Define and bump it like any proxy-wasm metric:
+//!
+//! ```no_run
+//! use lateen_sdk::{metrics::labelled_name, proxy_wasm::{hostcalls, types::MetricType}};
+//! let name = labelled_name("requests_total", &[("code", "200")]);
+//! let id = hostcalls::define_metric(MetricType::Counter, &name).unwrap();
+//! hostcalls::increment_metric(id, 1).unwrap();
 //! ```
 
 /// Separates the segments of a labelled metric name.
+///
+/// ```rust
+/// use lateen_sdk::metrics::{labelled_name, FIELD_SEPARATOR};
+/// let name = labelled_name("f", &[("k", "v")]);
+/// assert_eq!(name.split(FIELD_SEPARATOR).collect::<Vec<_>>(), ["f", "k=.=v"]);
+/// ```
 pub const FIELD_SEPARATOR: &str = ";.;";
 /// Separates a label's key from its value.
+///
+/// ```rust
+/// use lateen_sdk::metrics::VALUE_SEPARATOR;
+/// assert_eq!("code=.=200".split_once(VALUE_SEPARATOR), Some(("code", "200")));
+/// ```
 pub const VALUE_SEPARATOR: &str = "=.=";
 
 /// The metric name of one family and label set. A field separator inside a value would
-/// split it, so it becomes `_`.
+/// split it, so it becomes `_`. Keys are used as they are.
+///
+/// ```rust
+/// use lateen_sdk::metrics::labelled_name;
+/// assert_eq!(labelled_name("hits", &[("path", "/a;.;b")]), "hits;.;path=.=/a_b");
+/// assert_eq!(labelled_name::<&str>("hits", &[]), "hits");
+/// ```
 pub fn labelled_name<V: AsRef<str>>(family: &str, labels: &[(&str, V)]) -> String {
     let mut out = String::with_capacity(family.len() + labels.len() * 32);
     out.push_str(family);

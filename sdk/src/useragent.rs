@@ -2,8 +2,23 @@
 //!
 //! Built on the `woothee` parser (pure Rust, builds for wasm32) with fix-ups for browsers it
 //! predates (Chromium Edge's `Edg/`, Chrome and Firefox on iOS).
+//!
+//! ```rust
+//! use lateen_sdk::useragent::classify;
+//! let edge = classify(
+//!     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+//!      Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0");
+//! assert_eq!((edge.browser, edge.os, edge.device), ("Edge", "Windows", "desktop"));
+//! assert_eq!(classify("curl/8.5.0").browser, "other");
+//! ```
 
 /// What a `user-agent` header says about the client, with canonical family names.
+///
+/// ```rust
+/// let ua = lateen_sdk::useragent::classify(
+///     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)");
+/// assert_eq!(ua.device, "bot");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UserAgent {
     /// `Chrome`, `Firefox`, `Safari`, `Edge`, `Opera`, `Internet Explorer` or `other`.
@@ -14,7 +29,7 @@ pub struct UserAgent {
     pub device: &'static str,
 }
 
-/// Classifies a user-agent string.
+/// Classifies a user-agent string. Anything it does not recognise is `other`.
 ///
 /// ```
 /// let ua = lateen_sdk::useragent::classify(

@@ -221,7 +221,7 @@ pub fn build(
         );
     }
     let workload = workload(res);
-    let resolver = Snapshot::resolver(&clusters, aliases);
+    let resolver = Snapshot::resolver(&clusters, aliases, redis_url.clone());
 
     // Plugins that apply to this workload, compiled once each.
     let mut plugins: Vec<(Arc<PluginSpec>, Bytes, Arc<DocInfo>)> = Vec::new();

@@ -58,10 +58,19 @@ pub enum WasmError {
     },
 }
 
-/// A module compiled for this engine and pre-linked against the host functions.
+/// What a plugin binary is, once linked.
+pub(crate) enum Pre {
+    /// A proxy-wasm core module.
+    Module(InstancePre<HostState>),
+    /// A `lateen:filter` component.
+    Component(wasmtime::component::InstancePre<HostState>),
+}
+
+/// A module (or component) compiled for this engine and pre-linked against the host
+/// functions.
 pub struct CompiledModule {
     pub sha256: String,
-    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) pre: Pre,
     /// Whether it was loaded from the disk cache rather than compiled.
     pub from_cache: bool,
 }
@@ -70,6 +79,7 @@ pub struct CompiledModule {
 pub struct Runtime {
     pub(crate) engine: Engine,
     linker: Linker<HostState>,
+    components: wasmtime::component::Linker<HostState>,
     pub opts: RuntimeOptions,
     pub shared: Arc<Shared>,
     pub(crate) epoch_tick: Duration,
@@ -91,6 +101,8 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         abi::define(&mut linker).map_err(|e| WasmError::Engine(e.to_string()))?;
+        let mut components = wasmtime::component::Linker::new(&engine);
+        super::component::define(&mut components).map_err(|e| WasmError::Engine(e.to_string()))?;
         // Epoch interruption bounds every callback; one thread bumps the epoch for all.
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -106,6 +118,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            components,
             opts,
             shared: Arc::new(Shared::default()),
             epoch_tick: EPOCH_TICK,
@@ -132,14 +145,14 @@ impl Runtime {
         (self.opts.callback_timeout.as_millis() / self.epoch_tick.as_millis()).max(1) as u64
     }
 
-    /// Compiles (or loads from the cache) a module. Slow: call it off the request path.
+    /// Compiles (or loads from the cache) a proxy-wasm module or a `lateen:filter`
+    /// component. Slow: call it off the request path.
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
+        if is_component(bytes) {
+            return self.compile_component(bytes);
+        }
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let cache_path = self.opts.cache_dir.as_ref().map(|d| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.engine.precompile_compatibility_hash().hash(&mut h);
-            d.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
-        });
+        let cache_path = self.cache_path(&sha256, "cwasm");
         let mut from_cache = false;
         let mut module = None;
         if let Some(p) = cache_path.as_ref().filter(|p| p.exists()) {
@@ -167,10 +180,89 @@ impl Runtime {
                 m
             }
         };
-        let pre = self.link(&module)?;
+        let pre = Pre::Module(self.link(&module)?);
         Ok(CompiledModule {
             sha256,
             pre,
+            from_cache,
+        })
+    }
+
+    fn cache_path(&self, sha256: &str, ext: &str) -> Option<PathBuf> {
+        self.opts.cache_dir.as_ref().map(|d| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut h);
+            d.join(format!("{sha256}-{:016x}.{ext}", h.finish()))
+        })
+    }
+
+    fn compile_component(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
+        use wasmtime::component::Component;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let cache_path = self.cache_path(&sha256, "cwasmc");
+        let mut from_cache = false;
+        let mut component = None;
+        if let Some(p) = cache_path.as_ref().filter(|p| p.exists()) {
+            // SAFETY: as for modules: only this engine's artifacts are in the cache, and
+            // wasmtime checks the header.
+            match unsafe { Component::deserialize_file(&self.engine, p) } {
+                Ok(c) => {
+                    from_cache = true;
+                    component = Some(c);
+                }
+                Err(e) => tracing::warn!("ignoring cached component {}: {e}", p.display()),
+            }
+        }
+        let component = match component {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, bytes)
+                    .map_err(|e| WasmError::Compile(format!("{e:#}")))?;
+                if let Some(p) = &cache_path {
+                    let written = c
+                        .serialize()
+                        .map_err(std::io::Error::other)
+                        .and_then(|b| write_bytes(p, &b));
+                    if let Err(e) = written {
+                        tracing::warn!("cannot cache compiled component at {}: {e}", p.display());
+                    }
+                }
+                c
+            }
+        };
+        // WASI that a wasip2 guest's std needs to start (random seeds for HashMap, clocks,
+        // its environment) is served; the rest (stdio, files, sockets) traps if called.
+        let mut linker = self.components.clone();
+        for (name, _) in component.component_type().imports(&self.engine) {
+            super::component::define_wasi(&mut linker, name)
+                .map_err(|e| WasmError::Instantiate(format!("{name}: {e:#}")))?;
+            if name.starts_with("lateen:filter/") && !name.starts_with("lateen:filter/types") {
+                let known = [
+                    "log",
+                    "metrics",
+                    "properties",
+                    "route-decision",
+                    "shared-store",
+                ];
+                let iface = name.trim_start_matches("lateen:filter/");
+                let iface = iface.split('@').next().unwrap_or(iface);
+                if !known.contains(&iface) {
+                    return Err(WasmError::MissingImport {
+                        module: name.to_string(),
+                        name: String::new(),
+                    });
+                }
+            }
+        }
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| WasmError::Instantiate(e.to_string()))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| WasmError::Instantiate(format!("{e:#}")))?;
+        Ok(CompiledModule {
+            sha256,
+            pre: Pre::Component(pre),
             from_cache,
         })
     }
@@ -247,8 +339,18 @@ const ENV_FUNCTIONS: &[&str] = &[
     "proxy_increment_metric",
 ];
 
+/// Whether `bytes` are a component rather than a core module (the binary format's layer
+/// field, after the magic and a version).
+fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
+}
+
 fn write_cache(path: &std::path::Path, m: &Module) -> std::io::Result<()> {
     let bytes = m.serialize().map_err(std::io::Error::other)?;
+    write_bytes(path, &bytes)
+}
+
+fn write_bytes(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -2,6 +2,7 @@
 //! ([`vm`]), the ABI host functions ([`abi`]) and the state they work on.
 
 pub mod abi;
+pub mod component;
 pub mod engine;
 pub mod shared;
 pub mod state;

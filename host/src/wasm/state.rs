@@ -132,6 +132,11 @@ pub trait ClusterResolver: Send + Sync {
     /// The canonical cluster name for an upstream a plugin named: an Istio cluster name, or a
     /// bare ServiceEntry host.
     fn resolve(&self, upstream: &str) -> Option<String>;
+
+    /// The Bootstrap's Redis (`redis://host:port/`), for component filters' shared store.
+    fn redis_url(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The store data of one VM.
@@ -166,6 +171,45 @@ pub struct HostState {
     /// Added to the wall clock plugins read, so a test can move time forward without
     /// sleeping. Always zero in the proxy.
     pub clock_offset: Duration,
+    /// Linear memory a component instance holds, as its limiter last allowed.
+    pub component_memory: usize,
+}
+
+impl wasmtime::ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = self.limits.memory_growing(current, desired, maximum)?;
+        if ok {
+            self.component_memory =
+                self.component_memory - current.min(self.component_memory) + desired;
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl HostState {
@@ -195,6 +239,7 @@ impl HostState {
             log_level: 2,
             log_capture: None,
             clock_offset: Duration::ZERO,
+            component_memory: 0,
         }
     }
 }

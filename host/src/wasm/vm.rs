@@ -2,6 +2,8 @@
 //! root contexts (one per distinct plugin configuration) and the stream contexts of the
 //! requests that worker is serving. Calls are synchronous and bounded by the epoch deadline.
 
+use super::component::ComponentVm;
+use super::engine::Pre;
 use super::engine::{CompiledModule, Runtime, WasmError};
 use super::state::{
     CallResponse, ClusterResolver, HostState, PendingCall, PluginIdentity, RemoteAction,
@@ -12,7 +14,7 @@ use crate::stats::PluginStats;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc};
+use wasmtime::{Instance, InstancePre, Store, StoreLimitsBuilder, Trap, TypedFunc};
 
 /// A failed callback. The VM is unusable afterwards (its memory may be inconsistent).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -58,8 +60,8 @@ struct Exports {
     delete: Option<F1>,
 }
 
-/// A running plugin instance.
-pub struct Vm {
+/// A proxy-wasm module instance.
+pub struct ModuleVm {
     store: Store<HostState>,
     f: Exports,
     deadline: u64,
@@ -72,34 +74,22 @@ pub struct Vm {
     memory_counted: i64,
 }
 
-impl Drop for Vm {
+impl Drop for ModuleVm {
     fn drop(&mut self) {
         self.stats.instances.dec();
         self.stats.memory_bytes.add(-self.memory_counted);
     }
 }
 
-impl Vm {
+impl ModuleVm {
     /// Instantiates a compiled module and runs its initializer.
-    pub fn new(
-        rt: &Runtime,
-        module: &CompiledModule,
-        plugin: Arc<PluginIdentity>,
-        clusters: Arc<dyn ClusterResolver>,
+    fn new(
+        mut store: Store<HostState>,
+        pre: &InstancePre<HostState>,
+        deadline: u64,
+        stats: Arc<PluginStats>,
     ) -> Result<Self, WasmError> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(rt.opts.memory_limit)
-            .instances(1)
-            .build();
-        let stats = crate::stats::store().plugin(&plugin.name);
-        let state = HostState::new(plugin, rt.shared.clone(), clusters, limits);
-        let mut store = Store::new(&rt.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        let deadline = rt.deadline_ticks();
-        store.set_epoch_deadline(deadline);
-        let instance = module
-            .pre
+        let instance = pre
             .instantiate(&mut store)
             .map_err(|e| WasmError::Instantiate(format!("{e:#}")))?;
         let f = Exports::find(&instance, &mut store)?;
@@ -119,7 +109,7 @@ impl Vm {
             })?;
         }
         stats.instances.inc();
-        let mut vm = Vm {
+        let mut vm = ModuleVm {
             store,
             f,
             deadline,
@@ -480,5 +470,186 @@ impl Exports {
             log: i.get_typed_func(&mut *s, "proxy_on_log").ok(),
             delete: i.get_typed_func(&mut *s, "proxy_on_delete").ok(),
         })
+    }
+}
+
+/// A running plugin instance: a proxy-wasm module or a `lateen:filter` component, driven
+/// the same way by the chain (a component has no ticks, http_calls or trailers).
+pub struct Vm(Kind);
+
+// One per plugin per worker, made once and never moved on the request path: the size
+// difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Kind {
+    Module(ModuleVm),
+    Component(ComponentVm),
+}
+
+impl Vm {
+    /// Instantiates a compiled plugin and runs its initializer.
+    pub fn new(
+        rt: &Runtime,
+        module: &CompiledModule,
+        plugin: Arc<PluginIdentity>,
+        clusters: Arc<dyn ClusterResolver>,
+    ) -> Result<Self, WasmError> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(rt.opts.memory_limit)
+            .instances(64)
+            .build();
+        let stats = crate::stats::store().plugin(&plugin.name);
+        let state = HostState::new(plugin, rt.shared.clone(), clusters, limits);
+        let mut store = Store::new(&rt.engine, state);
+        store.limiter(|s| s);
+        store.epoch_deadline_trap();
+        let deadline = rt.deadline_ticks();
+        store.set_epoch_deadline(deadline);
+        Ok(Vm(match &module.pre {
+            Pre::Module(pre) => Kind::Module(ModuleVm::new(store, pre, deadline, stats)?),
+            Pre::Component(pre) => Kind::Component(ComponentVm::new(store, pre, deadline, stats)?),
+        }))
+    }
+
+    /// Whether this is a component (a `lateen:filter` world) rather than a module.
+    pub fn is_component(&self) -> bool {
+        matches!(self.0, Kind::Component(_))
+    }
+
+    /// The host side of this instance, for embedders that drive a VM directly (the filter
+    /// test harness reads captured logs and sets the clock through it).
+    pub fn host_state(&mut self) -> &mut HostState {
+        match &mut self.0 {
+            Kind::Module(m) => m.host_state(),
+            Kind::Component(c) => c.host_state(),
+        }
+    }
+
+    /// Whether a trap made this instance unusable.
+    pub fn broken(&self) -> Option<&str> {
+        match &self.0 {
+            Kind::Module(m) => m.broken(),
+            Kind::Component(c) => c.broken(),
+        }
+    }
+
+    /// Creates a root context (a component's `filter`) for a configuration.
+    pub fn create_root(&mut self, configuration: Bytes) -> Result<u32, WasmError> {
+        match &mut self.0 {
+            Kind::Module(m) => m.create_root(configuration),
+            Kind::Component(c) => c.create_root(configuration),
+        }
+    }
+
+    /// Creates a stream context (a component's `exchange`) under `root`.
+    pub fn create_stream(&mut self, root: u32) -> Result<u32, CallError> {
+        match &mut self.0 {
+            Kind::Module(m) => m.create_stream(root),
+            Kind::Component(c) => c.create_stream(root),
+        }
+    }
+
+    pub fn on_request_headers(
+        &mut self,
+        ctx: u32,
+        st: &mut Box<StreamState>,
+        eos: bool,
+    ) -> Result<Action, CallError> {
+        match &mut self.0 {
+            Kind::Module(m) => m.on_request_headers(ctx, st, eos),
+            Kind::Component(c) => c.on_headers(ctx, st, false, eos),
+        }
+    }
+
+    pub fn on_response_headers(
+        &mut self,
+        ctx: u32,
+        st: &mut Box<StreamState>,
+        eos: bool,
+    ) -> Result<Action, CallError> {
+        match &mut self.0 {
+            Kind::Module(m) => m.on_response_headers(ctx, st, eos),
+            Kind::Component(c) => c.on_headers(ctx, st, true, eos),
+        }
+    }
+
+    /// Body callback; `size` is the cumulative buffered size.
+    pub fn on_body(
+        &mut self,
+        ctx: u32,
+        st: &mut Box<StreamState>,
+        response: bool,
+        eos: bool,
+    ) -> Result<Action, CallError> {
+        match &mut self.0 {
+            Kind::Module(m) => m.on_body(ctx, st, response, eos),
+            Kind::Component(c) => c.on_body(ctx, st, response, eos),
+        }
+    }
+
+    pub fn on_trailers(
+        &mut self,
+        ctx: u32,
+        st: &mut Box<StreamState>,
+        response: bool,
+    ) -> Result<Action, CallError> {
+        match &mut self.0 {
+            Kind::Module(m) => m.on_trailers(ctx, st, response),
+            Kind::Component(_) => Ok(Action::Continue),
+        }
+    }
+
+    /// Delivers an http_call answer (`None`: the call failed) to the context that made it.
+    pub fn on_http_call_response(
+        &mut self,
+        ctx: u32,
+        token: u32,
+        st: &mut Box<StreamState>,
+        response: Option<CallResponse>,
+    ) -> Result<(), CallError> {
+        match &mut self.0 {
+            Kind::Module(m) => m.on_http_call_response(ctx, token, st, response),
+            Kind::Component(_) => Ok(()),
+        }
+    }
+
+    pub fn on_tick(&mut self, root: u32) -> Result<(), CallError> {
+        match &mut self.0 {
+            Kind::Module(m) => m.on_tick(root),
+            Kind::Component(_) => Ok(()),
+        }
+    }
+
+    /// Ends a stream context: on_done, on_log, on_delete (Envoy's order).
+    pub fn finish_stream(&mut self, ctx: u32, st: &mut Box<StreamState>) -> Result<(), CallError> {
+        match &mut self.0 {
+            Kind::Module(m) => m.finish_stream(ctx, st),
+            Kind::Component(c) => c.finish_stream(ctx, st),
+        }
+    }
+
+    /// http_calls issued since the last look.
+    pub fn take_pending_calls(&mut self) -> Vec<PendingCall> {
+        std::mem::take(&mut self.host_state().pending_calls)
+    }
+
+    /// Tick periods requested since the last look, by root context.
+    pub fn take_tick_requests(&mut self) -> Vec<(u32, Duration)> {
+        match &mut self.0 {
+            Kind::Module(m) => m.take_tick_requests(),
+            Kind::Component(_) => Vec::new(),
+        }
+    }
+
+    /// Actions callbacks aimed at other streams since the last look.
+    pub fn take_remote_actions(&mut self) -> Vec<RemoteAction> {
+        std::mem::take(&mut self.host_state().remote)
+    }
+
+    /// Bytes of linear memory in use.
+    pub fn memory_bytes(&mut self) -> usize {
+        match &mut self.0 {
+            Kind::Module(m) => m.memory_bytes(),
+            Kind::Component(c) => c.memory_bytes(),
+        }
     }
 }

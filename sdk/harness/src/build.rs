@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-/// The target filters are built for.
+/// The target proxy-wasm filters are built for.
 pub const TARGET: &str = "wasm32-wasip1";
+/// The target component-model filters (`lateen:filter`) are built for.
+pub const COMPONENT_TARGET: &str = "wasm32-wasip2";
 /// The Cargo profile filters are built with (`[profile.wasm]` in the workspace: LTO,
 /// `panic = "abort"`, stripped). A crate made by `lateen new-filter` defines it too.
 pub const PROFILE: &str = "wasm";
@@ -25,21 +27,38 @@ pub const PROFILE: &str = "wasm";
 /// assert!(wasm.extension().is_some_and(|e| e == "wasm"));
 /// ```
 pub fn build_filter(crate_dir: impl AsRef<Path>) -> Result<PathBuf, HarnessError> {
-    static BUILT: OnceLock<Mutex<HashMap<PathBuf, Result<PathBuf, String>>>> = OnceLock::new();
-    let dir = crate_dir.as_ref().to_path_buf();
+    build(crate_dir.as_ref(), TARGET)
+}
+
+/// As [`build_filter`], for a component-model filter: builds for `wasm32-wasip2`, whose
+/// linker makes the component.
+///
+/// ```no_run
+/// let wasm = lateen_harness::build_component(env!("CARGO_MANIFEST_DIR")).unwrap();
+/// let plugin = lateen_harness::Plugin::load(wasm).start().unwrap();
+/// ```
+pub fn build_component(crate_dir: impl AsRef<Path>) -> Result<PathBuf, HarnessError> {
+    build(crate_dir.as_ref(), COMPONENT_TARGET)
+}
+
+type Built = HashMap<(PathBuf, &'static str), Result<PathBuf, String>>;
+
+fn build(dir: &Path, target: &'static str) -> Result<PathBuf, HarnessError> {
+    static BUILT: OnceLock<Mutex<Built>> = OnceLock::new();
+    let dir = dir.to_path_buf();
     // Held across the build: parallel tests of one crate wait for the first build.
     let mut built = BUILT
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let result = built
-        .entry(dir.clone())
-        .or_insert_with(|| cargo_build(&dir))
+        .entry((dir.clone(), target))
+        .or_insert_with(|| cargo_build(&dir, target))
         .clone();
     result.map_err(|message| HarnessError::Build { dir, message })
 }
 
-fn cargo_build(dir: &Path) -> Result<PathBuf, String> {
+fn cargo_build(dir: &Path, target: &str) -> Result<PathBuf, String> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
         return Err(format!("no Cargo.toml in {}", dir.display()));
@@ -47,7 +66,7 @@ fn cargo_build(dir: &Path) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .args(["rustc", "--lib", "--crate-type", "cdylib"])
-        .args(["--target", TARGET, "--profile", PROFILE])
+        .args(["--target", target, "--profile", PROFILE])
         .args([
             "--message-format",
             "json-render-diagnostics",
@@ -58,8 +77,8 @@ fn cargo_build(dir: &Path) -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let hint = if stderr.contains(TARGET) && stderr.contains("target may not be installed") {
-            format!(" (run `rustup target add {TARGET}`)")
+        let hint = if stderr.contains(target) && stderr.contains("target may not be installed") {
+            format!(" (run `rustup target add {target}`)")
         } else {
             String::new()
         };

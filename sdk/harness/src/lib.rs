@@ -37,7 +37,7 @@ mod http;
 mod plugin;
 mod stream;
 
-pub use build::{build_filter, PROFILE, TARGET};
+pub use build::{build_component, build_filter, COMPONENT_TARGET, PROFILE, TARGET};
 pub use http::{HttpCall, Request, Response};
 pub use lateen::wasm::state::LocalResponse;
 pub use lateen::wasm::{Action, CallError, WasmError};

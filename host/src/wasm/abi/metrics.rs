@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use wasmtime::{Linker, Result};
 
-fn lookup(s: &mut HostState, id: i32) -> Option<Arc<Metric>> {
+pub(super) fn lookup(s: &mut HostState, id: i32) -> Option<Arc<Metric>> {
     let idx = id as u32 as usize;
     if let Some(Some(m)) = s.metrics.get(idx) {
         return Some(m.clone());

@@ -17,7 +17,13 @@ use super::types::Status;
 use wasmtime::{Caller, Linker, Result};
 
 pub use headers::{decode_map, encode_map};
+pub(crate) use misc::plugin_log;
 pub use properties::property;
+
+/// A plugin metric by id, cached in the VM (shared with the component host functions).
+pub(crate) fn metric(s: &mut HostState, id: u32) -> Option<std::sync::Arc<super::shared::Metric>> {
+    metrics::lookup(s, id as i32)
+}
 
 /// Adds every host function to `linker`.
 pub fn define(linker: &mut Linker<HostState>) -> Result<()> {
