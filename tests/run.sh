@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 if command -v rustup >/dev/null 2>&1; then
-  rustup target add wasm32-wasip1 >/dev/null
+  rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null
 fi
 # Real peers the tests start: Redis (global rate limits), an OCI registry (plugin pulls),
 # Prometheus with promtool (metrics) and Chromium (the service graph page); Python for
@@ -48,8 +48,8 @@ if [ ! -x "$CARGO_TARGET_DIR/py/bin/python" ] || ! "$CARGO_TARGET_DIR/py/bin/pyt
 fi
 export LATEEN_TEST_PYTHON="$CARGO_TARGET_DIR/py/bin/python"
 
-# Filters and test plugins are wasm32-wasip1 modules; the e2e tests load them from
-# $CARGO_TARGET_DIR/wasm32-wasip1/wasm/.
+# Filters and test plugins are wasm32-wasip1 modules (the sample component filter a
+# wasm32-wasip2 component); the e2e tests load them from $CARGO_TARGET_DIR/wasm32-wasip*/wasm/.
 bash filters/build.sh
 cargo build --profile wasm --target wasm32-wasip1 \
   -p test-plugin-header-echo -p test-plugin-trap -p test-plugin-ticker -p test-plugin-hostile

@@ -4,6 +4,7 @@
 mod access_log;
 mod admin;
 mod authz;
+mod component;
 mod config;
 mod graph;
 mod hardening;
