@@ -64,6 +64,10 @@ enum Cmd {
         /// checkout this binary was built from.
         #[arg(long)]
         lateen: Option<PathBuf>,
+        /// A component-model filter (the typed `lateen:filter` world, built for
+        /// wasm32-wasip2) instead of a proxy-wasm module.
+        #[arg(long)]
+        component: bool,
     },
     /// Precompile plugin modules into the module cache (cranelift, off the request path).
     Compile {
@@ -422,12 +426,18 @@ fn run_cli(cli: Cli) -> Result<()> {
             println!("{id}: {}", out.join("cert-chain.pem").display());
             Ok(())
         }
-        Cmd::NewFilter { name, dir, lateen } => {
+        Cmd::NewFilter {
+            name,
+            dir,
+            lateen,
+            component,
+        } => {
             let made = lateen::scaffold::new_filter(&lateen::scaffold::Request {
                 name: name.clone(),
                 dir,
                 lateen,
                 target_dir: None,
+                component,
             })?;
             let p = if made.in_workspace {
                 format!(" -p {name}")

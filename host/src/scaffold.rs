@@ -38,6 +38,9 @@ pub struct Request {
     /// The cargo target directory the WasmPlugin's `file://` URL points into; `None`:
     /// `$CARGO_TARGET_DIR`, else the workspace's `target/`.
     pub target_dir: Option<PathBuf>,
+    /// A component-model filter (`lateen:filter`, `wasm32-wasip2`) instead of a proxy-wasm
+    /// module.
+    pub component: bool,
 }
 
 /// What was made.
@@ -114,7 +117,12 @@ pub fn new_filter(req: &Request) -> Result<Made, ScaffoldError> {
             }
         });
     let lib_name = req.name.replace('-', "_");
-    let wasm = target.join(format!("wasm32-wasip1/wasm/{lib_name}.wasm"));
+    let triple = if req.component {
+        "wasm32-wasip2"
+    } else {
+        "wasm32-wasip1"
+    };
+    let wasm = target.join(format!("{triple}/wasm/{lib_name}.wasm"));
     let absolute = |p: &Path| {
         if p.is_absolute() {
             p.to_path_buf()
@@ -133,14 +141,43 @@ pub fn new_filter(req: &Request) -> Result<Made, ScaffoldError> {
             .replace("{{metric}}", &lib_name)
             .replace("{{wasm}}", &wasm.display().to_string())
             .replace("{{cargo_p}}", &cargo_p)
+            .replace("{{target}}", triple)
+            .replace(
+                "{{kind}}",
+                if req.component {
+                    "a WebAssembly component of the `lateen:filter` world"
+                } else {
+                    "a proxy-wasm module"
+                },
+            )
+    };
+    // A component filter starts from the sample component, renamed.
+    let (lib, test) = if req.component {
+        let rename = |t: &str| {
+            t.replace(
+                "ua_tagger_requests_total",
+                &format!("{lib_name}_requests_total"),
+            )
+        };
+        (
+            rename(include_str!("../../filters/ua-tagger-component/src/lib.rs")),
+            rename(include_str!(
+                "../../filters/ua-tagger-component/tests/filter.rs"
+            )),
+        )
+    } else {
+        (
+            fill(include_str!("scaffold/lib.rs.tmpl")),
+            fill(include_str!("scaffold/test.rs.tmpl")),
+        )
     };
     let files: [(&str, String); 5] = [
-        ("Cargo.toml", cargo_toml(&req.name, in_workspace, &lateen)),
-        ("src/lib.rs", fill(include_str!("scaffold/lib.rs.tmpl"))),
         (
-            "tests/filter.rs",
-            fill(include_str!("scaffold/test.rs.tmpl")),
+            "Cargo.toml",
+            cargo_toml(&req.name, in_workspace, &lateen, req.component),
         ),
+        ("src/lib.rs", lib),
+        ("tests/filter.rs", test),
         ("README.md", fill(include_str!("scaffold/README.md.tmpl"))),
         (
             "wasmplugin.yaml",
@@ -171,20 +208,44 @@ pub fn new_filter(req: &Request) -> Result<Made, ScaffoldError> {
     })
 }
 
-fn cargo_toml(name: &str, in_workspace: bool, lateen: &Path) -> String {
+fn cargo_toml(name: &str, in_workspace: bool, lateen: &Path, component: bool) -> String {
+    // A component is only a cdylib (the wasip2 linker makes the component from it).
+    let types = if component {
+        "[\"cdylib\"]"
+    } else {
+        "[\"cdylib\", \"rlib\"]"
+    };
     let package = format!(
-        "[package]\nname = \"{name}\"\ndescription = \"A Lateen filter\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n"
+        "[package]\nname = \"{name}\"\ndescription = \"A Lateen filter\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[lib]\ncrate-type = {types}\n\n"
     );
+    let root = if in_workspace {
+        "../..".to_string()
+    } else {
+        lateen.display().to_string()
+    };
+    // Components use lateen-sdk without proxy-wasm, whose exports a component cannot have.
+    let deps = if component {
+        format!(
+            "lateen-component = {{ path = \"{root}/sdk/component\" }}\n\
+             lateen-sdk = {{ path = \"{root}/sdk\", default-features = false }}\n"
+        )
+    } else if in_workspace {
+        "lateen-sdk.workspace = true\n".to_string()
+    } else {
+        format!("lateen-sdk = {{ path = \"{root}/sdk\" }}\n")
+    };
     if in_workspace {
         return package
-            + "[dependencies]\nlateen-sdk.workspace = true\nserde.workspace = true\n\n\
+            + "[dependencies]\n"
+            + &deps
+            + "serde.workspace = true\nserde_json.workspace = true\n\n\
                [dev-dependencies]\nlateen-harness = { path = \"../../sdk/harness\" }\n\
                serde_json.workspace = true\n";
     }
     let l = lateen.display();
     package
         + &format!(
-            "[dependencies]\nlateen-sdk = {{ path = \"{l}/sdk\" }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n\
+            "[dependencies]\n{deps}serde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n\n\
              [dev-dependencies]\nlateen-harness = {{ path = \"{l}/sdk/harness\" }}\nserde_json = \"1\"\n\n\
              # A workspace of its own (it lives outside Lateen's).\n[workspace]\n\n\
              # The filter's build: small and fast, and a panic traps the plugin.\n\
@@ -220,6 +281,7 @@ mod tests {
             dir: Some(tmp.clone()),
             lateen: None,
             target_dir: Some(tmp.join("t")),
+            component: false,
         })
         .unwrap();
         assert!(!made.in_workspace);
@@ -238,9 +300,31 @@ mod tests {
                 dir: Some(tmp.clone()),
                 lateen: None,
                 target_dir: None,
+                component: false,
             }),
             Err(ScaffoldError::Exists(_))
         ));
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn a_component_filter_starts_from_the_sample_component() {
+        let tmp = std::env::temp_dir().join(format!("lateen-scaffold-c-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let made = new_filter(&Request {
+            name: "geo-tag".into(),
+            dir: Some(tmp.clone()),
+            lateen: None,
+            target_dir: Some(tmp.join("t")),
+            component: true,
+        })
+        .unwrap();
+        let toml = std::fs::read_to_string(made.dir.join("Cargo.toml")).unwrap();
+        assert!(toml.contains("sdk/component") && toml.contains("default-features = false"));
+        let lib = std::fs::read_to_string(made.dir.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("export_filter!") && lib.contains("geo_tag_requests_total"));
+        let yaml = std::fs::read_to_string(made.dir.join("wasmplugin.yaml")).unwrap();
+        assert!(yaml.contains("wasm32-wasip2/wasm/geo_tag.wasm"), "{yaml}");
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }

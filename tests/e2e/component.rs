@@ -54,14 +54,19 @@ async fn from_iphone(proxy: &Proxy) -> Resp {
 #[tokio::test]
 async fn a_component_runs_in_one_chain_with_modules_in_phase_order_and_hot_reloads() {
     let v1 = Backend::start("v1").await;
-    let proxy = Proxy::start(&config(&v1, "AUTHN", "x-client")).await.unwrap();
+    let proxy = Proxy::start(&config(&v1, "AUTHN", "x-client"))
+        .await
+        .unwrap();
 
     // AUTHN (the component) before AUTHZ (the proxy-wasm module): the module sees the tag.
     assert_eq!(from_iphone(&proxy).await.status, 200);
     let seen = v1.last();
     assert_eq!(seen.header("x-client"), Some("mobile"));
     assert_eq!(seen.header("x-plugin-added"), Some("hello"));
-    assert_eq!(seen.header("x-prop-request-headers-x-client"), Some("mobile"));
+    assert_eq!(
+        seen.header("x-prop-request-headers-x-client"),
+        Some("mobile")
+    );
 
     // The component's metric, exported with its labels.
     let stats = proxy.stats().await;
@@ -71,8 +76,15 @@ async fn a_component_runs_in_one_chain_with_modules_in_phase_order_and_hot_reloa
     );
     let dump = proxy.config_dump().await;
     let filters = dump["listeners"][0]["filters"].to_string();
-    let at = |name: &str| filters.find(name).unwrap_or_else(|| panic!("{name}: {filters}"));
-    assert!(at("istio-system/tagger") < at("istio-system/echo"), "{filters}");
+    let at = |name: &str| {
+        filters
+            .find(name)
+            .unwrap_or_else(|| panic!("{name}: {filters}"))
+    };
+    assert!(
+        at("istio-system/tagger") < at("istio-system/echo"),
+        "{filters}"
+    );
 
     // STATS runs after AUTHZ: now the module runs first and sees no tag yet; and the new
     // config's header is in effect, with no restart.
@@ -90,7 +102,10 @@ async fn a_component_runs_in_one_chain_with_modules_in_phase_order_and_hot_reloa
         &config(&v1, "STATS", "x-device").replace("{header: x-device}", "{heder: x-device}"),
     );
     let err = proxy.reload_error().await;
-    assert!(err.contains("heder") || err.contains("pluginConfig"), "{err}");
+    assert!(
+        err.contains("heder") || err.contains("pluginConfig"),
+        "{err}"
+    );
     assert_eq!(from_iphone(&proxy).await.status, 200);
     assert_eq!(v1.last().header("x-device"), Some("mobile"));
 }
