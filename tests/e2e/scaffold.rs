@@ -24,9 +24,19 @@ fn scaffold_and_test(name: &str, extra: &[&str]) -> (tempfile::TempDir, std::pat
             .expect("run lateen new-filter")
     };
     let out = new_filter();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dir = tmp.path().join(name);
-    for f in ["Cargo.toml", "src/lib.rs", "tests/filter.rs", "README.md", "wasmplugin.yaml"] {
+    for f in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "tests/filter.rs",
+        "README.md",
+        "wasmplugin.yaml",
+    ] {
         assert!(dir.join(f).is_file(), "{f} was not made");
     }
     let again = new_filter();
@@ -65,15 +75,22 @@ async fn hot_load(dir: &std::path::Path, wasm: &std::path::Path, metric: &str) {
     let v1 = Backend::start("v1").await;
     let config = mesh(&[&v1]) + &route_all("v1");
     let proxy = Proxy::start(&config).await.unwrap();
-    let r = send("GET", &proxy.url("/"), &[("user-agent", IPHONE)], "").await.unwrap();
+    let r = send("GET", &proxy.url("/"), &[("user-agent", IPHONE)], "")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(v1.last().header("x-device"), None);
 
     let plugin = std::fs::read_to_string(dir.join("wasmplugin.yaml")).unwrap();
-    assert!(plugin.contains(&format!("url: file://{}", wasm.display())), "{plugin}");
+    assert!(
+        plugin.contains(&format!("url: file://{}", wasm.display())),
+        "{plugin}"
+    );
     proxy.rewrite(&format!("{config}---\n{plugin}"));
     proxy.wait_served(&v1, "x-device", "other").await;
-    let r = send("GET", &proxy.url("/"), &[("user-agent", IPHONE)], "").await.unwrap();
+    let r = send("GET", &proxy.url("/"), &[("user-agent", IPHONE)], "")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(v1.last().header("x-device"), Some("mobile"));
     let stats = proxy.stats().await;
@@ -86,11 +103,21 @@ async fn hot_load(dir: &std::path::Path, wasm: &std::path::Path, metric: &str) {
 #[tokio::test]
 async fn a_new_filter_tests_green_then_hot_loads_into_a_running_proxy() {
     let (tmp, wasm) = scaffold_and_test("ua-tagger", &[]);
-    hot_load(&tmp.path().join("ua-tagger"), &wasm, "ua_tagger_requests_total").await;
+    hot_load(
+        &tmp.path().join("ua-tagger"),
+        &wasm,
+        "ua_tagger_requests_total",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_new_component_filter_tests_green_then_hot_loads_into_a_running_proxy() {
     let (tmp, wasm) = scaffold_and_test("device-tag", &["--component"]);
-    hot_load(&tmp.path().join("device-tag"), &wasm, "device_tag_requests_total").await;
+    hot_load(
+        &tmp.path().join("device-tag"),
+        &wasm,
+        "device_tag_requests_total",
+    )
+    .await;
 }

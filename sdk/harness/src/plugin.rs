@@ -215,11 +215,13 @@ impl PluginBuilder {
         })?;
         let module = rt.compile(&bytes)?;
         let resolver = Arc::new(Clusters(self.clusters));
+        let name = self.identity.name.clone();
         let mut vm = Vm::new(&rt, &module, Arc::new(self.identity), resolver)?;
         let host = vm.host_state();
         host.log_capture = Some(Vec::new());
         host.log_level = self.log_level as i32;
         let mut inner = Inner {
+            name,
             rt,
             vm,
             root: 0,
@@ -254,6 +256,7 @@ impl ClusterResolver for Clusters {
 }
 
 pub(crate) struct Inner {
+    name: String,
     rt: Runtime,
     pub(crate) vm: Vm,
     pub(crate) root: u32,
@@ -639,6 +642,23 @@ impl Plugin {
     /// ```
     pub fn shared_data(&self, key: &str) -> Option<(Bytes, u32)> {
         self.inner.borrow().rt.shared.get(key)
+    }
+
+    /// Callbacks run so far by every plugin with this one's name, and the time spent in
+    /// them (guest code and the host calls it made), as the proxy's
+    /// `lateen_wasm_callbacks_total` and `lateen_wasm_cpu_seconds_total` count them.
+    ///
+    /// ```no_run
+    /// # let plugin = lateen_harness::Plugin::load("filter.wasm").start().unwrap();
+    /// let (callbacks, time) = plugin.callback_time();
+    /// println!("{:?} per callback", time / callbacks.max(1) as u32);
+    /// ```
+    pub fn callback_time(&self) -> (u64, Duration) {
+        let stats = lateen::stats::store().plugin(&self.inner.borrow().name);
+        (
+            stats.callbacks.get(),
+            Duration::from_nanos(stats.cpu_ns.get()),
+        )
     }
 
     /// Bytes of linear memory the instance holds.
