@@ -26,8 +26,8 @@ wasmtime::component::bindgen!({
     },
 });
 
-use exports::lateen::filter::handler;
-use lateen::filter::{log, metrics, properties, route_decision, shared_store, types};
+use self::exports::lateen::filter::handler;
+use self::lateen::filter::{log, metrics, properties, route_decision, shared_store, types};
 
 /// Which header map of the current stream a `headers` handle is.
 pub struct HeaderMapRef;
