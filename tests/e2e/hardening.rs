@@ -175,11 +175,19 @@ async fn http2_stream_limit_and_rapid_reset() {
         .await
         .expect("the proxy closes the connection")
         .unwrap();
-    let reason = ended.err().and_then(|e| e.reason());
-    assert_eq!(
-        reason,
-        Some(h2::Reason::ENHANCE_YOUR_CALM),
-        "GOAWAY after {opened} reset streams"
+    let shown = format!("{ended:?}");
+    // The proxy sends GOAWAY ENHANCE_YOUR_CALM and closes. When the client is still
+    // writing resets at that moment, the close can reach it as a TCP reset, which on Linux
+    // discards the unread GOAWAY: that too is the proxy ending the connection.
+    let err = ended.err();
+    let reset = err
+        .as_ref()
+        .and_then(|e| e.get_io())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset);
+    let reason = err.as_ref().and_then(|e| e.reason());
+    assert!(
+        reason == Some(h2::Reason::ENHANCE_YOUR_CALM) || reset,
+        "GOAWAY after {opened} reset streams: {shown}"
     );
     // Cancelled streams cost the upstream little: most never reached it.
     let forwarded = v1.count();
