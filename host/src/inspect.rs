@@ -240,9 +240,13 @@ pub fn render(kind: Kind, v: &Value) -> String {
                 .map(|p| {
                     let st = &p["stats"];
                     let sha = s(&p["sha256"]);
+                    let place = match p["placement"].as_str() {
+                        Some(pl) => pl.to_string(),
+                        None => s(&p["phase"]),
+                    };
                     vec![
                         s(&p["name"]),
-                        s(&p["phase"]),
+                        place,
                         s(&p["priority"]),
                         s(&p["state"]),
                         sha.get(..12).unwrap_or(&sha).to_string(),
@@ -253,13 +257,30 @@ pub fn render(kind: Kind, v: &Value) -> String {
                     ]
                 })
                 .collect();
-            table(
+            let mut out = table(
                 &[
                     "NAME", "PHASE", "PRIORITY", "STATE", "SHA256", "CPU(s)", "MEM(KiB)", "TRAPS",
                     "URL",
                 ],
                 &rows,
-            )
+            );
+            let chains: Vec<Vec<String>> = items(v, "chains")
+                .iter()
+                .map(|c| {
+                    let names: Vec<String> = c["filters"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(s)
+                        .collect();
+                    vec![s(&c["listener"]), names.join(" -> ")]
+                })
+                .collect();
+            if !chains.is_empty() {
+                out.push_str("\nEffective order (every route of a listener runs its chain):\n");
+                out.push_str(&table(&["LISTENER", "ORDER"], &chains));
+            }
+            out
         }
     }
 }

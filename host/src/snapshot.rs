@@ -42,6 +42,68 @@ pub struct PluginSpec {
     pub priority: i64,
     /// A progressive rollout of a new version of this plugin.
     pub canary: Option<Arc<Canary>>,
+    /// Where the `lateen.io/placement` annotation puts it relative to a built-in filter,
+    /// instead of by phase.
+    pub placement: Option<Placement>,
+}
+
+/// A plugin placed just before or after a built-in filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub before: bool,
+    pub anchor: Builtin,
+}
+
+/// The built-in filters a plugin can be placed next to, in their chain order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Builtin {
+    Router,
+    Ratelimit,
+    Fault,
+    Metrics,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 4] = [
+        Builtin::Router,
+        Builtin::Ratelimit,
+        Builtin::Fault,
+        Builtin::Metrics,
+    ];
+
+    /// The name it has in a chain (`lateen/router`, ...).
+    pub fn plugin_name(self) -> &'static str {
+        match self {
+            Builtin::Router => "lateen/router",
+            Builtin::Ratelimit => "lateen/ratelimit",
+            Builtin::Fault => "lateen/fault",
+            Builtin::Metrics => "lateen/metrics",
+        }
+    }
+}
+
+impl std::str::FromStr for Placement {
+    type Err = String;
+
+    /// `before:router`, `after:metrics`, ...
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "`{s}`: expected before:NAME or after:NAME, NAME one of router, ratelimit, fault, metrics"
+            )
+        };
+        let (side, name) = s.split_once(':').ok_or_else(bad)?;
+        let before = match side.trim() {
+            "before" => true,
+            "after" => false,
+            _ => return Err(bad()),
+        };
+        let anchor = Builtin::ALL
+            .into_iter()
+            .find(|b| b.plugin_name().trim_start_matches("lateen/") == name.trim())
+            .ok_or_else(bad)?;
+        Ok(Placement { before, anchor })
+    }
 }
 
 /// A canary version of a plugin: it takes `percent` of new streams until its trap rate or

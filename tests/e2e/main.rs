@@ -12,6 +12,7 @@ mod jwt;
 mod kubernetes;
 mod lifecycle;
 mod metrics;
+mod ordering;
 mod plugins;
 mod ratelimit;
 mod reload;

@@ -151,6 +151,11 @@ pub fn plugins(snap: &Snapshot) -> Value {
             "sha256": p.module.sha256,
             "phase": phase(p),
             "priority": p.priority,
+            "placement": p.placement.map(|pl| format!(
+                "{}:{}",
+                if pl.before { "before" } else { "after" },
+                pl.anchor.plugin_name().trim_start_matches("lateen/")
+            )),
             "failStrategy": fail(p),
             "listeners": listeners,
             "state": if st.instances.get() > 0 { "RUNNING" } else { "LOADED" },
@@ -176,5 +181,17 @@ pub fn plugins(snap: &Snapshot) -> Value {
             .iter()
             .map(|f| entry(&f.plugin, "service")),
     );
-    json!({ "plugins": all })
+    // The order filters run in: a listener's chain, the same for every route it serves.
+    let chains: Vec<Value> = snap
+        .listeners
+        .iter()
+        .filter(|l| !l.filters.is_empty())
+        .map(|l| {
+            json!({
+                "listener": l.name,
+                "filters": l.filters.iter().map(|f| f.plugin.name.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "plugins": all, "chains": chains })
 }

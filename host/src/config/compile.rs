@@ -230,12 +230,13 @@ pub fn build(
             continue;
         }
         match load_plugin(&wp.info, &wp.spec, "spec", wp.info.key(), rt, opts) {
-            Ok((mut spec, cfg)) => match canary(wp, rt, opts) {
-                Ok(c) => {
+            Ok((mut spec, cfg)) => match (canary(wp, rt, opts), placement(wp)) {
+                (Ok(c), Ok(p)) => {
                     spec.canary = c;
+                    spec.placement = p;
                     plugins.push((Arc::new(spec), cfg, wp.info.clone()));
                 }
-                Err(e) => errors.push(e),
+                (Err(e), _) | (_, Err(e)) => errors.push(e),
             },
             Err(e) => errors.push(e),
         }
@@ -1087,6 +1088,7 @@ impl ChainParts<'_> {
         let mut filters: Vec<FilterSpec> = self
             .plugins
             .iter()
+            .filter(|(p, _, _)| p.placement.is_none())
             .map(|(p, cfg, _)| FilterSpec {
                 plugin: p.clone(),
                 configuration: cfg.clone(),
@@ -1149,7 +1151,42 @@ impl ChainParts<'_> {
         if let Some(m) = self.metrics {
             filters.push(m.clone());
         }
+        self.place(&mut filters);
         filters
+    }
+
+    /// Inserts the plugins with a `lateen.io/placement` next to their built-in filter, in
+    /// phase and priority order among themselves. A built-in that is not in this chain (no
+    /// faults configured, metrics off) still has its place: before the next built-in that
+    /// is there, or at the end.
+    fn place(&self, filters: &mut Vec<FilterSpec>) {
+        let index_of = |filters: &[FilterSpec], b: crate::snapshot::Builtin| {
+            filters
+                .iter()
+                .position(|f| f.plugin.name == b.plugin_name())
+        };
+        let mut after_count: HashMap<crate::snapshot::Builtin, usize> = HashMap::new();
+        for (p, cfg, _) in self.plugins {
+            let Some(place) = p.placement else { continue };
+            let spec = FilterSpec {
+                plugin: p.clone(),
+                configuration: cfg.clone(),
+            };
+            let at = match index_of(filters, place.anchor) {
+                Some(i) if place.before => i,
+                Some(i) => {
+                    let n = after_count.entry(place.anchor).or_default();
+                    *n += 1;
+                    i + *n
+                }
+                None => crate::snapshot::Builtin::ALL
+                    .into_iter()
+                    .filter(|b| *b > place.anchor)
+                    .find_map(|b| index_of(filters, b))
+                    .unwrap_or(filters.len()),
+            };
+            filters.insert(at.min(filters.len()), spec);
+        }
     }
 }
 
@@ -2069,6 +2106,19 @@ pub mod canary_annotations {
     pub const WINDOW: &str = "lateen.io/canary-window";
 }
 
+/// The annotation that places a plugin next to a built-in filter instead of by phase.
+pub const PLACEMENT_ANNOTATION: &str = "lateen.io/placement";
+
+fn placement(wp: &Doc<WasmPluginSpec>) -> Result<Option<crate::snapshot::Placement>, ConfigError> {
+    match wp.meta.annotations.get(PLACEMENT_ANNOTATION) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|e: String| {
+            wp.info
+                .error(&format!("metadata.annotations.{PLACEMENT_ANNOTATION}"), e)
+        }),
+    }
+}
+
 fn canary(
     wp: &Doc<WasmPluginSpec>,
     rt: &Runtime,
@@ -2274,6 +2324,7 @@ fn load_plugin(
             phase,
             priority: s.priority.unwrap_or(0),
             canary: None,
+            placement: None,
         },
         cfg,
     ))
@@ -2361,6 +2412,7 @@ fn load_builtin(
         phase,
         priority: 0,
         canary: None,
+        placement: None,
     }))
 }
 
