@@ -45,6 +45,41 @@ pub struct PluginSpec {
     /// Where the `lateen.io/placement` annotation puts it relative to a built-in filter,
     /// instead of by phase.
     pub placement: Option<Placement>,
+    /// WasmPlugin `match`: the traffic it applies to; empty means all.
+    pub traffic: Vec<TrafficSelector>,
+}
+
+/// One entry of a WasmPlugin's `match`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficSelector {
+    /// Applies to a gateway or outbound (client-side) listener.
+    pub client: bool,
+    /// Applies to a gateway or inbound (server-side) listener.
+    pub server: bool,
+    /// Listener ports; empty means any.
+    pub ports: Vec<u16>,
+}
+
+/// What a listener is, for WasmPlugin `match.mode` (Istio's listener classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerClass {
+    Gateway,
+    SidecarOutbound,
+}
+
+impl PluginSpec {
+    /// Whether its `match` takes a listener of `class` on `port`. A gateway listener is
+    /// both client and server side, as in Istio.
+    pub fn applies_to(&self, class: ListenerClass, port: u16) -> bool {
+        self.traffic.is_empty()
+            || self.traffic.iter().any(|t| {
+                let mode = match class {
+                    ListenerClass::Gateway => t.client || t.server,
+                    ListenerClass::SidecarOutbound => t.client,
+                };
+                mode && (t.ports.is_empty() || t.ports.contains(&port))
+            })
+    }
 }
 
 /// A plugin placed just before or after a built-in filter.

@@ -230,13 +230,14 @@ pub fn build(
             continue;
         }
         match load_plugin(&wp.info, &wp.spec, "spec", wp.info.key(), rt, opts) {
-            Ok((mut spec, cfg)) => match (canary(wp, rt, opts), placement(wp)) {
-                (Ok(c), Ok(p)) => {
+            Ok((mut spec, cfg)) => match (canary(wp, rt, opts), placement(wp), traffic(wp)) {
+                (Ok(c), Ok(p), Ok(t)) => {
                     spec.canary = c;
                     spec.placement = p;
+                    spec.traffic = t;
                     plugins.push((Arc::new(spec), cfg, wp.info.clone()));
                 }
-                (Err(e), _) | (_, Err(e)) => errors.push(e),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => errors.push(e),
             },
             Err(e) => errors.push(e),
         }
@@ -449,7 +450,13 @@ pub fn build(
                 .filter(|vs| gateway_refs(vs).iter().any(|r| gws.contains(r))),
             &mut errors,
         );
-        let filters = chain.assemble(vhosts, &faults, &mut fault_filter, &mut errors);
+        let filters = chain.assemble(
+            (crate::snapshot::ListenerClass::Gateway, addr.port()),
+            vhosts,
+            &faults,
+            &mut fault_filter,
+            &mut errors,
+        );
         let servers = servers_at.get(addr).map_or(&[][..], Vec::as_slice);
         let (tls, https_redirect) = listener_tls(servers, &tls_ctx, &mut errors);
         let sni_routes = sni_routes(*addr, gws, res, &mut errors);
@@ -587,6 +594,22 @@ pub fn build(
     errors.dedup();
     if !errors.is_empty() {
         return Err(errors);
+    }
+    // A scope that takes no listener is almost always a mistake (a wrong port): say so.
+    for (p, _, info) in &plugins {
+        if !p.traffic.is_empty()
+            && !listeners
+                .iter()
+                .any(|l| l.filters.iter().any(|f| Arc::ptr_eq(&f.plugin, p)))
+        {
+            warnings.push(format!(
+                "{}:{}: WasmPlugin {}: its match (spec.match) takes no listener of this proxy, \
+                 so it runs nowhere",
+                info.file.display(),
+                info.line_of("spec.match"),
+                p.name
+            ));
+        }
     }
     Ok(Snapshot {
         version,
@@ -871,7 +894,13 @@ fn sidecar_listeners(
             }
         }
         let faults = route_faults(used.into_iter(), errors);
-        let filters = chain.assemble(vhosts, &faults, fault_filter, errors);
+        let filters = chain.assemble(
+            (crate::snapshot::ListenerClass::SidecarOutbound, port),
+            vhosts,
+            &faults,
+            fault_filter,
+            errors,
+        );
         listeners.push(ListenerSpec {
             name: format!("0.0.0.0_{port}"),
             addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
@@ -1076,6 +1105,7 @@ impl ChainParts<'_> {
     /// fault filter on first use) and metrics.
     fn assemble(
         &self,
+        listener: (crate::snapshot::ListenerClass, u16),
         vhosts: Vec<VirtualHostConfig>,
         faults: &FaultConfig,
         fault_filter: &mut Option<Arc<PluginSpec>>,
@@ -1088,7 +1118,7 @@ impl ChainParts<'_> {
         let mut filters: Vec<FilterSpec> = self
             .plugins
             .iter()
-            .filter(|(p, _, _)| p.placement.is_none())
+            .filter(|(p, _, _)| p.placement.is_none() && p.applies_to(listener.0, listener.1))
             .map(|(p, cfg, _)| FilterSpec {
                 plugin: p.clone(),
                 configuration: cfg.clone(),
@@ -1151,7 +1181,7 @@ impl ChainParts<'_> {
         if let Some(m) = self.metrics {
             filters.push(m.clone());
         }
-        self.place(&mut filters);
+        self.place(&mut filters, listener);
         filters
     }
 
@@ -1159,7 +1189,11 @@ impl ChainParts<'_> {
     /// phase and priority order among themselves. A built-in that is not in this chain (no
     /// faults configured, metrics off) still has its place: before the next built-in that
     /// is there, or at the end.
-    fn place(&self, filters: &mut Vec<FilterSpec>) {
+    fn place(
+        &self,
+        filters: &mut Vec<FilterSpec>,
+        listener: (crate::snapshot::ListenerClass, u16),
+    ) {
         let index_of = |filters: &[FilterSpec], b: crate::snapshot::Builtin| {
             filters
                 .iter()
@@ -1168,6 +1202,9 @@ impl ChainParts<'_> {
         let mut after_count: HashMap<crate::snapshot::Builtin, usize> = HashMap::new();
         for (p, cfg, _) in self.plugins {
             let Some(place) = p.placement else { continue };
+            if !p.applies_to(listener.0, listener.1) {
+                continue;
+            }
             let spec = FilterSpec {
                 plugin: p.clone(),
                 configuration: cfg.clone(),
@@ -2106,6 +2143,91 @@ pub mod canary_annotations {
     pub const WINDOW: &str = "lateen.io/canary-window";
 }
 
+/// WasmPlugin `match` (Istio's `TrafficSelector`s), and the fields Lateen cannot honour
+/// refused rather than ignored: `targetRefs` and `type: NETWORK`.
+fn traffic(wp: &Doc<WasmPluginSpec>) -> Result<Vec<crate::snapshot::TrafficSelector>, ConfigError> {
+    let s = &wp.spec;
+    if s.target_ref.is_some() || s.target_refs.is_some() {
+        let field = if s.target_ref.is_some() {
+            "spec.targetRef"
+        } else {
+            "spec.targetRefs"
+        };
+        return Err(wp.info.error(
+            field,
+            "targetRefs are not supported yet; use selector (and match for ports)",
+        ));
+    }
+    if let Some(t) = s
+        .plugin_type
+        .as_deref()
+        .filter(|t| *t != "HTTP" && *t != "UNSPECIFIED_PLUGIN_TYPE")
+    {
+        return Err(wp.info.error(
+            "spec.type",
+            format!("type `{t}`: Lateen runs HTTP plugins only"),
+        ));
+    }
+    let Some(m) = &s.matches else {
+        return Ok(Vec::new());
+    };
+    let items = m.as_array().ok_or_else(|| {
+        wp.info
+            .error("spec.match", "expected a list of traffic selectors")
+    })?;
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = |f: &str| format!("spec.match[{i}]{f}");
+        if let Some(k) = item
+            .as_object()
+            .and_then(|o| o.keys().find(|k| *k != "mode" && *k != "ports"))
+        {
+            return Err(wp.info.error(
+                &at(&format!(".{k}")),
+                "unknown field; expected mode or ports",
+            ));
+        }
+        let (client, server) = match item.get("mode").and_then(|v| v.as_str()).unwrap_or("UNDEFINED") {
+            "UNDEFINED" | "CLIENT_AND_SERVER" => (true, true),
+            "CLIENT" => (true, false),
+            "SERVER" => (false, true),
+            other => {
+                return Err(wp.info.error(
+                    &at(".mode"),
+                    format!("unknown mode `{other}`; expected CLIENT, SERVER, CLIENT_AND_SERVER or UNDEFINED"),
+                ))
+            }
+        };
+        let mut ports = Vec::new();
+        for (j, p) in item
+            .get("ports")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let n = p
+                .get("number")
+                .and_then(|n| n.as_u64())
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    wp.info.error(
+                        &at(&format!(".ports[{j}].number")),
+                        "expected a port number",
+                    )
+                })?;
+            ports.push(n);
+        }
+        out.push(crate::snapshot::TrafficSelector {
+            client,
+            server,
+            ports,
+        });
+    }
+    Ok(out)
+}
+
 /// The annotation that places a plugin next to a built-in filter instead of by phase.
 pub const PLACEMENT_ANNOTATION: &str = "lateen.io/placement";
 
@@ -2325,6 +2447,7 @@ fn load_plugin(
             priority: s.priority.unwrap_or(0),
             canary: None,
             placement: None,
+            traffic: Vec::new(),
         },
         cfg,
     ))
@@ -2413,6 +2536,7 @@ fn load_builtin(
         priority: 0,
         canary: None,
         placement: None,
+        traffic: Vec::new(),
     }))
 }
 
