@@ -152,34 +152,14 @@ impl Runtime {
             return self.compile_component(bytes);
         }
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let cache_path = self.cache_path(&sha256, "cwasm");
-        let mut from_cache = false;
-        let mut module = None;
-        if let Some(p) = cache_path.as_ref().filter(|p| p.exists()) {
-            // SAFETY: the cache directory holds only artifacts this engine configuration
-            // serialized (file name carries the engine's compatibility hash); wasmtime
-            // still checks the header and rejects a mismatch, in which case we recompile.
-            match unsafe { Module::deserialize_file(&self.engine, p) } {
-                Ok(m) => {
-                    from_cache = true;
-                    module = Some(m);
-                }
-                Err(e) => tracing::warn!("ignoring cached module {}: {e}", p.display()),
-            }
-        }
-        let module = match module {
-            Some(m) => m,
-            None => {
-                let m = Module::new(&self.engine, bytes)
-                    .map_err(|e| WasmError::Compile(format!("{e:#}")))?;
-                if let Some(p) = &cache_path {
-                    if let Err(e) = write_cache(p, &m) {
-                        tracing::warn!("cannot cache compiled module at {}: {e}", p.display());
-                    }
-                }
-                m
-            }
-        };
+        let (module, from_cache) = self.cached(
+            &sha256,
+            "cwasm",
+            // SAFETY: see `cached`.
+            |p| unsafe { Module::deserialize_file(&self.engine, p) },
+            || Module::new(&self.engine, bytes),
+            Module::serialize,
+        )?;
         let pre = Pre::Module(self.link(&module)?);
         Ok(CompiledModule {
             sha256,
@@ -196,40 +176,49 @@ impl Runtime {
         })
     }
 
+    /// A compiled artifact from the disk cache, or compiled now and cached; and whether it
+    /// came from the cache. `deserialize` is only given files in the cache directory, which
+    /// holds only what this engine configuration serialized (the file name carries the
+    /// engine's compatibility hash); wasmtime still checks the header and rejects a
+    /// mismatch, in which case the artifact is compiled again.
+    fn cached<T>(
+        &self,
+        sha256: &str,
+        ext: &str,
+        deserialize: impl FnOnce(&std::path::Path) -> wasmtime::Result<T>,
+        compile: impl FnOnce() -> wasmtime::Result<T>,
+        serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
+    ) -> Result<(T, bool), WasmError> {
+        let cache_path = self.cache_path(sha256, ext);
+        if let Some(p) = cache_path.as_ref().filter(|p| p.exists()) {
+            match deserialize(p) {
+                Ok(t) => return Ok((t, true)),
+                Err(e) => tracing::warn!("ignoring cached artifact {}: {e}", p.display()),
+            }
+        }
+        let t = compile().map_err(|e| WasmError::Compile(format!("{e:#}")))?;
+        if let Some(p) = &cache_path {
+            let written = serialize(&t)
+                .map_err(std::io::Error::other)
+                .and_then(|b| write_bytes(p, &b));
+            if let Err(e) = written {
+                tracing::warn!("cannot cache compiled artifact at {}: {e}", p.display());
+            }
+        }
+        Ok((t, false))
+    }
+
     fn compile_component(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
         use wasmtime::component::Component;
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let cache_path = self.cache_path(&sha256, "cwasmc");
-        let mut from_cache = false;
-        let mut component = None;
-        if let Some(p) = cache_path.as_ref().filter(|p| p.exists()) {
-            // SAFETY: as for modules: only this engine's artifacts are in the cache, and
-            // wasmtime checks the header.
-            match unsafe { Component::deserialize_file(&self.engine, p) } {
-                Ok(c) => {
-                    from_cache = true;
-                    component = Some(c);
-                }
-                Err(e) => tracing::warn!("ignoring cached component {}: {e}", p.display()),
-            }
-        }
-        let component = match component {
-            Some(c) => c,
-            None => {
-                let c = Component::new(&self.engine, bytes)
-                    .map_err(|e| WasmError::Compile(format!("{e:#}")))?;
-                if let Some(p) = &cache_path {
-                    let written = c
-                        .serialize()
-                        .map_err(std::io::Error::other)
-                        .and_then(|b| write_bytes(p, &b));
-                    if let Err(e) = written {
-                        tracing::warn!("cannot cache compiled component at {}: {e}", p.display());
-                    }
-                }
-                c
-            }
-        };
+        let (component, from_cache) = self.cached(
+            &sha256,
+            "cwasmc",
+            // SAFETY: see `cached`.
+            |p| unsafe { Component::deserialize_file(&self.engine, p) },
+            || Component::new(&self.engine, bytes),
+            Component::serialize,
+        )?;
         // WASI that a wasip2 guest's std needs to start (random seeds for HashMap, clocks,
         // its environment) is served; the rest (stdio, files, sockets) traps if called.
         let mut linker = self.components.clone();
@@ -343,11 +332,6 @@ const ENV_FUNCTIONS: &[&str] = &[
 /// field, after the magic and a version).
 fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
-}
-
-fn write_cache(path: &std::path::Path, m: &Module) -> std::io::Result<()> {
-    let bytes = m.serialize().map_err(std::io::Error::other)?;
-    write_bytes(path, &bytes)
 }
 
 fn write_bytes(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
