@@ -10,12 +10,11 @@ use super::types::Action;
 use super::vm::CallError;
 use crate::stats::PluginStats;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, InstancePre, Linker, Resource, ResourceAny};
-use wasmtime::{Store, Trap};
+use wasmtime::Store;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -366,8 +365,8 @@ impl shared_store::Host for HostState {
 pub struct ComponentVm {
     store: Store<HostState>,
     bindings: Filter,
-    roots: HashMap<u32, ResourceAny>,
-    streams: HashMap<u32, ResourceAny>,
+    roots: rustc_hash::FxHashMap<u32, ResourceAny>,
+    streams: rustc_hash::FxHashMap<u32, ResourceAny>,
     next_context: u32,
     deadline: u64,
     broken: Option<String>,
@@ -394,8 +393,8 @@ impl ComponentVm {
         Ok(ComponentVm {
             store,
             bindings,
-            roots: HashMap::new(),
-            streams: HashMap::new(),
+            roots: Default::default(),
+            streams: Default::default(),
             next_context: 1,
             deadline,
             broken: None,
@@ -423,28 +422,15 @@ impl ComponentVm {
         phase: &'static str,
         f: impl FnOnce(&mut Store<HostState>, &handler::Guest) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        if let Some(b) = &self.broken {
-            return Err(CallError::Broken(b.clone()));
-        }
-        self.store.set_epoch_deadline(self.deadline);
-        let started = std::time::Instant::now();
-        let r = f(&mut self.store, self.bindings.lateen_filter_handler());
-        self.stats.callbacks.inc();
-        self.stats.cpu_ns.add(started.elapsed().as_nanos() as u64);
-        r.map_err(|e| {
-            let err = if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-                self.stats.timeouts.inc();
-                CallError::Timeout { phase }
-            } else {
-                self.stats.traps.inc();
-                CallError::Trap {
-                    phase,
-                    message: format!("{e:#}"),
-                }
-            };
-            self.broken = Some(err.to_string());
-            err
-        })
+        let handler = self.bindings.lateen_filter_handler();
+        super::vm::guarded(
+            &mut self.store,
+            self.deadline,
+            &self.stats,
+            &mut self.broken,
+            phase,
+            |s| f(s, handler),
+        )
     }
 
     /// `filter.create(config)`: a refusal is logged (so `lateen validate` and the harness

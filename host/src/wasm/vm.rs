@@ -30,6 +30,40 @@ pub enum CallError {
     Broken(String),
 }
 
+/// Runs one guest call of either kind of instance with a fresh deadline, counts it and its
+/// time, and turns a trap or an overrun into the error that marks the instance broken.
+pub(crate) fn guarded<R>(
+    store: &mut Store<HostState>,
+    deadline: u64,
+    stats: &PluginStats,
+    broken: &mut Option<String>,
+    phase: &'static str,
+    f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+) -> Result<R, CallError> {
+    if let Some(b) = broken {
+        return Err(CallError::Broken(b.clone()));
+    }
+    store.set_epoch_deadline(deadline);
+    let started = std::time::Instant::now();
+    let r = f(store);
+    stats.callbacks.inc();
+    stats.cpu_ns.add(started.elapsed().as_nanos() as u64);
+    r.map_err(|e| {
+        let err = if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            stats.timeouts.inc();
+            CallError::Timeout { phase }
+        } else {
+            stats.traps.inc();
+            CallError::Trap {
+                phase,
+                message: format!("{e:#}"),
+            }
+        };
+        *broken = Some(err.to_string());
+        err
+    })
+}
+
 type F1 = TypedFunc<i32, ()>;
 type F1R = TypedFunc<i32, i32>;
 type F2 = TypedFunc<(i32, i32), ()>;
@@ -193,32 +227,16 @@ impl ModuleVm {
         phase: &'static str,
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        if let Some(b) = &self.broken {
-            return Err(CallError::Broken(b.clone()));
-        }
-        self.store.set_epoch_deadline(self.deadline);
-        let started = std::time::Instant::now();
-        let r = f(&mut self.store);
-        self.stats.callbacks.inc();
-        self.stats.cpu_ns.add(started.elapsed().as_nanos() as u64);
+        let r = guarded(
+            &mut self.store,
+            self.deadline,
+            &self.stats,
+            &mut self.broken,
+            phase,
+            f,
+        );
         self.count_memory();
-        match r {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let err = if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-                    self.stats.timeouts.inc();
-                    CallError::Timeout { phase }
-                } else {
-                    self.stats.traps.inc();
-                    CallError::Trap {
-                        phase,
-                        message: format!("{e:#}"),
-                    }
-                };
-                self.broken = Some(err.to_string());
-                Err(err)
-            }
-        }
+        r
     }
 
     // Runs a stream callback with `st` swapped into the store: boxed, so that the swap moves
@@ -394,11 +412,6 @@ impl ModuleVm {
         Ok(())
     }
 
-    /// http_calls issued since the last look.
-    pub fn take_pending_calls(&mut self) -> Vec<PendingCall> {
-        std::mem::take(&mut self.store.data_mut().pending_calls)
-    }
-
     /// Tick periods requested since the last look, by root context.
     pub fn take_tick_requests(&mut self) -> Vec<(u32, Duration)> {
         let mut reqs = std::mem::take(&mut self.store.data_mut().tick_requests);
@@ -408,11 +421,6 @@ impl ModuleVm {
             }
         }
         reqs
-    }
-
-    /// Actions callbacks aimed at other streams since the last look.
-    pub fn take_remote_actions(&mut self) -> Vec<RemoteAction> {
-        std::mem::take(&mut self.store.data_mut().remote)
     }
 
     // Memory only grows while an instance lives, so a cheap size read after each call
