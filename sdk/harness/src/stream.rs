@@ -34,6 +34,14 @@ pub struct Stream {
     finished: bool,
 }
 
+/// Header pairs as the host keeps them (lower-case names).
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, Bytes)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), Bytes::from(v.to_string())))
+        .collect()
+}
+
 fn header(list: &[(String, Bytes)], name: &str) -> Option<String> {
     let name = name.to_ascii_lowercase();
     list.iter()
@@ -125,11 +133,7 @@ impl Stream {
         headers: &[(&str, &str)],
         end_of_stream: bool,
     ) -> Result<Action, HarnessError> {
-        let list = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.slot.borrow_mut().req_headers = byte_pairs(list);
+        self.slot.borrow_mut().req_headers = owned(headers);
         self.run(|vm, ctx, st| vm.on_request_headers(ctx, st, end_of_stream))
     }
 
@@ -161,11 +165,7 @@ impl Stream {
     /// s.request_trailers(&[("x-checksum", "abc")]).unwrap();
     /// ```
     pub fn request_trailers(&mut self, trailers: &[(&str, &str)]) -> Result<Action, HarnessError> {
-        let list = trailers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.slot.borrow_mut().req_trailers = byte_pairs(list);
+        self.slot.borrow_mut().req_trailers = owned(trailers);
         self.run(|vm, ctx, st| vm.on_trailers(ctx, st, false))
     }
 
@@ -212,11 +212,7 @@ impl Stream {
         headers: &[(&str, &str)],
         end_of_stream: bool,
     ) -> Result<Action, HarnessError> {
-        let list = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.set_response_headers(byte_pairs(list));
+        self.set_response_headers(owned(headers));
         self.run(|vm, ctx, st| vm.on_response_headers(ctx, st, end_of_stream))
     }
 
@@ -254,11 +250,7 @@ impl Stream {
     /// s.response_trailers(&[("grpc-status", "0")]).unwrap();
     /// ```
     pub fn response_trailers(&mut self, trailers: &[(&str, &str)]) -> Result<Action, HarnessError> {
-        let list = trailers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.slot.borrow_mut().resp_trailers = byte_pairs(list);
+        self.slot.borrow_mut().resp_trailers = owned(trailers);
         self.run(|vm, ctx, st| vm.on_trailers(ctx, st, true))
     }
 
