@@ -2,6 +2,7 @@
 //! trailers in chain order, the response in reverse order, then on_done/on_log/on_delete.
 //! Each worker owns its plugin instances ([`VmSlot`]), so no lock is taken to call in.
 
+use crate::scope::{Choice, RuleAction, Scope};
 use crate::snapshot::{FailStrategy, FilterSpec, PluginSpec};
 use crate::upstream::Upstream;
 use crate::wasm::state::{LocalResponse, PendingCall, RemoteAction};
@@ -264,6 +265,9 @@ struct ChainFilter {
     root: Cell<Option<(u32, u64)>>,
     /// A canary version in progressive rollout: its instances and root.
     canary: Option<CanaryFilter>,
+    /// `matchRules`, and the root context of each rule's configuration.
+    scope: Option<Arc<Scope>>,
+    rule_roots: Vec<RootCache>,
 }
 
 /// A filter's root context id and the instance generation it belongs to.
@@ -298,6 +302,10 @@ impl Chain {
                         config: f.configuration.clone(),
                         root: Cell::new(None),
                         canary,
+                        rule_roots: f.scope.as_ref().map_or_else(Vec::new, |sc| {
+                            sc.rules.iter().map(|_| Cell::new(None)).collect()
+                        }),
+                        scope: f.scope.clone(),
                     })
                 })
                 .collect(),
@@ -455,9 +463,35 @@ impl HttpStream {
         }
     }
 
+    // The configuration filter i runs with for this stream and its root cache: the default,
+    // or the first matching `matchRules` entry. `Ok(None)`: the plugin is off here.
+    fn config_of(&mut self, i: usize) -> Result<Option<(Bytes, Option<usize>)>, String> {
+        let Some(scope) = self.chain.filters[i].scope.clone() else {
+            return Ok(Some((self.chain.filters[i].config.clone(), None)));
+        };
+        match scope.choose_for(&mut self.state) {
+            Choice::Default => Ok(scope.default.clone().map(|c| (c, None))),
+            Choice::Rule(r) => match &scope.rules[r].action {
+                RuleAction::Config(c) => Ok(Some((c.clone(), Some(r)))),
+                RuleAction::Disable => Ok(None),
+                RuleAction::Failed(e) => Err(format!("{}: {e}", scope.rules[r].label)),
+            },
+        }
+    }
+
     // The context of filter i for this stream, created on first use.
     fn context(&mut self, i: usize) -> Result<Option<u32>, String> {
-        let (slot, root_cell) = self.slot_of(i);
+        let rule = match self.ctxs[i] {
+            Ctx::NotCreated => match self.config_of(i)? {
+                Some(c) => Some(c),
+                None => {
+                    self.ctxs[i] = Ctx::Skipped;
+                    return Ok(None);
+                }
+            },
+            _ => None,
+        };
+        let (slot, default_root) = self.slot_of(i);
         let f = &self.chain.filters[i];
         match self.ctxs[i] {
             Ctx::Skipped => Ok(None),
@@ -469,11 +503,22 @@ impl HttpStream {
                 }
             }
             Ctx::NotCreated => {
-                let (root, generation) = match root_cell.get() {
+                let (config, rule) = rule.ok_or("no configuration")?;
+                // A rule's root is cached for the main version only; a canary serving a
+                // rule looks its root up by configuration.
+                let root_cell = match rule {
+                    None => Some(default_root),
+                    Some(r) if std::ptr::eq(default_root, &f.root) => f.rule_roots.get(r),
+                    Some(_) => None,
+                };
+                let cached = root_cell.and_then(Cell::get);
+                let (root, generation) = match cached {
                     Some((root, g)) if g == slot.generation.get() && slot.healthy() => (root, g),
                     _ => {
-                        let r = slot.root(&f.config).map_err(|e| e.to_string())?;
-                        root_cell.set(Some(r));
+                        let r = slot.root(&config).map_err(|e| e.to_string())?;
+                        if let Some(c) = root_cell {
+                            c.set(Some(r));
+                        }
                         r
                     }
                 };

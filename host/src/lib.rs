@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod retry;
 pub mod scaffold;
+pub mod scope;
 pub mod sidecar;
 pub mod snapshot;
 pub mod stats;

@@ -671,9 +671,12 @@ fn load_snapshot(
     version: u64,
 ) -> Result<Snapshot> {
     let res = compile::load(config).map_err(report)?;
-    let snap = compile::build(&res, rt, opts, version).map_err(report)?;
+    let snap = compile::build(&res, rt, opts, version, None).map_err(report)?;
     for w in &snap.warnings {
         tracing::warn!("{w}");
+    }
+    for e in &snap.rule_errors {
+        tracing::error!("rule refused (its requests follow the failStrategy): {e}");
     }
     Ok(snap)
 }
@@ -696,6 +699,10 @@ fn validate(config: &Path, common: &Common) -> Result<()> {
     let snap = load_snapshot(config, &rt, &opts, 1)?;
     for w in &snap.warnings {
         println!("warning: {w}");
+    }
+    // A proxy keeps serving a refused rule's last good configuration; validate fails on it.
+    if !snap.rule_errors.is_empty() {
+        return Err(report(snap.rule_errors.clone()));
     }
     println!(
         "{}: ok ({} listener(s), {} cluster(s), {} plugin(s))",

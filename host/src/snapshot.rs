@@ -286,6 +286,8 @@ impl Canary {
 pub struct FilterSpec {
     pub plugin: Arc<PluginSpec>,
     pub configuration: Bytes,
+    /// `matchRules`: per host, route and service configurations of the same plugin.
+    pub scope: Option<Arc<crate::scope::Scope>>,
 }
 
 /// A listener: HTTP, or TLS (terminated to HTTP, or passed through by SNI).
@@ -345,6 +347,9 @@ pub struct Snapshot {
     /// `lateen.redis` cluster.
     pub redis_url: Option<String>,
     pub warnings: Vec<String>,
+    /// `matchRules` entries whose configuration was refused: each keeps its last good
+    /// configuration (or fails its requests); the rest of the change applied.
+    pub rule_errors: Vec<crate::config::source::ConfigError>,
     /// The access log (Bootstrap `telemetry.accessLog`), when on.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// The tracer (Bootstrap `telemetry.tracing`), when on.

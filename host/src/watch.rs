@@ -79,7 +79,7 @@ impl Reloader {
         let current = self.snapshots.load_full();
         let version = current.version + 1;
         let built = compile::load(&self.config)
-            .and_then(|res| compile::build(&res, &self.rt, &self.opts, version));
+            .and_then(|res| compile::build(&res, &self.rt, &self.opts, version, Some(&current)));
         match built {
             Ok(snap) => {
                 let bound = |s: &Snapshot| -> BTreeSet<_> {
@@ -100,6 +100,9 @@ impl Reloader {
                 }
                 for w in &snap.warnings {
                     tracing::warn!("{w}");
+                }
+                for e in &snap.rule_errors {
+                    tracing::error!("rule refused, it keeps its last good configuration: {e}");
                 }
                 self.snapshots.store(Arc::new(snap));
                 self.status.success.fetch_add(1, Ordering::Relaxed);

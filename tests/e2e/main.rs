@@ -18,6 +18,7 @@ mod ratelimit;
 mod reload;
 mod routing;
 mod scaffold;
+mod scoping;
 mod sidecar;
 mod tcp;
 mod tls;

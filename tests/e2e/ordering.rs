@@ -142,14 +142,14 @@ async fn match_ports_and_modes_scope_plugins_and_a_scope_taking_nothing_is_repor
     assert!(out.status.success(), "{stdout}");
     assert!(
         stdout.contains(
-            "WasmPlugin istio-system/other-port: its match (spec.match) takes no listener"
+            "WasmPlugin istio-system/other-port: its match or targetRefs take no listener"
         ),
         "{stdout}"
     );
     assert!(!stdout.contains("istio-system/this-port:"), "{stdout}");
 
-    // A mode Istio does not have is refused with its line; so are targetRefs, which
-    // Lateen does not honour yet, rather than being ignored.
+    // A mode Istio does not have is refused with its line; so are targetRefs to kinds
+    // Lateen cannot attach to, rather than being ignored.
     for (bad, field) in [
         ("[{mode: SIDEWAYS}]", "spec.match[0].mode"),
         ("[{ports: [{number: 0}]}]", "spec.match[0].ports[0].number"),
@@ -163,13 +163,13 @@ async fn match_ports_and_modes_scope_plugins_and_a_scope_taking_nothing_is_repor
     let yaml = (mesh(&[&v1]) + &echo_matching("odd", "[]"))
         .replace(
             "  match: []\n",
-            "  targetRefs: [{kind: Gateway, name: gw}]\n",
+            "  targetRefs: [{kind: Service, name: svc}]\n",
         )
         .replace("{{PORT}}", &free_port().to_string())
         .replace("{{WASM}}", &paths().wasm_dir.display().to_string());
     let err = refused("scoped.yaml", &yaml);
     assert!(
-        err.contains("spec.targetRefs") && err.contains("not supported"),
+        err.contains("spec.targetRefs[0].kind") && err.contains("Gateways only"),
         "{err}"
     );
 }

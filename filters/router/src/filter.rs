@@ -135,7 +135,15 @@ impl HttpContext for RouterStream {
             headers: &headers,
             claims,
         };
-        let Some(sel) = table.select(&view, || self.rng.borrow_mut().next_u64()) else {
+        // The host's early route lookup (for scoped plugins before the router) left its
+        // roll: use it so both pick the same weighted destination.
+        let roll = hostcalls::get_property(vec!["lateen.route.roll"])
+            .ok()
+            .flatten()
+            .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
+        let Some(sel) = table.select(&view, || {
+            roll.unwrap_or_else(|| self.rng.borrow_mut().next_u64())
+        }) else {
             // No decision: the host answers 404 (NR), as Envoy's router does.
             return Action::Continue;
         };

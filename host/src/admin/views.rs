@@ -2,6 +2,7 @@
 //! `/clusters?format=json`, `/plugins` and `/server_info`. Field names are camelCase and
 //! stable: `lateen proxy-config` and users' scripts read them.
 
+use crate::scope::{DomainMatch, RuleAction};
 use crate::snapshot::{FailStrategy, PluginSpec, Snapshot};
 use lateen_router::table::RouterConfig;
 use serde_json::{json, Value};
@@ -133,6 +134,46 @@ pub fn clusters(snap: &Snapshot) -> Value {
     json!({ "clusters": cs })
 }
 
+/// A scoped plugin's `matchRules`: selectors and state. `STALE` serves the last good
+/// configuration after a newer one was refused; `FAILED` has none and follows the
+/// failStrategy.
+fn rules(snap: &Snapshot, p: &PluginSpec) -> Value {
+    let Some(scope) = snap
+        .listeners
+        .iter()
+        .flat_map(|l| &l.filters)
+        .find(|f| f.plugin.name == p.name)
+        .and_then(|f| f.scope.as_ref())
+    else {
+        return Value::Null;
+    };
+    let list: Vec<Value> = scope
+        .rules
+        .iter()
+        .map(|r| {
+            let state = match (&r.action, &r.error) {
+                (RuleAction::Disable, _) => "DISABLED",
+                (RuleAction::Failed(_), _) => "FAILED",
+                (RuleAction::Config(_), Some(_)) => "STALE",
+                (RuleAction::Config(_), None) => "ACTIVE",
+            };
+            json!({
+                "name": r.label,
+                "domains": r.domains.iter().map(|d| match d {
+                    DomainMatch::Any => "*".to_string(),
+                    DomainMatch::Exact(e) => e.clone(),
+                    DomainMatch::Suffix(s) => format!("*{s}"),
+                }).collect::<Vec<_>>(),
+                "routes": r.routes,
+                "services": r.services,
+                "state": state,
+                "error": r.error,
+            })
+        })
+        .collect();
+    json!({ "defaultEnabled": scope.default.is_some(), "matchRules": list })
+}
+
 /// Plugins: identity, placement, state and per-plugin counters.
 pub fn plugins(snap: &Snapshot) -> Value {
     let store = crate::stats::store();
@@ -158,6 +199,7 @@ pub fn plugins(snap: &Snapshot) -> Value {
             )),
             "failStrategy": fail(p),
             "listeners": listeners,
+            "rules": rules(snap, p),
             "state": if st.instances.get() > 0 { "RUNNING" } else { "LOADED" },
             "canary": p.canary.as_ref().map(|c| json!({
                 "url": c.spec.url,

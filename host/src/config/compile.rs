@@ -3,6 +3,7 @@
 
 use super::envoyfilter;
 use super::resources::*;
+use super::scope;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
 use super::tls::TlsContext;
 use crate::access_log::AccessLog;
@@ -18,7 +19,9 @@ use lateen_fault::config::{
     Abort as FaultAbortCfg, Delay as FaultDelayCfg, FaultConfig, RouteFault,
 };
 use lateen_ratelimit::config::RateLimitConfig;
-use lateen_router::table::{RouteConfig, RouterConfig, VirtualHostConfig, WeightedCluster};
+use lateen_router::table::{
+    RouteConfig, RouteTable, RouterConfig, VirtualHostConfig, WeightedCluster,
+};
 use lateen_sdk::istio::{grpc_code, HttpFaultInjection, Percent};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -187,6 +190,7 @@ pub fn build(
     rt: &Runtime,
     opts: &BuildOptions,
     version: u64,
+    previous: Option<&Snapshot>,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut warnings = res.warnings.clone();
@@ -224,26 +228,71 @@ pub fn build(
     let resolver = Snapshot::resolver(&clusters, aliases, redis_url.clone());
 
     // Plugins that apply to this workload, compiled once each.
-    let mut plugins: Vec<(Arc<PluginSpec>, Bytes, Arc<DocInfo>)> = Vec::new();
+    let mut plugins: Vec<Loaded> = Vec::new();
+    let mut rule_errors = Vec::new();
     for wp in &res.wasm_plugins {
         if !selects(&wp.info, wp.spec.selector.as_ref(), &workload) {
             continue;
         }
-        match load_plugin(&wp.info, &wp.spec, "spec", wp.info.key(), rt, opts) {
-            Ok((mut spec, cfg)) => match (canary(wp, rt, opts), placement(wp), traffic(wp)) {
-                (Ok(c), Ok(p), Ok(t)) => {
-                    spec.canary = c;
-                    spec.placement = p;
-                    spec.traffic = t;
-                    plugins.push((Arc::new(spec), cfg, wp.info.clone()));
+        let parsed = (
+            load_plugin(&wp.info, &wp.spec, "spec", wp.info.key(), rt, opts),
+            canary(wp, rt, opts),
+            placement(wp),
+            traffic(wp),
+            scope::parse(wp),
+        );
+        match parsed {
+            (Ok((mut spec, cfg)), Ok(c), Ok(p), Ok(t), Ok(sc)) => {
+                spec.canary = c;
+                spec.placement = p;
+                spec.traffic = t;
+                let spec = Arc::new(spec);
+                for g in &sc.gateways {
+                    if !res.gateways.iter().any(|gw| gw.info.key() == *g) {
+                        warnings.push(format!(
+                            "{}:{}: WasmPlugin {}: targetRefs Gateway `{g}` does not exist, so \
+                             it attaches to nothing there",
+                            wp.info.file.display(),
+                            wp.info.line_of("spec.targetRefs"),
+                            wp.info.key()
+                        ));
+                    }
                 }
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => errors.push(e),
-            },
-            Err(e) => errors.push(e),
+                let rules = (!sc.rules.is_empty()).then(|| {
+                    scoped_rules(
+                        res,
+                        wp,
+                        &spec,
+                        &sc,
+                        &clusters,
+                        previous,
+                        rt,
+                        &resolver,
+                        &mut warnings,
+                        &mut rule_errors,
+                    )
+                });
+                plugins.push(Loaded {
+                    spec,
+                    config: cfg,
+                    info: wp.info.clone(),
+                    gateways: sc.gateways,
+                    rules: rules.map(|r| (r, sc.default_disabled)),
+                });
+            }
+            (a, b, c, d, e) => errors.extend(
+                [a.err(), b.err(), c.err(), d.err(), e.err()]
+                    .into_iter()
+                    .flatten(),
+            ),
         }
     }
     plugins.sort_by(|a, b| {
-        (a.0.phase, -a.0.priority, &a.0.name).cmp(&(b.0.phase, -b.0.priority, &b.0.name))
+        (a.spec.phase, -a.spec.priority, &a.spec.name).cmp(&(
+            b.spec.phase,
+            -b.spec.priority,
+            &b.spec.name,
+        ))
     });
 
     let mut service_plugins = Vec::new();
@@ -270,6 +319,7 @@ pub fn build(
                     service_plugins.push(FilterSpec {
                         plugin: spec,
                         configuration: cfg,
+                        scope: None,
                     });
                 }
                 Err(e) => errors.push(e),
@@ -451,7 +501,11 @@ pub fn build(
             &mut errors,
         );
         let filters = chain.assemble(
-            (crate::snapshot::ListenerClass::Gateway, addr.port()),
+            ListenerAt {
+                class: crate::snapshot::ListenerClass::Gateway,
+                port: addr.port(),
+                gateways: gws,
+            },
             vhosts,
             &faults,
             &mut fault_filter,
@@ -567,10 +621,15 @@ pub fn build(
             if !probed.insert((Arc::as_ptr(&f.plugin), f.configuration.clone())) {
                 continue;
             }
+            // A scoped plugin's default is probed only where it runs; its rules were
+            // probed one by one when loaded.
+            if f.scope.as_ref().is_some_and(|s| s.default.is_none()) {
+                continue;
+            }
             let where_ = plugins
                 .iter()
-                .find(|(p, _, _)| Arc::ptr_eq(p, &f.plugin))
-                .map(|(_, _, info)| info.clone());
+                .find(|l| Arc::ptr_eq(&l.spec, &f.plugin))
+                .map(|l| l.info.clone());
             if let Err(e) = probe(rt, &f.plugin, &f.configuration, resolver.clone()) {
                 let field = if matches!(e, crate::wasm::WasmError::ConfigureRejected) {
                     "spec.pluginConfig"
@@ -596,17 +655,27 @@ pub fn build(
         return Err(errors);
     }
     // A scope that takes no listener is almost always a mistake (a wrong port): say so.
-    for (p, _, info) in &plugins {
-        if !p.traffic.is_empty()
+    for Loaded {
+        spec: p,
+        info,
+        gateways,
+        ..
+    } in &plugins
+    {
+        if (!p.traffic.is_empty() || !gateways.is_empty())
             && !listeners
                 .iter()
                 .any(|l| l.filters.iter().any(|f| Arc::ptr_eq(&f.plugin, p)))
         {
             warnings.push(format!(
-                "{}:{}: WasmPlugin {}: its match (spec.match) takes no listener of this proxy, \
+                "{}:{}: WasmPlugin {}: its match or targetRefs take no listener of this proxy, \
                  so it runs nowhere",
                 info.file.display(),
-                info.line_of("spec.match"),
+                info.line_of(if gateways.is_empty() {
+                    "spec.match"
+                } else {
+                    "spec.targetRefs"
+                }),
                 p.name
             ));
         }
@@ -622,9 +691,10 @@ pub fn build(
             }),
         listeners,
         clusters,
+        rule_errors,
         plugins: plugins
             .into_iter()
-            .map(|(p, _, _)| p)
+            .map(|l| l.spec)
             .chain(router)
             .chain(ratelimit_filter)
             .chain(fault_filter)
@@ -895,7 +965,11 @@ fn sidecar_listeners(
         }
         let faults = route_faults(used.into_iter(), errors);
         let filters = chain.assemble(
-            (crate::snapshot::ListenerClass::SidecarOutbound, port),
+            ListenerAt {
+                class: crate::snapshot::ListenerClass::SidecarOutbound,
+                port,
+                gateways: &BTreeSet::new(),
+            },
             vhosts,
             &faults,
             fault_filter,
@@ -1087,11 +1161,117 @@ fn ingress_endpoints(
     out
 }
 
+/// A WasmPlugin as loaded for this snapshot.
+struct Loaded {
+    spec: Arc<PluginSpec>,
+    /// `pluginConfig`, the default configuration.
+    config: Bytes,
+    info: Arc<DocInfo>,
+    /// `targetRefs` Gateways; empty: every listener.
+    gateways: Vec<String>,
+    /// `matchRules`, and whether the default is off (`defaultConfigDisable`).
+    rules: Option<(scope::Rules, bool)>,
+}
+
+impl Loaded {
+    fn needs_route(&self) -> bool {
+        self.rules.as_ref().is_some_and(|(r, _)| {
+            r.iter()
+                .any(|r| !r.routes.is_empty() || !r.services.is_empty())
+        })
+    }
+
+    /// Its filter on a listener whose route table is `routes`.
+    fn filter(&self, routes: &Option<Arc<RouteTable>>) -> FilterSpec {
+        FilterSpec {
+            plugin: self.spec.clone(),
+            configuration: self.config.clone(),
+            scope: self.rules.as_ref().map(|(rules, off)| {
+                Arc::new(crate::scope::Scope {
+                    rules: rules.clone(),
+                    default: (!off).then(|| self.config.clone()),
+                    routes: routes.clone(),
+                })
+            }),
+        }
+    }
+}
+
+/// A listener as WasmPlugin `match` and `targetRefs` see it.
+struct ListenerAt<'a> {
+    class: crate::snapshot::ListenerClass,
+    port: u16,
+    /// The Gateways (`namespace/name`) whose servers it serves.
+    gateways: &'a BTreeSet<String>,
+}
+
+impl ListenerAt<'_> {
+    fn takes(&self, l: &Loaded) -> bool {
+        l.spec.applies_to(self.class, self.port)
+            && (l.gateways.is_empty() || l.gateways.iter().any(|g| self.gateways.contains(g)))
+    }
+}
+
+/// The rules of a scoped plugin: each rule's configuration is checked on its own, and a
+/// refused one keeps its configuration from `previous` (rule isolation).
+#[allow(clippy::too_many_arguments)]
+fn scoped_rules(
+    res: &Resources,
+    wp: &Doc<WasmPluginSpec>,
+    spec: &Arc<PluginSpec>,
+    sc: &scope::ScopeConfig,
+    clusters: &HashMap<String, Arc<crate::cluster::Cluster>>,
+    previous: Option<&Snapshot>,
+    rt: &Runtime,
+    resolver: &Arc<dyn crate::wasm::ClusterResolver>,
+    warnings: &mut Vec<String>,
+    rule_errors: &mut Vec<ConfigError>,
+) -> scope::Rules {
+    let hosts: BTreeSet<String> = res
+        .virtual_services
+        .iter()
+        .flat_map(|v| v.spec.hosts.iter().cloned())
+        .collect();
+    let services: BTreeSet<&str> = clusters
+        .keys()
+        .map(|c| crate::scope::cluster_host(c))
+        .collect();
+    let before: Option<&crate::scope::Scope> = previous.and_then(|p| {
+        p.listeners
+            .iter()
+            .flat_map(|l| &l.filters)
+            .find(|f| f.plugin.name == spec.name && f.scope.is_some())
+            .and_then(|f| f.scope.as_deref())
+    });
+    let mut out = Vec::new();
+    for rc in &sc.rules {
+        let ids = scope::route_ids(&wp.info, rc, &res.virtual_services, warnings);
+        scope::check_selectors(&wp.info, rc, &hosts, &services, warnings);
+        let (action, error) = match &rc.config {
+            None => (crate::scope::RuleAction::Disable, None),
+            Some(cfg) => match probe(rt, spec, cfg, resolver.clone()) {
+                Ok(()) => (crate::scope::RuleAction::Config(cfg.clone()), None),
+                Err(e) => {
+                    let err = wp
+                        .info
+                        .error(&format!("{}.config", rc.field()), e.to_string());
+                    let last = before.and_then(|b| b.rules.iter().find(|r| r.key == rc.key()));
+                    let action = scope::isolate(&err.message, last);
+                    rule_errors.push(err.clone());
+                    (action, Some(err.to_string()))
+                }
+            },
+        };
+        out.push(scope::rule(rc, ids, action, error));
+    }
+    Arc::new(out)
+}
+
 /// The filters every HTTP listener's chain is made of, in Istio's order.
 struct ChainParts<'a> {
     rt: &'a Runtime,
     opts: &'a BuildOptions,
-    plugins: &'a [(Arc<PluginSpec>, Bytes, Arc<DocInfo>)],
+    plugins: &'a [Loaded],
     jwt: &'a Option<FilterSpec>,
     authz: &'a Option<FilterSpec>,
     router: &'a Option<Arc<PluginSpec>>,
@@ -1105,7 +1285,7 @@ impl ChainParts<'_> {
     /// fault filter on first use) and metrics.
     fn assemble(
         &self,
-        listener: (crate::snapshot::ListenerClass, u16),
+        listener: ListenerAt<'_>,
         vhosts: Vec<VirtualHostConfig>,
         faults: &FaultConfig,
         fault_filter: &mut Option<Arc<PluginSpec>>,
@@ -1115,14 +1295,18 @@ impl ChainParts<'_> {
         let router_cfg = RouterConfig {
             virtual_hosts: vhosts,
         };
+        // Scoped plugins before the router look a request's route up in this table.
+        let routes = self
+            .plugins
+            .iter()
+            .any(|l| l.needs_route() && listener.takes(l))
+            .then(|| RouteTable::compile(&router_cfg).ok().map(Arc::new))
+            .flatten();
         let mut filters: Vec<FilterSpec> = self
             .plugins
             .iter()
-            .filter(|(p, _, _)| p.placement.is_none() && p.applies_to(listener.0, listener.1))
-            .map(|(p, cfg, _)| FilterSpec {
-                plugin: p.clone(),
-                configuration: cfg.clone(),
-            })
+            .filter(|l| l.spec.placement.is_none() && listener.takes(l))
+            .map(|l| l.filter(&routes))
             .collect();
         // Istio's order: AUTHN plugins, jwt_authn, AUTHZ plugins, RBAC, then the rest.
         if let Some(j) = self.jwt {
@@ -1144,6 +1328,7 @@ impl ChainParts<'_> {
                 Ok(json) => filters.push(FilterSpec {
                     plugin: router.clone(),
                     configuration: Bytes::from(json),
+                    scope: None,
                 }),
                 Err(e) => errors.push(ConfigError {
                     file: PathBuf::new(),
@@ -1162,6 +1347,7 @@ impl ChainParts<'_> {
             filters.push(FilterSpec {
                 plugin: f.clone(),
                 configuration: Bytes::from(json),
+                scope: None,
             });
         }
         if !faults.routes.is_empty() {
@@ -1175,13 +1361,14 @@ impl ChainParts<'_> {
                 filters.push(FilterSpec {
                     plugin: f.clone(),
                     configuration: Bytes::from(json),
+                    scope: None,
                 });
             }
         }
         if let Some(m) = self.metrics {
             filters.push(m.clone());
         }
-        self.place(&mut filters, listener);
+        self.place(&mut filters, &listener, &routes);
         filters
     }
 
@@ -1192,7 +1379,8 @@ impl ChainParts<'_> {
     fn place(
         &self,
         filters: &mut Vec<FilterSpec>,
-        listener: (crate::snapshot::ListenerClass, u16),
+        listener: &ListenerAt<'_>,
+        routes: &Option<Arc<RouteTable>>,
     ) {
         let index_of = |filters: &[FilterSpec], b: crate::snapshot::Builtin| {
             filters
@@ -1200,15 +1388,14 @@ impl ChainParts<'_> {
                 .position(|f| f.plugin.name == b.plugin_name())
         };
         let mut after_count: HashMap<crate::snapshot::Builtin, usize> = HashMap::new();
-        for (p, cfg, _) in self.plugins {
-            let Some(place) = p.placement else { continue };
-            if !p.applies_to(listener.0, listener.1) {
+        for l in self.plugins {
+            let Some(place) = l.spec.placement else {
+                continue;
+            };
+            if !listener.takes(l) {
                 continue;
             }
-            let spec = FilterSpec {
-                plugin: p.clone(),
-                configuration: cfg.clone(),
-            };
+            let spec = l.filter(routes);
             let at = match index_of(filters, place.anchor) {
                 Some(i) if place.before => i,
                 Some(i) => {
@@ -1637,6 +1824,7 @@ fn authz_filter(
         Ok(json) => Some(FilterSpec {
             plugin,
             configuration: Bytes::from(json),
+            scope: None,
         }),
         Err(e) => {
             errors.push(ConfigError {
@@ -1779,6 +1967,7 @@ fn jwt_filter(
         Ok(json) => Some(FilterSpec {
             plugin,
             configuration: Bytes::from(json),
+            scope: None,
         }),
         Err(e) => {
             errors.push(ConfigError {
@@ -2086,6 +2275,7 @@ fn metrics_filter(
     Some(FilterSpec {
         plugin,
         configuration: Bytes::from(json),
+        scope: None,
     })
 }
 
@@ -2143,21 +2333,10 @@ pub mod canary_annotations {
     pub const WINDOW: &str = "lateen.io/canary-window";
 }
 
-/// WasmPlugin `match` (Istio's `TrafficSelector`s), and the fields Lateen cannot honour
-/// refused rather than ignored: `targetRefs` and `type: NETWORK`.
+/// WasmPlugin `match` (Istio's `TrafficSelector`s), and `type: NETWORK` refused rather
+/// than ignored.
 fn traffic(wp: &Doc<WasmPluginSpec>) -> Result<Vec<crate::snapshot::TrafficSelector>, ConfigError> {
     let s = &wp.spec;
-    if s.target_ref.is_some() || s.target_refs.is_some() {
-        let field = if s.target_ref.is_some() {
-            "spec.targetRef"
-        } else {
-            "spec.targetRefs"
-        };
-        return Err(wp.info.error(
-            field,
-            "targetRefs are not supported yet; use selector (and match for ports)",
-        ));
-    }
     if let Some(t) = s
         .plugin_type
         .as_deref()

@@ -458,6 +458,12 @@ pub struct WasmPluginSpec {
     pub matches: Option<Value>,
     #[serde(default, rename = "type")]
     pub plugin_type: Option<String>,
+    /// Lateen extension (Higress style): per domain, route and service configurations.
+    #[serde(default)]
+    pub match_rules: Option<Value>,
+    /// Lateen extension: where no rule matches, the plugin is off.
+    #[serde(default)]
+    pub default_config_disable: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,0 +1,344 @@
+//! One plugin, many scopes: WasmPlugin `matchRules` (per route, domain and service, first
+//! match wins), `configDisable`, `targetRefs` Gateways, and rule isolation on reload.
+
+use lateen_e2e::*;
+use std::process::Command;
+
+/// Three VirtualServices and a second service, `api.test`, on backend `api`:
+/// - `test/shop` (shop.test): route `cart` (/cart) and route `home`, both to v1;
+/// - `test/blog` (*.blog.test) to v1;
+/// - `test/split` (split.test): 50/50 between v1 and api.test.
+fn sites(v1: &Backend, api: &Backend) -> String {
+    mesh(&[v1])
+        + &format!(
+            r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: test}}
+spec:
+  hosts: [api.test]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop, namespace: test}}
+spec:
+  hosts: [shop.test]
+  gateways: [istio-system/gw]
+  http:
+  - name: cart
+    match: [{{uri: {{prefix: /cart}}}}]
+    route: [{{destination: {{host: svc.test, subset: v1}}}}]
+  - name: home
+    route: [{{destination: {{host: svc.test, subset: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: blog, namespace: test}}
+spec:
+  hosts: ["*.blog.test", other.test]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: svc.test, subset: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: split, namespace: test}}
+spec:
+  hosts: [split.test]
+  gateways: [istio-system/gw]
+  http:
+  - route:
+    - {{destination: {{host: svc.test, subset: v1}}, weight: 50}}
+    - {{destination: {{host: api.test}}, weight: 50}}
+"#,
+            api.port()
+        )
+}
+
+/// The header-echo plugin (it adds `x-plugin-added: VALUE`) as `tagger` in the root
+/// namespace, in the AUTHN phase (before the router), with `rules` as its `matchRules`.
+fn tagger(default: &str, rules: &str) -> String {
+    format!(
+        r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: tagger, namespace: istio-system}}
+spec:
+  selector:
+    matchLabels: {{istio: ingressgateway}}
+  url: file://{{{{WASM}}}}/test_plugin_header_echo.wasm
+  phase: AUTHN
+  pluginConfig: {{value: {default}}}
+  matchRules:
+{rules}"#
+    )
+}
+
+const RULES: &str = r#"  - route: [{virtualService: test/shop, name: cart}]
+    config: {value: cart}
+  - route: [test/shop]
+    config: {value: shop}
+  - domain: ["*.blog.test"]
+    config: {value: blog}
+  - domain: [other.test]
+    configDisable: true
+  - service: [api.test]
+    config: {value: api}
+"#;
+
+/// What the tagger added to the request `backend` saw last (none: the plugin was off).
+fn tag(backend: &Backend) -> Option<String> {
+    backend.last().header("x-plugin-added").map(str::to_string)
+}
+
+async fn get_host(proxy: &Proxy, host: &str, path: &str) -> Resp {
+    send("GET", &proxy.url(path), &[("host", host)], "")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_plugin_serves_a_config_per_route_host_and_service() {
+    let (v1, api) = (Backend::start("v1").await, Backend::start("api").await);
+    let proxy = Proxy::start(&(sites(&v1, &api) + &tagger("default", RULES)))
+        .await
+        .unwrap();
+    for (host, path, want) in [
+        // Two routes of one VirtualService; the first matching rule wins.
+        ("shop.test", "/cart/1", Some("cart")),
+        ("shop.test", "/", Some("shop")),
+        // Two hosts: a wildcard rule, and a disabled scope.
+        ("www.blog.test", "/", Some("blog")),
+        ("other.test", "/", None),
+    ] {
+        let r = get_host(&proxy, host, path).await;
+        assert_eq!(r.status, 200, "{host}{path}");
+        assert_eq!(tag(&v1).as_deref(), want, "{host}{path}");
+    }
+    // A service rule on a split route, with the plugin before the router: the rule and the
+    // router agree on the destination of every request.
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let r = get_host(&proxy, "split.test", "/").await;
+        let backend = r.header("x-backend").unwrap_or("").to_string();
+        let got = match backend.as_str() {
+            "api" => tag(&api),
+            _ => tag(&v1),
+        };
+        let want = if backend == "api" { "api" } else { "default" };
+        assert_eq!(got.as_deref(), Some(want), "request to {backend}");
+        *seen.entry(backend).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "both destinations of the split were used: {seen:?}"
+    );
+
+    // One instance serves every scope: one root context per configuration.
+    let plugins = get(&format!("http://127.0.0.1:{}/plugins", proxy.admin))
+        .await
+        .unwrap();
+    let plugins: serde_json::Value = serde_json::from_str(&plugins.body).unwrap();
+    let tagger = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "istio-system/tagger")
+        .expect("tagger listed")
+        .clone();
+    let rules = tagger["rules"]["matchRules"].as_array().unwrap();
+    assert_eq!(rules.len(), 5, "{tagger}");
+    assert_eq!(rules[0]["routes"], serde_json::json!(["test/shop#0"]));
+    assert_eq!(rules[3]["state"], "DISABLED");
+    assert_eq!(rules[4]["state"], "ACTIVE");
+    // The proxy runs one worker here.
+    assert_eq!(
+        tagger["stats"]["instances"].as_f64(),
+        Some(1.0),
+        "one instance per worker whatever the number of scopes: {tagger}"
+    );
+}
+
+#[tokio::test]
+async fn default_config_disable_and_gateway_target_refs() {
+    let (v1, api) = (Backend::start("v1").await, Backend::start("api").await);
+    let only_shop = tagger("default", "  - domain: [shop.test]\n    config: {value: shop}\n")
+        .replace(
+            "  phase: AUTHN\n",
+            "  phase: AUTHN\n  defaultConfigDisable: true\n  targetRefs: [{kind: Gateway, group: networking.istio.io, name: gw, namespace: istio-system}]\n",
+        );
+    let proxy = Proxy::start(&(sites(&v1, &api) + &only_shop))
+        .await
+        .unwrap();
+    assert_eq!(get_host(&proxy, "shop.test", "/").await.status, 200);
+    assert_eq!(tag(&v1).as_deref(), Some("shop"));
+    // No rule matches and the default is off.
+    assert_eq!(get_host(&proxy, "www.blog.test", "/").await.status, 200);
+    assert_eq!(tag(&v1), None);
+
+    // A targetRef to a Gateway this proxy does not serve: the plugin is nowhere.
+    proxy.rewrite(&(sites(&v1, &api) + &only_shop.replace("name: gw,", "name: elsewhere,")));
+    eventually("the plugin leaves the listener", || async {
+        get_host(&proxy, "shop.test", "/").await.status == 200 && tag(&v1).is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scopes_that_match_nothing_are_reported_and_bad_rules_refused_with_their_line() {
+    let (v1, api) = (Backend::start("v1").await, Backend::start("api").await);
+    let rules = r#"  - route: [{virtualService: test/shop, name: checkout}]
+    config: {value: a}
+  - route: [test/nowhere]
+    config: {value: b}
+  - domain: [nobody.example]
+    config: {value: c}
+  - service: [ghost.test]
+    config: {value: d}
+  - domain: ["*.blog.test"]
+    config: {value: e}
+"#;
+    let yaml = (sites(&v1, &api) + &tagger("default", rules))
+        .replace("{{PORT}}", &free_port().to_string())
+        .replace("{{WASM}}", &paths().wasm_dir.display().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scoped.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let out = Command::new(paths().bin)
+        .arg("validate")
+        .arg(&file)
+        .arg("--filters-dir")
+        .arg(paths().wasm_dir)
+        .output()
+        .expect("lateen validate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let line_of = |needle: &str| yaml.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    for (field, why, needle) in [
+        (
+            "matchRules[0].route[0].name",
+            "has no http route named `checkout`",
+            "checkout",
+        ),
+        (
+            "matchRules[1].route[0]",
+            "`test/nowhere` does not exist",
+            "nowhere",
+        ),
+        (
+            "matchRules[2].domain[0]",
+            "nobody.example",
+            "nobody.example",
+        ),
+        ("matchRules[3].service[0]", "ghost.test", "ghost.test"),
+    ] {
+        let want = format!(
+            "scoped.yaml:{}: WasmPlugin istio-system/tagger: spec.{field}",
+            line_of(needle)
+        );
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&want))
+            .unwrap_or_else(|| panic!("no `{want}` in:\n{stdout}"));
+        assert!(
+            line.contains(why) && line.contains("matches nothing"),
+            "{line}"
+        );
+    }
+    assert!(!stdout.contains("matchRules[4]"), "{stdout}");
+
+    for (bad, field) in [
+        ("  - config: {value: x}\n", "spec.matchRules[0]"),
+        ("  - domain: [a.test]\n", "spec.matchRules[0]"),
+        (
+            "  - domain: [a.test]\n    path: /x\n    configDisable: true\n",
+            "spec.matchRules[0].path",
+        ),
+        (
+            "  - route: [{virtualService: test/shop, name: 7}]\n    configDisable: true\n",
+            "spec.matchRules[0].route[0].name",
+        ),
+    ] {
+        let yaml = (sites(&v1, &api) + &tagger("default", bad))
+            .replace("{{PORT}}", &free_port().to_string())
+            .replace("{{WASM}}", &paths().wasm_dir.display().to_string());
+        let err = refused("scoped.yaml", &yaml);
+        assert!(
+            err.contains("scoped.yaml:") && err.contains(field),
+            "{bad}: {err}"
+        );
+    }
+    let yaml = (sites(&v1, &api)
+        + &tagger("default", "  - domain: [a.test]\n    configDisable: true\n"))
+        .replace(
+            "  phase: AUTHN\n",
+            "  phase: AUTHN\n  targetRefs: [{kind: Service, name: svc}]\n",
+        )
+        .replace("{{PORT}}", &free_port().to_string())
+        .replace("{{WASM}}", &paths().wasm_dir.display().to_string());
+    let err = refused("scoped.yaml", &yaml);
+    assert!(
+        err.contains("spec.targetRefs[0].kind") && err.contains("Gateways only"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_rule_keeps_its_last_good_config_while_the_others_update() {
+    let (v1, api) = (Backend::start("v1").await, Backend::start("api").await);
+    let proxy = Proxy::start(&(sites(&v1, &api) + &tagger("default", RULES)))
+        .await
+        .unwrap();
+    assert_eq!(get_host(&proxy, "shop.test", "/cart").await.status, 200);
+    assert_eq!(tag(&v1).as_deref(), Some("cart"));
+
+    // The cart rule's new config is refused by the plugin (on_configure fails); the blog
+    // rule and the default change; a new rule with a refused config has nothing to keep.
+    let changed = RULES
+        .replace(
+            "config: {value: cart}",
+            "config: {value: cart2, reject: true}",
+        )
+        .replace("config: {value: blog}", "config: {value: blog2}")
+        + "  - domain: [split.test]\n    config: {reject: true}\n";
+    proxy.rewrite(&(sites(&v1, &api) + &tagger("default2", &changed)));
+    eventually("the other rules update", || async {
+        get_host(&proxy, "www.blog.test", "/").await.status == 200
+            && tag(&v1).as_deref() == Some("blog2")
+    })
+    .await;
+    assert_eq!(get_host(&proxy, "shop.test", "/cart").await.status, 200);
+    assert_eq!(
+        tag(&v1).as_deref(),
+        Some("cart"),
+        "the refused rule keeps its config"
+    );
+    assert_eq!(get_host(&proxy, "shop.test", "/").await.status, 200);
+    assert_eq!(tag(&v1).as_deref(), Some("shop"));
+    // The new rule has no good config: its requests follow failStrategy (FAIL_CLOSE).
+    assert_eq!(get_host(&proxy, "split.test", "/").await.status, 503);
+
+    let plugins = get(&format!("http://127.0.0.1:{}/plugins", proxy.admin))
+        .await
+        .unwrap();
+    let plugins: serde_json::Value = serde_json::from_str(&plugins.body).unwrap();
+    let rules = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "istio-system/tagger")
+        .map(|p| p["rules"]["matchRules"].clone())
+        .unwrap();
+    assert_eq!(rules[0]["state"], "STALE", "{rules}");
+    let error = rules[0]["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("spec.matchRules[0].config") && error.contains("config.yaml:"),
+        "{error}"
+    );
+    assert_eq!(rules[2]["state"], "ACTIVE", "{rules}");
+    assert_eq!(rules[5]["state"], "FAILED", "{rules}");
+}
