@@ -47,6 +47,8 @@ pub struct PluginSpec {
     pub placement: Option<Placement>,
     /// WasmPlugin `match`: the traffic it applies to; empty means all.
     pub traffic: Vec<TrafficSelector>,
+    /// The JSON Schema its configurations are checked against at load.
+    pub schema: Option<Arc<crate::config::schema::ConfigSchema>>,
 }
 
 /// One entry of a WasmPlugin's `match`.

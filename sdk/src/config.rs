@@ -125,3 +125,36 @@ pub fn parse_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T
     }
     parse(bytes)
 }
+
+/// The name of the custom section that carries a filter's configuration schema.
+///
+/// ```rust
+/// assert_eq!(lateen_sdk::config::SCHEMA_SECTION, "lateen.config_schema");
+/// ```
+pub const SCHEMA_SECTION: &str = "lateen.config_schema";
+
+/// Ships a JSON Schema (draft 2020-12, 7 or 4) for the filter's `pluginConfig` inside the
+/// `.wasm`, as a custom section named [`SCHEMA_SECTION`]. Lateen checks every
+/// configuration against it when the config is loaded, and refuses one that violates it
+/// with the file, line and field, so a bad config never reaches `on_configure` or a
+/// request. Other proxy-wasm hosts ignore the section.
+///
+/// The path is relative to the file that calls the macro, as for `include_bytes!`:
+///
+/// ```ignore
+/// lateen_sdk::config_schema!("../schema.json");
+/// ```
+///
+/// A module without the section can have its schema in a file beside it instead:
+/// `NAME.schema.json` next to `NAME.wasm`.
+#[macro_export]
+macro_rules! config_schema {
+    ($path:literal) => {
+        // `#[used]` keeps the section although nothing reads the static; the section
+        // only exists in wasm builds (a native test build has nothing to carry it).
+        #[cfg(target_family = "wasm")]
+        #[used]
+        #[link_section = "lateen.config_schema"]
+        static LATEEN_CONFIG_SCHEMA: [u8; include_bytes!($path).len()] = *include_bytes!($path);
+    };
+}

@@ -342,3 +342,113 @@ async fn an_invalid_rule_keeps_its_last_good_config_while_the_others_update() {
     assert_eq!(rules[2]["state"], "ACTIVE", "{rules}");
     assert_eq!(rules[5]["state"], "FAILED", "{rules}");
 }
+
+/// The header-echo plugin copied into `dir` with a schema file beside it.
+fn with_schema(dir: &std::path::Path) -> std::path::PathBuf {
+    let wasm = dir.join("echo.wasm");
+    std::fs::copy(paths().wasm_dir.join("test_plugin_header_echo.wasm"), &wasm).unwrap();
+    std::fs::write(
+        dir.join("echo.schema.json"),
+        r#"{"type": "object", "additionalProperties": false,
+            "properties": {"value": {"type": "string", "maxLength": 16},
+                           "reject": {"type": "boolean"}}}"#,
+    )
+    .unwrap();
+    wasm
+}
+
+fn schema_plugin(wasm: &std::path::Path, config: &str, rules: &str) -> String {
+    format!(
+        r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: tagger, namespace: istio-system}}
+spec:
+  selector:
+    matchLabels: {{istio: ingressgateway}}
+  url: file://{}
+  pluginConfig:
+{config}
+  matchRules:
+{rules}"#,
+        wasm.display()
+    )
+}
+
+#[tokio::test]
+async fn a_config_that_violates_the_plugin_schema_is_refused_with_its_line() {
+    let (v1, api) = (Backend::start("v1").await, Backend::start("api").await);
+    let plugin_dir = tempfile::tempdir().unwrap();
+    let wasm = with_schema(plugin_dir.path());
+    let rule = "  - domain: [shop.test]\n    config: {value: shop}\n";
+
+    // The default config: the whole change is refused, naming the field and its line.
+    let yaml = (sites(&v1, &api) + &schema_plugin(&wasm, "    value: 7", rule))
+        .replace("{{PORT}}", &free_port().to_string());
+    let err = refused("schema.yaml", &yaml);
+    let line = yaml.lines().position(|l| l == "    value: 7").unwrap() + 1;
+    assert!(
+        err.contains(&format!("schema.yaml:{line}"))
+            && err.contains("spec.pluginConfig.value")
+            && err.contains("config schema"),
+        "{err}"
+    );
+
+    // A rule: it alone keeps its last good config, and says why on the admin API.
+    let proxy =
+        Proxy::start(&(sites(&v1, &api) + &schema_plugin(&wasm, "    value: default", rule)))
+            .await
+            .unwrap();
+    assert_eq!(get_host(&proxy, "shop.test", "/").await.status, 200);
+    assert_eq!(tag(&v1).as_deref(), Some("shop"));
+    let bad_rule = "  - domain: [shop.test]\n    config: {value: shop, colour: red}\n";
+    proxy.rewrite(&(sites(&v1, &api) + &schema_plugin(&wasm, "    value: other", bad_rule)));
+    eventually("the default updates", || async {
+        get_host(&proxy, "www.blog.test", "/").await.status == 200
+            && tag(&v1).as_deref() == Some("other")
+    })
+    .await;
+    assert_eq!(get_host(&proxy, "shop.test", "/").await.status, 200);
+    assert_eq!(tag(&v1).as_deref(), Some("shop"));
+    let plugins: serde_json::Value = serde_json::from_str(
+        &get(&format!("http://127.0.0.1:{}/plugins", proxy.admin))
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let rule0 = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "istio-system/tagger")
+        .map(|p| p["rules"]["matchRules"][0].clone())
+        .unwrap();
+    assert_eq!(rule0["state"], "STALE", "{rule0}");
+    let error = rule0["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("spec.matchRules[0].config") && error.contains("colour"),
+        "{error}"
+    );
+
+    // lateen validate fails on the refused rule, with its line.
+    let yaml = (sites(&v1, &api) + &schema_plugin(&wasm, "    value: other", bad_rule))
+        .replace("{{PORT}}", &free_port().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), &yaml).unwrap();
+    let out = Command::new(paths().bin)
+        .arg("validate")
+        .arg(dir.path().join("rules.yaml"))
+        .arg("--filters-dir")
+        .arg(paths().wasm_dir)
+        .output()
+        .expect("lateen validate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = yaml.lines().position(|l| l.contains("colour")).unwrap() + 1;
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("rules.yaml:{line}"))
+            && stderr.contains("spec.matchRules[0].config"),
+        "{stderr}"
+    );
+}

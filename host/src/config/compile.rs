@@ -3,6 +3,7 @@
 
 use super::envoyfilter;
 use super::resources::*;
+use super::schema;
 use super::scope;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
 use super::tls::TlsContext;
@@ -630,6 +631,25 @@ pub fn build(
                 .iter()
                 .find(|l| Arc::ptr_eq(&l.spec, &f.plugin))
                 .map(|l| l.info.clone());
+            // The configurations the host generates for its built-in filters are checked
+            // against the filters' schemas too: a mismatch is a Lateen bug, named here.
+            if let (Some(schema), None) = (&f.plugin.schema, &where_) {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&f.configuration).unwrap_or_default();
+                if let Some(v) = schema.check(Some(&value)).into_iter().next() {
+                    errors.push(ConfigError {
+                        file: opts.builtin_filters.clone(),
+                        doc: 0,
+                        line: 0,
+                        resource: Some(format!("listener {}", listener.name)),
+                        field: format!("{}{}", f.plugin.name, v.field),
+                        message: format!(
+                            "generated configuration violates the filter's schema: {}",
+                            v.message
+                        ),
+                    });
+                }
+            }
             if let Err(e) = probe(rt, &f.plugin, &f.configuration, resolver.clone()) {
                 let field = if matches!(e, crate::wasm::WasmError::ConfigureRejected) {
                     "spec.pluginConfig"
@@ -1247,19 +1267,36 @@ fn scoped_rules(
     for rc in &sc.rules {
         let ids = scope::route_ids(&wp.info, rc, &res.virtual_services, warnings);
         scope::check_selectors(&wp.info, rc, &hosts, &services, warnings);
-        let (action, error) = match &rc.config {
-            None => (crate::scope::RuleAction::Disable, None),
-            Some(cfg) => match probe(rt, spec, cfg, resolver.clone()) {
+        let violation = match (&spec.schema, &rc.config) {
+            (Some(schema), Some(cfg)) => {
+                let value: serde_json::Value = serde_json::from_slice(cfg).unwrap_or_default();
+                schema.check(Some(&value)).into_iter().next()
+            }
+            _ => None,
+        };
+        let refused = |err: ConfigError, rule_errors: &mut Vec<ConfigError>| {
+            let last = before.and_then(|b| b.rules.iter().find(|r| r.key == rc.key()));
+            let action = scope::isolate(&err.message, last);
+            let shown = err.to_string();
+            rule_errors.push(err);
+            (action, Some(shown))
+        };
+        let (action, error) = match (&rc.config, violation) {
+            (None, _) => (crate::scope::RuleAction::Disable, None),
+            (Some(_), Some(v)) => refused(
+                wp.info.error(
+                    &format!("{}.config{}", rc.field(), v.field),
+                    format!("violates the plugin's config schema: {}", v.message),
+                ),
+                rule_errors,
+            ),
+            (Some(cfg), None) => match probe(rt, spec, cfg, resolver.clone()) {
                 Ok(()) => (crate::scope::RuleAction::Config(cfg.clone()), None),
-                Err(e) => {
-                    let err = wp
-                        .info
-                        .error(&format!("{}.config", rc.field()), e.to_string());
-                    let last = before.and_then(|b| b.rules.iter().find(|r| r.key == rc.key()));
-                    let action = scope::isolate(&err.message, last);
-                    rule_errors.push(err.clone());
-                    (action, Some(err.to_string()))
-                }
+                Err(e) => refused(
+                    wp.info
+                        .error(&format!("{}.config", rc.field()), e.to_string()),
+                    rule_errors,
+                ),
             },
         };
         out.push(scope::rule(rc, ids, action, error));
@@ -2499,7 +2536,7 @@ fn load_plugin(
     let remote_url = ["http://", "https://", "oci://"]
         .iter()
         .any(|p| s.url.starts_with(p));
-    let (bytes, path) = if remote_url {
+    let (bytes, path, local) = if remote_url {
         let remote = opts.remote.as_ref().ok_or_else(|| {
             info.error(
                 &at("url"),
@@ -2523,7 +2560,7 @@ fn load_plugin(
         let bytes = remote
             .fetch(&s.url, s.sha256.as_deref(), always)
             .map_err(|m| info.error(&at("url"), m))?;
-        (bytes, PathBuf::from(&s.url))
+        (bytes, PathBuf::from(&s.url), false)
     } else if let Some(name) = s.url.strip_prefix("pushed://") {
         let dir = opts.pushed_dir.as_ref().ok_or_else(|| {
             info.error(
@@ -2538,12 +2575,12 @@ fn load_plugin(
                 format!("no module pushed as `{name}` ({e}); push it with `lateen push`"),
             )
         })?;
-        (bytes, path)
+        (bytes, path, true)
     } else {
         let path = plugin_path(&s.url, &info.file).map_err(|m| info.error(&at("url"), m))?;
         let bytes = std::fs::read(&path)
             .map_err(|e| info.error(&at("url"), format!("cannot read {}: {e}", path.display())))?;
-        (bytes, path)
+        (bytes, path, true)
     };
     let sha = hex::encode(Sha256::digest(&bytes));
     if let Some(want) = &s.sha256 {
@@ -2560,6 +2597,17 @@ fn load_plugin(
     let module = rt
         .compile(&bytes)
         .map_err(|e| info.error(&at("url"), e.to_string()))?;
+    let schema = schema::find(&bytes, local.then_some(path.as_path()))
+        .map_err(|m| info.error(&at("url"), m))?
+        .map(Arc::new);
+    if let Some(schema) = &schema {
+        if let Some(v) = schema.check(s.plugin_config.as_ref()).into_iter().next() {
+            return Err(info.error(
+                &format!("{}{}", at("pluginConfig"), v.field),
+                format!("violates the plugin's config schema: {}", v.message),
+            ));
+        }
+    }
     let phase = match s.phase.as_deref().unwrap_or("UNSPECIFIED_PHASE") {
         "AUTHN" => Phase::Authn,
         "AUTHZ" => Phase::Authz,
@@ -2627,6 +2675,7 @@ fn load_plugin(
             canary: None,
             placement: None,
             traffic: Vec::new(),
+            schema,
         },
         cfg,
     ))
@@ -2698,6 +2747,7 @@ fn load_builtin(
         ))
     })?;
     let module = rt.compile(&bytes).map_err(|e| err(e.to_string()))?;
+    let schema = schema::find(&bytes, None).map_err(err)?.map(Arc::new);
     let full = format!("lateen/{name}");
     Ok(Arc::new(PluginSpec {
         name: full.clone(),
@@ -2716,6 +2766,7 @@ fn load_builtin(
         canary: None,
         placement: None,
         traffic: Vec::new(),
+        schema,
     }))
 }
 
