@@ -21,24 +21,41 @@ enum Wake {
     Local(LocalResponse),
 }
 
-/// One plugin's instance on one worker, recreated after a trap.
-pub struct VmSlot {
-    pub spec: Arc<PluginSpec>,
-    rt: Arc<Runtime>,
-    resolver: Arc<dyn ClusterResolver>,
-    vm: RefCell<Option<Vm>>,
+/// One live plugin instance and its bookkeeping. Streams hold it while they run, so an
+/// instance being recycled drains: it serves the streams it started and is dropped with
+/// the last of them.
+pub struct Instance {
+    vm: RefCell<Vm>,
+    generation: u64,
     roots: RefCell<HashMap<Bytes, u32>>,
-    generation: Cell<u64>,
-    /// Set after a failed (re)instantiation, so a crash loop costs at most one attempt per
-    /// backoff period.
-    retry_after: Cell<Option<std::time::Instant>>,
-    upstream: Weak<Upstream>,
     /// Tick period per root context; the root's tick task reads it before every sleep.
     ticks: RefCell<HashMap<u32, Rc<Cell<Duration>>>>,
     /// Paused streams waiting for another context to resume them.
     waiters: RefCell<rustc_hash::FxHashMap<u32, oneshot::Sender<Wake>>>,
     /// Wake-ups that arrived before their stream started waiting.
     early: RefCell<rustc_hash::FxHashMap<u32, Wake>>,
+    /// Streams started on it, for `recycle-after-requests`.
+    streams: Cell<u64>,
+}
+
+impl Instance {
+    fn broken(&self) -> bool {
+        self.vm.borrow().broken().is_some()
+    }
+}
+
+/// One plugin's instances on one worker: the current one, recreated after a trap and
+/// recycled by request count or memory ceiling.
+pub struct VmSlot {
+    pub spec: Arc<PluginSpec>,
+    rt: Arc<Runtime>,
+    resolver: Arc<dyn ClusterResolver>,
+    current: RefCell<Option<Rc<Instance>>>,
+    generation: Cell<u64>,
+    /// Set after a failed (re)instantiation, so a crash loop costs at most one attempt per
+    /// backoff period.
+    retry_after: Cell<Option<std::time::Instant>>,
+    upstream: Weak<Upstream>,
 }
 
 const RELOAD_BACKOFF: Duration = Duration::from_millis(200);
@@ -54,91 +71,103 @@ impl VmSlot {
             spec,
             rt,
             resolver,
-            vm: RefCell::new(None),
-            roots: RefCell::new(HashMap::new()),
+            current: RefCell::new(None),
             generation: Cell::new(0),
             retry_after: Cell::new(None),
             upstream,
-            ticks: RefCell::new(HashMap::new()),
-            waiters: RefCell::default(),
-            early: RefCell::default(),
         })
     }
 
-    /// Whether the instance exists and has not trapped.
-    fn healthy(&self) -> bool {
-        matches!(&*self.vm.borrow(), Some(vm) if vm.broken().is_none())
+    /// The instance new streams go to: the current one, or a new one when there is none,
+    /// it trapped, or it is due for recycling (the old one then drains).
+    fn instance(&self) -> Result<Rc<Instance>, WasmError> {
+        if let Some(inst) = &*self.current.borrow() {
+            if !inst.broken() && !self.due_for_recycling(inst) {
+                return Ok(inst.clone());
+            }
+        }
+        if let Some(t) = self.retry_after.get() {
+            if std::time::Instant::now() < t {
+                return Err(WasmError::Instantiate(
+                    "plugin is backing off after a failure".into(),
+                ));
+            }
+        }
+        let recycled = self.current.borrow().as_ref().is_some_and(|i| !i.broken());
+        match Vm::new(
+            &self.rt,
+            &self.spec.module,
+            self.spec.identity.clone(),
+            self.resolver.clone(),
+        ) {
+            Ok(vm) => {
+                let generation = self.generation.get() + 1;
+                self.generation.set(generation);
+                self.retry_after.set(None);
+                let inst = Rc::new(Instance {
+                    vm: RefCell::new(vm),
+                    generation,
+                    roots: RefCell::default(),
+                    ticks: RefCell::default(),
+                    waiters: RefCell::default(),
+                    early: RefCell::default(),
+                    streams: Cell::new(0),
+                });
+                if recycled {
+                    crate::stats::store().plugin(&self.spec.name).recycles.inc();
+                    tracing::info!(plugin = %self.spec.name, "plugin instance recycled; the old one drains");
+                }
+                *self.current.borrow_mut() = Some(inst.clone());
+                Ok(inst)
+            }
+            Err(e) => {
+                self.retry_after
+                    .set(Some(std::time::Instant::now() + RELOAD_BACKOFF));
+                Err(e)
+            }
+        }
     }
 
-    /// The root context for `config`, instantiating the VM if it is absent or broken.
-    fn root(self: &Rc<Self>, config: &Bytes) -> Result<(u32, u64), WasmError> {
-        let needs_new = match &*self.vm.borrow() {
-            None => true,
-            Some(vm) => vm.broken().is_some(),
-        };
-        if needs_new {
-            if let Some(t) = self.retry_after.get() {
-                if std::time::Instant::now() < t {
-                    return Err(WasmError::Instantiate(
-                        "plugin is backing off after a failure".into(),
-                    ));
-                }
-            }
-            self.roots.borrow_mut().clear();
-            self.ticks.borrow_mut().clear();
-            *self.vm.borrow_mut() = None;
-            match Vm::new(
-                &self.rt,
-                &self.spec.module,
-                self.spec.identity.clone(),
-                self.resolver.clone(),
-            ) {
-                Ok(vm) => {
-                    *self.vm.borrow_mut() = Some(vm);
-                    self.generation.set(self.generation.get() + 1);
-                    self.retry_after.set(None);
-                }
-                Err(e) => {
-                    self.retry_after
-                        .set(Some(std::time::Instant::now() + RELOAD_BACKOFF));
-                    return Err(e);
-                }
-            }
+    fn due_for_recycling(&self, inst: &Instance) -> bool {
+        let r = &self.spec.recycle;
+        r.after_requests.is_some_and(|n| inst.streams.get() >= n)
+            || r.memory_bytes.is_some_and(|max| {
+                inst.vm
+                    .try_borrow_mut()
+                    .is_ok_and(|mut vm| vm.memory_bytes() as u64 >= max)
+            })
+    }
+
+    /// The root context for `config` on `inst`, created on first use.
+    fn root(self: &Rc<Self>, inst: &Rc<Instance>, config: &Bytes) -> Result<u32, WasmError> {
+        if let Some(id) = inst.roots.borrow().get(config) {
+            return Ok(*id);
         }
-        if let Some(id) = self.roots.borrow().get(config) {
-            return Ok((*id, self.generation.get()));
-        }
-        let id = {
-            let mut guard = self.vm.borrow_mut();
-            let vm = guard
-                .as_mut()
-                .ok_or_else(|| WasmError::Instantiate("no instance".into()))?;
-            vm.create_root(config.clone())?
-        };
-        self.roots.borrow_mut().insert(config.clone(), id);
-        self.after_call();
-        Ok((id, self.generation.get()))
+        let id = inst.vm.borrow_mut().create_root(config.clone())?;
+        inst.roots.borrow_mut().insert(config.clone(), id);
+        self.after_call(inst);
+        Ok(id)
     }
 
     /// Starts a service plugin: its root context, ticks and calls.
     pub fn start_service(self: &Rc<Self>, config: &Bytes) -> Result<(), WasmError> {
-        self.root(config).map(|_| ())
+        let inst = self.instance()?;
+        self.root(&inst, config).map(|_| ())
     }
 
     /// Acts on what the last callback asked for besides its own stream: tick periods,
     /// root-context http_calls (`calls`, when the caller does not drive them itself) and
     /// actions on other streams.
-    fn after_call_with(self: &Rc<Self>, calls: Vec<PendingCall>) {
+    fn after_call_with(self: &Rc<Self>, inst: &Rc<Instance>, calls: Vec<PendingCall>) {
         let (ticks, remote) = {
-            let mut g = self.vm.borrow_mut();
-            let Some(vm) = g.as_mut() else { return };
+            let mut vm = inst.vm.borrow_mut();
             (vm.take_tick_requests(), vm.take_remote_actions())
         };
         if !ticks.is_empty() {
-            self.set_ticks(ticks);
+            self.set_ticks(inst, ticks);
         }
         if !calls.is_empty() {
-            self.spawn_root_calls(calls);
+            self.spawn_root_calls(inst, calls);
         }
         for action in remote {
             let (ctx, wake) = match action {
@@ -147,59 +176,39 @@ impl VmSlot {
                     (context, Wake::Local(response))
                 }
             };
-            match self.waiters.borrow_mut().remove(&ctx) {
+            match inst.waiters.borrow_mut().remove(&ctx) {
                 Some(tx) => {
                     let _ = tx.send(wake);
                 }
                 None => {
-                    self.early.borrow_mut().insert(ctx, wake);
+                    inst.early.borrow_mut().insert(ctx, wake);
                 }
             }
         }
     }
 
-    fn after_call(self: &Rc<Self>) {
-        let calls = match self.vm.borrow_mut().as_mut() {
-            Some(vm) => vm.take_pending_calls(),
-            None => return,
-        };
-        self.after_call_with(calls);
+    fn after_call(self: &Rc<Self>, inst: &Rc<Instance>) {
+        let calls = inst.vm.borrow_mut().take_pending_calls();
+        self.after_call_with(inst, calls);
     }
 
-    /// Waits until another context resumes (or answers) stream `ctx`.
-    async fn wait_resume(&self, ctx: u32, limit: Duration) -> Option<Wake> {
-        if let Some(w) = self.early.borrow_mut().remove(&ctx) {
-            return Some(w);
-        }
-        let (tx, rx) = oneshot::channel();
-        self.waiters.borrow_mut().insert(ctx, tx);
-        let r = tokio::time::timeout(limit, rx).await;
-        self.waiters.borrow_mut().remove(&ctx);
-        r.ok().and_then(Result::ok)
-    }
-
-    fn forget_stream(&self, ctx: u32) {
-        self.waiters.borrow_mut().remove(&ctx);
-        self.early.borrow_mut().remove(&ctx);
-    }
-
-    /// Sends http_calls a root context made and delivers the answers back to it.
-    fn spawn_root_calls(self: &Rc<Self>, calls: Vec<PendingCall>) {
-        let generation = self.generation.get();
+    /// Sends http_calls a root context made and delivers the answers back to it, on the
+    /// instance that made them (it may be draining by then).
+    fn spawn_root_calls(self: &Rc<Self>, inst: &Rc<Instance>, calls: Vec<PendingCall>) {
         for call in calls {
             let slot = self.clone();
+            let inst = inst.clone();
             tokio::task::spawn_local(async move {
                 let resp = match slot.upstream.upgrade() {
                     Some(u) => u.http_call(&call).await,
                     None => None,
                 };
-                if slot.generation.get() != generation {
+                if inst.broken() {
                     return;
                 }
                 {
                     let mut st = Box::<StreamState>::default();
-                    let mut g = slot.vm.borrow_mut();
-                    let Some(vm) = g.as_mut() else { return };
+                    let mut vm = inst.vm.borrow_mut();
                     if let Err(e) =
                         vm.on_http_call_response(call.context_id, call.token, &mut st, resp)
                     {
@@ -207,16 +216,16 @@ impl VmSlot {
                         return;
                     }
                 }
-                slot.after_call();
+                slot.after_call(&inst);
             });
         }
     }
 
     // Applies tick period changes: one task per root context, which re-reads its period
-    // before every sleep; a zero period ends it.
-    fn set_ticks(self: &Rc<Self>, ticks: Vec<(u32, Duration)>) {
+    // before every sleep; a zero period, a trap or the instance's end stops it.
+    fn set_ticks(self: &Rc<Self>, inst: &Rc<Instance>, ticks: Vec<(u32, Duration)>) {
         for (root, period) in ticks {
-            if let Some(cell) = self.ticks.borrow().get(&root) {
+            if let Some(cell) = inst.ticks.borrow().get(&root) {
                 cell.set(period);
                 continue;
             }
@@ -224,36 +233,46 @@ impl VmSlot {
                 continue;
             }
             let cell = Rc::new(Cell::new(period));
-            self.ticks.borrow_mut().insert(root, cell.clone());
-            let weak = Rc::downgrade(self);
-            let generation = self.generation.get();
+            inst.ticks.borrow_mut().insert(root, cell.clone());
+            let (slot, weak) = (Rc::downgrade(self), Rc::downgrade(inst));
             tokio::task::spawn_local(async move {
                 loop {
                     let period = cell.get();
                     if period.is_zero() {
-                        if let Some(slot) = weak.upgrade() {
-                            slot.ticks.borrow_mut().remove(&root);
+                        if let Some(inst) = weak.upgrade() {
+                            inst.ticks.borrow_mut().remove(&root);
                         }
                         return;
                     }
                     tokio::time::sleep(period).await;
-                    let Some(slot) = weak.upgrade() else { return };
-                    if slot.generation.get() != generation {
+                    let (Some(slot), Some(inst)) = (slot.upgrade(), weak.upgrade()) else {
+                        return;
+                    };
+                    if inst.broken() {
                         return;
                     }
-                    let ticked = match slot.vm.borrow_mut().as_mut() {
-                        Some(vm) => vm.on_tick(root),
-                        None => return,
-                    };
+                    let ticked = inst.vm.borrow_mut().on_tick(root);
                     if let Err(e) = ticked {
                         tracing::warn!(plugin = %slot.spec.name, "on_tick failed: {e}");
                         return;
                     }
-                    slot.after_call();
+                    slot.after_call(&inst);
                 }
             });
         }
     }
+}
+
+/// Waits until another context resumes (or answers) stream `ctx` of `inst`.
+async fn wait_resume(inst: &Instance, ctx: u32, limit: Duration) -> Option<Wake> {
+    if let Some(w) = inst.early.borrow_mut().remove(&ctx) {
+        return Some(w);
+    }
+    let (tx, rx) = oneshot::channel();
+    inst.waiters.borrow_mut().insert(ctx, tx);
+    let r = tokio::time::timeout(limit, rx).await;
+    inst.waiters.borrow_mut().remove(&ctx);
+    r.ok().and_then(Result::ok)
 }
 
 /// One filter of a chain on one worker.
@@ -326,12 +345,13 @@ pub enum Verdict {
     Buffer,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 enum Ctx {
     NotCreated,
+    /// A stream context on the instance it was created on (which may be draining since).
     Live {
         id: u32,
-        generation: u64,
+        inst: Rc<Instance>,
     },
     /// The plugin failed open for this stream: skip it.
     Skipped,
@@ -479,8 +499,8 @@ impl HttpStream {
         }
     }
 
-    // The context of filter i for this stream, created on first use.
-    fn context(&mut self, i: usize) -> Result<Option<u32>, String> {
+    // The context of filter i for this stream and its instance, created on first use.
+    fn context(&mut self, i: usize) -> Result<Option<(u32, Rc<Instance>)>, String> {
         let rule = match self.ctxs[i] {
             Ctx::NotCreated => match self.config_of(i)? {
                 Some(c) => Some(c),
@@ -493,16 +513,12 @@ impl HttpStream {
         };
         let (slot, default_root) = self.slot_of(i);
         let f = &self.chain.filters[i];
-        match self.ctxs[i] {
+        match &self.ctxs[i] {
             Ctx::Skipped => Ok(None),
-            Ctx::Live { id, generation } => {
-                if generation == slot.generation.get() {
-                    Ok(Some(id))
-                } else {
-                    Err("plugin instance was restarted during this stream".into())
-                }
-            }
+            // A trapped instance refuses the call, which fails the plugin for the stream.
+            Ctx::Live { id, inst } => Ok(Some((*id, inst.clone()))),
             Ctx::NotCreated => {
+                let inst = slot.instance().map_err(|e| e.to_string())?;
                 let (config, rule) = rule.ok_or("no configuration")?;
                 // A rule's root is cached for the main version only; a canary serving a
                 // rule looks its root up by configuration.
@@ -512,23 +528,27 @@ impl HttpStream {
                     Some(_) => None,
                 };
                 let cached = root_cell.and_then(Cell::get);
-                let (root, generation) = match cached {
-                    Some((root, g)) if g == slot.generation.get() && slot.healthy() => (root, g),
+                let root = match cached {
+                    Some((root, g)) if g == inst.generation => root,
                     _ => {
-                        let r = slot.root(&config).map_err(|e| e.to_string())?;
+                        let r = slot.root(&inst, &config).map_err(|e| e.to_string())?;
                         if let Some(c) = root_cell {
-                            c.set(Some(r));
+                            c.set(Some((r, inst.generation)));
                         }
                         r
                     }
                 };
-                let id = {
-                    let mut g = slot.vm.borrow_mut();
-                    let vm = g.as_mut().ok_or("no instance")?;
-                    vm.create_stream(root).map_err(|e| e.to_string())?
+                let id = inst
+                    .vm
+                    .borrow_mut()
+                    .create_stream(root)
+                    .map_err(|e| e.to_string())?;
+                inst.streams.set(inst.streams.get() + 1);
+                self.ctxs[i] = Ctx::Live {
+                    id,
+                    inst: inst.clone(),
                 };
-                self.ctxs[i] = Ctx::Live { id, generation };
-                Ok(Some(id))
+                Ok(Some((id, inst)))
             }
         }
     }
@@ -541,7 +561,7 @@ impl HttpStream {
             Box::new(0..n)
         };
         for i in order {
-            let ctx = match self.context(i) {
+            let (ctx, inst) = match self.context(i) {
                 Ok(Some(c)) => c,
                 Ok(None) => continue,
                 Err(e) => match self.fail(i, &e) {
@@ -551,8 +571,7 @@ impl HttpStream {
             };
             let slot = self.slot_of(i).0.clone();
             let result = {
-                let mut g = slot.vm.borrow_mut();
-                let Some(vm) = g.as_mut() else { continue };
+                let mut vm = inst.vm.borrow_mut();
                 let st = &mut self.state;
                 let r = match phase {
                     Phase::RequestHeaders => vm.on_request_headers(ctx, st, eos),
@@ -571,12 +590,12 @@ impl HttpStream {
                     None => continue,
                 },
             };
-            slot.after_call_with(Vec::new());
+            slot.after_call_with(&inst, Vec::new());
             if let Some(lr) = self.state.local_response.take() {
                 return Verdict::Respond(lr);
             }
             if action == Action::Pause || !calls.is_empty() {
-                match self.drive_calls(i, calls, phase, action).await {
+                match self.drive_calls(i, &inst, calls, phase, action).await {
                     Ok(a) => action = a,
                     Err(v) => return v,
                 }
@@ -587,7 +606,7 @@ impl HttpStream {
                     return Verdict::Buffer;
                 }
                 // Otherwise another context (a tick, a call answer) resumes the stream.
-                match slot.wait_resume(ctx, PAUSE_LIMIT).await {
+                match wait_resume(&inst, ctx, PAUSE_LIMIT).await {
                     Some(Wake::Resume) => {}
                     Some(Wake::Local(lr)) => return Verdict::Respond(lr),
                     None => {
@@ -607,6 +626,7 @@ impl HttpStream {
     async fn drive_calls(
         &mut self,
         i: usize,
+        inst: &Rc<Instance>,
         mut calls: Vec<PendingCall>,
         phase: Phase,
         mut action: Action,
@@ -638,8 +658,7 @@ impl HttpStream {
             let mut next = Vec::new();
             for (call, resp) in calls.drain(..).zip(answers) {
                 let r = {
-                    let mut g = slot.vm.borrow_mut();
-                    let Some(vm) = g.as_mut() else { break };
+                    let mut vm = inst.vm.borrow_mut();
                     let r = vm.on_http_call_response(
                         call.context_id,
                         call.token,
@@ -648,7 +667,7 @@ impl HttpStream {
                     );
                     r.map(|()| vm.take_pending_calls())
                 };
-                slot.after_call_with(Vec::new());
+                slot.after_call_with(inst, Vec::new());
                 match r {
                     Ok(more) => next.extend(more),
                     Err(e) => {
@@ -709,21 +728,20 @@ impl Drop for HttpStream {
             }
         }
         for i in 0..self.ctxs.len() {
-            let Ctx::Live { id, generation } = self.ctxs[i] else {
+            let Ctx::Live { id, inst } = std::mem::replace(&mut self.ctxs[i], Ctx::Skipped) else {
                 continue;
             };
-            let slot = self.slot_of(i).0.clone();
-            slot.forget_stream(id);
-            if slot.generation.get() != generation {
+            inst.waiters.borrow_mut().remove(&id);
+            inst.early.borrow_mut().remove(&id);
+            if inst.broken() {
                 continue;
             }
-            let Ok(mut g) = slot.vm.try_borrow_mut() else {
+            let Ok(mut vm) = inst.vm.try_borrow_mut() else {
                 continue;
             };
-            if let Some(vm) = g.as_mut() {
-                if let Err(e) = vm.finish_stream(id, &mut self.state) {
-                    tracing::warn!(plugin = %slot.spec.name, "plugin failed at end of stream: {e}");
-                }
+            if let Err(e) = vm.finish_stream(id, &mut self.state) {
+                let name = &self.slot_of(i).0.spec.name;
+                tracing::warn!(plugin = %name, "plugin failed at end of stream: {e}");
             }
         }
         if let Some(log) = &self.access_log {

@@ -47,8 +47,20 @@ pub struct PluginSpec {
     pub placement: Option<Placement>,
     /// WasmPlugin `match`: the traffic it applies to; empty means all.
     pub traffic: Vec<TrafficSelector>,
+    /// When its instances are replaced by fresh ones (the old one drains).
+    pub recycle: Recycle,
     /// The JSON Schema its configurations are checked against at load.
     pub schema: Option<Arc<crate::config::schema::ConfigSchema>>,
+}
+
+/// Instance recycling (`lateen.io/recycle-after-requests`, `lateen.io/recycle-memory`): a
+/// cure for plugins whose memory only grows. `None`: never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recycle {
+    /// Streams an instance serves before new streams go to a fresh one.
+    pub after_requests: Option<u64>,
+    /// Linear memory past which new streams go to a fresh instance.
+    pub memory_bytes: Option<u64>,
 }
 
 /// One entry of a WasmPlugin's `match`.

@@ -125,6 +125,8 @@ pub struct PluginStats {
     pub traps: Counter,
     /// Callbacks stopped by the epoch deadline.
     pub timeouts: Counter,
+    /// Instances replaced by `recycle-after-requests` or `recycle-memory`.
+    pub recycles: Counter,
 }
 
 /// Every stat, by name.
@@ -353,6 +355,12 @@ impl Store {
                 lab(),
                 p.instances.get() as f64,
             );
+            push(
+                &WASM_RECYCLES,
+                n("recycles"),
+                lab(),
+                p.recycles.get() as f64,
+            );
             for (reason, v) in [("trap", p.traps.get()), ("deadline", p.timeouts.get())] {
                 let mut labels = lab();
                 labels.push(("reason", reason.to_string()));
@@ -413,6 +421,7 @@ families! {
     WASM_CPU = "lateen_wasm_cpu_seconds_total", "counter", "Time spent in plugin callbacks.";
     WASM_MEMORY = "lateen_wasm_memory_bytes", "gauge", "Linear memory of a plugin's live instances.";
     WASM_INSTANCES = "lateen_wasm_instances", "gauge", "A plugin's live instances.";
+    WASM_RECYCLES = "lateen_wasm_recycles_total", "counter", "Plugin instances recycled (request count or memory ceiling); the old one drains.";
     WASM_TRAPS = "lateen_wasm_traps_total", "counter", "Plugin traps, by reason (trap or deadline).";
 }
 

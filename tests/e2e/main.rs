@@ -15,6 +15,7 @@ mod metrics;
 mod ordering;
 mod plugins;
 mod ratelimit;
+mod recycle;
 mod reload;
 mod routing;
 mod scaffold;

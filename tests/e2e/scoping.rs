@@ -297,14 +297,15 @@ async fn an_invalid_rule_keeps_its_last_good_config_while_the_others_update() {
     assert_eq!(tag(&v1).as_deref(), Some("cart"));
 
     // The cart rule's new config is refused by the plugin (on_configure fails); the blog
-    // rule and the default change; a new rule with a refused config has nothing to keep.
-    let changed = RULES
-        .replace(
-            "config: {value: cart}",
-            "config: {value: cart2, reject: true}",
-        )
-        .replace("config: {value: blog}", "config: {value: blog2}")
-        + "  - domain: [split.test]\n    config: {reject: true}\n";
+    // rule and the default change; a new first rule with a refused config has nothing to
+    // keep. Rules are found by their selectors, so the shifted ones keep their state.
+    let changed = "  - domain: [split.test]\n    config: {reject: true}\n".to_string()
+        + &RULES
+            .replace(
+                "config: {value: cart}",
+                "config: {value: cart2, reject: true}",
+            )
+            .replace("config: {value: blog}", "config: {value: blog2}");
     proxy.rewrite(&(sites(&v1, &api) + &tagger("default2", &changed)));
     eventually("the other rules update", || async {
         get_host(&proxy, "www.blog.test", "/").await.status == 200
@@ -333,14 +334,14 @@ async fn an_invalid_rule_keeps_its_last_good_config_while_the_others_update() {
         .find(|p| p["name"] == "istio-system/tagger")
         .map(|p| p["rules"]["matchRules"].clone())
         .unwrap();
-    assert_eq!(rules[0]["state"], "STALE", "{rules}");
-    let error = rules[0]["error"].as_str().unwrap_or("");
+    assert_eq!(rules[0]["state"], "FAILED", "{rules}");
+    assert_eq!(rules[1]["state"], "STALE", "{rules}");
+    let error = rules[1]["error"].as_str().unwrap_or("");
     assert!(
-        error.contains("spec.matchRules[0].config") && error.contains("config.yaml:"),
+        error.contains("spec.matchRules[1].config") && error.contains("config.yaml:"),
         "{error}"
     );
-    assert_eq!(rules[2]["state"], "ACTIVE", "{rules}");
-    assert_eq!(rules[5]["state"], "FAILED", "{rules}");
+    assert_eq!(rules[3]["state"], "ACTIVE", "{rules}");
 }
 
 /// The header-echo plugin copied into `dir` with a schema file beside it.

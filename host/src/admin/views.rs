@@ -198,6 +198,10 @@ pub fn plugins(snap: &Snapshot) -> Value {
                 pl.anchor.plugin_name().trim_start_matches("lateen/")
             )),
             "failStrategy": fail(p),
+            "recycle": {
+                "afterRequests": p.recycle.after_requests,
+                "memoryBytes": p.recycle.memory_bytes,
+            },
             "listeners": listeners,
             "rules": rules(snap, p),
             "state": if st.instances.get() > 0 { "RUNNING" } else { "LOADED" },
@@ -214,6 +218,7 @@ pub fn plugins(snap: &Snapshot) -> Value {
                 "memoryBytes": st.memory_bytes.get(),
                 "traps": st.traps.get(),
                 "deadlineTimeouts": st.timeouts.get(),
+                "recycles": st.recycles.get(),
             },
         })
     };

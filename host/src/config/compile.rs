@@ -241,12 +241,14 @@ pub fn build(
             placement(wp),
             traffic(wp),
             scope::parse(wp),
+            recycle(wp),
         );
         match parsed {
-            (Ok((mut spec, cfg)), Ok(c), Ok(p), Ok(t), Ok(sc)) => {
+            (Ok((mut spec, cfg)), Ok(c), Ok(p), Ok(t), Ok(sc), Ok(r)) => {
                 spec.canary = c;
                 spec.placement = p;
                 spec.traffic = t;
+                spec.recycle = r;
                 let spec = Arc::new(spec);
                 for g in &sc.gateways {
                     if !res.gateways.iter().any(|gw| gw.info.key() == *g) {
@@ -281,8 +283,8 @@ pub fn build(
                     rules: rules.map(|r| (r, sc.default_disabled)),
                 });
             }
-            (a, b, c, d, e) => errors.extend(
-                [a.err(), b.err(), c.err(), d.err(), e.err()]
+            (a, b, c, d, e, f) => errors.extend(
+                [a.err(), b.err(), c.err(), d.err(), e.err(), f.err()]
                     .into_iter()
                     .flatten(),
             ),
@@ -2444,6 +2446,56 @@ fn traffic(wp: &Doc<WasmPluginSpec>) -> Result<Vec<crate::snapshot::TrafficSelec
     Ok(out)
 }
 
+/// Annotations that recycle a plugin's instances: after N streams, or past a linear-memory
+/// ceiling (`64Mi`, `1Gi`, `500Ki` or bytes).
+pub const RECYCLE_REQUESTS_ANNOTATION: &str = "lateen.io/recycle-after-requests";
+pub const RECYCLE_MEMORY_ANNOTATION: &str = "lateen.io/recycle-memory";
+
+fn recycle(wp: &Doc<WasmPluginSpec>) -> Result<crate::snapshot::Recycle, ConfigError> {
+    let ann = &wp.meta.annotations;
+    let field = |k: &str| format!("metadata.annotations.{k}");
+    let after_requests = match ann.get(RECYCLE_REQUESTS_ANNOTATION) {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    wp.info.error(
+                        &field(RECYCLE_REQUESTS_ANNOTATION),
+                        format!("`{v}`: expected a positive number of requests"),
+                    )
+                })?,
+        ),
+    };
+    let memory_bytes = match ann.get(RECYCLE_MEMORY_ANNOTATION) {
+        None => None,
+        Some(v) => Some(parse_quantity(v).filter(|n| *n > 0).ok_or_else(|| {
+            wp.info.error(
+                &field(RECYCLE_MEMORY_ANNOTATION),
+                format!("`{v}`: expected a size such as 64Mi, 1Gi or a number of bytes"),
+            )
+        })?),
+    };
+    Ok(crate::snapshot::Recycle {
+        after_requests,
+        memory_bytes,
+    })
+}
+
+// A Kubernetes-style binary quantity: `64Mi`, `1Gi`, `512Ki`, or bytes.
+fn parse_quantity(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, mult) = match v.len().checked_sub(2).map(|i| v.split_at(i)) {
+        Some((n, "Ki")) => (n, 1u64 << 10),
+        Some((n, "Mi")) => (n, 1 << 20),
+        Some((n, "Gi")) => (n, 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
 /// The annotation that places a plugin next to a built-in filter instead of by phase.
 pub const PLACEMENT_ANNOTATION: &str = "lateen.io/placement";
 
@@ -2675,6 +2727,7 @@ fn load_plugin(
             canary: None,
             placement: None,
             traffic: Vec::new(),
+            recycle: crate::snapshot::Recycle::default(),
             schema,
         },
         cfg,
@@ -2766,6 +2819,7 @@ fn load_builtin(
         canary: None,
         placement: None,
         traffic: Vec::new(),
+        recycle: crate::snapshot::Recycle::default(),
         schema,
     }))
 }

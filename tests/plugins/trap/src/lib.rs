@@ -1,7 +1,8 @@
 //! A misbehaving test plugin (public `proxy-wasm` crate only): `x-trap` makes it panic
 //! (a trap), `x-loop` makes it spin forever (stopped by the host's deadline), `x-grow`
-//! makes it allocate without bound (stopped by the memory cap). Otherwise it tags the request
-//! with `x-trap-plugin: passed`.
+//! makes it allocate without bound (stopped by the memory cap), `x-leak: KIB` leaks that
+//! much memory per request (a plugin whose memory only grows). Otherwise it tags the
+//! request with `x-trap-plugin: passed`.
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
@@ -32,6 +33,12 @@ impl HttpContext for Trap {
                 hoard.push(vec![1u8; 1 << 20]);
                 std::hint::black_box(&hoard);
             }
+        }
+        if let Some(kib) = self
+            .get_http_request_header("x-leak")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            std::mem::forget(std::hint::black_box(vec![1u8; kib << 10]));
         }
         self.set_http_request_header("x-trap-plugin", Some("passed"));
         Action::Continue
