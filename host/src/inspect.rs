@@ -277,8 +277,34 @@ pub fn render(kind: Kind, v: &Value) -> String {
                 })
                 .collect();
             if !chains.is_empty() {
-                out.push_str("\nEffective order (every route of a listener runs its chain):\n");
+                out.push_str("\nEffective order per listener:\n");
                 out.push_str(&table(&["LISTENER", "ORDER"], &chains));
+            }
+            // Per route: scoped plugins (matchRules) with the rule that serves the route,
+            // `a|b` when it depends on the request; a plugin off there is left out.
+            let routes: Vec<Vec<String>> = items(v, "routes")
+                .iter()
+                .map(|r| {
+                    let names: Vec<String> = r["filters"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(s)
+                        .collect();
+                    vec![
+                        s(&r["listener"]),
+                        s(&r["virtualService"]),
+                        s(&r["route"]),
+                        names.join(" -> "),
+                    ]
+                })
+                .collect();
+            if !routes.is_empty() {
+                out.push_str("\nEffective order per route:\n");
+                out.push_str(&table(
+                    &["LISTENER", "VIRTUAL SERVICE", "ROUTE", "ORDER"],
+                    &routes,
+                ));
             }
             out
         }

@@ -83,6 +83,44 @@ impl DomainMatch {
     }
 }
 
+/// How much of a route's traffic a selector takes: what `proxy-config plugins` shows per
+/// route, where only the route's hosts and destinations are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Coverage {
+    None,
+    Some,
+    All,
+}
+
+impl DomainMatch {
+    /// How much of a VirtualService host pattern (`a.test`, `*.a.test`, `*`) it takes.
+    pub fn coverage(&self, pattern: &str) -> Coverage {
+        match (self, DomainMatch::parse(pattern)) {
+            (DomainMatch::Any, _) => Coverage::All,
+            (s, DomainMatch::Exact(h)) if s.matches(&h) => Coverage::All,
+            (_, DomainMatch::Exact(_)) => Coverage::None,
+            (DomainMatch::Exact(_), DomainMatch::Any) => Coverage::Some,
+            (DomainMatch::Suffix(_), DomainMatch::Any) => Coverage::Some,
+            (DomainMatch::Exact(e), p @ DomainMatch::Suffix(_)) => {
+                if p.matches(e) {
+                    Coverage::Some
+                } else {
+                    Coverage::None
+                }
+            }
+            (DomainMatch::Suffix(a), DomainMatch::Suffix(b)) => {
+                if b.ends_with(a.as_str()) {
+                    Coverage::All
+                } else if a.ends_with(&b) {
+                    Coverage::Some
+                } else {
+                    Coverage::None
+                }
+            }
+        }
+    }
+}
+
 /// What a request's rule is chosen from.
 #[derive(Debug, Default)]
 pub struct RequestFacts<'a> {
@@ -122,7 +160,84 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// How much of a route's traffic the rule takes, from the route's id, its virtual
+    /// host's domains and its destination clusters.
+    pub fn coverage(&self, route: &str, domains: &[String], clusters: &[String]) -> Coverage {
+        let mut c = Coverage::All;
+        if !self.routes.is_empty() && !self.routes.iter().any(|r| r == route) {
+            return Coverage::None;
+        }
+        if !self.domains.is_empty() {
+            let per: Vec<Coverage> = domains
+                .iter()
+                .map(|d| {
+                    self.domains
+                        .iter()
+                        .map(|m| m.coverage(d))
+                        .max()
+                        .unwrap_or(Coverage::None)
+                })
+                .collect();
+            c = c.min(combine(&per));
+        }
+        if !self.services.is_empty() {
+            let per: Vec<Coverage> = clusters
+                .iter()
+                .map(|cl| {
+                    if self.services.iter().any(|s| s == cluster_host(cl)) {
+                        Coverage::All
+                    } else {
+                        Coverage::None
+                    }
+                })
+                .collect();
+            c = c.min(combine(&per));
+        }
+        c
+    }
+}
+
+// All parts covered: all; none: none; else some.
+fn combine(per: &[Coverage]) -> Coverage {
+    if per.is_empty() || per.iter().all(|c| *c == Coverage::None) {
+        Coverage::None
+    } else if per.iter().all(|c| *c == Coverage::All) {
+        Coverage::All
+    } else {
+        Coverage::Some
+    }
+}
+
 impl Scope {
+    /// What the plugin runs with on a route: the rules that may take some of its
+    /// requests, in order, ending with the one (or the default) that takes the rest.
+    /// `None` in the list means the plugin is off there.
+    pub fn on_route(
+        &self,
+        route: &str,
+        domains: &[String],
+        clusters: &[String],
+    ) -> Vec<Option<&str>> {
+        let mut out = Vec::new();
+        for r in self.rules.iter() {
+            let label = match r.action {
+                RuleAction::Disable => None,
+                _ => Some(r.label.as_str()),
+            };
+            match r.coverage(route, domains, clusters) {
+                Coverage::None => {}
+                Coverage::Some => out.push(label),
+                Coverage::All => {
+                    out.push(label);
+                    return out;
+                }
+            }
+        }
+        out.push(self.default.as_ref().map(|_| "default"));
+        out
+    }
+
     /// Whether choosing needs the route decision.
     pub fn needs_route(&self) -> bool {
         self.rules.iter().any(Rule::needs_route)
@@ -218,6 +333,25 @@ mod tests {
             services: services.iter().map(|s| s.to_string()).collect(),
             action: RuleAction::Disable,
         }
+    }
+
+    #[test]
+    fn coverage_of_a_route() {
+        let r = rule(&["*.blog.test"], &[], &[]);
+        let d = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(r.coverage("x", &d(&["a.blog.test"]), &[]), Coverage::All);
+        assert_eq!(r.coverage("x", &d(&["*.blog.test"]), &[]), Coverage::All);
+        assert_eq!(r.coverage("x", &d(&["*"]), &[]), Coverage::Some);
+        assert_eq!(
+            r.coverage("x", &d(&["a.blog.test", "shop.test"]), &[]),
+            Coverage::Some
+        );
+        assert_eq!(r.coverage("x", &d(&["shop.test"]), &[]), Coverage::None);
+        let s = rule(&[], &["ns/vs#0"], &["api.test"]);
+        let split = d(&["outbound|80||api.test", "outbound|80|v1|svc.test"]);
+        assert_eq!(s.coverage("ns/vs#0", &[], &split), Coverage::Some);
+        assert_eq!(s.coverage("ns/vs#1", &[], &split), Coverage::None);
+        assert_eq!(s.coverage("ns/vs#0", &[], &split[..1]), Coverage::All);
     }
 
     #[test]

@@ -155,6 +155,50 @@ async fn one_plugin_serves_a_config_per_route_host_and_service() {
     assert_eq!(rules[0]["routes"], serde_json::json!(["test/shop#0"]));
     assert_eq!(rules[3]["state"], "DISABLED");
     assert_eq!(rules[4]["state"], "ACTIVE");
+    // The effective order per route: the rule that serves it, `a|b` where it depends on
+    // the request.
+    let out = Command::new(paths().bin)
+        .args(["proxy-config", "plugins", "--admin"])
+        .arg(format!("127.0.0.1:{}", proxy.admin))
+        .output()
+        .expect("lateen proxy-config");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = |vs: &str, route: &str| -> String {
+        table
+            .lines()
+            .find(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.get(1) == Some(&vs) && cols.get(2) == Some(&route)
+            })
+            .unwrap_or_else(|| panic!("no row for {vs} {route}:\n{table}"))
+            .to_string()
+    };
+    for (vs, route, want) in [
+        (
+            "test/shop",
+            "cart",
+            "istio-system/tagger (matchRules[0]) -> lateen/router",
+        ),
+        (
+            "test/shop",
+            "home",
+            "istio-system/tagger (matchRules[1]) -> lateen/router",
+        ),
+        (
+            "test/blog",
+            "blog.0",
+            "istio-system/tagger (matchRules[2]|off|default) -> lateen/router",
+        ),
+        (
+            "test/split",
+            "split.0",
+            "istio-system/tagger (matchRules[4]|default) -> lateen/router",
+        ),
+    ] {
+        let line = row(vs, route);
+        assert!(line.contains(want), "{vs} {route}: {line}");
+    }
+
     // The proxy runs one worker here.
     assert_eq!(
         tagger["stats"]["instances"].as_f64(),
@@ -179,6 +223,26 @@ async fn default_config_disable_and_gateway_target_refs() {
     // No rule matches and the default is off.
     assert_eq!(get_host(&proxy, "www.blog.test", "/").await.status, 200);
     assert_eq!(tag(&v1), None);
+    // Where it is off, the per-route order leaves it out.
+    let table = lateen(&[
+        "proxy-config",
+        "plugins",
+        "--admin",
+        &format!("127.0.0.1:{}", proxy.admin),
+    ]);
+    let blog = table
+        .lines()
+        .find(|l| l.contains("test/blog ") && l.contains("blog.0"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(!blog.contains("tagger"), "{blog}");
+    let shop = table
+        .lines()
+        .find(|l| l.contains("test/shop") && l.contains("home"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        shop.contains("istio-system/tagger (matchRules[0])"),
+        "{shop}"
+    );
 
     // A targetRef to a Gateway this proxy does not serve: the plugin is nowhere.
     proxy.rewrite(&(sites(&v1, &api) + &only_shop.replace("name: gw,", "name: elsewhere,")));

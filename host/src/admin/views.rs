@@ -240,5 +240,47 @@ pub fn plugins(snap: &Snapshot) -> Value {
             })
         })
         .collect();
-    json!({ "plugins": all, "chains": chains })
+    json!({ "plugins": all, "chains": chains, "routes": route_order(snap) })
+}
+
+/// The effective chain of every route: a scoped plugin shows the rule (or rules) that
+/// take the route's requests, and is left out where it is off.
+fn route_order(snap: &Snapshot) -> Vec<Value> {
+    let mut out = Vec::new();
+    for l in &snap.listeners {
+        let Some(router) = l.filters.iter().find(|f| f.plugin.name == ROUTER) else {
+            continue;
+        };
+        let Ok(cfg) = serde_json::from_slice::<RouterConfig>(&router.configuration) else {
+            continue;
+        };
+        for vh in &cfg.virtual_hosts {
+            for r in &vh.routes {
+                let clusters: Vec<String> = r.route.iter().map(|d| d.cluster.clone()).collect();
+                let filters: Vec<String> = l
+                    .filters
+                    .iter()
+                    .filter_map(|f| {
+                        let Some(scope) = &f.scope else {
+                            return Some(f.plugin.name.clone());
+                        };
+                        let on = scope.on_route(&r.id, &vh.domains, &clusters);
+                        if on.iter().all(Option::is_none) {
+                            return None;
+                        }
+                        let labels: Vec<&str> = on.iter().map(|o| o.unwrap_or("off")).collect();
+                        Some(format!("{} ({})", f.plugin.name, labels.join("|")))
+                    })
+                    .collect();
+                out.push(json!({
+                    "listener": l.name,
+                    "virtualService": vh.name,
+                    "route": if r.name.is_empty() { r.id.clone() } else { r.name.clone() },
+                    "routeId": r.id,
+                    "filters": filters,
+                }));
+            }
+        }
+    }
+    out
 }

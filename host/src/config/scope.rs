@@ -8,7 +8,7 @@
 
 use super::resources::{VirtualServiceSpec, WasmPluginSpec};
 use super::source::{ConfigError, Doc, DocInfo};
-use crate::scope::{DomainMatch, Rule, RuleAction};
+use crate::scope::{Coverage, DomainMatch, Rule, RuleAction};
 use bytes::Bytes;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -289,7 +289,7 @@ pub fn check_selectors(
 ) {
     for (j, d) in rule.domains.iter().enumerate() {
         let sel = DomainMatch::parse(d);
-        if !hosts.iter().any(|h| overlaps(&sel, h)) {
+        if hosts.iter().all(|h| sel.coverage(h) == Coverage::None) {
             warnings.push(nothing(
                 info,
                 &format!("{}.domain[{j}]", rule.field()),
@@ -307,16 +307,6 @@ pub fn check_selectors(
                 ),
             ));
         }
-    }
-}
-
-// Whether a domain selector can match a request a VirtualService host serves.
-fn overlaps(sel: &DomainMatch, host: &str) -> bool {
-    match (sel, DomainMatch::parse(host)) {
-        (DomainMatch::Any, _) | (_, DomainMatch::Any) => true,
-        (s, DomainMatch::Exact(h)) => s.matches(&h),
-        (DomainMatch::Exact(e), DomainMatch::Suffix(_)) => DomainMatch::parse(host).matches(e),
-        (DomainMatch::Suffix(a), DomainMatch::Suffix(b)) => a.ends_with(&b) || b.ends_with(a),
     }
 }
 
