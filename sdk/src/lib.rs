@@ -5,7 +5,8 @@
 //! that any proxy-wasm host can load, and adds:
 //!
 //! - [`claims`]: the verified JWT claims other filters match on;
-//! - [`config`]: typed plugin configuration (serde) with errors that name the field;
+//! - [`config`]: typed plugin configuration (serde) with errors that name the field, and
+//!   [`config_schema!`] to ship a JSON Schema that Lateen checks configs against at load;
 //! - [`istio`]: Istio's match types (`StringMatch`, `HTTPMatchRequest`) plus Lateen's
 //!   first-class cookie and user-agent matchers, and [`matcher`] to compile and evaluate them;
 //! - [`route`]: the route-decision contract — the property paths the router sets and the
