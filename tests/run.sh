@@ -56,3 +56,8 @@ cargo build --profile wasm --target wasm32-wasip1 \
 # The e2e tests start the real binary.
 cargo build -p lateen
 cargo test --workspace
+# The built-in filters' checked-in config schemas match their config types and accept
+# their configs (regenerate with LATEEN_UPDATE_SCHEMAS=1).
+cargo test -p lateen-router -p lateen-fault -p lateen-ratelimit -p lateen-metrics -p lateen-authz -p lateen-jwt \
+  --features lateen-router/schema,lateen-fault/schema,lateen-ratelimit/schema,lateen-metrics/schema,lateen-authz/schema,lateen-jwt/schema \
+  --test schema

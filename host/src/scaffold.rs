@@ -171,7 +171,7 @@ pub fn new_filter(req: &Request) -> Result<Made, ScaffoldError> {
             fill(include_str!("scaffold/test.rs.tmpl")),
         )
     };
-    let files: [(&str, String); 5] = [
+    let mut files: Vec<(&str, String)> = vec![
         (
             "Cargo.toml",
             cargo_toml(&req.name, in_workspace, &lateen, req.component),
@@ -184,6 +184,12 @@ pub fn new_filter(req: &Request) -> Result<Made, ScaffoldError> {
             fill(include_str!("scaffold/wasmplugin.yaml.tmpl")),
         ),
     ];
+    if !req.component {
+        files.push((
+            "schema.json",
+            fill(include_str!("scaffold/schema.json.tmpl")),
+        ));
+    }
     for (rel, text) in files {
         let path = dir.join(rel);
         let write = || -> std::io::Result<()> {

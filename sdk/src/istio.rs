@@ -43,6 +43,7 @@ use std::collections::BTreeMap;
 /// assert_eq!(m.prefix.as_deref(), Some("/api"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StringMatch {
     /// The value must equal this.
@@ -83,6 +84,7 @@ impl StringMatch {
 /// assert_eq!(m.contains.as_deref(), Some("beta"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CookieMatch {
     /// The cookie's value must equal this.
@@ -110,6 +112,7 @@ pub struct CookieMatch {
 /// assert_eq!(m.device.as_deref(), Some("mobile"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserAgentMatch {
     /// `mobile` (phones and tablets), `desktop` or `bot`.
@@ -132,6 +135,7 @@ pub struct UserAgentMatch {
 /// assert!(m.headers.contains_key("x-env"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatchRequest {
     /// A name for this match. Matching ignores it.
@@ -193,6 +197,7 @@ pub struct HttpMatchRequest {
 /// assert_eq!(r.redirect_code, Some(302));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRedirect {
     /// Replaces the path.
@@ -222,6 +227,7 @@ pub struct HttpRedirect {
 /// assert_eq!(r.pattern, "^/v1/(.*)");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexRewrite {
     /// RE2 regex to find in the path (Istio's `match`).
@@ -238,6 +244,7 @@ pub struct RegexRewrite {
 /// assert_eq!(r.uri.as_deref(), Some("/v2"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRewrite {
     /// Replaces the path, or only the part a `uri.prefix` match matched.
@@ -258,6 +265,7 @@ pub struct HttpRewrite {
 /// assert_eq!(h.remove, vec!["x-b".to_string()]);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderOperations {
     /// Headers to set, replacing any value they had.
@@ -278,6 +286,7 @@ pub struct HeaderOperations {
 /// assert!(h.request.is_none());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Headers {
     /// Operations on the request headers.
@@ -295,6 +304,7 @@ pub struct Headers {
 /// assert_eq!(b.string.as_deref(), Some("hi"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpBody {
     /// The body as text.
@@ -312,6 +322,7 @@ pub struct HttpBody {
 /// assert_eq!(d.status, 503);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpDirectResponse {
     /// HTTP status of the reply.
@@ -359,6 +370,7 @@ impl HttpDirectResponse {
 /// assert_eq!(p.value, 0.5);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {
     /// A percentage, `0.0` to `100.0`.
@@ -375,6 +387,7 @@ pub struct Percent {
 /// assert_eq!(d.percentage.unwrap().value, 10.0);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultDelay {
     /// How long to delay, as a duration (`5s`, `100ms`).
@@ -399,6 +412,7 @@ pub struct FaultDelay {
 /// assert_eq!(a.http_status, None);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultAbort {
     /// HTTP status to reply with.
@@ -423,6 +437,7 @@ pub struct FaultAbort {
 /// assert_eq!(f.abort.unwrap().http_status, Some(503));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpFaultInjection {
     /// Delay requests before forwarding them.
@@ -471,6 +486,7 @@ pub fn grpc_code(name: &str) -> Option<u32> {
 /// assert_eq!(r.attempts, Some(3));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRetry {
     /// How many retries a request may have.
@@ -502,6 +518,7 @@ pub struct HttpRetry {
 /// assert_eq!(d.port.unwrap().number, 9080);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MirrorDestination {
     /// The service to mirror to (`reviews` or `reviews.default.svc.cluster.local`).
@@ -521,6 +538,7 @@ pub struct MirrorDestination {
 /// assert_eq!(p.number, 80);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortNumber {
     /// The port number.
@@ -536,6 +554,7 @@ pub struct PortNumber {
 /// assert_eq!(m.percentage.unwrap().value, 25.0);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMirrorPolicy {
     /// Where to send the copies.
@@ -553,6 +572,7 @@ pub struct HttpMirrorPolicy {
 /// assert_eq!(c.allow_methods, vec!["GET".to_string()]);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
     /// Origins that may make requests.

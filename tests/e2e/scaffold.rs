@@ -103,12 +103,31 @@ async fn hot_load(dir: &std::path::Path, wasm: &std::path::Path, metric: &str) {
 #[tokio::test]
 async fn a_new_filter_tests_green_then_hot_loads_into_a_running_proxy() {
     let (tmp, wasm) = scaffold_and_test("ua-tagger", &[]);
-    hot_load(
-        &tmp.path().join("ua-tagger"),
-        &wasm,
-        "ua_tagger_requests_total",
-    )
-    .await;
+    let dir = tmp.path().join("ua-tagger");
+    hot_load(&dir, &wasm, "ua_tagger_requests_total").await;
+
+    // The crate ships its config schema in the module: a header name the schema refuses is
+    // caught when the config loads, with its line.
+    assert!(dir.join("schema.json").is_file());
+    let v1 = Backend::start("v1").await;
+    let plugin = std::fs::read_to_string(dir.join("wasmplugin.yaml"))
+        .unwrap()
+        .replace("header: x-device", "header: Not A Header");
+    let yaml = (mesh(&[&v1]) + "---\n" + &plugin)
+        .replace("{{PORT}}", &free_port().to_string())
+        .replace("{{WASM}}", &paths().wasm_dir.display().to_string());
+    let err = refused("scaffold.yaml", &yaml);
+    let line = yaml
+        .lines()
+        .position(|l| l.contains("Not A Header"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("scaffold.yaml:{line}"))
+            && err.contains("spec.pluginConfig.header")
+            && err.contains("config schema"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

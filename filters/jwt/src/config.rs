@@ -20,12 +20,16 @@ pub const CLOCK_SKEW_SECS: u64 = 60;
 
 /// The filter's configuration: every jwtRule that applies to this workload.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct JwtConfig {
+    /// None when absent, as for an empty configuration (which the host checks as `{}`).
+    #[serde(default)]
     pub providers: Vec<Provider>,
 }
 
 /// One `jwtRules` entry.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Provider {
     /// `namespace/name#index`, for logs.
@@ -55,6 +59,7 @@ pub struct Provider {
 
 /// A JWKS endpoint, resolved by the host to a cluster.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Remote {
     pub cluster: String,
@@ -66,6 +71,7 @@ pub struct Remote {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderLocation {
     pub name: String,
@@ -74,6 +80,7 @@ pub struct HeaderLocation {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimToHeader {
     pub header: String,

@@ -15,6 +15,7 @@ pub const REQUEST_BYTES: &str = "istio_request_bytes";
 pub const RESPONSE_BYTES: &str = "istio_response_bytes";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// `source` for a gateway or a sidecar's outbound traffic, `destination` for inbound.
@@ -27,6 +28,7 @@ pub struct MetricsConfig {
 
 /// A workload's identity, for the `source_*` labels.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct Peer {
     pub workload: String,

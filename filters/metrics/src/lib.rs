@@ -8,5 +8,8 @@
 
 pub mod config;
 
+// Embeds schema.json (tests/schema.rs keeps it in step) so the host checks configs on load.
+lateen_sdk::config_schema!("../schema.json");
+
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 ///             "rateLimitHeaders": true}]}
 /// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitConfig {
     #[serde(default)]
@@ -20,6 +21,7 @@ pub struct RateLimitConfig {
 /// One rate limit. Every rule that applies to a request takes a token; the first empty
 /// bucket rejects it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
     /// Names the bucket (with the key's value).
@@ -62,6 +64,7 @@ pub struct Rule {
 
 /// Where a rule's buckets live.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Mode {
     /// Proxy-wasm shared data: one bucket per proxy.
@@ -80,6 +83,7 @@ fn hundred() -> f64 {
 
 /// What a bucket is keyed on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Key {
     /// One bucket for the rule.
@@ -97,6 +101,7 @@ pub enum Key {
 
 /// Envoy's `token_bucket`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenBucket {
     pub max_tokens: u64,
@@ -106,6 +111,7 @@ pub struct TokenBucket {
 
 /// A descriptor: entries that must all be present on the request, and its bucket.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Descriptor {
     pub entries: Vec<(String, String)>,
@@ -114,6 +120,7 @@ pub struct Descriptor {
 
 /// One `rate_limits` action: how a descriptor entry is produced from the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum DescriptorAction {
     /// `request_headers`: entry `descriptor_key = <header value>`; absent header: the

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// The router's configuration: what the host generates from the VirtualServices bound to a
 /// listener. Destinations are already resolved to cluster names.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RouterConfig {
     #[serde(default)]
@@ -22,6 +23,7 @@ pub struct RouterConfig {
 
 /// One VirtualService as the router sees it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualHostConfig {
     /// `namespace/name` of the VirtualService.
@@ -33,6 +35,7 @@ pub struct VirtualHostConfig {
 
 /// One HTTPRoute.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RouteConfig {
     /// The HTTPRoute's name (Envoy's route name).
@@ -71,6 +74,7 @@ pub struct RouteConfig {
 
 /// A destination: cluster, relative weight and its own header operations.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WeightedCluster {
     pub cluster: String,

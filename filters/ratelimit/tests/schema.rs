@@ -1,0 +1,129 @@
+//! The rate-limit filter's configuration schema, `schema.json`: generated from `RateLimitConfig` by
+//! schemars, checked in, and embedded in the .wasm (`lateen_sdk::config_schema!` in lib.rs),
+//! where the host checks each plugin configuration against it before `on_configure` runs.
+//!
+//! `cargo test -p lateen-ratelimit --features schema --test schema`; after changing the config
+//! types, rerun it with `LATEEN_UPDATE_SCHEMAS=1` to rewrite `schema.json`.
+
+use lateen_ratelimit::config::RateLimitConfig as Config;
+use serde_json::{json, Value};
+
+/// Configs the rate-limit filter takes (from its tests, and one with descriptors).
+fn valid() -> Vec<Value> {
+    vec![
+        json!({"rules": [{
+            "name": "per-user",
+            "key": {"header": "x-user"},
+            "tokenBucket": {"maxTokens": 3, "tokensPerFill": 1, "fillIntervalMs": 1000},
+            "rateLimitHeaders": true
+        }]}),
+        json!({"rules": [
+            {"name": "one-route", "routes": ["default/other#0"],
+             "tokenBucket": {"maxTokens": 1, "tokensPerFill": 1, "fillIntervalMs": 60000}},
+            {"name": "fleet", "mode": "global",
+             "tokenBucket": {"maxTokens": 100, "tokensPerFill": 10, "fillIntervalMs": 1000}}
+        ]}),
+        json!({"rules": [{
+            "name": "default/api", "exceptRoutes": ["default/api#1"], "key": "sourceIp",
+            "match": [{"uri": {"prefix": "/api"}, "method": {"exact": "POST"}}],
+            "tokenBucket": {"maxTokens": 10, "tokensPerFill": 10, "fillIntervalMs": 1000},
+            "actions": [{"requestHeader": {"header": "x-tenant", "key": "tenant"}},
+                        "remoteAddress", {"generic": {"key": "generic_key", "value": "api"}}],
+            "descriptors": [{"entries": [["tenant", "free"]],
+                             "tokenBucket": {"maxTokens": 1, "tokensPerFill": 1, "fillIntervalMs": 1000}}],
+            "enabledPercent": 100.0, "enforcedPercent": 50,
+            "responseHeaders": [["x-local-rate-limit", "true"]]
+        }]}),
+    ]
+}
+
+/// A config the rate-limit filter refuses: a bucket size that is not a number.
+fn invalid() -> Value {
+    json!({"rules": [{"name": "r",
+        "tokenBucket": {"maxTokens": "ten", "tokensPerFill": 1, "fillIntervalMs": 1000}}]})
+}
+
+// The rest is the same in every built-in filter's tests/schema.rs.
+
+const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.json");
+
+fn rerun() -> String {
+    format!(
+        "rerun with LATEEN_UPDATE_SCHEMAS=1 to rewrite it: \
+         LATEEN_UPDATE_SCHEMAS=1 cargo test -p {} --features schema --test schema",
+        env!("CARGO_PKG_NAME")
+    )
+}
+
+fn updating() -> bool {
+    std::env::var("LATEEN_UPDATE_SCHEMAS").as_deref() == Ok("1")
+}
+
+fn generated() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(Config)).unwrap() + "\n"
+}
+
+#[test]
+fn schema_json_is_generated_from_the_config_types() {
+    let generated = generated();
+    if updating() {
+        std::fs::write(SCHEMA, &generated).unwrap();
+        return;
+    }
+    let checked_in = std::fs::read_to_string(SCHEMA).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "{SCHEMA} is not what the config types generate; {}",
+        rerun()
+    );
+}
+
+/// The checked-in schema (while updating, the one being written), as the host compiles it.
+fn checked_in() -> jsonschema::Validator {
+    let text = if updating() {
+        generated()
+    } else {
+        std::fs::read_to_string(SCHEMA).unwrap_or_else(|e| panic!("{SCHEMA}: {e}; {}", rerun()))
+    };
+    let schema: Value = serde_json::from_str(&text).expect("schema.json is JSON");
+    jsonschema::validator_for(&schema).expect("schema.json is a JSON Schema")
+}
+
+fn errors(v: &jsonschema::Validator, config: &Value) -> Vec<String> {
+    v.iter_errors(config)
+        .map(|e| format!("at `{}`: {e}", e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn realistic_configs_pass_the_schema() {
+    let v = checked_in();
+    for config in valid() {
+        assert_eq!(errors(&v, &config), Vec::<String>::new(), "{config:#}");
+        // The filter takes it too, and the config the host serialises from it passes.
+        let parsed: Config = lateen_sdk::config::parse(config.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{e}: {config:#}"));
+        let serialised = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(
+            errors(&v, &serialised),
+            Vec::<String>::new(),
+            "{serialised:#}"
+        );
+    }
+    // The host checks an absent configuration as `{}`; the filter takes it as the default.
+    assert_eq!(errors(&v, &json!({})), Vec::<String>::new());
+    lateen_sdk::config::parse::<Config>(b"{}").expect("`{}` is the default configuration");
+    let default = serde_json::to_value(Config::default()).unwrap();
+    assert_eq!(errors(&v, &default), Vec::<String>::new(), "{default:#}");
+}
+
+#[test]
+fn an_invalid_config_fails_the_schema_as_it_fails_the_filter() {
+    let v = checked_in();
+    let config = invalid();
+    assert!(!v.is_valid(&config), "the schema accepts {config:#}");
+    assert!(
+        lateen_sdk::config::parse::<Config>(config.to_string().as_bytes()).is_err(),
+        "the filter accepts {config:#}"
+    );
+}
