@@ -43,87 +43,34 @@ fn invalid() -> Value {
         "tokenBucket": {"maxTokens": "ten", "tokensPerFill": 1, "fillIntervalMs": 1000}}]})
 }
 
-// The rest is the same in every built-in filter's tests/schema.rs.
-
-const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.json");
-
-fn rerun() -> String {
-    format!(
-        "rerun with LATEEN_UPDATE_SCHEMAS=1 to rewrite it: \
-         LATEEN_UPDATE_SCHEMAS=1 cargo test -p {} --features schema --test schema",
-        env!("CARGO_PKG_NAME")
+fn check() -> lateen_harness::SchemaCheck {
+    let generated = serde_json::to_value(schemars::schema_for!(Config)).unwrap();
+    lateen_harness::SchemaCheck::new(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/schema.json"),
+        env!("CARGO_PKG_NAME"),
+        generated,
     )
 }
 
-fn updating() -> bool {
-    std::env::var("LATEEN_UPDATE_SCHEMAS").as_deref() == Ok("1")
-}
-
-fn generated() -> String {
-    serde_json::to_string_pretty(&schemars::schema_for!(Config)).unwrap() + "\n"
+/// The filter's own parser; the config it serialises back is what the host sends.
+fn parse(config: &Value) -> Result<Value, String> {
+    let c: Config =
+        lateen_sdk::config::parse(config.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    serde_json::to_value(c).map_err(|e| e.to_string())
 }
 
 #[test]
 fn schema_json_is_generated_from_the_config_types() {
-    let generated = generated();
-    if updating() {
-        std::fs::write(SCHEMA, &generated).unwrap();
-        return;
-    }
-    let checked_in = std::fs::read_to_string(SCHEMA).unwrap_or_default();
-    assert!(
-        checked_in == generated,
-        "{SCHEMA} is not what the config types generate; {}",
-        rerun()
-    );
-}
-
-/// The checked-in schema (while updating, the one being written), as the host compiles it.
-fn checked_in() -> jsonschema::Validator {
-    let text = if updating() {
-        generated()
-    } else {
-        std::fs::read_to_string(SCHEMA).unwrap_or_else(|e| panic!("{SCHEMA}: {e}; {}", rerun()))
-    };
-    let schema: Value = serde_json::from_str(&text).expect("schema.json is JSON");
-    jsonschema::validator_for(&schema).expect("schema.json is a JSON Schema")
-}
-
-fn errors(v: &jsonschema::Validator, config: &Value) -> Vec<String> {
-    v.iter_errors(config)
-        .map(|e| format!("at `{}`: {e}", e.instance_path()))
-        .collect()
+    check().is_generated();
 }
 
 #[test]
 fn realistic_configs_pass_the_schema() {
-    let v = checked_in();
-    for config in valid() {
-        assert_eq!(errors(&v, &config), Vec::<String>::new(), "{config:#}");
-        // The filter takes it too, and the config the host serialises from it passes.
-        let parsed: Config = lateen_sdk::config::parse(config.to_string().as_bytes())
-            .unwrap_or_else(|e| panic!("{e}: {config:#}"));
-        let serialised = serde_json::to_value(&parsed).unwrap();
-        assert_eq!(
-            errors(&v, &serialised),
-            Vec::<String>::new(),
-            "{serialised:#}"
-        );
-    }
-    // The host checks an absent configuration as `{}`; the filter takes it as the default.
-    assert_eq!(errors(&v, &json!({})), Vec::<String>::new());
-    lateen_sdk::config::parse::<Config>(b"{}").expect("`{}` is the default configuration");
     let default = serde_json::to_value(Config::default()).unwrap();
-    assert_eq!(errors(&v, &default), Vec::<String>::new(), "{default:#}");
+    check().accepts(&valid(), parse, default);
 }
 
 #[test]
 fn an_invalid_config_fails_the_schema_as_it_fails_the_filter() {
-    let v = checked_in();
-    let config = invalid();
-    assert!(!v.is_valid(&config), "the schema accepts {config:#}");
-    assert!(
-        lateen_sdk::config::parse::<Config>(config.to_string().as_bytes()).is_err(),
-        "the filter accepts {config:#}"
-    );
+    check().refuses(&invalid(), parse);
 }

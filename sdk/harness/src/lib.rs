@@ -35,6 +35,7 @@
 mod build;
 mod http;
 mod plugin;
+mod schema;
 mod stream;
 
 pub use build::{build_component, build_filter, COMPONENT_TARGET, PROFILE, TARGET};
@@ -42,6 +43,7 @@ pub use http::{HttpCall, Request, Response};
 pub use lateen::wasm::state::LocalResponse;
 pub use lateen::wasm::{Action, CallError, WasmError};
 pub use plugin::{MetricValue, Plugin, PluginBuilder};
+pub use schema::SchemaCheck;
 pub use stream::Stream;
 
 use std::path::PathBuf;
