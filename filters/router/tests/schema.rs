@@ -58,34 +58,4 @@ fn invalid() -> Value {
         {"name": "r", "match": [{"url": {"prefix": "/"}}], "route": [{"cluster": "c"}]}]}]})
 }
 
-fn check() -> lateen_harness::SchemaCheck {
-    let generated = serde_json::to_value(schemars::schema_for!(Config)).unwrap();
-    lateen_harness::SchemaCheck::new(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/schema.json"),
-        env!("CARGO_PKG_NAME"),
-        generated,
-    )
-}
-
-/// The filter's own parser; the config it serialises back is what the host sends.
-fn parse(config: &Value) -> Result<Value, String> {
-    let c: Config =
-        lateen_sdk::config::parse(config.to_string().as_bytes()).map_err(|e| e.to_string())?;
-    serde_json::to_value(c).map_err(|e| e.to_string())
-}
-
-#[test]
-fn schema_json_is_generated_from_the_config_types() {
-    check().is_generated();
-}
-
-#[test]
-fn realistic_configs_pass_the_schema() {
-    let default = serde_json::to_value(Config::default()).unwrap();
-    check().accepts(&valid(), parse, default);
-}
-
-#[test]
-fn an_invalid_config_fails_the_schema_as_it_fails_the_filter() {
-    check().refuses(&invalid(), parse);
-}
+lateen_harness::schema_tests!(Config);

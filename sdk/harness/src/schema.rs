@@ -135,3 +135,52 @@ impl SchemaCheck {
         assert!(parse(config).is_err(), "the filter accepts {config:#}");
     }
 }
+
+/// The three schema tests of a filter crate whose config type is `$config` (it derives
+/// `schemars::JsonSchema`, `serde::Serialize`, `serde::Deserialize` and `Default`). The
+/// calling file defines `fn valid() -> Vec<serde_json::Value>`, configs the filter takes,
+/// and `fn invalid() -> serde_json::Value`, one it refuses; the crate depends on
+/// `schemars`, `lateen-sdk` and `serde_json`.
+///
+/// ```ignore
+/// use lateen_fault::config::FaultConfig;
+/// fn valid() -> Vec<serde_json::Value> { vec![serde_json::json!({"routes": {}})] }
+/// fn invalid() -> serde_json::Value { serde_json::json!({"routez": {}}) }
+/// lateen_harness::schema_tests!(FaultConfig);
+/// ```
+#[macro_export]
+macro_rules! schema_tests {
+    ($config:ty) => {
+        fn check() -> $crate::SchemaCheck {
+            let generated = serde_json::to_value(schemars::schema_for!($config)).unwrap();
+            $crate::SchemaCheck::new(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/schema.json"),
+                env!("CARGO_PKG_NAME"),
+                generated,
+            )
+        }
+
+        /// The filter's own parser; the config it serialises back is what the host sends.
+        fn parse(config: &serde_json::Value) -> Result<serde_json::Value, String> {
+            let c: $config = lateen_sdk::config::parse(config.to_string().as_bytes())
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(c).map_err(|e| e.to_string())
+        }
+
+        #[test]
+        fn schema_json_is_generated_from_the_config_types() {
+            check().is_generated();
+        }
+
+        #[test]
+        fn realistic_configs_pass_the_schema() {
+            let default = serde_json::to_value(<$config>::default()).unwrap();
+            check().accepts(&valid(), parse, default);
+        }
+
+        #[test]
+        fn an_invalid_config_fails_the_schema_as_it_fails_the_filter() {
+            check().refuses(&invalid(), parse);
+        }
+    };
+}
