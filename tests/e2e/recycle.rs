@@ -49,21 +49,6 @@ async fn load(
     all
 }
 
-async fn plugin_stats(proxy: &Proxy, name: &str) -> serde_json::Value {
-    let body = get(&format!("http://127.0.0.1:{}/plugins", proxy.admin))
-        .await
-        .unwrap()
-        .body;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} not in {v}"))
-}
-
 #[tokio::test]
 async fn recycling_after_n_requests_under_load_fails_no_request() {
     let v1 = Backend::start("v1").await;
@@ -80,14 +65,14 @@ async fn recycling_after_n_requests_under_load_fails_no_request() {
     let failed = statuses.iter().filter(|s| **s != 200).count();
     assert_eq!(failed, 0, "failed requests while recycling: {failed}");
     assert_eq!(v1.last().header("x-plugin-added"), Some("tagged"));
-    let p = plugin_stats(&proxy, "istio-system/echo").await;
+    let p = proxy.plugin("istio-system/echo").await;
     assert_eq!(p["recycle"]["afterRequests"], 25, "{p}");
     let recycles = p["stats"]["recycles"].as_u64().unwrap();
     // 800 streams at most 25 per instance: at least 31 fresh instances.
     assert!(recycles >= 31, "{p}");
     // Drained instances are gone: the current one (and at most one still draining).
     eventually("drained instances are dropped", || async {
-        plugin_stats(&proxy, "istio-system/echo").await["stats"]["instances"]
+        proxy.plugin("istio-system/echo").await["stats"]["instances"]
             .as_u64()
             .is_some_and(|n| n <= 2)
     })
@@ -117,7 +102,7 @@ async fn a_plugin_whose_memory_only_grows_is_recycled_past_its_ceiling() {
     let statuses = load(&proxy, &[("x-leak", "256")], 300, 4).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(v1.last().header("x-trap-plugin"), Some("passed"));
-    let p = plugin_stats(&proxy, "istio-system/leaky").await;
+    let p = proxy.plugin("istio-system/leaky").await;
     assert!(p["stats"]["recycles"].as_u64().unwrap() >= 5, "{p}");
     assert_eq!(p["stats"]["traps"], 0, "{p}");
     // Memory stays near the ceiling instead of growing with the leak.

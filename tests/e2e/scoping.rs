@@ -139,17 +139,7 @@ async fn one_plugin_serves_a_config_per_route_host_and_service() {
     );
 
     // One instance serves every scope: one root context per configuration.
-    let plugins = get(&format!("http://127.0.0.1:{}/plugins", proxy.admin))
-        .await
-        .unwrap();
-    let plugins: serde_json::Value = serde_json::from_str(&plugins.body).unwrap();
-    let tagger = plugins["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "istio-system/tagger")
-        .expect("tagger listed")
-        .clone();
+    let tagger = proxy.plugin("istio-system/tagger").await;
     let rules = tagger["rules"]["matchRules"].as_array().unwrap();
     assert_eq!(rules.len(), 5, "{tagger}");
     assert_eq!(rules[0]["routes"], serde_json::json!(["test/shop#0"]));
@@ -272,13 +262,7 @@ async fn scopes_that_match_nothing_are_reported_and_bad_rules_refused_with_their
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("scoped.yaml");
     std::fs::write(&file, &yaml).unwrap();
-    let out = Command::new(paths().bin)
-        .arg("validate")
-        .arg(&file)
-        .arg("--filters-dir")
-        .arg(paths().wasm_dir)
-        .output()
-        .expect("lateen validate");
+    let out = validate(&file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     let line_of = |needle: &str| yaml.lines().position(|l| l.contains(needle)).unwrap() + 1;
@@ -387,17 +371,7 @@ async fn an_invalid_rule_keeps_its_last_good_config_while_the_others_update() {
     // The new rule has no good config: its requests follow failStrategy (FAIL_CLOSE).
     assert_eq!(get_host(&proxy, "split.test", "/").await.status, 503);
 
-    let plugins = get(&format!("http://127.0.0.1:{}/plugins", proxy.admin))
-        .await
-        .unwrap();
-    let plugins: serde_json::Value = serde_json::from_str(&plugins.body).unwrap();
-    let rules = plugins["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "istio-system/tagger")
-        .map(|p| p["rules"]["matchRules"].clone())
-        .unwrap();
+    let rules = proxy.plugin("istio-system/tagger").await["rules"]["matchRules"].clone();
     assert_eq!(rules[0]["state"], "FAILED", "{rules}");
     assert_eq!(rules[1]["state"], "STALE", "{rules}");
     let error = rules[1]["error"].as_str().unwrap_or("");
@@ -475,20 +449,7 @@ async fn a_config_that_violates_the_plugin_schema_is_refused_with_its_line() {
     .await;
     assert_eq!(get_host(&proxy, "shop.test", "/").await.status, 200);
     assert_eq!(tag(&v1).as_deref(), Some("shop"));
-    let plugins: serde_json::Value = serde_json::from_str(
-        &get(&format!("http://127.0.0.1:{}/plugins", proxy.admin))
-            .await
-            .unwrap()
-            .body,
-    )
-    .unwrap();
-    let rule0 = plugins["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "istio-system/tagger")
-        .map(|p| p["rules"]["matchRules"][0].clone())
-        .unwrap();
+    let rule0 = proxy.plugin("istio-system/tagger").await["rules"]["matchRules"][0].clone();
     assert_eq!(rule0["state"], "STALE", "{rule0}");
     let error = rule0["error"].as_str().unwrap_or("");
     assert!(
@@ -501,13 +462,7 @@ async fn a_config_that_violates_the_plugin_schema_is_refused_with_its_line() {
         .replace("{{PORT}}", &free_port().to_string());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yaml"), &yaml).unwrap();
-    let out = Command::new(paths().bin)
-        .arg("validate")
-        .arg(dir.path().join("rules.yaml"))
-        .arg("--filters-dir")
-        .arg(paths().wasm_dir)
-        .output()
-        .expect("lateen validate");
+    let out = validate(&dir.path().join("rules.yaml"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = yaml.lines().position(|l| l.contains("colour")).unwrap() + 1;
     assert!(!out.status.success(), "{stderr}");

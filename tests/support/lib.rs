@@ -435,6 +435,21 @@ impl Proxy {
         std::fs::rename(&tmp, self.dir.path().join("config.yaml")).expect("swap config");
     }
 
+    /// One plugin's entry of `/plugins` (settings, rules, stats).
+    pub async fn plugin(&self, name: &str) -> serde_json::Value {
+        let r = get(&format!("http://127.0.0.1:{}/plugins", self.admin))
+            .await
+            .expect("GET /plugins");
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("/plugins is JSON");
+        v["plugins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in /plugins: {v}"))
+    }
+
     /// `/config_dump` as JSON.
     pub async fn config_dump(&self) -> serde_json::Value {
         let r = get(&format!("http://127.0.0.1:{}/config_dump", self.admin))
@@ -1186,6 +1201,17 @@ impl MeshCa {
 }
 
 /// Runs the `lateen` binary to completion; panics with its output when it fails.
+/// `lateen validate FILE` with the test filters, as run (it may fail).
+pub fn validate(file: &Path) -> std::process::Output {
+    Command::new(paths().bin)
+        .arg("validate")
+        .arg(file)
+        .arg("--filters-dir")
+        .arg(paths().wasm_dir)
+        .output()
+        .expect("run lateen validate")
+}
+
 pub fn lateen(args: &[&str]) -> String {
     let out = Command::new(paths().bin)
         .args(args)
