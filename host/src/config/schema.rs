@@ -84,11 +84,36 @@ impl ConfigSchema {
         let config = config.unwrap_or(&empty);
         self.validator
             .iter_errors(config)
-            .map(|e| Violation {
-                field: field_path(e.instance_path().iter()),
-                message: e.masked().to_string(),
-            })
+            .map(|e| violation(&e))
             .collect()
+    }
+}
+
+// An error as a violation. `anyOf`/`oneOf` (how an optional or tagged field is described)
+// says only that no branch fits; the branch that got furthest says what is wrong.
+fn violation(e: &jsonschema::ValidationError<'_>) -> Violation {
+    use jsonschema::error::ValidationErrorKind as K;
+    let branches = match e.kind() {
+        K::AnyOf { context } | K::OneOfNotValid { context } => Some(context),
+        _ => None,
+    };
+    let deepest = branches.and_then(|bs| {
+        bs.iter().flatten().max_by_key(|b| {
+            let depth = b.instance_path().iter().count();
+            (depth, !matches!(b.kind(), K::Type { .. }))
+        })
+    });
+    match deepest {
+        Some(b)
+            if b.instance_path().iter().count() > e.instance_path().iter().count()
+                || !matches!(b.kind(), K::Type { .. }) =>
+        {
+            violation(b)
+        }
+        _ => Violation {
+            field: field_path(e.instance_path().iter()),
+            message: e.masked().to_string(),
+        },
     }
 }
 
@@ -143,6 +168,23 @@ mod tests {
         let v = s.check(None);
         assert_eq!(v[0].field, "");
         assert!(v[0].message.contains("value"), "{}", v[0].message);
+    }
+
+    #[test]
+    fn an_optional_field_names_what_is_wrong_inside_it() {
+        // How schemars describes an `Option<Struct>`.
+        let s = json!({"type": "object", "properties": {"abort": {"anyOf": [
+            {"type": "object", "additionalProperties": false,
+             "properties": {"status": {"type": "integer"}}},
+            {"type": "null"}
+        ]}}});
+        let s = compile(s.to_string().as_bytes(), "test").unwrap();
+        let v = s.check(Some(&json!({"abort": {"statuss": 503}})));
+        assert_eq!(v[0].field, ".abort");
+        assert!(v[0].message.contains("statuss"), "{}", v[0].message);
+        let v = s.check(Some(&json!({"abort": {"status": "x"}})));
+        assert_eq!(v[0].field, ".abort.status");
+        assert!(s.check(Some(&json!({"abort": null}))).is_empty());
     }
 
     #[test]

@@ -67,6 +67,11 @@ pub enum HarnessError {
         source: WasmError,
         logs: Vec<LogRecord>,
     },
+    /// The configuration violates the config schema the module ships, so the proxy would
+    /// refuse it at load. `field` is below the config's root (`.routes[0].prefix`, empty
+    /// for the root).
+    #[error("the configuration violates the plugin's config schema at `{}`: {message}", if field.is_empty() { "." } else { field.as_str() })]
+    Schema { field: String, message: String },
     /// A callback trapped or ran past its deadline; the instance is unusable afterwards.
     #[error(transparent)]
     Callback(#[from] lateen::wasm::CallError),

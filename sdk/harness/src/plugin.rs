@@ -40,6 +40,7 @@ pub struct PluginBuilder {
     log_level: LogLevel,
     opts: RuntimeOptions,
     clusters: Option<Vec<String>>,
+    check_schema: bool,
 }
 
 impl PluginBuilder {
@@ -52,6 +53,7 @@ impl PluginBuilder {
             },
             config: Bytes::new(),
             log_level: LogLevel::Trace,
+            check_schema: true,
             opts: RuntimeOptions {
                 cache_dir: None,
                 pool_instances: 4,
@@ -150,6 +152,19 @@ impl PluginBuilder {
         self
     }
 
+    /// Skips the config schema check, to test what `on_configure` itself refuses. By
+    /// default a config that violates the module's schema (`lateen_sdk::config_schema!`)
+    /// fails [`start`](Self::start) with [`HarnessError::Schema`], as the proxy refuses it.
+    ///
+    /// ```no_run
+    /// # let b = lateen_harness::Plugin::from_bytes(vec![]);
+    /// let b = b.skip_schema();
+    /// ```
+    pub fn skip_schema(mut self) -> Self {
+        self.check_schema = false;
+        self
+    }
+
     /// The linear-memory cap (default 64 MiB, as in the proxy).
     ///
     /// ```no_run
@@ -214,6 +229,13 @@ impl PluginBuilder {
             ..self.opts
         })?;
         let module = rt.compile(&bytes)?;
+        if self.check_schema {
+            let path = match &self.source {
+                Source::File(p) => Some(p.as_path()),
+                Source::Bytes(_) => None,
+            };
+            check_schema(&bytes, path, &self.config)?;
+        }
         let resolver = Arc::new(Clusters(self.clusters));
         let name = self.identity.name.clone();
         let mut vm = Vm::new(&rt, &module, Arc::new(self.identity), resolver)?;
@@ -679,5 +701,40 @@ impl Plugin {
     /// ```
     pub fn broken(&self) -> Option<String> {
         self.inner.borrow().vm.broken().map(str::to_string)
+    }
+}
+
+// The proxy's load-time check: the config against the schema the module ships.
+fn check_schema(
+    bytes: &[u8],
+    path: Option<&std::path::Path>,
+    config: &Bytes,
+) -> Result<(), HarnessError> {
+    let schema =
+        lateen::config::schema::find(bytes, path).map_err(|message| HarnessError::Schema {
+            field: String::new(),
+            message,
+        })?;
+    let Some(schema) = schema else {
+        return Ok(());
+    };
+    let value = if config.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_slice::<serde_json::Value>(config).map_err(|e| {
+                HarnessError::Schema {
+                    field: String::new(),
+                    message: format!("the configuration is not JSON: {e}"),
+                }
+            })?,
+        )
+    };
+    match schema.check(value.as_ref()).into_iter().next() {
+        None => Ok(()),
+        Some(v) => Err(HarnessError::Schema {
+            field: v.field,
+            message: v.message,
+        }),
     }
 }
