@@ -45,16 +45,21 @@ pub fn listeners(snap: &Snapshot) -> Value {
     json!({ "listeners": ls })
 }
 
+/// Each listener with a router and the route table it runs.
+fn router_configs(
+    snap: &Snapshot,
+) -> impl Iterator<Item = (&crate::snapshot::ListenerSpec, RouterConfig)> {
+    snap.listeners.iter().filter_map(|l| {
+        let router = l.filters.iter().find(|f| f.plugin.name == ROUTER)?;
+        let cfg = serde_json::from_slice::<RouterConfig>(&router.configuration).ok()?;
+        Some((l, cfg))
+    })
+}
+
 /// Each listener's route table, as the router filter runs it.
 pub fn routes(snap: &Snapshot) -> Value {
     let mut out = Vec::new();
-    for l in &snap.listeners {
-        let Some(router) = l.filters.iter().find(|f| f.plugin.name == ROUTER) else {
-            continue;
-        };
-        let Ok(cfg) = serde_json::from_slice::<RouterConfig>(&router.configuration) else {
-            continue;
-        };
+    for (l, cfg) in router_configs(snap) {
         let vhosts: Vec<Value> = cfg
             .virtual_hosts
             .iter()
@@ -247,13 +252,7 @@ pub fn plugins(snap: &Snapshot) -> Value {
 /// take the route's requests, and is left out where it is off.
 fn route_order(snap: &Snapshot) -> Vec<Value> {
     let mut out = Vec::new();
-    for l in &snap.listeners {
-        let Some(router) = l.filters.iter().find(|f| f.plugin.name == ROUTER) else {
-            continue;
-        };
-        let Ok(cfg) = serde_json::from_slice::<RouterConfig>(&router.configuration) else {
-            continue;
-        };
+    for (l, cfg) in router_configs(snap) {
         for vh in &cfg.virtual_hosts {
             for r in &vh.routes {
                 let clusters: Vec<String> = r.route.iter().map(|d| d.cluster.clone()).collect();
