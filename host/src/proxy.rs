@@ -45,9 +45,10 @@ fn header_map(list: &HeaderList, into: &mut HeaderMap) {
         if k.starts_with(':') {
             continue;
         }
+        // from_maybe_shared: the value keeps the list's buffer instead of being copied.
         match (
             HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_bytes(v),
+            HeaderValue::from_maybe_shared(v.clone()),
         ) {
             (Ok(n), Ok(v)) => {
                 into.append(n, v);
@@ -417,7 +418,12 @@ async fn serve(
         };
         let mut req = Request::new(body);
         *req.method_mut() = method.clone();
-        *req.headers_mut() = headers.clone();
+        // Only a try that may be retried needs its own copy of the headers.
+        *req.headers_mut() = if replay.is_some() && attempt <= policy.attempts {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         match format!("http://{}{}", ep.authority, path).parse() {
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => {

@@ -94,6 +94,21 @@ struct Exports {
     delete: Option<F1>,
 }
 
+// Calls a headers callback of either ABI version; 0 (Continue) when it is not exported.
+fn call_headers(
+    f: Option<&HeadersFn>,
+    s: &mut Store<HostState>,
+    ctx: u32,
+    n: i32,
+    eos: bool,
+) -> wasmtime::Result<i32> {
+    match f {
+        Some(HeadersFn::V2(f)) => f.call(s, (ctx as i32, n, eos as i32)),
+        Some(HeadersFn::V1(f)) => f.call(s, (ctx as i32, n)),
+        None => Ok(0),
+    }
+}
+
 /// A proxy-wasm module instance.
 pub struct ModuleVm {
     store: Store<HostState>,
@@ -179,13 +194,17 @@ impl ModuleVm {
             },
         };
         self.store.data_mut().active_context = id;
-        let cc = self.f.context_create.clone();
-        self.call("proxy_on_context_create", |s| cc.call(s, (id as i32, 0)))
-            .map_err(to_wasm)?;
+        self.call("proxy_on_context_create", |x, s| {
+            x.context_create.call(s, (id as i32, 0))
+        })
+        .map_err(to_wasm)?;
         let vm_cfg_len = self.store.data().plugin.vm_configuration.len() as i32;
-        if let Some(f) = self.f.vm_start.clone() {
+        if self.f.vm_start.is_some() {
             let ok = self
-                .call("proxy_on_vm_start", |s| f.call(s, (id as i32, vm_cfg_len)))
+                .call("proxy_on_vm_start", |x, s| match &x.vm_start {
+                    Some(f) => f.call(s, (id as i32, vm_cfg_len)),
+                    None => Ok(1),
+                })
                 .map_err(to_wasm)?;
             if ok == 0 {
                 return Err(WasmError::StartRejected);
@@ -193,9 +212,12 @@ impl ModuleVm {
         }
         let len = configuration.len() as i32;
         self.store.data_mut().plugin_configuration = configuration;
-        if let Some(f) = self.f.configure.clone() {
+        if self.f.configure.is_some() {
             let ok = self
-                .call("proxy_on_configure", |s| f.call(s, (id as i32, len)))
+                .call("proxy_on_configure", |x, s| match &x.configure {
+                    Some(f) => f.call(s, (id as i32, len)),
+                    None => Ok(1),
+                })
                 .map_err(to_wasm)?;
             if ok == 0 {
                 return Err(WasmError::ConfigureRejected);
@@ -213,27 +235,29 @@ impl ModuleVm {
     /// Creates a stream context under `root`.
     pub fn create_stream(&mut self, root: u32) -> Result<u32, CallError> {
         let id = self.alloc_context();
-        let cc = self.f.context_create.clone();
-        self.call("proxy_on_context_create", |s| {
-            cc.call(s, (id as i32, root as i32))
+        self.call("proxy_on_context_create", |x, s| {
+            x.context_create.call(s, (id as i32, root as i32))
         })?;
         self.parents.insert(id, root);
         Ok(id)
     }
 
-    // Runs one guest call with a fresh deadline; a trap breaks the VM.
+    // Runs one guest call with a fresh deadline; a trap breaks the VM. The exports are
+    // lent to the call rather than cloned: cloning a TypedFunc clones its FuncType, which
+    // costs atomic reference counts in the engine's type registry on every callback.
     fn call<R>(
         &mut self,
         phase: &'static str,
-        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
+        let exports = &self.f;
         let r = guarded(
             &mut self.store,
             self.deadline,
             &self.stats,
             &mut self.broken,
             phase,
-            f,
+            |s| f(exports, s),
         );
         self.count_memory();
         r
@@ -246,7 +270,7 @@ impl ModuleVm {
         ctx: u32,
         st: &mut Box<StreamState>,
         phase: &'static str,
-        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         std::mem::swap(&mut self.store.data_mut().cur, st);
         let data = self.store.data_mut();
@@ -264,22 +288,13 @@ impl ModuleVm {
         st: &mut Box<StreamState>,
         eos: bool,
     ) -> Result<Action, CallError> {
-        let n = st.req_headers.len() as i32;
-        match &self.f.request_headers {
-            Some(HeadersFn::V2(f)) => {
-                let f = f.clone();
-                self.with_stream(ctx, st, "on_request_headers", |s| {
-                    f.call(s, (ctx as i32, n, eos as i32))
-                })
-            }
-            Some(HeadersFn::V1(f)) => {
-                let f = f.clone();
-                self.with_stream(ctx, st, "on_request_headers", |s| {
-                    f.call(s, (ctx as i32, n))
-                })
-            }
-            None => Ok(0),
+        if self.f.request_headers.is_none() {
+            return Ok(Action::Continue);
         }
+        let n = st.req_headers.len() as i32;
+        self.with_stream(ctx, st, "on_request_headers", |x, s| {
+            call_headers(x.request_headers.as_ref(), s, ctx, n, eos)
+        })
         .map(Action::from_raw)
     }
 
@@ -289,22 +304,13 @@ impl ModuleVm {
         st: &mut Box<StreamState>,
         eos: bool,
     ) -> Result<Action, CallError> {
-        let n = st.resp_headers.len() as i32;
-        match &self.f.response_headers {
-            Some(HeadersFn::V2(f)) => {
-                let f = f.clone();
-                self.with_stream(ctx, st, "on_response_headers", |s| {
-                    f.call(s, (ctx as i32, n, eos as i32))
-                })
-            }
-            Some(HeadersFn::V1(f)) => {
-                let f = f.clone();
-                self.with_stream(ctx, st, "on_response_headers", |s| {
-                    f.call(s, (ctx as i32, n))
-                })
-            }
-            None => Ok(0),
+        if self.f.response_headers.is_none() {
+            return Ok(Action::Continue);
         }
+        let n = st.resp_headers.len() as i32;
+        self.with_stream(ctx, st, "on_response_headers", |x, s| {
+            call_headers(x.response_headers.as_ref(), s, ctx, n, eos)
+        })
         .map(Action::from_raw)
     }
 
@@ -316,24 +322,32 @@ impl ModuleVm {
         response: bool,
         eos: bool,
     ) -> Result<Action, CallError> {
-        let (f, size, phase) = if response {
+        let (exported, size, phase) = if response {
             (
-                self.f.response_body.clone(),
+                self.f.response_body.is_some(),
                 st.resp_body.len(),
                 "on_response_body",
             )
         } else {
             (
-                self.f.request_body.clone(),
+                self.f.request_body.is_some(),
                 st.req_body.len(),
                 "on_request_body",
             )
         };
-        let Some(f) = f else {
+        if !exported {
             return Ok(Action::Continue);
-        };
-        self.with_stream(ctx, st, phase, |s| {
-            f.call(s, (ctx as i32, size as i32, eos as i32))
+        }
+        self.with_stream(ctx, st, phase, |x, s| {
+            let f = if response {
+                &x.response_body
+            } else {
+                &x.request_body
+            };
+            match f {
+                Some(f) => f.call(s, (ctx as i32, size as i32, eos as i32)),
+                None => Ok(0),
+            }
         })
         .map(Action::from_raw)
     }
@@ -344,24 +358,34 @@ impl ModuleVm {
         st: &mut Box<StreamState>,
         response: bool,
     ) -> Result<Action, CallError> {
-        let (f, n, phase) = if response {
+        let (exported, n, phase) = if response {
             (
-                self.f.response_trailers.clone(),
+                self.f.response_trailers.is_some(),
                 st.resp_trailers.len(),
                 "on_response_trailers",
             )
         } else {
             (
-                self.f.request_trailers.clone(),
+                self.f.request_trailers.is_some(),
                 st.req_trailers.len(),
                 "on_request_trailers",
             )
         };
-        let Some(f) = f else {
+        if !exported {
             return Ok(Action::Continue);
-        };
-        self.with_stream(ctx, st, phase, |s| f.call(s, (ctx as i32, n as i32)))
-            .map(Action::from_raw)
+        }
+        self.with_stream(ctx, st, phase, |x, s| {
+            let f = if response {
+                &x.response_trailers
+            } else {
+                &x.request_trailers
+            };
+            match f {
+                Some(f) => f.call(s, (ctx as i32, n as i32)),
+                None => Ok(0),
+            }
+        })
+        .map(Action::from_raw)
     }
 
     /// Delivers an http_call answer (`None`: the call failed) to the context that made it.
@@ -372,42 +396,57 @@ impl ModuleVm {
         st: &mut Box<StreamState>,
         response: Option<CallResponse>,
     ) -> Result<(), CallError> {
-        let Some(f) = self.f.http_call_response.clone() else {
+        if self.f.http_call_response.is_none() {
             return Ok(());
-        };
+        }
         let (nh, nb, nt) = response.as_ref().map_or((0, 0, 0), |r| {
             (r.headers.len(), r.body.len(), r.trailers.len())
         });
         self.store.data_mut().call_response = response;
-        let r = self.with_stream(ctx, st, "on_http_call_response", |s| {
-            f.call(
-                s,
-                (ctx as i32, token as i32, nh as i32, nb as i32, nt as i32),
-            )
+        let r = self.with_stream(ctx, st, "on_http_call_response", |x, s| {
+            match &x.http_call_response {
+                Some(f) => f.call(
+                    s,
+                    (ctx as i32, token as i32, nh as i32, nb as i32, nt as i32),
+                ),
+                None => Ok(()),
+            }
         });
         self.store.data_mut().call_response = None;
         r
     }
 
     pub fn on_tick(&mut self, root: u32) -> Result<(), CallError> {
-        let Some(f) = self.f.tick.clone() else {
+        if self.f.tick.is_none() {
             return Ok(());
-        };
+        }
         let mut st = Box::<StreamState>::default();
-        self.with_stream(root, &mut st, "on_tick", |s| f.call(s, root as i32))
+        self.with_stream(root, &mut st, "on_tick", |x, s| match &x.tick {
+            Some(f) => f.call(s, root as i32),
+            None => Ok(()),
+        })
     }
 
     /// Ends a stream context: on_done, on_log, on_delete (Envoy's order).
     pub fn finish_stream(&mut self, ctx: u32, st: &mut Box<StreamState>) -> Result<(), CallError> {
         self.parents.remove(&ctx);
-        if let Some(f) = self.f.done.clone() {
-            self.with_stream(ctx, st, "on_done", |s| f.call(s, ctx as i32))?;
+        if self.f.done.is_some() {
+            self.with_stream(ctx, st, "on_done", |x, s| match &x.done {
+                Some(f) => f.call(s, ctx as i32).map(|_| ()),
+                None => Ok(()),
+            })?;
         }
-        if let Some(f) = self.f.log.clone() {
-            self.with_stream(ctx, st, "on_log", |s| f.call(s, ctx as i32))?;
+        if self.f.log.is_some() {
+            self.with_stream(ctx, st, "on_log", |x, s| match &x.log {
+                Some(f) => f.call(s, ctx as i32),
+                None => Ok(()),
+            })?;
         }
-        if let Some(f) = self.f.delete.clone() {
-            self.with_stream(ctx, st, "on_delete", |s| f.call(s, ctx as i32))?;
+        if self.f.delete.is_some() {
+            self.with_stream(ctx, st, "on_delete", |x, s| match &x.delete {
+                Some(f) => f.call(s, ctx as i32),
+                None => Ok(()),
+            })?;
         }
         Ok(())
     }

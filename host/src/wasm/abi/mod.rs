@@ -137,14 +137,17 @@ pub(crate) fn give(caller: &mut Ctx<'_>, data: &[u8], ret_ptr: i32, ret_size: i3
     let ptr = if data.is_empty() {
         0
     } else {
+        // Taken out for the call and put back, not cloned: a TypedFunc clone costs atomic
+        // reference counts in the engine's type registry, and this runs per host call.
         let alloc = caller
-            .data()
+            .data_mut()
             .alloc
-            .clone()
+            .take()
             .ok_or_else(|| wasmtime::format_err!("plugin exports no allocator"))?;
         IN_ALLOCATOR.set(true);
         let p = alloc.call(&mut *caller, data.len() as i32);
         IN_ALLOCATOR.set(false);
+        caller.data_mut().alloc = Some(alloc);
         let p = p?;
         if p == 0 {
             wasmtime::bail!("plugin allocator failed for {} bytes", data.len());
