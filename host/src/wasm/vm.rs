@@ -94,30 +94,32 @@ struct Exports {
     delete: Option<F1>,
 }
 
-// Calls a headers callback of either ABI version; 0 (Continue) when it is not exported.
-fn call_headers(
-    f: Option<&HeadersFn>,
-    s: &mut Store<HostState>,
-    ctx: u32,
-    n: i32,
-    eos: bool,
-) -> wasmtime::Result<i32> {
-    match f {
-        Some(HeadersFn::V2(f)) => f.call(s, (ctx as i32, n, eos as i32)),
-        Some(HeadersFn::V1(f)) => f.call(s, (ctx as i32, n)),
-        None => Ok(0),
+impl HeadersFn {
+    fn call(&self, s: &mut Store<HostState>, ctx: u32, n: i32, eos: bool) -> wasmtime::Result<i32> {
+        match self {
+            HeadersFn::V2(f) => f.call(s, (ctx as i32, n, eos as i32)),
+            HeadersFn::V1(f) => f.call(s, (ctx as i32, n)),
+        }
     }
 }
 
 /// A proxy-wasm module instance.
 pub struct ModuleVm {
-    store: Store<HostState>,
+    g: Guest,
     f: Exports,
-    deadline: u64,
     next_context: u32,
-    broken: Option<String>,
     /// Stream context → its root, so a stream asking for ticks gets them on its root.
     parents: rustc_hash::FxHashMap<u32, u32>,
+}
+
+/// An instance's store and what guards each call into it. Kept apart from the exports so
+/// that a call borrows its function from [`Exports`] while the store is borrowed mutably:
+/// cloning a TypedFunc instead clones its FuncType, which costs atomic reference counts in
+/// the engine's type registry on every callback.
+struct Guest {
+    store: Store<HostState>,
+    deadline: u64,
+    broken: Option<String>,
     stats: Arc<PluginStats>,
     /// Linear memory last added to `stats.memory_bytes`.
     memory_counted: i64,
@@ -125,8 +127,8 @@ pub struct ModuleVm {
 
 impl Drop for ModuleVm {
     fn drop(&mut self) {
-        self.stats.instances.dec();
-        self.stats.memory_bytes.add(-self.memory_counted);
+        self.g.stats.instances.dec();
+        self.g.stats.memory_bytes.add(-self.g.memory_counted);
     }
 }
 
@@ -158,29 +160,31 @@ impl ModuleVm {
             })?;
         }
         stats.instances.inc();
-        let mut vm = ModuleVm {
+        let mut g = Guest {
             store,
-            f,
             deadline,
-            next_context: 1,
             broken: None,
-            parents: Default::default(),
             stats,
             memory_counted: 0,
         };
-        vm.count_memory();
-        Ok(vm)
+        g.count_memory();
+        Ok(ModuleVm {
+            g,
+            f,
+            next_context: 1,
+            parents: Default::default(),
+        })
     }
 
     /// The host side of this instance, for embedders that drive a VM directly (the filter
     /// test harness reads captured logs and sets the clock through it).
     pub fn host_state(&mut self) -> &mut HostState {
-        self.store.data_mut()
+        self.g.store.data_mut()
     }
 
     /// Whether a trap made this instance unusable.
     pub fn broken(&self) -> Option<&str> {
-        self.broken.as_deref()
+        self.g.broken.as_deref()
     }
 
     /// Creates a root context, starts it and hands it its configuration.
@@ -193,31 +197,27 @@ impl ModuleVm {
                 message: other.to_string(),
             },
         };
-        self.store.data_mut().active_context = id;
-        self.call("proxy_on_context_create", |x, s| {
-            x.context_create.call(s, (id as i32, 0))
-        })
-        .map_err(to_wasm)?;
-        let vm_cfg_len = self.store.data().plugin.vm_configuration.len() as i32;
-        if self.f.vm_start.is_some() {
+        self.g.store.data_mut().active_context = id;
+        let cc = &self.f.context_create;
+        self.g
+            .call("proxy_on_context_create", |s| cc.call(s, (id as i32, 0)))
+            .map_err(to_wasm)?;
+        let vm_cfg_len = self.g.store.data().plugin.vm_configuration.len() as i32;
+        if let Some(f) = &self.f.vm_start {
             let ok = self
-                .call("proxy_on_vm_start", |x, s| match &x.vm_start {
-                    Some(f) => f.call(s, (id as i32, vm_cfg_len)),
-                    None => Ok(1),
-                })
+                .g
+                .call("proxy_on_vm_start", |s| f.call(s, (id as i32, vm_cfg_len)))
                 .map_err(to_wasm)?;
             if ok == 0 {
                 return Err(WasmError::StartRejected);
             }
         }
         let len = configuration.len() as i32;
-        self.store.data_mut().plugin_configuration = configuration;
-        if self.f.configure.is_some() {
+        self.g.store.data_mut().plugin_configuration = configuration;
+        if let Some(f) = &self.f.configure {
             let ok = self
-                .call("proxy_on_configure", |x, s| match &x.configure {
-                    Some(f) => f.call(s, (id as i32, len)),
-                    None => Ok(1),
-                })
+                .g
+                .call("proxy_on_configure", |s| f.call(s, (id as i32, len)))
                 .map_err(to_wasm)?;
             if ok == 0 {
                 return Err(WasmError::ConfigureRejected);
@@ -235,29 +235,181 @@ impl ModuleVm {
     /// Creates a stream context under `root`.
     pub fn create_stream(&mut self, root: u32) -> Result<u32, CallError> {
         let id = self.alloc_context();
-        self.call("proxy_on_context_create", |x, s| {
-            x.context_create.call(s, (id as i32, root as i32))
+        let cc = &self.f.context_create;
+        self.g.call("proxy_on_context_create", |s| {
+            cc.call(s, (id as i32, root as i32))
         })?;
         self.parents.insert(id, root);
         Ok(id)
     }
 
-    // Runs one guest call with a fresh deadline; a trap breaks the VM. The exports are
-    // lent to the call rather than cloned: cloning a TypedFunc clones its FuncType, which
-    // costs atomic reference counts in the engine's type registry on every callback.
+    pub fn on_request_headers(
+        &mut self,
+        ctx: u32,
+        st: &mut Box<StreamState>,
+        eos: bool,
+    ) -> Result<Action, CallError> {
+        let Some(f) = &self.f.request_headers else {
+            return Ok(Action::Continue);
+        };
+        let n = st.req_headers.len() as i32;
+        self.g
+            .with_stream(ctx, st, "on_request_headers", |s| f.call(s, ctx, n, eos))
+            .map(Action::from_raw)
+    }
+
+    pub fn on_response_headers(
+        &mut self,
+        ctx: u32,
+        st: &mut Box<StreamState>,
+        eos: bool,
+    ) -> Result<Action, CallError> {
+        let Some(f) = &self.f.response_headers else {
+            return Ok(Action::Continue);
+        };
+        let n = st.resp_headers.len() as i32;
+        self.g
+            .with_stream(ctx, st, "on_response_headers", |s| f.call(s, ctx, n, eos))
+            .map(Action::from_raw)
+    }
+
+    /// Body callback; `size` is the cumulative buffered size.
+    pub fn on_body(
+        &mut self,
+        ctx: u32,
+        st: &mut Box<StreamState>,
+        response: bool,
+        eos: bool,
+    ) -> Result<Action, CallError> {
+        let (f, size, phase) = if response {
+            (
+                &self.f.response_body,
+                st.resp_body.len(),
+                "on_response_body",
+            )
+        } else {
+            (&self.f.request_body, st.req_body.len(), "on_request_body")
+        };
+        let Some(f) = f else {
+            return Ok(Action::Continue);
+        };
+        self.g
+            .with_stream(ctx, st, phase, |s| {
+                f.call(s, (ctx as i32, size as i32, eos as i32))
+            })
+            .map(Action::from_raw)
+    }
+
+    pub fn on_trailers(
+        &mut self,
+        ctx: u32,
+        st: &mut Box<StreamState>,
+        response: bool,
+    ) -> Result<Action, CallError> {
+        let (f, n, phase) = if response {
+            (
+                &self.f.response_trailers,
+                st.resp_trailers.len(),
+                "on_response_trailers",
+            )
+        } else {
+            (
+                &self.f.request_trailers,
+                st.req_trailers.len(),
+                "on_request_trailers",
+            )
+        };
+        let Some(f) = f else {
+            return Ok(Action::Continue);
+        };
+        self.g
+            .with_stream(ctx, st, phase, |s| f.call(s, (ctx as i32, n as i32)))
+            .map(Action::from_raw)
+    }
+
+    /// Delivers an http_call answer (`None`: the call failed) to the context that made it.
+    pub fn on_http_call_response(
+        &mut self,
+        ctx: u32,
+        token: u32,
+        st: &mut Box<StreamState>,
+        response: Option<CallResponse>,
+    ) -> Result<(), CallError> {
+        let Some(f) = &self.f.http_call_response else {
+            return Ok(());
+        };
+        let (nh, nb, nt) = response.as_ref().map_or((0, 0, 0), |r| {
+            (r.headers.len(), r.body.len(), r.trailers.len())
+        });
+        self.g.store.data_mut().call_response = response;
+        let r = self.g.with_stream(ctx, st, "on_http_call_response", |s| {
+            f.call(
+                s,
+                (ctx as i32, token as i32, nh as i32, nb as i32, nt as i32),
+            )
+        });
+        self.g.store.data_mut().call_response = None;
+        r
+    }
+
+    pub fn on_tick(&mut self, root: u32) -> Result<(), CallError> {
+        let Some(f) = &self.f.tick else {
+            return Ok(());
+        };
+        let mut st = Box::<StreamState>::default();
+        self.g
+            .with_stream(root, &mut st, "on_tick", |s| f.call(s, root as i32))
+    }
+
+    /// Ends a stream context: on_done, on_log, on_delete (Envoy's order).
+    pub fn finish_stream(&mut self, ctx: u32, st: &mut Box<StreamState>) -> Result<(), CallError> {
+        self.parents.remove(&ctx);
+        if let Some(f) = &self.f.done {
+            self.g
+                .with_stream(ctx, st, "on_done", |s| f.call(s, ctx as i32))?;
+        }
+        if let Some(f) = &self.f.log {
+            self.g
+                .with_stream(ctx, st, "on_log", |s| f.call(s, ctx as i32))?;
+        }
+        if let Some(f) = &self.f.delete {
+            self.g
+                .with_stream(ctx, st, "on_delete", |s| f.call(s, ctx as i32))?;
+        }
+        Ok(())
+    }
+
+    /// Tick periods requested since the last look, by root context.
+    pub fn take_tick_requests(&mut self) -> Vec<(u32, Duration)> {
+        let mut reqs = std::mem::take(&mut self.g.store.data_mut().tick_requests);
+        for (ctx, _) in &mut reqs {
+            if let Some(root) = self.parents.get(ctx) {
+                *ctx = *root;
+            }
+        }
+        reqs
+    }
+
+    /// Bytes of linear memory in use.
+    pub fn memory_bytes(&mut self) -> usize {
+        self.g.memory_bytes()
+    }
+}
+
+impl Guest {
+    // Runs one guest call with a fresh deadline; a trap breaks the VM.
     fn call<R>(
         &mut self,
         phase: &'static str,
-        f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let exports = &self.f;
         let r = guarded(
             &mut self.store,
             self.deadline,
             &self.stats,
             &mut self.broken,
             phase,
-            |s| f(exports, s),
+            f,
         );
         self.count_memory();
         r
@@ -270,7 +422,7 @@ impl ModuleVm {
         ctx: u32,
         st: &mut Box<StreamState>,
         phase: &'static str,
-        f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         std::mem::swap(&mut self.store.data_mut().cur, st);
         let data = self.store.data_mut();
@@ -280,186 +432,6 @@ impl ModuleVm {
         self.store.data_mut().cur_context = 0;
         std::mem::swap(&mut self.store.data_mut().cur, st);
         r
-    }
-
-    pub fn on_request_headers(
-        &mut self,
-        ctx: u32,
-        st: &mut Box<StreamState>,
-        eos: bool,
-    ) -> Result<Action, CallError> {
-        if self.f.request_headers.is_none() {
-            return Ok(Action::Continue);
-        }
-        let n = st.req_headers.len() as i32;
-        self.with_stream(ctx, st, "on_request_headers", |x, s| {
-            call_headers(x.request_headers.as_ref(), s, ctx, n, eos)
-        })
-        .map(Action::from_raw)
-    }
-
-    pub fn on_response_headers(
-        &mut self,
-        ctx: u32,
-        st: &mut Box<StreamState>,
-        eos: bool,
-    ) -> Result<Action, CallError> {
-        if self.f.response_headers.is_none() {
-            return Ok(Action::Continue);
-        }
-        let n = st.resp_headers.len() as i32;
-        self.with_stream(ctx, st, "on_response_headers", |x, s| {
-            call_headers(x.response_headers.as_ref(), s, ctx, n, eos)
-        })
-        .map(Action::from_raw)
-    }
-
-    /// Body callback; `size` is the cumulative buffered size.
-    pub fn on_body(
-        &mut self,
-        ctx: u32,
-        st: &mut Box<StreamState>,
-        response: bool,
-        eos: bool,
-    ) -> Result<Action, CallError> {
-        let (exported, size, phase) = if response {
-            (
-                self.f.response_body.is_some(),
-                st.resp_body.len(),
-                "on_response_body",
-            )
-        } else {
-            (
-                self.f.request_body.is_some(),
-                st.req_body.len(),
-                "on_request_body",
-            )
-        };
-        if !exported {
-            return Ok(Action::Continue);
-        }
-        self.with_stream(ctx, st, phase, |x, s| {
-            let f = if response {
-                &x.response_body
-            } else {
-                &x.request_body
-            };
-            match f {
-                Some(f) => f.call(s, (ctx as i32, size as i32, eos as i32)),
-                None => Ok(0),
-            }
-        })
-        .map(Action::from_raw)
-    }
-
-    pub fn on_trailers(
-        &mut self,
-        ctx: u32,
-        st: &mut Box<StreamState>,
-        response: bool,
-    ) -> Result<Action, CallError> {
-        let (exported, n, phase) = if response {
-            (
-                self.f.response_trailers.is_some(),
-                st.resp_trailers.len(),
-                "on_response_trailers",
-            )
-        } else {
-            (
-                self.f.request_trailers.is_some(),
-                st.req_trailers.len(),
-                "on_request_trailers",
-            )
-        };
-        if !exported {
-            return Ok(Action::Continue);
-        }
-        self.with_stream(ctx, st, phase, |x, s| {
-            let f = if response {
-                &x.response_trailers
-            } else {
-                &x.request_trailers
-            };
-            match f {
-                Some(f) => f.call(s, (ctx as i32, n as i32)),
-                None => Ok(0),
-            }
-        })
-        .map(Action::from_raw)
-    }
-
-    /// Delivers an http_call answer (`None`: the call failed) to the context that made it.
-    pub fn on_http_call_response(
-        &mut self,
-        ctx: u32,
-        token: u32,
-        st: &mut Box<StreamState>,
-        response: Option<CallResponse>,
-    ) -> Result<(), CallError> {
-        if self.f.http_call_response.is_none() {
-            return Ok(());
-        }
-        let (nh, nb, nt) = response.as_ref().map_or((0, 0, 0), |r| {
-            (r.headers.len(), r.body.len(), r.trailers.len())
-        });
-        self.store.data_mut().call_response = response;
-        let r = self.with_stream(ctx, st, "on_http_call_response", |x, s| {
-            match &x.http_call_response {
-                Some(f) => f.call(
-                    s,
-                    (ctx as i32, token as i32, nh as i32, nb as i32, nt as i32),
-                ),
-                None => Ok(()),
-            }
-        });
-        self.store.data_mut().call_response = None;
-        r
-    }
-
-    pub fn on_tick(&mut self, root: u32) -> Result<(), CallError> {
-        if self.f.tick.is_none() {
-            return Ok(());
-        }
-        let mut st = Box::<StreamState>::default();
-        self.with_stream(root, &mut st, "on_tick", |x, s| match &x.tick {
-            Some(f) => f.call(s, root as i32),
-            None => Ok(()),
-        })
-    }
-
-    /// Ends a stream context: on_done, on_log, on_delete (Envoy's order).
-    pub fn finish_stream(&mut self, ctx: u32, st: &mut Box<StreamState>) -> Result<(), CallError> {
-        self.parents.remove(&ctx);
-        if self.f.done.is_some() {
-            self.with_stream(ctx, st, "on_done", |x, s| match &x.done {
-                Some(f) => f.call(s, ctx as i32).map(|_| ()),
-                None => Ok(()),
-            })?;
-        }
-        if self.f.log.is_some() {
-            self.with_stream(ctx, st, "on_log", |x, s| match &x.log {
-                Some(f) => f.call(s, ctx as i32),
-                None => Ok(()),
-            })?;
-        }
-        if self.f.delete.is_some() {
-            self.with_stream(ctx, st, "on_delete", |x, s| match &x.delete {
-                Some(f) => f.call(s, ctx as i32),
-                None => Ok(()),
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Tick periods requested since the last look, by root context.
-    pub fn take_tick_requests(&mut self) -> Vec<(u32, Duration)> {
-        let mut reqs = std::mem::take(&mut self.store.data_mut().tick_requests);
-        for (ctx, _) in &mut reqs {
-            if let Some(root) = self.parents.get(ctx) {
-                *ctx = *root;
-            }
-        }
-        reqs
     }
 
     // Memory only grows while an instance lives, so a cheap size read after each call
@@ -472,8 +444,7 @@ impl ModuleVm {
         }
     }
 
-    /// Bytes of linear memory in use.
-    pub fn memory_bytes(&mut self) -> usize {
+    fn memory_bytes(&mut self) -> usize {
         match self.store.data().memory {
             Some(m) => m.data_size(&self.store),
             None => 0,
