@@ -30,6 +30,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[path = "compile_xds.rs"]
+mod xds_build;
+
 /// Every resource of a config path, typed and located.
 #[derive(Default)]
 pub struct Resources {
@@ -193,10 +196,26 @@ pub fn build(
     version: u64,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, Vec<ConfigError>> {
+    build_with(res, None, rt, opts, version, previous)
+}
+
+/// [`build`] with what an xDS control plane pushed beside the files: its clusters join the
+/// ServiceEntry ones, its listeners the Gateway ones, under the same plugins and router.
+pub fn build_with(
+    res: &Resources,
+    xds: Option<&super::xds::XdsSet>,
+    rt: &Runtime,
+    opts: &BuildOptions,
+    version: u64,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut warnings = res.warnings.clone();
     let tls_ctx = TlsContext::new(res);
-    let (clusters, mut aliases) = build_clusters(res, &tls_ctx, &mut errors);
+    let (mut clusters, mut aliases) = build_clusters(res, &tls_ctx, &mut errors);
+    if let Some(set) = xds {
+        xds_build::clusters(set, &mut clusters, &mut errors, &mut warnings);
+    }
     let mut seen_dr: BTreeMap<&str, String> = BTreeMap::new();
     for dr in &res.destination_rules {
         if let Some(first) = seen_dr.get(dr.spec.host.as_str()) {
@@ -548,6 +567,21 @@ pub fn build(
             capture: None,
         });
     }
+    let xds_built = xds
+        .map(|set| {
+            xds_build::listeners(
+                set,
+                &chain,
+                previous,
+                &resolver,
+                opts.bind_override,
+                &mut fault_filter,
+                &mut errors,
+                &mut warnings,
+            )
+        })
+        .unwrap_or_default();
+    listeners.extend(xds_built.listeners);
     // Checked in either mode, so a bad one is reported wherever it is loaded.
     let sc = sidecar_resource(res, &workload, &mut errors);
     if !sidecar {
@@ -618,7 +652,7 @@ pub fn build(
 
     // Run every plugin's on_configure once per distinct configuration, off the request path
     // (a plugin on several listeners with the same config is probed once).
-    let mut probed: BTreeSet<(*const PluginSpec, Bytes)> = BTreeSet::new();
+    let mut probed: BTreeSet<(*const PluginSpec, Bytes)> = xds_built.probed.into_iter().collect();
     for listener in &listeners {
         for f in &listener.filters {
             if !probed.insert((Arc::as_ptr(&f.plugin), f.configuration.clone())) {
@@ -717,6 +751,7 @@ pub fn build(
         plugins: plugins
             .into_iter()
             .map(|l| l.spec)
+            .chain(xds_built.plugins)
             .chain(router)
             .chain(ratelimit_filter)
             .chain(fault_filter)
@@ -3190,7 +3225,9 @@ pub const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
 /// `HTTPRetry` as the `lateen.route.retry` property: `ATTEMPTS;PER_TRY_MS;RETRY_ON;IGNORE`.
-fn retry_property(r: &lateen_sdk::istio::HttpRetry) -> Result<String, (&'static str, String)> {
+pub(crate) fn retry_property(
+    r: &lateen_sdk::istio::HttpRetry,
+) -> Result<String, (&'static str, String)> {
     let attempts = r.attempts.unwrap_or(0);
     let per_try = match &r.per_try_timeout {
         None => 0,

@@ -8,5 +8,6 @@ pub mod schema;
 pub mod scope;
 pub mod source;
 pub mod tls;
+pub mod xds;
 
 pub use source::{ConfigError, Doc, DocInfo};

@@ -60,6 +60,20 @@ pub struct DocInfo {
 }
 
 impl DocInfo {
+    /// A resource that did not come from a file (an xDS push): errors name `source`, the
+    /// kind and the name, with no line.
+    pub fn synthetic(source: &str, kind: &str, name: &str) -> Self {
+        DocInfo {
+            file: PathBuf::from(source),
+            index: 0,
+            start_line: 0,
+            kind: kind.into(),
+            namespace: source.into(),
+            name: name.into(),
+            lines: HashMap::new(),
+        }
+    }
+
     /// An error about `field` of this document. The line is that of the field, or of its
     /// nearest present ancestor.
     pub fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
