@@ -26,7 +26,9 @@ pub struct AdminState {
     pub shared: Arc<Shared>,
     pub ready: Arc<AtomicBool>,
     pub shutdown: watch::Sender<bool>,
-    pub reloads: Arc<crate::watch::ReloadStatus>,
+    pub reloads: Arc<crate::sources::ReloadStatus>,
+    /// The xDS client's state, when a control plane is configured.
+    pub xds: Option<Arc<crate::xds::XdsStatus>>,
     /// Where pushed modules are stored (`POST /plugins/NAME`); `None` refuses pushes.
     pub pushed_dir: Option<std::path::PathBuf>,
     /// Bearer token required on mutating endpoints, when set.
@@ -266,6 +268,9 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
                 Ok(e) => serde_json::json!(*e),
                 Err(_) => serde_json::Value::Null,
             };
+            if let Some(x) = &s.xds {
+                dump["xds"] = x.to_json();
+            }
             text(
                 StatusCode::OK,
                 "application/json",
@@ -400,6 +405,7 @@ fn server_info(s: &AdminState, snap: &Snapshot) -> serde_json::Value {
             "failure": s.reloads.failure.load(Ordering::Relaxed),
         },
         "lastReloadError": last_error,
+        "xds": s.xds.as_ref().map(|x| x.to_json()),
     })
 }
 

@@ -346,7 +346,80 @@ pub fn render_status(admin: &str, info: &Value) -> String {
             status,
             s(&info["version"]),
         ]],
-    )
+    ) + &render_xds(&info["xds"])
+}
+
+/// The xDS stream and each type's state, as `istioctl proxy-status` shows them: SYNCED
+/// (the last response was ACKed), NACKED (it was refused; the version shown still serves)
+/// or NOT SENT (nothing came yet).
+fn render_xds(x: &Value) -> String {
+    if x.is_null() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nxDS {} ({}): {} since {}, {} connect(s){}\n",
+        s(&x["server"]),
+        s(&x["nodeId"]),
+        s(&x["state"]),
+        s(&x["since"]),
+        s(&x["connects"]),
+        x["lastError"]
+            .as_str()
+            .map(|e| format!(", last error: {e}"))
+            .unwrap_or_default()
+    );
+    let rows: Vec<Vec<String>> = [
+        "Cluster",
+        "ClusterLoadAssignment",
+        "Listener",
+        "RouteConfiguration",
+        "TypedExtensionConfig",
+    ]
+    .iter()
+    .map(|t| {
+        let ts = &x["types"][*t];
+        let nacked = ts["lastNack"]["nonce"]
+            .as_str()
+            .is_some_and(|n| Some(n) == ts["nonce"].as_str());
+        let status = if nacked {
+            "NACKED"
+        } else if ts["version"].as_str().unwrap_or("").is_empty() {
+            "NOT SENT"
+        } else {
+            "SYNCED"
+        };
+        vec![
+            (*t).to_string(),
+            status.to_string(),
+            ts["version"]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .unwrap_or("-")
+                .to_string(),
+            ts["nonce"]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .unwrap_or("-")
+                .to_string(),
+            s(&ts["resources"]),
+            format!("{}/{}", s(&ts["acks"]), s(&ts["nacks"])),
+            ts["lastNack"]["error"].as_str().unwrap_or("-").to_string(),
+        ]
+    })
+    .collect();
+    out += &table(
+        &[
+            "TYPE",
+            "STATUS",
+            "VERSION",
+            "NONCE",
+            "RESOURCES",
+            "ACKS/NACKS",
+            "LAST NACK",
+        ],
+        &rows,
+    );
+    out
 }
 
 #[cfg(test)]

@@ -671,7 +671,16 @@ fn load_snapshot(
     version: u64,
 ) -> Result<Snapshot> {
     let res = compile::load(config).map_err(report)?;
-    let snap = compile::build(&res, rt, opts, version, None).map_err(report)?;
+    built_snapshot(&res, rt, opts, version)
+}
+
+fn built_snapshot(
+    res: &lateen::config::compile::Resources,
+    rt: &Runtime,
+    opts: &BuildOptions,
+    version: u64,
+) -> Result<Snapshot> {
+    let snap = compile::build(res, rt, opts, version, None).map_err(report)?;
     for w in &snap.warnings {
         tracing::warn!("{w}");
     }
@@ -733,7 +742,47 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
             args.admin_address
         );
     }
-    let snap = load_snapshot(&args.config, &rt, &opts, 1)?;
+    let files = compile::load(&args.config).map_err(report)?;
+    let xds_client = lateen::config::xds::client_config(&files).map_err(|e| report(vec![e]))?;
+    let snap = built_snapshot(&files, &rt, &opts, 1)?;
+    let snapshots = Arc::new(ArcSwap::from_pointee(snap));
+    let reloads = Arc::new(lateen::sources::ReloadStatus::default());
+    let sources = Arc::new(lateen::sources::Sources::new(
+        args.config.clone(),
+        snapshots.clone(),
+        rt.clone(),
+        opts.clone(),
+        reloads.clone(),
+        files,
+    ));
+    // With a control plane, wait for its first complete config (as Envoy's init manager
+    // does) so that the listeners it defines are bound at start.
+    let xds = match xds_client {
+        Some(cfg) => {
+            let wait = cfg.initial_fetch_timeout;
+            let status =
+                lateen::xds::spawn(sources.clone(), cfg).context("starting the xDS client")?;
+            let deadline = std::time::Instant::now() + wait;
+            while !status
+                .initialized
+                .load(std::sync::atomic::Ordering::Acquire)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !status
+                .initialized
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                tracing::warn!(
+                    "xDS: no complete configuration within {wait:?}; starting with what there is"
+                );
+            }
+            Some(status)
+        }
+        None => None,
+    };
+    let snap = snapshots.load_full();
     let workers = if args.concurrency == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)
     } else {
@@ -757,16 +806,15 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
         .filter(|l| l.bind)
         .map(|l| l.addr.to_string())
         .collect();
-    let snapshots = Arc::new(ArcSwap::from_pointee(snap));
     let (shutdown, _) = tokio::sync::watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
-    let reloads = Arc::new(lateen::watch::ReloadStatus::default());
     let admin_state = AdminState {
         snapshots: snapshots.clone(),
         shared: rt.shared.clone(),
         ready: ready.clone(),
         shutdown: shutdown.clone(),
         reloads: reloads.clone(),
+        xds,
         pushed_dir: opts.pushed_dir.clone(),
         token: admin_token,
         graph: Default::default(),
@@ -797,13 +845,7 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
         );
     }
     if !args.no_watch {
-        let reloader = lateen::watch::Reloader {
-            config: args.config.clone(),
-            snapshots: snapshots.clone(),
-            rt: rt.clone(),
-            opts: opts.clone(),
-            status: reloads,
-        };
+        let reloader = lateen::watch::Reloader { sources };
         lateen::watch::spawn(reloader, Duration::from_millis(30))
             .with_context(|| format!("watching {}", args.config.display()))?;
     }

@@ -4,34 +4,17 @@
 //! the last good snapshot keeps serving, and the failure is logged, counted and shown on
 //! the admin API.
 
-use crate::config::compile::{self, BuildOptions};
-use crate::snapshot::Snapshot;
-use crate::wasm::Runtime;
-use arc_swap::ArcSwap;
+use crate::sources::Sources;
 use notify::RecursiveMode;
 use notify_debouncer_full::new_debouncer;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Reload outcomes, for `/stats/prometheus` and `/config_dump`.
-#[derive(Default)]
-pub struct ReloadStatus {
-    pub success: AtomicU64,
-    pub failure: AtomicU64,
-    /// Errors of the last failed reload, cleared by the next good one.
-    pub last_error: Mutex<Option<String>>,
-}
-
-/// Builds snapshots from the config path and swaps them in.
+/// Watches the config path and rebuilds through the sources.
 pub struct Reloader {
-    pub config: PathBuf,
-    pub snapshots: Arc<ArcSwap<Snapshot>>,
-    pub rt: Arc<Runtime>,
-    pub opts: BuildOptions,
-    pub status: Arc<ReloadStatus>,
+    pub sources: Arc<Sources>,
 }
 
 // What a reload would read: the config files' contents and the plugin modules' sizes and
@@ -76,77 +59,26 @@ fn fingerprint(dirs: &BTreeSet<PathBuf>, config: &Path, read_files: &[PathBuf]) 
 impl Reloader {
     /// Loads and builds the config; swaps it in on success. Returns whether it did.
     pub fn reload(&self) -> bool {
-        let current = self.snapshots.load_full();
-        let version = current.version + 1;
-        let built = compile::load(&self.config)
-            .and_then(|res| compile::build(&res, &self.rt, &self.opts, version, Some(&current)));
-        match built {
-            Ok(snap) => {
-                let bound = |s: &Snapshot| -> BTreeSet<_> {
-                    s.listeners
-                        .iter()
-                        .filter(|l| l.bind)
-                        .map(|l| l.addr)
-                        .collect()
-                };
-                let (old, new) = (bound(&current), bound(&snap));
-                if old != new {
-                    tracing::warn!(
-                        "listeners changed ({:?} -> {:?}); listeners are bound at start, so new \
-                         ones need a restart (routes and plugins are applied now)",
-                        old,
-                        new
-                    );
-                }
-                for w in &snap.warnings {
-                    tracing::warn!("{w}");
-                }
-                for e in &snap.rule_errors {
-                    tracing::error!("rule refused, it keeps its last good configuration: {e}");
-                }
-                self.snapshots.store(Arc::new(snap));
-                self.status.success.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut e) = self.status.last_error.lock() {
-                    *e = None;
-                }
-                tracing::info!("configuration reloaded (version {version})");
-                true
-            }
-            Err(errors) => {
-                let text = errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                tracing::error!(
-                    "configuration change rejected, version {} keeps serving:\n{text}",
-                    current.version
-                );
-                self.status.failure.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut e) = self.status.last_error.lock() {
-                    *e = Some(text);
-                }
-                false
-            }
-        }
+        self.sources.reload_files()
     }
 
     /// Directories to watch: the config directory (or a config file's directory, so that
     /// editors' and Kubernetes' rename-based updates are seen) and every local plugin's.
     fn watch_dirs(&self) -> BTreeSet<PathBuf> {
         let mut dirs = BTreeSet::new();
-        let dir = if self.config.is_dir() {
-            self.config.clone()
+        let dir = if self.sources.config.is_dir() {
+            self.sources.config.clone()
         } else {
-            self.config
+            self.sources
+                .config
                 .parent()
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
         };
         dirs.insert(dir);
-        if let Some(p) = &self.opts.pushed_dir {
+        if let Some(p) = &self.sources.opts.pushed_dir {
             dirs.insert(p.clone());
         }
-        let snap = self.snapshots.load();
+        let snap = self.sources.snapshots.load();
         for f in &snap.read_files {
             if let Some(parent) = f.parent() {
                 dirs.insert(parent.to_path_buf());
@@ -172,7 +104,7 @@ pub fn spawn(reloader: Reloader, debounce: Duration) -> notify::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let mut debouncer = new_debouncer(debounce, None, tx)?;
     let mut watched = BTreeSet::new();
-    if let Some(p) = &reloader.opts.pushed_dir {
+    if let Some(p) = &reloader.sources.opts.pushed_dir {
         std::fs::create_dir_all(p)?;
     }
     for d in reloader.watch_dirs() {
@@ -187,8 +119,8 @@ pub fn spawn(reloader: Reloader, debounce: Duration) -> notify::Result<()> {
     }
     let mut last = fingerprint(
         &watched,
-        &reloader.config,
-        &reloader.snapshots.load().read_files,
+        &reloader.sources.config,
+        &reloader.sources.snapshots.load().read_files,
     );
     std::thread::Builder::new()
         .name("lateen-watch".into())
@@ -214,8 +146,8 @@ pub fn spawn(reloader: Reloader, debounce: Duration) -> notify::Result<()> {
                 }
                 let now = fingerprint(
                     &watched,
-                    &reloader.config,
-                    &reloader.snapshots.load().read_files,
+                    &reloader.sources.config,
+                    &reloader.sources.snapshots.load().read_files,
                 );
                 if now == last {
                     continue;

@@ -702,6 +702,54 @@ pub struct BootstrapSpec {
     /// Kubernetes TLS secret mounted as a volume. Default: `credentials/` beside the config.
     #[serde(default)]
     pub credentials_dir: Option<String>,
+    /// An xDS control plane (ADS) to take listeners, routes, clusters, endpoints and wasm
+    /// filters from, beside the files.
+    #[serde(default)]
+    pub xds: Option<XdsSpec>,
+}
+
+/// Where the ADS server is and who this proxy is to it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct XdsSpec {
+    /// `host:port` of the ADS server (plaintext gRPC, as istiod's 15010).
+    pub address: String,
+    #[serde(default)]
+    pub node: NodeSpec,
+    /// How long the start waits for the first complete config before it opens the
+    /// listeners it has (Envoy's `initial_fetch_timeout`, default 15s; `0s`: do not wait).
+    #[serde(default)]
+    pub initial_fetch_timeout: Option<String>,
+}
+
+/// The xDS node, as istiod reads it. Unset fields come from the Bootstrap workload and the
+/// environment Istio's injector sets (`INSTANCE_IP`, `POD_NAME`, `POD_NAMESPACE`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeSpec {
+    /// The whole node id; default `TYPE~IP~NAME.NAMESPACE~NAMESPACE.svc.DOMAIN`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `router` (default in gateway mode) or `sidecar` (default in sidecar mode).
+    #[serde(default, rename = "type")]
+    pub node_type: Option<String>,
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Cluster DNS domain (default `cluster.local`).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// `node.cluster` (Envoy's service cluster); default `NAME.NAMESPACE`.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// `CLUSTER_ID` metadata (default `Kubernetes`).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// `ISTIO_VERSION` metadata (default `1.24.0`).
+    #[serde(default)]
+    pub istio_version: Option<String>,
+    /// More metadata, merged over the generated keys.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, Value>,
 }
 
 /// The workload certificate, key and mesh roots, and the trust domain.

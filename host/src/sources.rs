@@ -1,0 +1,172 @@
+//! The config sources behind the one snapshot: the YAML files (watched by `watch`) and an
+//! xDS control plane (the `xds` client). Either source's change builds a new snapshot from
+//! the last good state of both, and swaps it in; a change that fails to build changes
+//! nothing.
+
+use crate::config::compile::{self, BuildOptions, Resources};
+use crate::config::xds::XdsSet;
+use crate::snapshot::Snapshot;
+use crate::wasm::Runtime;
+use arc_swap::ArcSwap;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Reload outcomes of the files, for `/stats/prometheus` and `/config_dump`.
+#[derive(Default)]
+pub struct ReloadStatus {
+    pub success: std::sync::atomic::AtomicU64,
+    pub failure: std::sync::atomic::AtomicU64,
+    /// Errors of the last failed reload, cleared by the next good one.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// The sources and the snapshot they build.
+pub struct Sources {
+    pub config: PathBuf,
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub rt: Arc<Runtime>,
+    pub opts: BuildOptions,
+    pub status: Arc<ReloadStatus>,
+    /// The files as last built into a snapshot.
+    files: Mutex<Arc<Resources>>,
+    /// What the control plane pushed, as last built into a snapshot.
+    xds: Mutex<Option<Arc<XdsSet>>>,
+    /// One build at a time, so versions follow the order of the swaps.
+    building: Mutex<()>,
+}
+
+impl Sources {
+    /// `files` are the resources the running snapshot was built from.
+    pub fn new(
+        config: PathBuf,
+        snapshots: Arc<ArcSwap<Snapshot>>,
+        rt: Arc<Runtime>,
+        opts: BuildOptions,
+        status: Arc<ReloadStatus>,
+        files: Resources,
+    ) -> Self {
+        Sources {
+            config,
+            snapshots,
+            rt,
+            opts,
+            status,
+            files: Mutex::new(Arc::new(files)),
+            xds: Mutex::new(None),
+            building: Mutex::new(()),
+        }
+    }
+
+    /// The files changed: loads and builds them with the current xDS state; swaps the
+    /// result in on success. Returns whether it did.
+    pub fn reload_files(&self) -> bool {
+        let _one = self.building.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshots.load_full();
+        let version = current.version + 1;
+        let xds = self
+            .xds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let built = compile::load(&self.config).and_then(|res| {
+            compile::build_with(
+                &res,
+                xds.as_deref(),
+                &self.rt,
+                &self.opts,
+                version,
+                Some(&current),
+            )
+            .map(|snap| (res, snap))
+        });
+        match built {
+            Ok((res, snap)) => {
+                *self.files.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(res);
+                self.install(&current, snap);
+                self.status.success.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut e) = self.status.last_error.lock() {
+                    *e = None;
+                }
+                tracing::info!("configuration reloaded (version {version})");
+                true
+            }
+            Err(errors) => {
+                let text = errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                tracing::error!(
+                    "configuration change rejected, version {} keeps serving:\n{text}",
+                    current.version
+                );
+                self.status.failure.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut e) = self.status.last_error.lock() {
+                    *e = Some(text);
+                }
+                false
+            }
+        }
+    }
+
+    /// The control plane pushed: builds `set` with the last good files; swaps the result in
+    /// on success. The error is what to NACK with.
+    pub fn apply_xds(&self, set: XdsSet) -> Result<u64, String> {
+        let _one = self.building.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshots.load_full();
+        let version = current.version + 1;
+        let files = self
+            .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match compile::build_with(
+            &files,
+            Some(&set),
+            &self.rt,
+            &self.opts,
+            version,
+            Some(&current),
+        ) {
+            Ok(snap) => {
+                *self.xds.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(set));
+                self.install(&current, snap);
+                tracing::info!("xDS configuration applied (version {version})");
+                Ok(version)
+            }
+            Err(errors) => Err(errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")),
+        }
+    }
+
+    fn install(&self, current: &Snapshot, snap: Snapshot) {
+        let bound = |s: &Snapshot| -> BTreeSet<_> {
+            s.listeners
+                .iter()
+                .filter(|l| l.bind)
+                .map(|l| l.addr)
+                .collect()
+        };
+        let (old, new) = (bound(current), bound(&snap));
+        if old != new {
+            tracing::warn!(
+                "listeners changed ({:?} -> {:?}); listeners are bound at start, so new \
+                 ones need a restart (routes and plugins are applied now)",
+                old,
+                new
+            );
+        }
+        for w in &snap.warnings {
+            tracing::warn!("{w}");
+        }
+        for e in &snap.rule_errors {
+            tracing::error!("rule refused, it keeps its last good configuration: {e}");
+        }
+        self.snapshots.store(Arc::new(snap));
+    }
+}
