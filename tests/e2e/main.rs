@@ -26,3 +26,4 @@ mod tls;
 mod tracing;
 mod traffic;
 mod upgrade;
+mod xds;

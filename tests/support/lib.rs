@@ -2,6 +2,7 @@
 //! `lateen` binary on a temporary config, and a plain HTTP client.
 
 mod jwt;
+pub mod xds;
 pub use jwt::{now as jwt_now, Issuer};
 
 use anyhow::{bail, Context, Result};

@@ -1,0 +1,376 @@
+//! xDS conformance: a fake ADS control plane (a tonic server in tests/support/xds.rs), the
+//! real binary and real upstreams on loopback.
+
+use lateen_e2e::xds::*;
+use lateen_e2e::*;
+use prost::Message;
+
+fn bootstrap_for(cp: &ControlPlane) -> String {
+    bootstrap(&format!(
+        "  workload: {{name: gw-1, namespace: edge, labels: {{app: gw, version: v1}}}}\n\
+         \x20 xds:\n\
+         \x20   address: 127.0.0.1:{}\n\
+         \x20   node: {{ip: 10.0.0.7, clusterId: east}}\n\
+         \x20   initialFetchTimeout: 20s",
+        cp.port
+    ))
+}
+
+/// CDS (c1 → backend a), EDS, LDS (listener on `lport`, RDS `r1`) and RDS at `version`.
+fn push_all(cp: &ControlPlane, version: &str, lport: u16, a: &Backend, filters: &[&str]) {
+    cp.set(CLUSTER, version, vec![eds_cluster("c1")]);
+    cp.set(ENDPOINT, version, vec![endpoints("c1", &[(a.port(), 1)])]);
+    cp.set(
+        LISTENER,
+        version,
+        vec![listener("l1", lport, "r1", filters)],
+    );
+    cp.set(
+        ROUTE,
+        version,
+        vec![route_config("r1", vec![route("/", &[("c1", 1)])])],
+    );
+}
+
+async fn served_by(url: &str) -> Option<String> {
+    let r = get(url).await.ok()?;
+    (r.status == 200)
+        .then(|| r.header("x-backend").map(str::to_string))
+        .flatten()
+}
+
+fn acked(cp: &ControlPlane, t: &str, version: &str) -> bool {
+    cp.last_reply(t)
+        .is_some_and(|r| r.version_info == version && r.error_detail.is_none())
+}
+
+#[tokio::test]
+async fn ads_first_request_carries_the_node_then_traffic_follows_the_push() {
+    let cp = ControlPlane::start().await;
+    let a = Backend::start("a").await;
+    let lport = free_port();
+    let yaml = bootstrap_for(&cp);
+    let proxy = tokio::spawn(async move { Proxy::start(&yaml).await });
+
+    // 1. The first request: the node, empty version and nonce, clusters first.
+    eventually("the first ADS request", || async {
+        !cp.requests().is_empty()
+    })
+    .await;
+    let first = cp.requests()[0].clone();
+    assert_eq!(
+        first.type_url, CLUSTER,
+        "CDS is asked for first, as Envoy does"
+    );
+    assert_eq!(first.version_info, "");
+    assert_eq!(first.response_nonce, "");
+    let node = first.node.expect("the first request carries the node");
+    assert_eq!(node.id, "router~10.0.0.7~gw-1.edge~edge.svc.cluster.local");
+    assert_eq!(node.cluster, "gw-1.edge");
+    let md = node.metadata.expect("node metadata").fields;
+    let text = |k: &str| match md.get(k).and_then(|v| v.kind.clone()) {
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => s,
+        other => panic!("metadata {k}: {other:?}"),
+    };
+    assert_eq!(text("NAMESPACE"), "edge");
+    assert_eq!(text("INSTANCE_IPS"), "10.0.0.7");
+    assert_eq!(text("CLUSTER_ID"), "east");
+    assert_eq!(text("NAME"), "gw-1");
+    assert!(!text("ISTIO_VERSION").is_empty());
+    match md.get("LABELS").and_then(|v| v.kind.clone()) {
+        Some(envoy_types::pb::google::protobuf::value::Kind::StructValue(s)) => {
+            assert!(s.fields.contains_key("app") && s.fields.contains_key("version"))
+        }
+        other => panic!("LABELS: {other:?}"),
+    }
+    let later: Vec<_> = cp.requests().into_iter().skip(1).collect();
+    assert!(
+        later.iter().all(|r| r.node.is_none()),
+        "the node goes on the first request only"
+    );
+
+    // 2. Push in Envoy's order; the start waits for it, then traffic flows.
+    push_all(&cp, "v1", lport, &a, &[]);
+    let proxy = proxy
+        .await
+        .expect("join")
+        .expect("proxy starts once the push came");
+    let url = format!("http://127.0.0.1:{lport}/hello");
+    assert_eq!(served_by(&url).await.as_deref(), Some("a"));
+    for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE] {
+        eventually(&format!("{t} ACKed at v1"), || async {
+            acked(&cp, t, "v1")
+        })
+        .await;
+    }
+    // EDS and RDS subscribe by the names the clusters and listeners give.
+    let eds = cp.last_reply(ENDPOINT).expect("EDS request");
+    assert_eq!(names(&eds), ["c1".to_string()].into());
+    let rds = cp.last_reply(ROUTE).expect("RDS request");
+    assert_eq!(names(&rds), ["r1".to_string()].into());
+
+    let dump = proxy.config_dump().await;
+    assert_eq!(dump["xds"]["state"], "CONNECTED");
+    assert_eq!(dump["xds"]["types"]["Cluster"]["version"], "v1");
+    assert_eq!(dump["xds"]["types"]["RouteConfiguration"]["version"], "v1");
+    assert!(dump["xds"]["nodeId"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("router~")));
+    // `lateen proxy-status` shows each type SYNCED at its version.
+    let out = std::process::Command::new(paths().bin)
+        .args([
+            "proxy-status",
+            "--admin",
+            &format!("127.0.0.1:{}", proxy.admin),
+        ])
+        .output()
+        .expect("proxy-status runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("Cluster ") && l.contains("SYNCED") && l.contains("v1")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn ads_updates_removals_and_nacks() {
+    let cp = ControlPlane::start().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lport = free_port();
+    push_all(&cp, "v1", lport, &a, &[]);
+    let proxy = Proxy::start(&bootstrap_for(&cp))
+        .await
+        .expect("proxy starts");
+    let url = |p: &str| format!("http://127.0.0.1:{lport}{p}");
+    assert_eq!(served_by(&url("/x")).await.as_deref(), Some("a"));
+
+    // 3. EDS and RDS updates take effect on the same stream.
+    cp.set(CLUSTER, "v2", vec![eds_cluster("c1"), eds_cluster("c2")]);
+    cp.set(
+        ENDPOINT,
+        "v2",
+        vec![
+            endpoints("c1", &[(b.port(), 1)]),
+            endpoints("c2", &[(a.port(), 1)]),
+        ],
+    );
+    cp.set(
+        ROUTE,
+        "v2",
+        vec![route_config(
+            "r1",
+            vec![route("/two", &[("c2", 1)]), route("/", &[("c1", 1)])],
+        )],
+    );
+    eventually("EDS moves c1 to b", || async {
+        served_by(&url("/x")).await.as_deref() == Some("b")
+    })
+    .await;
+    eventually("RDS adds /two → c2", || async {
+        served_by(&url("/two")).await.as_deref() == Some("a")
+    })
+    .await;
+    for t in [CLUSTER, ENDPOINT, ROUTE] {
+        eventually(&format!("{t} ACKed at v2"), || async {
+            acked(&cp, t, "v2")
+        })
+        .await;
+    }
+    assert_eq!(cp.streams(), 1, "updates came without a reconnect");
+
+    // 4. A cluster left out of the state of the world is removed.
+    cp.set(CLUSTER, "v3", vec![eds_cluster("c1")]);
+    eventually("c2 removed", || async {
+        get(&url("/two")).await.is_ok_and(|r| r.status == 503)
+    })
+    .await;
+    let clusters = get(&format!("http://127.0.0.1:{}/clusters", proxy.admin))
+        .await
+        .expect("clusters");
+    assert!(!clusters.body.contains("c2::"), "{}", clusters.body);
+    assert!(clusters.body.contains("c1::"), "{}", clusters.body);
+    eventually("EDS unsubscribes from c2", || async {
+        cp.last_reply(ENDPOINT)
+            .is_some_and(|r| names(&r) == ["c1".to_string()].into())
+    })
+    .await;
+
+    // 5. An invalid update is NACKed with the old version, naming what is wrong; the old
+    // config keeps serving.
+    let mut bad = envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(
+        eds_cluster("c1").1.value.as_slice(),
+    )
+    .expect("decode");
+    bad.lb_policy = 2; // RING_HASH
+    cp.set(CLUSTER, "v4", vec![("c1".into(), any(&bad))]);
+    eventually("CDS v4 NACKed", || async {
+        cp.last_reply(CLUSTER)
+            .is_some_and(|r| r.error_detail.is_some())
+    })
+    .await;
+    let nack = cp.last_reply(CLUSTER).expect("NACK");
+    assert_eq!(
+        nack.version_info, "v3",
+        "a NACK carries the version still serving"
+    );
+    let msg = nack.error_detail.expect("error_detail").message;
+    assert!(
+        msg.contains("Cluster `c1`") && msg.contains("lb_policy"),
+        "{msg}"
+    );
+    assert_eq!(served_by(&url("/x")).await.as_deref(), Some("b"));
+    let info = get(&format!("http://127.0.0.1:{}/server_info", proxy.admin))
+        .await
+        .expect("server_info");
+    let v: serde_json::Value = serde_json::from_str(&info.body).expect("json");
+    assert_eq!(v["xds"]["types"]["Cluster"]["version"], "v3");
+    assert_eq!(v["xds"]["types"]["Cluster"]["lastNack"]["version"], "v4");
+
+    // A field outside the subset is refused by name.
+    let mut r = route("/", &[("c1", 1)]);
+    r.stat_prefix = "unsupported".into();
+    cp.set(ROUTE, "v5", vec![route_config("r1", vec![r])]);
+    eventually("RDS v5 NACKed", || async {
+        cp.last_reply(ROUTE)
+            .is_some_and(|r| r.error_detail.is_some())
+    })
+    .await;
+    let msg = cp
+        .last_reply(ROUTE)
+        .and_then(|r| r.error_detail)
+        .expect("NACK")
+        .message;
+    assert!(
+        msg.contains("RouteConfiguration `r1`") && msg.contains("stat_prefix"),
+        "{msg}"
+    );
+    assert_eq!(
+        served_by(&url("/two")).await,
+        None,
+        "v2 routes stay as they were"
+    );
+    assert_eq!(served_by(&url("/x")).await.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn ads_wasm_filter_from_ecds() {
+    let cp = ControlPlane::start().await;
+    let a = Backend::start("a").await;
+    let lport = free_port();
+    let echo = wasm("test_plugin_header_echo");
+    push_all(&cp, "v1", lport, &a, &["echo"]);
+    cp.set(
+        EXTENSION,
+        "v1",
+        vec![wasm_filter(
+            "echo",
+            &echo,
+            r#"{"value":"from-ecds"}"#,
+            false,
+        )],
+    );
+    let _proxy = Proxy::start(&bootstrap_for(&cp))
+        .await
+        .expect("proxy starts");
+    let url = format!("http://127.0.0.1:{lport}/w");
+    assert_eq!(served_by(&url).await.as_deref(), Some("a"));
+    assert_eq!(a.last().header("x-plugin-added"), Some("from-ecds"));
+    eventually("ECDS ACKed", || async { acked(&cp, EXTENSION, "v1") }).await;
+    assert_eq!(
+        names(&cp.last_reply(EXTENSION).expect("ECDS request")),
+        ["echo".to_string()].into()
+    );
+
+    // A new configuration for the filter applies.
+    cp.set(
+        EXTENSION,
+        "v2",
+        vec![wasm_filter("echo", &echo, r#"{"value":"second"}"#, false)],
+    );
+    eventually("the new filter config", || async {
+        served_by(&url).await.is_some() && a.last().header("x-plugin-added") == Some("second")
+    })
+    .await;
+
+    // A module that is not wasm: FAIL_CLOSED NACKs it and the filter keeps running ...
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not a wasm module").expect("write");
+    cp.set(
+        EXTENSION,
+        "v3",
+        vec![wasm_filter("echo", &junk, "{}", false)],
+    );
+    eventually("ECDS v3 NACKed", || async {
+        cp.last_reply(EXTENSION)
+            .is_some_and(|r| r.error_detail.is_some())
+    })
+    .await;
+    let nack = cp.last_reply(EXTENSION).expect("NACK");
+    assert_eq!(nack.version_info, "v2");
+    let msg = nack.error_detail.expect("detail").message;
+    assert!(msg.contains("echo"), "{msg}");
+    assert_eq!(served_by(&url).await.as_deref(), Some("a"));
+    assert_eq!(a.last().header("x-plugin-added"), Some("second"));
+
+    // ... while FAIL_OPEN accepts it and skips the filter.
+    cp.set(
+        EXTENSION,
+        "v4",
+        vec![wasm_filter("echo", &junk, "{}", true)],
+    );
+    eventually("ECDS v4 ACKed", || async { acked(&cp, EXTENSION, "v4") }).await;
+    assert_eq!(served_by(&url).await.as_deref(), Some("a"));
+    assert_eq!(
+        a.last().header("x-plugin-added"),
+        None,
+        "the filter is skipped"
+    );
+}
+
+#[tokio::test]
+async fn ads_reconnects_and_keeps_serving() {
+    let cp = ControlPlane::start().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lport = free_port();
+    push_all(&cp, "v1", lport, &a, &[]);
+    let proxy = Proxy::start(&bootstrap_for(&cp))
+        .await
+        .expect("proxy starts");
+    let url = format!("http://127.0.0.1:{lport}/r");
+    for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE] {
+        eventually(&format!("{t} ACKed"), || async { acked(&cp, t, "v1") }).await;
+    }
+    let before = cp.requests().len();
+
+    // 7. The stream dies; requests keep being served while the client reconnects.
+    cp.kill_streams();
+    for _ in 0..20 {
+        assert_eq!(served_by(&url).await.as_deref(), Some("a"));
+    }
+    eventually("a second stream", || async { cp.streams() >= 2 }).await;
+    // The new stream resubscribes with the versions it has, and the node again.
+    let again: Vec<_> = cp.requests().into_iter().skip(before).collect();
+    let first = again
+        .iter()
+        .find(|r| r.node.is_some())
+        .expect("node on the new stream");
+    assert_eq!(first.type_url, CLUSTER);
+    assert_eq!(first.version_info, "v1");
+    assert_eq!(first.response_nonce, "", "nonces do not outlive a stream");
+    assert!(again
+        .iter()
+        .any(|r| r.type_url == ROUTE && names(r) == ["r1".to_string()].into()));
+
+    // And pushes on the new stream apply.
+    cp.set(ENDPOINT, "v2", vec![endpoints("c1", &[(b.port(), 1)])]);
+    eventually("EDS v2 on the new stream", || async {
+        served_by(&url).await.as_deref() == Some("b")
+    })
+    .await;
+    let dump = proxy.config_dump().await;
+    assert_eq!(dump["xds"]["state"], "CONNECTED");
+    assert!(dump["xds"]["connects"].as_u64() >= Some(2));
+}
