@@ -154,12 +154,8 @@ impl Sources {
         };
         let (old, new) = (bound(current), bound(&snap));
         if old != new {
-            tracing::warn!(
-                "listeners changed ({:?} -> {:?}); listeners are bound at start, so new \
-                 ones need a restart (routes and plugins are applied now)",
-                old,
-                new
-            );
+            // Each worker follows: it binds the new listeners and closes the removed ones.
+            tracing::info!("listeners change: {old:?} -> {new:?}");
         }
         for w in &snap.warnings {
             tracing::warn!("{w}");

@@ -117,7 +117,7 @@ pub fn run_worker(
     listeners: Vec<BoundListener>,
     snapshots: Arc<ArcSwap<Snapshot>>,
     rt: Arc<Runtime>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -176,14 +176,15 @@ pub fn run_worker(
         });
         let active = Rc::new(Cell::new(0usize));
         let idle = Rc::new(tokio::sync::Notify::new());
-        let mut accepts = Vec::new();
-        for l in listeners {
-            let listener = tokio::net::TcpListener::from_std(l.socket)?;
+        let accept = |name: Arc<str>, socket: std::net::TcpListener| {
+            let listener = tokio::net::TcpListener::from_std(socket)?;
             let ctx = ctx.clone();
             let mut stop = shutdown.clone();
+            // Closed when the listener leaves the config (LDS or a file change).
+            let (removed, mut gone) = watch::channel(false);
             let (active, idle) = (active.clone(), idle.clone());
-            let lstats = crate::stats::store().listener(&l.name);
-            accepts.push(tokio::task::spawn_local(async move {
+            let lstats = crate::stats::store().listener(&name);
+            let task = tokio::task::spawn_local(async move {
                 loop {
                     let (tcp, peer) = tokio::select! {
                         r = listener.accept() => match r {
@@ -195,13 +196,14 @@ pub fn run_worker(
                             }
                         },
                         _ = stop.changed() => return,
+                        _ = gone.changed() => return,
                     };
                     let _ = tcp.set_nodelay(true);
                     let local = tcp.local_addr().unwrap_or(peer);
                     let conn = ConnInfo {
                         peer,
                         local,
-                        listener: l.name.clone(),
+                        listener: name.clone(),
                         protocol: "HTTP/1.1",
                         stats: lstats.clone(),
                         tls: None,
@@ -224,14 +226,70 @@ pub fn run_worker(
                         }
                     });
                 }
-            }));
+            });
+            Ok::<_, std::io::Error>((task, removed))
+        };
+        // Listeners by (name, address); the accept task and its stop switch.
+        let mut open = HashMap::new();
+        for l in listeners {
+            let addr = l.socket.local_addr()?;
+            open.insert((l.name.clone(), addr), accept(l.name, l.socket)?);
         }
-        let _ = shutdown.wait_for(|v| *v).await;
+        // A config change (an LDS push, a Gateway edit) may add or remove listeners: each
+        // worker binds the new ones on its own socket and closes the removed ones, whose
+        // open connections finish as they would on a drain.
+        let follow = {
+            let (ctx, mut stop) = (ctx.clone(), shutdown.clone());
+            async move {
+                let mut seen = ctx.snapshots.load_full();
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = stop.changed() => return open,
+                    }
+                    let snap = ctx.snapshots.load_full();
+                    if Arc::ptr_eq(&snap, &seen) {
+                        continue;
+                    }
+                    seen = snap;
+                    let want: std::collections::HashSet<(Arc<str>, SocketAddr)> = seen
+                        .listeners
+                        .iter()
+                        .filter(|l| l.bind)
+                        .map(|l| (Arc::from(l.name.as_str()), l.addr))
+                        .collect();
+                    open.retain(|k, (_, removed): &mut (_, watch::Sender<bool>)| {
+                        let keep = want.contains(k);
+                        if !keep {
+                            tracing::info!(worker = id, "listener {} on {} removed", k.0, k.1);
+                            let _ = removed.send(true);
+                        }
+                        keep
+                    });
+                    for (name, addr) in want {
+                        if open.contains_key(&(name.clone(), addr)) {
+                            continue;
+                        }
+                        match bind(addr).and_then(|s| accept(name.clone(), s)) {
+                            Ok(t) => {
+                                tracing::info!(worker = id, "listener {name} on {addr} added");
+                                open.insert((name, addr), t);
+                            }
+                            Err(e) => tracing::error!(
+                                worker = id,
+                                "cannot open listener {name} on {addr}: {e}"
+                            ),
+                        }
+                    }
+                }
+            }
+        };
+        let open = follow.await;
         if let Some(t) = services_task {
             t.abort();
         }
-        for a in accepts {
-            let _ = a.await;
+        for (_, (task, _)) in open {
+            let _ = task.await;
         }
         // Drain: in-flight connections finish their current request, then close.
         let drained = async {

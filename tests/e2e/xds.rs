@@ -197,6 +197,19 @@ async fn ads_updates_removals_and_nacks() {
     })
     .await;
 
+    // LDS adds a listener (bound without a restart) and removes one (closed).
+    let lport2 = free_port();
+    cp.set(LISTENER, "v2", vec![listener("l2", lport2, "r1", &[])]);
+    eventually("l2 serves on its new port", || async {
+        served_by(&format!("http://127.0.0.1:{lport2}/x"))
+            .await
+            .as_deref()
+            == Some("b")
+    })
+    .await;
+    eventually("l1 closed", || async { get(&url("/x")).await.is_err() }).await;
+    let url = |p: &str| format!("http://127.0.0.1:{lport2}{p}");
+
     // 5. An invalid update is NACKed with the old version, naming what is wrong; the old
     // config keeps serving.
     let mut bad = envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(
@@ -373,4 +386,62 @@ async fn ads_reconnects_and_keeps_serving() {
     let dump = proxy.config_dump().await;
     assert_eq!(dump["xds"]["state"], "CONNECTED");
     assert!(dump["xds"]["connects"].as_u64() >= Some(2));
+}
+
+fn files_with_plugin(cp: &ControlPlane, a: &Backend, value: &str) -> String {
+    mesh(&[a])
+        + &bootstrap_for(cp)
+        + &format!(
+            r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: header-echo, namespace: istio-system}}
+spec:
+  url: file://{{{{WASM}}}}/test_plugin_header_echo.wasm
+  pluginConfig: {{value: {value}}}
+"#
+        )
+}
+
+#[tokio::test]
+async fn ads_and_files_make_one_config() {
+    let cp = ControlPlane::start().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lport = free_port();
+    // Clusters from both sources: c1 from CDS, the ServiceEntry's from the files.
+    push_all(&cp, "v1", lport, &b, &[]);
+    cp.set(
+        ROUTE,
+        "v1",
+        vec![route_config(
+            "r1",
+            vec![
+                route("/file", &[("outbound|80|a|svc.test", 1)]),
+                route("/", &[("c1", 1)]),
+            ],
+        )],
+    );
+    let proxy = Proxy::start(&files_with_plugin(&cp, &a, "one"))
+        .await
+        .expect("proxy starts");
+    let url = |p: &str| format!("http://127.0.0.1:{lport}{p}");
+    assert_eq!(served_by(&url("/file")).await.as_deref(), Some("a"));
+    // A WasmPlugin from the files runs on the xDS listener too.
+    assert_eq!(a.last().header("x-plugin-added"), Some("one"));
+    assert_eq!(served_by(&url("/")).await.as_deref(), Some("b"));
+
+    // A file change rebuilds with the xDS state kept, and the reverse.
+    proxy.rewrite(&files_with_plugin(&cp, &a, "two"));
+    eventually("the file change on the xDS listener", || async {
+        served_by(&url("/file")).await.as_deref() == Some("a")
+            && a.last().header("x-plugin-added") == Some("two")
+    })
+    .await;
+    assert_eq!(served_by(&url("/")).await.as_deref(), Some("b"));
+    cp.set(ENDPOINT, "v2", vec![endpoints("c1", &[(a.port(), 1)])]);
+    eventually("EDS after the file change", || async {
+        served_by(&url("/")).await.as_deref() == Some("a")
+            && a.last().header("x-plugin-added") == Some("two")
+    })
+    .await;
 }

@@ -643,6 +643,13 @@ pub fn route_configuration(any: &Any) -> Result<Vec<VirtualHostConfig>, String> 
 
 fn route_config_of(rc: &RouteConfiguration) -> Result<Vec<VirtualHostConfig>, String> {
     only!(rc, "", [name, virtual_hosts, validate_clusters]);
+    if rc.validate_clusters.as_ref().is_some_and(|v| v.value) {
+        return Err(
+            ": validate_clusters: true is not supported by Lateen (a route to a \
+                    missing cluster answers 503 at request time)"
+                .into(),
+        );
+    }
     let mut out = Vec::with_capacity(rc.virtual_hosts.len());
     for (vi, vh) in rc.virtual_hosts.iter().enumerate() {
         let at = format!(": virtual_hosts[{vi}] `{}`", vh.name);
