@@ -55,7 +55,10 @@ async fn until_b(client: &KeepAlive, url: &str, t0: Instant) -> Duration {
                 return t0.elapsed();
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "no switch to b at {url}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no switch to b at {url}"
+        );
     }
 }
 
@@ -70,7 +73,10 @@ async fn until_a(client: &KeepAlive, url: &str) {
         .as_deref()
         != Some("a")
     {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no switch back to a");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no switch back to a"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -139,7 +145,9 @@ fn yaml(n: usize, probe_subset: &str, c1_port: u16, a: &Backend, b: &Backend) ->
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: {{PORT}}, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n    bind: 127.0.0.1\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: c1, namespace: default}\nspec:\n  hosts: [c1.bench]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints:\n",
     );
     for _ in 0..n {
-        y.push_str(&format!("  - {{address: 127.0.0.1, ports: {{http: {c1_port}}}}}\n"));
+        y.push_str(&format!(
+            "  - {{address: 127.0.0.1, ports: {{http: {c1_port}}}}}\n"
+        ));
     }
     for (name, port) in [("a", a.port()), ("b", b.port())] {
         y.push_str(&format!(
@@ -192,7 +200,11 @@ async fn memory(a: &Backend) -> (u64, u64) {
     cp.set(CLUSTER, "0", vec![eds_cluster("c1")]);
     cp.set(ENDPOINT, "0", vec![eps("c1", 10, a.port())]);
     cp.set(LISTENER, "0", vec![listener("l1", lport, "r1", &[])]);
-    cp.set(ROUTE, "0", vec![route_config("r1", vec![route("/", &[("c1", 1)])])]);
+    cp.set(
+        ROUTE,
+        "0",
+        vec![route_config("r1", vec![route("/", &[("c1", 1)])])],
+    );
     let proxy = Proxy::start(&bootstrap_for(&cp))
         .await
         .expect("proxy starts");
@@ -208,7 +220,10 @@ async fn memory(a: &Backend) -> (u64, u64) {
         .collect();
     cp.set(ENDPOINT, "1", vec![endpoints("c1", &many)]);
     let t0 = Instant::now();
-    while cp.last_reply(ENDPOINT).is_none_or(|r| r.version_info != "1") {
+    while cp
+        .last_reply(ENDPOINT)
+        .is_none_or(|r| r.version_info != "1")
+    {
         assert!(t0.elapsed() < Duration::from_secs(120), "EDS not ACKed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

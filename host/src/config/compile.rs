@@ -663,6 +663,11 @@ pub fn build_with(
             if f.scope.as_ref().is_some_and(|s| s.default.is_none()) {
                 continue;
             }
+            // Accepted by the running snapshot as it is (module, identity, configuration):
+            // a push that changes only endpoints or other routes does not re-run it.
+            if previous.is_some_and(|p| configured_before(p, f)) {
+                continue;
+            }
             let where_ = plugins
                 .iter()
                 .find(|l| Arc::ptr_eq(&l.spec, &f.plugin))
@@ -767,6 +772,19 @@ pub fn build_with(
         tracer,
         limits,
         read_files: tls_ctx.files(),
+    })
+}
+
+/// Whether `prev` runs `f`'s module with the same identity and configuration.
+fn configured_before(prev: &Snapshot, f: &FilterSpec) -> bool {
+    let (a, b) = (&f.plugin, &f.plugin.identity);
+    prev.listeners.iter().flat_map(|l| &l.filters).any(|g| {
+        let (p, i) = (&g.plugin, &g.plugin.identity);
+        g.scope.is_none() == f.scope.is_none()
+            && p.module.sha256 == a.module.sha256
+            && (&i.name, &i.root_id, &i.vm_id, &i.env, &i.vm_configuration)
+                == (&b.name, &b.root_id, &b.vm_id, &b.env, &b.vm_configuration)
+            && g.configuration == f.configuration
     })
 }
 

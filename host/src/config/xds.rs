@@ -364,12 +364,18 @@ fn set_fields<T: Debug + Default + PartialEq>(rest: &T) -> Option<String> {
     })
 }
 
-/// Refuses a message that sets anything but the named fields.
+/// Refuses a message (`&mut`) that sets anything but the named fields. The named fields
+/// are taken out for the check and put back, so a large message is never copied.
 macro_rules! only {
     ($msg:expr, $at:expr, [$($field:ident),* $(,)?]) => {{
-        let mut rest = $msg.clone();
-        $( rest.$field = Default::default(); )*
-        if let Some(f) = set_fields(&rest) {
+        let rest = {
+            let msg = &mut *$msg;
+            $( let $field = std::mem::take(&mut msg.$field); )*
+            let rest = set_fields(&*msg);
+            $( msg.$field = $field; )*
+            rest
+        };
+        if let Some(f) = rest {
             return Err(format!("{}: not supported by Lateen: {f}", $at));
         }
     }};
@@ -390,8 +396,8 @@ fn duration_ms(d: &envoy_types::pb::google::protobuf::Duration) -> u64 {
     ms.max(u64::from(d.seconds > 0 || d.nanos > 0))
 }
 
-fn socket_addr(a: Option<&Address>, at: &str) -> Result<(String, u16), String> {
-    let Some(address::Address::SocketAddress(sa)) = a.and_then(|a| a.address.as_ref()) else {
+fn socket_addr(a: Option<&mut Address>, at: &str) -> Result<(String, u16), String> {
+    let Some(address::Address::SocketAddress(sa)) = a.and_then(|a| a.address.as_mut()) else {
         return Err(format!("{at}: expected a socket_address"));
     };
     only!(sa, at, [address, port_specifier, protocol]);
@@ -409,18 +415,18 @@ fn socket_addr(a: Option<&Address>, at: &str) -> Result<(String, u16), String> {
 
 /// LDS.
 pub fn listener(any: &Any) -> Result<XdsListener, String> {
-    let l: Listener = unpack(any)?;
+    let mut l: Listener = unpack(any)?;
     let at = format!("Listener `{}`", l.name);
     only!(
-        l,
+        &mut l,
         at,
         [name, address, filter_chains, stat_prefix, traffic_direction]
     );
-    let (host, port) = socket_addr(l.address.as_ref(), &format!("{at}: address"))?;
+    let (host, port) = socket_addr(l.address.as_mut(), &format!("{at}: address"))?;
     let ip = host
         .parse()
         .map_err(|_| format!("{at}: address: `{host}` is not an IP address"))?;
-    let [chain] = l.filter_chains.as_slice() else {
+    let [chain] = l.filter_chains.as_mut_slice() else {
         return Err(format!(
             "{at}: filter_chains: expected exactly one filter chain, got {}",
             l.filter_chains.len()
@@ -428,7 +434,7 @@ pub fn listener(any: &Any) -> Result<XdsListener, String> {
     };
     let cat = format!("{at}: filter_chains[0]");
     only!(chain, cat, [filters, name]);
-    let [f] = chain.filters.as_slice() else {
+    let [f] = chain.filters.as_mut_slice() else {
         return Err(format!(
             "{cat}.filters: expected one HTTP connection manager, got {} filters",
             chain.filters.len()
@@ -438,13 +444,13 @@ pub fn listener(any: &Any) -> Result<XdsListener, String> {
     let Some(filter::ConfigType::TypedConfig(tc)) = &f.config_type else {
         return Err(format!("{fat}: expected a typed_config"));
     };
-    let hcm: HttpConnectionManager = unpack(tc).map_err(|e| format!("{fat}: {e}"))?;
+    let mut hcm: HttpConnectionManager = unpack(tc).map_err(|e| format!("{fat}: {e}"))?;
     only!(
-        hcm,
+        &mut hcm,
         fat,
         [stat_prefix, route_specifier, http_filters, codec_type]
     );
-    let routes = match &hcm.route_specifier {
+    let routes = match &mut hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             ads_or_unset(rds.config_source.as_ref(), &format!("{fat}.rds"))?;
             Routes::Rds(rds.route_config_name.clone())
@@ -456,7 +462,7 @@ pub fn listener(any: &Any) -> Result<XdsListener, String> {
     };
     let mut filters = Vec::new();
     let n = hcm.http_filters.len();
-    for (i, hf) in hcm.http_filters.iter().enumerate() {
+    for (i, hf) in hcm.http_filters.iter_mut().enumerate() {
         let hat = format!("{fat}.http_filters[{i}] `{}`", hf.name);
         only!(hf, hat, [name, config_type, is_optional]);
         let last = i + 1 == n;
@@ -550,13 +556,13 @@ fn string_value(any: Option<&Any>) -> Result<Vec<u8>, String> {
 
 fn wasm(name: &str, any: &Any) -> Result<XdsWasm, String> {
     let w: Wasm = unpack(any)?;
-    let pc = w.config.ok_or("config: missing")?;
+    let mut pc = w.config.ok_or("config: missing")?;
     only!(
-        pc,
+        &mut pc,
         "config",
         [name, root_id, configuration, fail_open, failure_policy, vm]
     );
-    let Some(plugin_config::Vm::VmConfig(vm)) = &pc.vm else {
+    let Some(plugin_config::Vm::VmConfig(vm)) = &mut pc.vm else {
         return Err("config.vm_config: missing".into());
     };
     only!(
@@ -637,11 +643,11 @@ fn wasm(name: &str, any: &Any) -> Result<XdsWasm, String> {
 
 /// RDS.
 pub fn route_configuration(any: &Any) -> Result<Vec<VirtualHostConfig>, String> {
-    let rc: RouteConfiguration = unpack(any)?;
-    route_config_of(&rc).map_err(|e| format!("RouteConfiguration `{}`{e}", rc.name))
+    let mut rc: RouteConfiguration = unpack(any)?;
+    route_config_of(&mut rc).map_err(|e| format!("RouteConfiguration `{}`{e}", rc.name))
 }
 
-fn route_config_of(rc: &RouteConfiguration) -> Result<Vec<VirtualHostConfig>, String> {
+fn route_config_of(rc: &mut RouteConfiguration) -> Result<Vec<VirtualHostConfig>, String> {
     only!(rc, "", [name, virtual_hosts, validate_clusters]);
     if rc.validate_clusters.as_ref().is_some_and(|v| v.value) {
         return Err(
@@ -651,14 +657,14 @@ fn route_config_of(rc: &RouteConfiguration) -> Result<Vec<VirtualHostConfig>, St
         );
     }
     let mut out = Vec::with_capacity(rc.virtual_hosts.len());
-    for (vi, vh) in rc.virtual_hosts.iter().enumerate() {
+    for (vi, vh) in rc.virtual_hosts.iter_mut().enumerate() {
         let at = format!(": virtual_hosts[{vi}] `{}`", vh.name);
         only!(vh, at, [name, domains, routes]);
         if vh.domains.is_empty() {
             return Err(format!("{at}.domains: empty"));
         }
         let mut routes = Vec::with_capacity(vh.routes.len());
-        for (ri, r) in vh.routes.iter().enumerate() {
+        for (ri, r) in vh.routes.iter_mut().enumerate() {
             let rat = format!("{at}.routes[{ri}]");
             let mut route = xds_route(r).map_err(|e| format!("{rat}{e}"))?;
             route.id = format!("xds:{}/{}#{ri}", rc.name, vh.name);
@@ -682,7 +688,7 @@ fn route_config_of(rc: &RouteConfiguration) -> Result<Vec<VirtualHostConfig>, St
     Ok(out)
 }
 
-fn string_matcher(m: &StringMatcher, at: &str) -> Result<StringMatch, String> {
+fn string_matcher(m: &mut StringMatcher, at: &str) -> Result<StringMatch, String> {
     only!(m, at, [match_pattern, ignore_case]);
     let case = |s: &str| {
         if m.ignore_case {
@@ -731,10 +737,10 @@ fn regex_match(r: String) -> StringMatch {
 }
 
 /// A header matcher: into `headers` or (inverted) `without_headers`.
-fn header_matcher(h: &HeaderMatcher, m: &mut HttpMatchRequest, at: &str) -> Result<(), String> {
+fn header_matcher(h: &mut HeaderMatcher, m: &mut HttpMatchRequest, at: &str) -> Result<(), String> {
     only!(h, at, [name, invert_match, header_match_specifier]);
     let name = h.name.to_ascii_lowercase();
-    let (sm, mut invert) = match &h.header_match_specifier {
+    let (sm, mut invert) = match &mut h.header_match_specifier {
         Some(HeaderMatchSpecifier::ExactMatch(s)) => (
             StringMatch {
                 exact: Some(s.clone()),
@@ -781,7 +787,9 @@ fn header_matcher(h: &HeaderMatcher, m: &mut HttpMatchRequest, at: &str) -> Resu
     Ok(())
 }
 
-fn xds_route(r: &envoy_types::pb::envoy::config::route::v3::Route) -> Result<RouteConfig, String> {
+fn xds_route(
+    r: &mut envoy_types::pb::envoy::config::route::v3::Route,
+) -> Result<RouteConfig, String> {
     only!(
         r,
         "",
@@ -795,7 +803,7 @@ fn xds_route(r: &envoy_types::pb::envoy::config::route::v3::Route) -> Result<Rou
             response_headers_to_remove,
         ]
     );
-    let rm = r.r#match.as_ref().ok_or(".match: missing")?;
+    let rm = r.r#match.as_mut().ok_or(".match: missing")?;
     only!(
         rm,
         ".match",
@@ -830,12 +838,12 @@ fn xds_route(r: &envoy_types::pb::envoy::config::route::v3::Route) -> Result<Rou
     {
         m.uri = None;
     }
-    for (i, h) in rm.headers.iter().enumerate() {
+    for (i, h) in rm.headers.iter_mut().enumerate() {
         header_matcher(h, &mut m, &format!(".match.headers[{i}]"))?;
     }
-    for (i, q) in rm.query_parameters.iter().enumerate() {
+    for (i, q) in rm.query_parameters.iter_mut().enumerate() {
         let at = format!(".match.query_parameters[{i}]");
-        let sm = match &q.query_parameter_match_specifier {
+        let sm = match &mut q.query_parameter_match_specifier {
             Some(QueryParameterMatchSpecifier::StringMatch(s)) => string_matcher(s, &at)?,
             Some(QueryParameterMatchSpecifier::PresentMatch(true)) => StringMatch::default(),
             _ => {
@@ -852,7 +860,7 @@ fn xds_route(r: &envoy_types::pb::envoy::config::route::v3::Route) -> Result<Rou
         headers: header_ops(r)?,
         ..Default::default()
     };
-    match &r.action {
+    match &mut r.action {
         Some(route::Action::Route(a)) => route_action(a, &mut rc)?,
         Some(route::Action::Redirect(red)) => {
             only!(
@@ -926,7 +934,7 @@ fn xds_route(r: &envoy_types::pb::envoy::config::route::v3::Route) -> Result<Rou
 }
 
 fn route_action(
-    a: &envoy_types::pb::envoy::config::route::v3::RouteAction,
+    a: &mut envoy_types::pb::envoy::config::route::v3::RouteAction,
     rc: &mut RouteConfig,
 ) -> Result<(), String> {
     only!(
@@ -940,7 +948,7 @@ fn route_action(
             host_rewrite_specifier
         ]
     );
-    rc.route = match &a.cluster_specifier {
+    rc.route = match &mut a.cluster_specifier {
         Some(route_action::ClusterSpecifier::Cluster(c)) => vec![WeightedCluster {
             cluster: c.clone(),
             weight: 1,
@@ -949,7 +957,7 @@ fn route_action(
         Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
             only!(w, ".route.weighted_clusters", [clusters, total_weight]);
             let mut out = Vec::new();
-            for (i, cw) in w.clusters.iter().enumerate() {
+            for (i, cw) in w.clusters.iter_mut().enumerate() {
                 only!(
                     cw,
                     format!(".route.weighted_clusters.clusters[{i}]"),
@@ -971,7 +979,7 @@ fn route_action(
     // Envoy's route timeout is 15 s when unset; 0 disables it.
     rc.timeout_ms = a.timeout.as_ref().map_or(15_000, duration_ms);
     // No retry policy: Envoy does not retry (Istio's 2 attempts come from istiod).
-    let retry = match &a.retry_policy {
+    let retry = match &mut a.retry_policy {
         None => HttpRetry {
             attempts: Some(0),
             ..Default::default()
@@ -1090,10 +1098,10 @@ fn header_ops(
 
 /// CDS.
 pub fn cluster(any: &Any) -> Result<XdsCluster, String> {
-    let c: Cluster = unpack(any)?;
+    let mut c: Cluster = unpack(any)?;
     let at = format!("Cluster `{}`", c.name);
     only!(
-        c,
+        &mut c,
         at,
         [
             name,
@@ -1139,7 +1147,7 @@ pub fn cluster(any: &Any) -> Result<XdsCluster, String> {
         | cluster::DiscoveryType::LogicalDns => {
             let la = c
                 .load_assignment
-                .as_ref()
+                .as_mut()
                 .ok_or_else(|| format!("{at}: load_assignment: required for a {kind:?} cluster"))?;
             ClusterEndpoints::Static(Arc::new(
                 endpoints_of(la).map_err(|e| format!("{at}: load_assignment{e}"))?,
@@ -1159,9 +1167,9 @@ pub fn cluster(any: &Any) -> Result<XdsCluster, String> {
     };
     // Envoy's circuit-breaker defaults for the default priority.
     let (mut max_requests, mut max_connections) = (1024u64, 1024u32);
-    if let Some(cb) = &c.circuit_breakers {
+    if let Some(cb) = &mut c.circuit_breakers {
         only!(cb, format!("{at}: circuit_breakers"), [thresholds]);
-        for (i, t) in cb.thresholds.iter().enumerate() {
+        for (i, t) in cb.thresholds.iter_mut().enumerate() {
             let tat = format!("{at}: circuit_breakers.thresholds[{i}]");
             only!(
                 t,
@@ -1202,16 +1210,16 @@ pub fn cluster(any: &Any) -> Result<XdsCluster, String> {
 
 /// EDS: `(service name, endpoints)`.
 pub fn load_assignment(any: &Any) -> Result<(String, Vec<XdsEndpoint>), String> {
-    let la: ClusterLoadAssignment = unpack(any)?;
-    let eps =
-        endpoints_of(&la).map_err(|e| format!("ClusterLoadAssignment `{}`{e}", la.cluster_name))?;
+    let mut la: ClusterLoadAssignment = unpack(any)?;
+    let eps = endpoints_of(&mut la)
+        .map_err(|e| format!("ClusterLoadAssignment `{}`{e}", la.cluster_name))?;
     Ok((la.cluster_name, eps))
 }
 
-fn endpoints_of(la: &ClusterLoadAssignment) -> Result<Vec<XdsEndpoint>, String> {
+fn endpoints_of(la: &mut ClusterLoadAssignment) -> Result<Vec<XdsEndpoint>, String> {
     only!(la, "", [cluster_name, endpoints, policy]);
     let mut out = Vec::new();
-    for (li, loc) in la.endpoints.iter().enumerate() {
+    for (li, loc) in la.endpoints.iter_mut().enumerate() {
         let at = format!(".endpoints[{li}]");
         only!(
             loc,
@@ -1224,19 +1232,19 @@ fn endpoints_of(la: &ClusterLoadAssignment) -> Result<Vec<XdsEndpoint>, String> 
                 loc.priority
             ));
         }
-        for (ei, lbe) in loc.lb_endpoints.iter().enumerate() {
+        for (ei, lbe) in loc.lb_endpoints.iter_mut().enumerate() {
             let eat = format!("{at}.lb_endpoints[{ei}]");
             only!(
                 lbe,
                 eat,
                 [host_identifier, health_status, load_balancing_weight]
             );
-            let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lbe.host_identifier else {
+            let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &mut lbe.host_identifier else {
                 return Err(format!("{eat}: expected an endpoint"));
             };
             only!(ep, format!("{eat}.endpoint"), [address, hostname]);
             let (host, port) =
-                socket_addr(ep.address.as_ref(), &format!("{eat}.endpoint.address"))?;
+                socket_addr(ep.address.as_mut(), &format!("{eat}.endpoint.address"))?;
             let authority = if host.contains(':') {
                 format!("[{host}]:{port}")
             } else {
