@@ -742,6 +742,8 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
             args.admin_address
         );
     }
+    // SAFETY: mi_collect only walks mimalloc's own heaps; it is safe on any thread.
+    lateen::sources::set_trim(|| unsafe { libmimalloc_sys::mi_collect(true) });
     let files = compile::load(&args.config).map_err(report)?;
     let xds_client = lateen::config::xds::client_config(&files).map_err(|e| report(vec![e]))?;
     let snap = built_snapshot(&files, &rt, &opts, 1)?;

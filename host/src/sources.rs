@@ -22,6 +22,22 @@ pub struct ReloadStatus {
     pub last_error: Mutex<Option<String>>,
 }
 
+/// Called after each build, once the old state is dropped: the binary returns the memory a
+/// large push freed to the OS (its allocator keeps freed pages of an idle thread otherwise).
+static TRIM: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what [`TRIM`] calls (once per process).
+pub fn set_trim(f: fn()) {
+    let _ = TRIM.set(f);
+}
+
+/// Returns freed memory to the OS, if the binary said how.
+pub fn trim() {
+    if let Some(f) = TRIM.get() {
+        f();
+    }
+}
+
 /// The sources and the snapshot they build.
 pub struct Sources {
     pub config: PathBuf,
@@ -90,6 +106,8 @@ impl Sources {
                     *e = None;
                 }
                 tracing::info!("configuration reloaded (version {version})");
+                drop(current);
+                trim();
                 true
             }
             Err(errors) => {

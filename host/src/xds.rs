@@ -279,6 +279,8 @@ impl Client {
                 Ok(Some(resp)) => {
                     got = true;
                     self.handle(resp, &tx);
+                    // The response and the state it replaced are dropped by now.
+                    crate::sources::trim();
                 }
                 Ok(None) => return Ok(got),
                 Err(e) => return Err((got, format!("stream error: {e}"))),
