@@ -152,6 +152,8 @@ impl Sources {
                 *self.xds.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(set));
                 self.install(&current, snap);
                 tracing::info!("xDS configuration applied (version {version})");
+                drop(current);
+                trim();
                 Ok(version)
             }
             Err(errors) => Err(errors

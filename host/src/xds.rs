@@ -278,7 +278,7 @@ impl Client {
             match stream.message().await {
                 Ok(Some(resp)) => {
                     got = true;
-                    self.handle(resp, &tx);
+                    self.handle(resp, &tx).await;
                     // The response and the state it replaced are dropped by now.
                     crate::sources::trim();
                 }
@@ -288,7 +288,11 @@ impl Client {
         }
     }
 
-    fn handle(&mut self, resp: DiscoveryResponse, tx: &mpsc::UnboundedSender<DiscoveryRequest>) {
+    async fn handle(
+        &mut self,
+        resp: DiscoveryResponse,
+        tx: &mpsc::UnboundedSender<DiscoveryRequest>,
+    ) {
         let Some(&t) = model::TYPES.iter().find(|t| **t == resp.type_url) else {
             // Not a type Lateen asked for: refuse it by name (it is never silently dropped).
             let _ = tx.send(DiscoveryRequest {
@@ -306,10 +310,18 @@ impl Client {
         self.nonces.insert(t, resp.nonce.clone());
         let started = std::time::Instant::now();
         let mut candidate = self.applied.clone();
-        let result = decode_into(&mut candidate, t, &resp.resources).and_then(|()| {
-            prune(&mut candidate);
-            self.sources.apply_xds(candidate.clone())
-        });
+        let result = match decode_into(&mut candidate, t, &resp.resources) {
+            Ok(()) => {
+                prune(&mut candidate);
+                // Off the stream's runtime: a build compiles modules and may fetch remote
+                // ones with a runtime of its own.
+                let (sources, set) = (self.sources.clone(), candidate.clone());
+                tokio::task::spawn_blocking(move || sources.apply_xds(set))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("building the snapshot failed: {e}")))
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok(version) => {
                 self.applied = candidate;

@@ -4,6 +4,7 @@
 use lateen_e2e::xds::*;
 use lateen_e2e::*;
 use prost::Message;
+use sha2::Digest;
 
 fn bootstrap_for(cp: &ControlPlane) -> String {
     bootstrap(&format!(
@@ -303,6 +304,53 @@ async fn ads_wasm_filter_from_ecds() {
         vec![wasm_filter("echo", &echo, r#"{"value":"second"}"#, false)],
     );
     eventually("the new filter config", || async {
+        served_by(&url).await.is_some() && a.last().header("x-plugin-added") == Some("second")
+    })
+    .await;
+
+    // A remote module (http_uri with sha256), fetched through the plugin fetcher; a wrong
+    // sha256 is NACKed naming it.
+    let bytes = std::fs::read(&echo).expect("module");
+    let sha = hex_string(&sha2::Sha256::digest(&bytes));
+    let server = FileServer::start(bytes).await;
+    let uri = format!("http://{}/echo.wasm", server.addr);
+    cp.set(
+        EXTENSION,
+        "r1",
+        vec![wasm_filter_remote(
+            "echo",
+            &uri,
+            &sha,
+            r#"{"value":"remote"}"#,
+        )],
+    );
+    eventually("the remote module", || async {
+        served_by(&url).await.is_some() && a.last().header("x-plugin-added") == Some("remote")
+    })
+    .await;
+    let wrong = "0".repeat(64);
+    cp.set(
+        EXTENSION,
+        "r2",
+        vec![wasm_filter_remote("echo", &uri, &wrong, r#"{"value":"x"}"#)],
+    );
+    eventually("ECDS r2 NACKed", || async {
+        cp.last_reply(EXTENSION)
+            .is_some_and(|r| r.error_detail.is_some())
+    })
+    .await;
+    let msg = cp
+        .last_reply(EXTENSION)
+        .and_then(|r| r.error_detail)
+        .expect("NACK")
+        .message;
+    assert!(msg.contains("sha256"), "{msg}");
+    cp.set(
+        EXTENSION,
+        "v2",
+        vec![wasm_filter("echo", &echo, r#"{"value":"second"}"#, false)],
+    );
+    eventually("back to the local module", || async {
         served_by(&url).await.is_some() && a.last().header("x-plugin-added") == Some("second")
     })
     .await;

@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     address, async_data_source, config_source, data_source, socket_address, Address,
     AggregatedConfigSource, AsyncDataSource, ConfigSource, DataSource, ExtensionConfigSource,
-    SocketAddress, TypedExtensionConfig,
+    HttpUri, RemoteDataSource, SocketAddress, TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
@@ -435,6 +435,32 @@ pub fn wasm_filter(
     config: &str,
     fail_open: bool,
 ) -> (String, Any) {
+    let code = async_data_source::Specifier::Local(DataSource {
+        specifier: Some(data_source::Specifier::Filename(file.display().to_string())),
+        ..Default::default()
+    });
+    wasm_filter_with(name, code, config, fail_open)
+}
+
+/// An ECDS wasm filter config whose module is fetched from `uri` and checked by `sha256`.
+pub fn wasm_filter_remote(name: &str, uri: &str, sha256: &str, config: &str) -> (String, Any) {
+    let code = async_data_source::Specifier::Remote(RemoteDataSource {
+        http_uri: Some(HttpUri {
+            uri: uri.into(),
+            ..Default::default()
+        }),
+        sha256: sha256.into(),
+        ..Default::default()
+    });
+    wasm_filter_with(name, code, config, false)
+}
+
+fn wasm_filter_with(
+    name: &str,
+    code: async_data_source::Specifier,
+    config: &str,
+    fail_open: bool,
+) -> (String, Any) {
     let w = Wasm {
         config: Some(PluginConfig {
             name: name.into(),
@@ -447,12 +473,7 @@ pub fn wasm_filter(
                 vm_id: name.into(),
                 runtime: "envoy.wasm.runtime.v8".into(),
                 code: Some(AsyncDataSource {
-                    specifier: Some(async_data_source::Specifier::Local(DataSource {
-                        specifier: Some(data_source::Specifier::Filename(
-                            file.display().to_string(),
-                        )),
-                        ..Default::default()
-                    })),
+                    specifier: Some(code),
                 }),
                 ..Default::default()
             })),
