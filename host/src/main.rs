@@ -664,16 +664,6 @@ fn runtime(common: &Common) -> Result<Runtime> {
     .context("starting the wasm runtime")
 }
 
-fn load_snapshot(
-    config: &Path,
-    rt: &Runtime,
-    opts: &BuildOptions,
-    version: u64,
-) -> Result<Snapshot> {
-    let res = compile::load(config).map_err(report)?;
-    built_snapshot(&res, rt, opts, version)
-}
-
 fn built_snapshot(
     res: &lateen::config::compile::Resources,
     rt: &Runtime,
@@ -705,9 +695,18 @@ fn validate(config: &Path, common: &Common) -> Result<()> {
         remote: Some(fetcher(common)),
         pushed_dir: pushed_dir(common),
     };
-    let snap = load_snapshot(config, &rt, &opts, 1)?;
+    let files = compile::load(config).map_err(report)?;
+    let xds = lateen::config::xds::client_config(&files).map_err(|e| report(vec![e]))?;
+    let snap = built_snapshot(&files, &rt, &opts, 1)?;
     for w in &snap.warnings {
         println!("warning: {w}");
+    }
+    if let Some(x) = &xds {
+        println!(
+            "xds: {} as node {} (listeners, routes, clusters and filters from there are \
+             checked when pushed)",
+            x.address, x.node_id
+        );
     }
     // A proxy keeps serving a refused rule's last good configuration; validate fails on it.
     if !snap.rule_errors.is_empty() {

@@ -130,4 +130,26 @@ fn shipped_samples_validate() {
         text.contains("ok (1 listener(s), 4 cluster(s), 2 plugin(s))"),
         "{text}"
     );
+    // The xDS sample: a Bootstrap only; its node id is istiod's form.
+    let xds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/xds");
+    let out = Command::new(&p.bin)
+        .arg("validate")
+        .arg(&xds)
+        .arg("--filters-dir")
+        .arg(&p.wasm_dir)
+        .arg("--cache-dir")
+        .arg(&p.cache_dir)
+        .env_remove("INSTANCE_IP")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "xds: istiod.istio-system.svc:15010 as node router~127.0.0.1~istio-ingressgateway.\
+             istio-system~istio-system.svc.cluster.local"
+        ),
+        "{text}"
+    );
 }

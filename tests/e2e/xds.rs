@@ -181,6 +181,42 @@ async fn ads_updates_removals_and_nacks() {
     }
     assert_eq!(cp.streams(), 1, "updates came without a reconnect");
 
+    // Endpoint health and weights: an UNHEALTHY endpoint takes no traffic; weights split.
+    use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+    cp.set(
+        ENDPOINT,
+        "v2h",
+        vec![
+            endpoints_with_health(
+                "c1",
+                &[
+                    (a.port(), 1, HealthStatus::Unhealthy),
+                    (b.port(), 1, HealthStatus::Healthy),
+                ],
+            ),
+            endpoints_with_health(
+                "c2",
+                &[
+                    (a.port(), 3, HealthStatus::Unknown),
+                    (b.port(), 1, HealthStatus::Healthy),
+                ],
+            ),
+        ],
+    );
+    eventually("EDS v2h ACKed", || async { acked(&cp, ENDPOINT, "v2h") }).await;
+    let mut to_a = 0;
+    for _ in 0..40 {
+        assert_eq!(
+            served_by(&url("/x")).await.as_deref(),
+            Some("b"),
+            "a is unhealthy"
+        );
+        if served_by(&url("/two")).await.as_deref() == Some("a") {
+            to_a += 1;
+        }
+    }
+    assert_eq!(to_a, 30, "weights 3:1 under round robin");
+
     // 4. A cluster left out of the state of the world is removed.
     cp.set(CLUSTER, "v3", vec![eds_cluster("c1")]);
     eventually("c2 removed", || async {
@@ -492,4 +528,24 @@ async fn ads_and_files_make_one_config() {
             && a.last().header("x-plugin-added") == Some("two")
     })
     .await;
+}
+
+#[test]
+fn bad_xds_bootstrap_settings_are_refused_with_their_line() {
+    let err = refused(
+        "xds.yaml",
+        &bootstrap("  xds:\n    address: http://istiod:15010\n"),
+    );
+    assert!(
+        err.contains("xds.yaml:7") && err.contains("spec.xds.address") && err.contains("host:port"),
+        "{err}"
+    );
+    let err = refused(
+        "xds.yaml",
+        &bootstrap("  xds:\n    address: istiod:15010\n    node: {type: gateway}\n"),
+    );
+    assert!(
+        err.contains("spec.xds.node.type") && err.contains("router or sidecar"),
+        "{err}"
+    );
 }

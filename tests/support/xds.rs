@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     address, async_data_source, config_source, data_source, socket_address, Address,
     AggregatedConfigSource, AsyncDataSource, ConfigSource, DataSource, ExtensionConfigSource,
-    HttpUri, RemoteDataSource, SocketAddress, TypedExtensionConfig,
+    HealthStatus, HttpUri, RemoteDataSource, SocketAddress, TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
@@ -314,17 +314,27 @@ pub fn eds_cluster(name: &str) -> (String, Any) {
 
 /// A load assignment: `(port, weight)` endpoints on 127.0.0.1.
 pub fn endpoints(cluster: &str, eps: &[(u16, u32)]) -> (String, Any) {
+    let eps: Vec<_> = eps
+        .iter()
+        .map(|(p, w)| (*p, *w, HealthStatus::Unknown))
+        .collect();
+    endpoints_with_health(cluster, &eps)
+}
+
+/// A load assignment: `(port, weight, health)` endpoints on 127.0.0.1.
+pub fn endpoints_with_health(cluster: &str, eps: &[(u16, u32, HealthStatus)]) -> (String, Any) {
     let la = ClusterLoadAssignment {
         cluster_name: cluster.into(),
         endpoints: vec![LocalityLbEndpoints {
             lb_endpoints: eps
                 .iter()
-                .map(|(port, w)| LbEndpoint {
+                .map(|(port, w, h)| LbEndpoint {
                     host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                         address: Some(socket("127.0.0.1", *port)),
                         ..Default::default()
                     })),
                     load_balancing_weight: Some(UInt32Value { value: *w }),
+                    health_status: *h as i32,
                     ..Default::default()
                 })
                 .collect(),
