@@ -450,6 +450,12 @@ pub fn listener(any: &Any) -> Result<XdsListener, String> {
         fat,
         [stat_prefix, route_specifier, http_filters, codec_type]
     );
+    // AUTO, HTTP1 and HTTP2: Lateen's listeners detect HTTP/1.1 and h2c themselves.
+    if hcm.codec_type == 3 {
+        return Err(format!(
+            "{fat}.codec_type: HTTP3 is not supported by Lateen"
+        ));
+    }
     let routes = match &mut hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             ads_or_unset(rds.config_source.as_ref(), &format!("{fat}.rds"))?;
@@ -1277,6 +1283,117 @@ mod tests {
             type_url: T::type_url(),
             value: m.encode_to_vec(),
         }
+    }
+
+    #[test]
+    fn clusters_take_envoy_defaults_and_refuse_what_lateen_lacks() {
+        use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
+        use envoy_types::pb::envoy::config::cluster::v3::CircuitBreakers;
+        use envoy_types::pb::google::protobuf::UInt32Value;
+        let eds = Cluster {
+            name: "c".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Eds as i32,
+            )),
+            ..Default::default()
+        };
+        let c = super::cluster(&any(&eds)).expect("valid");
+        assert_eq!(
+            (c.max_requests, c.max_connections, c.connect_timeout_ms),
+            (1024, 1024, 5000)
+        );
+        assert_eq!(c.endpoints, ClusterEndpoints::Eds("c".into()));
+
+        let mut limited = eds.clone();
+        limited.circuit_breakers = Some(CircuitBreakers {
+            thresholds: vec![Thresholds {
+                max_requests: Some(UInt32Value { value: 10 }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(
+            super::cluster(&any(&limited)).expect("valid").max_requests,
+            10
+        );
+
+        let mut ring = eds.clone();
+        ring.lb_policy = cluster::LbPolicy::RingHash as i32;
+        let err = super::cluster(&any(&ring)).unwrap_err();
+        assert!(
+            err.contains("Cluster `c`") && err.contains("lb_policy"),
+            "{err}"
+        );
+
+        let mut outlier = eds;
+        outlier.outlier_detection = Some(Default::default());
+        let err = super::cluster(&any(&outlier)).unwrap_err();
+        assert!(err.contains("outlier_detection"), "{err}");
+    }
+
+    #[test]
+    fn listeners_need_the_router_last_and_only_wasm_before_it() {
+        use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain};
+        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+            HttpFilter, Rds,
+        };
+        let with = |filters: Vec<HttpFilter>| {
+            let hcm = HttpConnectionManager {
+                route_specifier: Some(RouteSpecifier::Rds(Rds {
+                    config_source: None,
+                    route_config_name: "r".into(),
+                })),
+                http_filters: filters,
+                ..Default::default()
+            };
+            let l = Listener {
+                name: "l".into(),
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(
+                        envoy_types::pb::envoy::config::core::v3::SocketAddress {
+                            address: "127.0.0.1".into(),
+                            port_specifier: Some(socket_address::PortSpecifier::PortValue(80)),
+                            ..Default::default()
+                        },
+                    )),
+                }),
+                filter_chains: vec![FilterChain {
+                    filters: vec![Filter {
+                        name: "hcm".into(),
+                        config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            listener(&any(&l))
+        };
+        let router = HttpFilter {
+            name: "router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(
+                any(&Router::default()),
+            )),
+            ..Default::default()
+        };
+        let l = with(vec![router.clone()]).expect("valid");
+        assert!(matches!(l.routes, Routes::Rds(ref n) if n == "r"));
+        assert!(l.filters.is_empty());
+
+        let other = HttpFilter {
+            name: "cors".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+                type_url: "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors".into(),
+                value: Vec::new(),
+            })),
+            ..Default::default()
+        };
+        let err = with(vec![other, router.clone()]).unwrap_err();
+        assert!(
+            err.contains("`cors`") && err.contains("not supported"),
+            "{err}"
+        );
+        let err = with(vec![router.clone(), router]).unwrap_err();
+        assert!(err.contains("must be the last"), "{err}");
     }
 
     #[test]
