@@ -241,23 +241,25 @@ pub fn run_worker(
         let follow = {
             let (ctx, mut stop) = (ctx.clone(), shutdown.clone());
             async move {
-                let mut seen = ctx.snapshots.load_full();
+                // None: the first tick compares with what was bound at start, since the
+                // snapshot may have changed since (an xDS push during the start).
+                let mut seen: Option<Arc<Snapshot>> = None;
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                        _ = stop.changed() => return open,
+                        _ = stop.wait_for(|v| *v) => return open,
                     }
                     let snap = ctx.snapshots.load_full();
-                    if Arc::ptr_eq(&snap, &seen) {
+                    if seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snap)) {
                         continue;
                     }
-                    seen = snap;
-                    let want: std::collections::HashSet<(Arc<str>, SocketAddr)> = seen
+                    let want: std::collections::HashSet<(Arc<str>, SocketAddr)> = snap
                         .listeners
                         .iter()
                         .filter(|l| l.bind)
                         .map(|l| (Arc::from(l.name.as_str()), l.addr))
                         .collect();
+                    seen = Some(snap);
                     open.retain(|k, (_, removed): &mut (_, watch::Sender<bool>)| {
                         let keep = want.contains(k);
                         if !keep {
