@@ -49,7 +49,7 @@ struct Session {
 }
 
 /// The error and its causes, one after another (TLS failures hide the reason in a cause).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -756,33 +756,63 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
         reloads.clone(),
         files,
     ));
-    // With a control plane, wait for its first complete config (as Envoy's init manager
-    // does) so that the listeners it defines are bound at start.
+    // The xDS client starts now; the listeners are bound once its first config is in.
     let xds = match xds_client {
         Some(cfg) => {
             let wait = cfg.initial_fetch_timeout;
             let status =
                 lateen::xds::spawn(sources.clone(), cfg).context("starting the xDS client")?;
-            let deadline = std::time::Instant::now() + wait;
-            while !status
-                .initialized
-                .load(std::sync::atomic::Ordering::Acquire)
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if !status
-                .initialized
-                .load(std::sync::atomic::Ordering::Acquire)
-            {
-                tracing::warn!(
-                    "xDS: no complete configuration within {wait:?}; starting with what there is"
-                );
-            }
-            Some(status)
+            Some((wait, status))
         }
         None => None,
     };
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_state = AdminState {
+        snapshots: snapshots.clone(),
+        shared: rt.shared.clone(),
+        ready: ready.clone(),
+        shutdown: shutdown.clone(),
+        reloads: reloads.clone(),
+        xds: xds.as_ref().map(|(_, status)| status.clone()),
+        pushed_dir: opts.pushed_dir.clone(),
+        token: admin_token,
+        graph: Default::default(),
+    };
+    let mut admin = vec![
+        admin::start(args.admin_address, admin_state.clone(), Surface::Admin)
+            .with_context(|| format!("binding admin API on {}", args.admin_address))?,
+    ];
+    for (addr, surface) in [
+        (args.stats_address.0, Surface::Stats),
+        (args.health_address.0, Surface::Health),
+    ] {
+        if let Some(addr) = addr {
+            admin.push(
+                admin::start(addr, admin_state.clone(), surface)
+                    .with_context(|| format!("binding the {surface:?} port on {addr}"))?,
+            );
+        }
+    }
+    // With a control plane, wait for its first complete config (as Envoy's init manager
+    // does, with the admin API answering PRE_INITIALIZING meanwhile) so that the listeners
+    // it defines are bound at start.
+    if let Some((wait, status)) = &xds {
+        let initialized = || {
+            status
+                .initialized
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        let deadline = std::time::Instant::now() + *wait;
+        while !initialized() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !initialized() {
+            tracing::warn!(
+                "xDS: no complete configuration within {wait:?}; starting with what there is"
+            );
+        }
+    }
     let snap = snapshots.load_full();
     let workers = if args.concurrency == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)
@@ -807,34 +837,6 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
         .filter(|l| l.bind)
         .map(|l| l.addr.to_string())
         .collect();
-    let (shutdown, _) = tokio::sync::watch::channel(false);
-    let ready = Arc::new(AtomicBool::new(false));
-    let admin_state = AdminState {
-        snapshots: snapshots.clone(),
-        shared: rt.shared.clone(),
-        ready: ready.clone(),
-        shutdown: shutdown.clone(),
-        reloads: reloads.clone(),
-        xds,
-        pushed_dir: opts.pushed_dir.clone(),
-        token: admin_token,
-        graph: Default::default(),
-    };
-    let mut admin = vec![
-        admin::start(args.admin_address, admin_state.clone(), Surface::Admin)
-            .with_context(|| format!("binding admin API on {}", args.admin_address))?,
-    ];
-    for (addr, surface) in [
-        (args.stats_address.0, Surface::Stats),
-        (args.health_address.0, Surface::Health),
-    ] {
-        if let Some(addr) = addr {
-            admin.push(
-                admin::start(addr, admin_state.clone(), surface)
-                    .with_context(|| format!("binding the {surface:?} port on {addr}"))?,
-            );
-        }
-    }
     let mut handles = Vec::new();
     for (id, listeners) in per_worker.into_iter().enumerate() {
         let (snapshots, rt, rx) = (snapshots.clone(), rt.clone(), shutdown.subscribe());

@@ -245,10 +245,12 @@ impl Client {
                 .map_err(|e| (false, format!("bad address: {e}")))?
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| (false, format!("cannot connect: {e}")))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            (
+                false,
+                format!("cannot connect: {}", crate::fetch::chain(&e)),
+            )
+        })?;
         let mut client =
             AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
         let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
