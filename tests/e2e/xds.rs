@@ -50,8 +50,7 @@ async fn ads_first_request_carries_the_node_then_traffic_follows_the_push() {
     let cp = ControlPlane::start().await;
     let a = Backend::start("a").await;
     let lport = free_port();
-    let yaml = bootstrap_for(&cp);
-    let proxy = tokio::spawn(async move { Proxy::start(&yaml).await });
+    let mut proxy = Proxy::spawn(&bootstrap_for(&cp), &[], &[]).expect("lateen spawns");
 
     // 1. The first request: the node, empty version and nonce, clusters first.
     eventually("the first ADS request", || async {
@@ -90,11 +89,28 @@ async fn ads_first_request_carries_the_node_then_traffic_follows_the_push() {
         "the node goes on the first request only"
     );
 
+    // Until the first config comes, the admin API answers PRE_INITIALIZING (as Envoy's
+    // does) and no listener is bound.
+    let admin = |p: &str| format!("http://127.0.0.1:{}{p}", proxy.admin);
+    eventually("the admin API up during the initial fetch", || async {
+        get(&admin("/ready"))
+            .await
+            .is_ok_and(|r| r.status == 503 && r.body.trim() == "PRE_INITIALIZING")
+    })
+    .await;
+    let info = get(&admin("/server_info")).await.expect("/server_info");
+    let info: serde_json::Value = serde_json::from_str(&info.body).expect("JSON");
+    assert_eq!(info["state"], "PRE_INITIALIZING", "{info}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", lport)).is_err(),
+        "no listener before the first config"
+    );
+
     // 2. Push in Envoy's order; the start waits for it, then traffic flows.
     push_all(&cp, "v1", lport, &a, &[]);
-    let proxy = proxy
+    proxy
+        .wait_ready()
         .await
-        .expect("join")
         .expect("proxy starts once the push came");
     let url = format!("http://127.0.0.1:{lport}/hello");
     assert_eq!(served_by(&url).await.as_deref(), Some("a"));

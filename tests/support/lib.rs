@@ -365,6 +365,14 @@ impl Proxy {
     }
 
     async fn start_once(yaml: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Proxy> {
+        let mut proxy = Self::spawn(yaml, extra, env)?;
+        proxy.wait_ready().await?;
+        Ok(proxy)
+    }
+
+    /// Starts the process without waiting for it to be ready, for tests of what it does
+    /// before then (the admin API during xDS's initial fetch).
+    pub fn spawn(yaml: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Proxy> {
         let p = paths();
         let port = free_port();
         let admin = free_port();
@@ -400,26 +408,30 @@ impl Proxy {
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawning {}", p.bin.display()))?;
-        let mut proxy = Proxy {
+        Ok(Proxy {
             port,
             admin,
             stats,
             health,
             dir,
             child,
-        };
+        })
+    }
+
+    /// Waits (up to 60 s) until `/ready` answers 200; fails if the process exits first.
+    pub async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = proxy.child.try_wait()? {
-                bail!("lateen exited with {status} before ready:\n{}", proxy.log());
+            if let Some(status) = self.child.try_wait()? {
+                bail!("lateen exited with {status} before ready:\n{}", self.log());
             }
-            if let Ok(r) = get(&format!("http://127.0.0.1:{admin}/ready")).await {
+            if let Ok(r) = get(&format!("http://127.0.0.1:{}/ready", self.admin)).await {
                 if r.status == 200 {
-                    return Ok(proxy);
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                bail!("lateen not ready after 60s:\n{}", proxy.log());
+                bail!("lateen not ready after 60s:\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
