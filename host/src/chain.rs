@@ -27,7 +27,9 @@ enum Wake {
 pub struct Instance {
     vm: RefCell<Vm>,
     generation: u64,
-    roots: RefCell<HashMap<Bytes, u32>>,
+    /// Live root contexts by configuration. Chains and streams hold them; the last one
+    /// dropped ends the root (on_done, on_delete), as Envoy ends a filter config's root.
+    roots: RefCell<HashMap<Bytes, Weak<RootRef>>>,
     /// Tick period per root context; the root's tick task reads it before every sleep.
     ticks: RefCell<HashMap<u32, Rc<Cell<Duration>>>>,
     /// Paused streams waiting for another context to resume them.
@@ -41,6 +43,59 @@ pub struct Instance {
 impl Instance {
     fn broken(&self) -> bool {
         self.vm.borrow().broken().is_some()
+    }
+
+    // Whether `root` is a live root context (a root-made http_call answers only to one).
+    fn has_root(&self, root: u32) -> bool {
+        self.roots
+            .borrow()
+            .values()
+            .any(|r| r.upgrade().is_some_and(|r| r.id == root))
+    }
+}
+
+/// A root context on one instance. Held by the chain filters whose configuration it runs
+/// and by the streams under it; a plugin kept across config changes thus keeps the roots
+/// still in use and ends the others once their last stream is done.
+pub struct RootRef {
+    id: u32,
+    generation: u64,
+    config: Bytes,
+    inst: Weak<Instance>,
+    plugin: Arc<str>,
+}
+
+impl Drop for RootRef {
+    fn drop(&mut self) {
+        let Some(inst) = self.inst.upgrade() else {
+            return;
+        };
+        if let Ok(mut roots) = inst.roots.try_borrow_mut() {
+            if roots
+                .get(&self.config)
+                .is_some_and(|w| std::ptr::eq(w.as_ptr(), self))
+            {
+                roots.remove(&self.config);
+            }
+        }
+        // Its tick task sees the zero period and stops.
+        if let Some(cell) = inst.ticks.borrow_mut().remove(&self.id) {
+            cell.set(Duration::ZERO);
+        }
+        if inst.broken() {
+            return;
+        }
+        // Dropped while its VM is mid-call (it cannot be: roots are dropped by chains and
+        // streams, never from inside a callback): the root then ends with the instance.
+        let Ok(mut vm) = inst.vm.try_borrow_mut() else {
+            return;
+        };
+        match vm.delete_root(self.id) {
+            Ok(()) => tracing::debug!(plugin = %self.plugin, root = self.id, "root context ended"),
+            Err(e) => {
+                tracing::warn!(plugin = %self.plugin, "plugin failed ending a root context: {e}")
+            }
+        }
     }
 }
 
@@ -139,20 +194,42 @@ impl VmSlot {
     }
 
     /// The root context for `config` on `inst`, created on first use.
-    fn root(self: &Rc<Self>, inst: &Rc<Instance>, config: &Bytes) -> Result<u32, WasmError> {
-        if let Some(id) = inst.roots.borrow().get(config) {
-            return Ok(*id);
+    fn root(
+        self: &Rc<Self>,
+        inst: &Rc<Instance>,
+        config: &Bytes,
+    ) -> Result<Rc<RootRef>, WasmError> {
+        if let Some(r) = inst.roots.borrow().get(config).and_then(Weak::upgrade) {
+            return Ok(r);
         }
         let id = inst.vm.borrow_mut().create_root(config.clone())?;
-        inst.roots.borrow_mut().insert(config.clone(), id);
+        let r = Rc::new(RootRef {
+            id,
+            generation: inst.generation,
+            config: config.clone(),
+            inst: Rc::downgrade(inst),
+            plugin: Arc::from(self.spec.name.as_str()),
+        });
+        inst.roots
+            .borrow_mut()
+            .insert(config.clone(), Rc::downgrade(&r));
         self.after_call(inst);
-        Ok(id)
+        Ok(r)
     }
 
-    /// Starts a service plugin: its root context, ticks and calls.
-    pub fn start_service(self: &Rc<Self>, config: &Bytes) -> Result<(), WasmError> {
+    /// The root the current instance runs for `config`, if it has one.
+    fn live_root(&self, config: &Bytes) -> Option<Rc<RootRef>> {
+        let cur = self.current.borrow();
+        let inst = cur.as_ref().filter(|i| !i.broken())?;
+        let r = inst.roots.borrow().get(config)?.upgrade();
+        r
+    }
+
+    /// Starts a service plugin: its root context, ticks and calls. The root lives as long
+    /// as the returned handle.
+    pub fn start_service(self: &Rc<Self>, config: &Bytes) -> Result<Rc<RootRef>, WasmError> {
         let inst = self.instance()?;
-        self.root(&inst, config).map(|_| ())
+        self.root(&inst, config)
     }
 
     /// Acts on what the last callback asked for besides its own stream: tick periods,
@@ -203,7 +280,8 @@ impl VmSlot {
                     Some(u) => u.http_call(&call).await,
                     None => None,
                 };
-                if inst.broken() {
+                // The root may have ended meanwhile (its configuration left the config).
+                if inst.broken() || !inst.has_root(call.context_id) {
                     return;
                 }
                 {
@@ -245,6 +323,10 @@ impl VmSlot {
                         return;
                     }
                     tokio::time::sleep(period).await;
+                    // Stopped while asleep (the root ended).
+                    if cell.get().is_zero() {
+                        return;
+                    }
                     let (Some(slot), Some(inst)) = (slot.upgrade(), weak.upgrade()) else {
                         return;
                     };
@@ -279,9 +361,9 @@ async fn wait_resume(inst: &Instance, ctx: u32, limit: Duration) -> Option<Wake>
 struct ChainFilter {
     slot: Rc<VmSlot>,
     config: Bytes,
-    /// Root context for `config` and the instance generation it belongs to, so the
-    /// per-request path does not hash the configuration.
-    root: Cell<Option<(u32, u64)>>,
+    /// Root context for `config` (on the instance generation it names), so the per-request
+    /// path does not hash the configuration.
+    root: RootCache,
     /// A canary version in progressive rollout: its instances and root.
     canary: Option<CanaryFilter>,
     /// `matchRules`, and the root context of each rule's configuration.
@@ -289,13 +371,14 @@ struct ChainFilter {
     rule_roots: Vec<RootCache>,
 }
 
-/// A filter's root context id and the instance generation it belongs to.
-type RootCache = Cell<Option<(u32, u64)>>;
+/// A filter's root context, which also keeps it alive while the chain is in use.
+type RootCache = RefCell<Option<Rc<RootRef>>>;
 
 struct CanaryFilter {
     rollout: Arc<crate::snapshot::Canary>,
     slot: Rc<VmSlot>,
-    root: Cell<Option<(u32, u64)>>,
+    root: RootCache,
+    rule_roots: Vec<RootCache>,
 }
 
 /// A listener's filter chain on one worker.
@@ -313,17 +396,16 @@ impl Chain {
                         slots.get(&Arc::as_ptr(&c.spec)).map(|s| CanaryFilter {
                             rollout: c.clone(),
                             slot: s.clone(),
-                            root: Cell::new(None),
+                            root: default_cache(f, s),
+                            rule_roots: rule_caches(f, s),
                         })
                     });
                     slots.get(&Arc::as_ptr(&f.plugin)).map(|s| ChainFilter {
                         slot: s.clone(),
                         config: f.configuration.clone(),
-                        root: Cell::new(None),
+                        root: default_cache(f, s),
                         canary,
-                        rule_roots: f.scope.as_ref().map_or_else(Vec::new, |sc| {
-                            sc.rules.iter().map(|_| Cell::new(None)).collect()
-                        }),
+                        rule_roots: rule_caches(f, s),
                         scope: f.scope.clone(),
                     })
                 })
@@ -334,6 +416,29 @@ impl Chain {
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
     }
+}
+
+// The cache of the filter's default root, holding the root a kept instance already runs
+// for that configuration: so a new chain takes it over before the old chain lets go.
+fn default_cache(f: &FilterSpec, slot: &VmSlot) -> RootCache {
+    let config = match &f.scope {
+        Some(sc) => sc.default.as_ref(),
+        None => Some(&f.configuration),
+    };
+    RefCell::new(config.and_then(|c| slot.live_root(c)))
+}
+
+// One root cache per `matchRules` entry, taken over as the default's is.
+fn rule_caches(f: &FilterSpec, slot: &VmSlot) -> Vec<RootCache> {
+    f.scope.as_ref().map_or_else(Vec::new, |sc| {
+        sc.rules
+            .iter()
+            .map(|r| match &r.action {
+                RuleAction::Config(c) => RefCell::new(slot.live_root(c)),
+                _ => RefCell::new(None),
+            })
+            .collect()
+    })
 }
 
 /// What the chain decided for a phase.
@@ -348,10 +453,12 @@ pub enum Verdict {
 #[derive(Clone)]
 enum Ctx {
     NotCreated,
-    /// A stream context on the instance it was created on (which may be draining since).
+    /// A stream context on the instance it was created on (which may be draining since),
+    /// and the root it runs under, kept until the stream is done.
     Live {
         id: u32,
         inst: Rc<Instance>,
+        root: Rc<RootRef>,
     },
     /// The plugin failed open for this stream: skip it.
     Skipped,
@@ -426,12 +533,12 @@ impl HttpStream {
         i < 64 && self.canary & (1 << i) != 0
     }
 
-    // The instances and root cache serving filter i for this stream.
-    fn slot_of(&self, i: usize) -> (&Rc<VmSlot>, &RootCache) {
+    // The instances, root cache and rule root caches serving filter i for this stream.
+    fn slot_of(&self, i: usize) -> (&Rc<VmSlot>, &RootCache, &[RootCache]) {
         let f = &self.chain.filters[i];
         match (&f.canary, self.uses_canary(i)) {
-            (Some(c), true) => (&c.slot, &c.root),
-            _ => (&f.slot, &f.root),
+            (Some(c), true) => (&c.slot, &c.root, &c.rule_roots),
+            _ => (&f.slot, &f.root, &f.rule_roots),
         }
     }
 
@@ -511,42 +618,43 @@ impl HttpStream {
             },
             _ => None,
         };
-        let (slot, default_root) = self.slot_of(i);
-        let f = &self.chain.filters[i];
+        let (slot, default_root, rule_roots) = self.slot_of(i);
         match &self.ctxs[i] {
             Ctx::Skipped => Ok(None),
             // A trapped instance refuses the call, which fails the plugin for the stream.
-            Ctx::Live { id, inst } => Ok(Some((*id, inst.clone()))),
+            Ctx::Live { id, inst, .. } => Ok(Some((*id, inst.clone()))),
             Ctx::NotCreated => {
                 let inst = slot.instance().map_err(|e| e.to_string())?;
                 let (config, rule) = rule.ok_or("no configuration")?;
-                // A rule's root is cached for the main version only; a canary serving a
-                // rule looks its root up by configuration.
-                let root_cell = match rule {
-                    None => Some(default_root),
-                    Some(r) if std::ptr::eq(default_root, &f.root) => f.rule_roots.get(r),
-                    Some(_) => None,
+                let cell = match rule {
+                    None => default_root,
+                    Some(r) => rule_roots.get(r).ok_or("no root cache for the rule")?,
                 };
-                let cached = root_cell.and_then(Cell::get);
+                let cached = cell
+                    .borrow()
+                    .as_ref()
+                    .filter(|r| r.generation == inst.generation)
+                    .cloned();
                 let root = match cached {
-                    Some((root, g)) if g == inst.generation => root,
-                    _ => {
+                    Some(r) => r,
+                    None => {
                         let r = slot.root(&inst, &config).map_err(|e| e.to_string())?;
-                        if let Some(c) = root_cell {
-                            c.set(Some((r, inst.generation)));
-                        }
+                        // Replacing a root of an older instance drops the chain's hold on
+                        // it; its streams still hold it.
+                        *cell.borrow_mut() = Some(r.clone());
                         r
                     }
                 };
                 let id = inst
                     .vm
                     .borrow_mut()
-                    .create_stream(root)
+                    .create_stream(root.id)
                     .map_err(|e| e.to_string())?;
                 inst.streams.set(inst.streams.get() + 1);
                 self.ctxs[i] = Ctx::Live {
                     id,
                     inst: inst.clone(),
+                    root,
                 };
                 Ok(Some((id, inst)))
             }
@@ -728,7 +836,13 @@ impl Drop for HttpStream {
             }
         }
         for i in 0..self.ctxs.len() {
-            let Ctx::Live { id, inst } = std::mem::replace(&mut self.ctxs[i], Ctx::Skipped) else {
+            // The root outlives the borrow of the VM below, so it ends after the stream.
+            let Ctx::Live {
+                id,
+                inst,
+                root: _root,
+            } = std::mem::replace(&mut self.ctxs[i], Ctx::Skipped)
+            else {
                 continue;
             };
             inst.waiters.borrow_mut().remove(&id);

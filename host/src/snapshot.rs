@@ -423,6 +423,21 @@ impl Snapshot {
     }
 }
 
+/// The resolver of whichever snapshot is current. Plugin instances outlive snapshots (an
+/// EDS push or a route change keeps them), so their `http_call`s resolve against the
+/// clusters of now, as Envoy's cluster manager answers them.
+pub struct CurrentResolver(pub Arc<arc_swap::ArcSwap<Snapshot>>);
+
+impl ClusterResolver for CurrentResolver {
+    fn resolve(&self, upstream: &str) -> Option<String> {
+        self.0.load().resolver.resolve(upstream)
+    }
+
+    fn redis_url(&self) -> Option<String> {
+        self.0.load().resolver.redis_url()
+    }
+}
+
 struct Names {
     clusters: std::collections::HashSet<String>,
     aliases: HashMap<String, String>,

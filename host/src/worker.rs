@@ -1,11 +1,11 @@
 //! Workers: one thread per core, each with its own single-threaded runtime, its own accept
 //! sockets (SO_REUSEPORT) and its own plugin instances, as in Envoy.
 
-use crate::chain::{Chain, VmSlot};
+use crate::chain::{Chain, RootRef, VmSlot};
 use crate::proxy::ConnInfo;
-use crate::snapshot::{PluginSpec, Snapshot};
+use crate::snapshot::{CurrentResolver, PluginSpec, Snapshot};
 use crate::upstream::Upstream;
-use crate::wasm::Runtime;
+use crate::wasm::{ClusterResolver, Runtime};
 use arc_swap::ArcSwap;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,6 +20,8 @@ pub struct WorkerSnapshot {
     pub snap: Arc<Snapshot>,
     chains: HashMap<String, Rc<Chain>>,
     empty: Rc<Chain>,
+    /// Every plugin's instances, for the next snapshot to keep what did not change.
+    slots: Vec<Rc<VmSlot>>,
 }
 
 impl WorkerSnapshot {
@@ -36,13 +38,19 @@ pub struct WorkerCtx {
     snapshots: Arc<ArcSwap<Snapshot>>,
     current: RefCell<Option<Rc<WorkerSnapshot>>>,
     rt: Arc<Runtime>,
+    /// What every plugin instance resolves `http_call` upstreams with.
+    resolver: Arc<dyn ClusterResolver>,
     pub upstream: Rc<Upstream>,
     rng: Cell<u64>,
 }
 
 impl WorkerCtx {
-    /// The worker's view of the current snapshot; built (cheaply: instances are created on
-    /// first use) when the snapshot changed. In-flight requests keep the one they hold.
+    /// The worker's view of the current snapshot; built when the snapshot changed. In-flight
+    /// requests keep the one they hold. A plugin whose VM is unchanged (same module, VM
+    /// settings and failure handling) keeps its instance, and so its state, as Envoy keeps
+    /// a VM across listener updates: its root contexts whose configuration is still in use
+    /// stay, a new configuration gets a new root, and a root no chain uses any more ends
+    /// with its last stream. Other plugins get instances on first use.
     pub fn snapshot(&self) -> Rc<WorkerSnapshot> {
         let snap = self.snapshots.load();
         if let Some(cur) = &*self.current.borrow() {
@@ -51,6 +59,12 @@ impl WorkerCtx {
             }
         }
         let snap = arc_swap::Guard::into_inner(snap);
+        let mut kept: Vec<Rc<VmSlot>> = self
+            .current
+            .borrow()
+            .as_ref()
+            .map(|c| c.slots.clone())
+            .unwrap_or_default();
         let mut slots: HashMap<*const PluginSpec, Rc<VmSlot>> = HashMap::new();
         let canaries: Vec<_> = snap
             .plugins
@@ -58,16 +72,19 @@ impl WorkerCtx {
             .filter_map(|p| p.canary.as_ref().map(|c| c.spec.clone()))
             .collect();
         for p in snap.plugins.iter().chain(canaries.iter()) {
-            slots.insert(
-                Arc::as_ptr(p),
-                VmSlot::new(
+            let slot = match kept.iter().position(|s| same_vm(&s.spec, p)) {
+                Some(i) => kept.swap_remove(i),
+                None => VmSlot::new(
                     p.clone(),
                     self.rt.clone(),
-                    snap.resolver.clone(),
+                    self.resolver.clone(),
                     Rc::downgrade(&self.upstream),
                 ),
-            );
+            };
+            slots.insert(Arc::as_ptr(p), slot);
         }
+        // Dropped with the old snapshot: plugins no longer in the config.
+        drop(kept);
         let chains = snap
             .listeners
             .iter()
@@ -77,6 +94,7 @@ impl WorkerCtx {
             snap,
             chains,
             empty: Rc::new(Chain::new(&[], &slots)),
+            slots: slots.into_values().collect(),
         });
         *self.current.borrow_mut() = Some(ws.clone());
         ws
@@ -91,6 +109,16 @@ impl WorkerCtx {
         self.rng.set(x);
         x
     }
+}
+
+// Whether an instance of `old` can serve `new`: everything a VM is made from or acts on
+// outside its configuration is the same.
+fn same_vm(old: &PluginSpec, new: &PluginSpec) -> bool {
+    old.name == new.name
+        && old.module.sha256 == new.module.sha256
+        && old.identity == new.identity
+        && old.fail == new.fail
+        && old.recycle == new.recycle
 }
 
 /// A bound listener socket for one worker.
@@ -127,6 +155,7 @@ pub fn run_worker(
     local.block_on(&runtime, async move {
         let upstream = Rc::new(Upstream::new(snapshots.clone()));
         let ctx = Rc::new(WorkerCtx {
+            resolver: Arc::new(CurrentResolver(snapshots.clone())),
             snapshots,
             current: RefCell::new(None),
             rt,
@@ -139,7 +168,7 @@ pub fn run_worker(
             let ctx = ctx.clone();
             tokio::task::spawn_local(async move {
                 type Key = (String, String, bytes::Bytes);
-                type Running = (Arc<Snapshot>, Vec<(Key, Rc<VmSlot>)>);
+                type Running = (Arc<Snapshot>, Vec<(Key, Rc<VmSlot>, Rc<RootRef>)>);
                 let mut running: Option<Running> = None;
                 loop {
                     let snap = ctx.snapshots.load_full();
@@ -153,18 +182,18 @@ pub fn run_worker(
                                 sp.plugin.module.sha256.clone(),
                                 sp.configuration.clone(),
                             );
-                            if let Some(i) = old.iter().position(|(k, _)| *k == key) {
+                            if let Some(i) = old.iter().position(|(k, ..)| *k == key) {
                                 slots.push(old.swap_remove(i));
                                 continue;
                             }
                             let slot = VmSlot::new(
                                 sp.plugin.clone(),
                                 ctx.rt.clone(),
-                                snap.resolver.clone(),
+                                ctx.resolver.clone(),
                                 Rc::downgrade(&ctx.upstream),
                             );
                             match slot.start_service(&sp.configuration) {
-                                Ok(()) => slots.push((key, slot)),
+                                Ok(root) => slots.push((key, slot, root)),
                                 Err(e) => tracing::error!(plugin = %sp.plugin.name, "service plugin failed to start: {e}"),
                             }
                         }

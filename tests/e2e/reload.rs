@@ -101,6 +101,76 @@ async fn config_and_plugin_changes_under_load_fail_no_request() {
     assert!(results.len() > 100, "load ran: {} requests", results.len());
 }
 
+// `header_echo_roots_done_total`: the header-echo root contexts that ended.
+async fn roots_done(proxy: &Proxy) -> u64 {
+    proxy
+        .stats()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("header_echo_roots_done_total "))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+fn root_streams(seen: &Seen) -> u64 {
+    seen.header("x-plugin-root-streams")
+        .and_then(|v| v.parse().ok())
+        .expect("x-plugin-root-streams")
+}
+
+/// A change that leaves a plugin alone keeps its instance and root context, and so its
+/// state, as Envoy keeps a VM across listener updates; a new plugin configuration gets a
+/// new root, and the old root ends (on_done) once no chain uses it.
+#[tokio::test]
+async fn unchanged_plugins_keep_their_state_across_config_changes() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = Proxy::start(&config(&a, &b, "a", "one"))
+        .await
+        .expect("proxy starts");
+    for n in 1..=3 {
+        let r = get(&proxy.url("/")).await.expect("request");
+        assert_eq!(r.status, 200);
+        assert_eq!(root_streams(&a.last()), n, "one root counts every stream");
+    }
+
+    // A route change: the root carries on counting.
+    proxy.rewrite(&config(&a, &b, "b", "one"));
+    proxy.wait_served(&b, "x-plugin-added", "one").await;
+    let first_on_b = b.seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        root_streams(&first_on_b),
+        a.seen.lock().unwrap().len() as u64 + 1,
+        "the root survived the route change: it counted every request to a"
+    );
+    assert_eq!(roots_done(&proxy).await, 0, "no root ended");
+
+    // A new configuration: a new root, counting from 1; the old one ends.
+    proxy.rewrite(&config(&a, &b, "b", "two"));
+    proxy.wait_served(&b, "x-plugin-added", "two").await;
+    let first_two = b
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.header("x-plugin-added") == Some("two"))
+        .cloned()
+        .expect("a request with the new configuration");
+    assert_eq!(root_streams(&first_two), 1, "a fresh root");
+    eventually("the old root ended", || async {
+        roots_done(&proxy).await == 1
+    })
+    .await;
+    // And the new root carries on counting across a route change back.
+    proxy.rewrite(&config(&a, &b, "a", "two"));
+    let before = a.seen.lock().unwrap().len();
+    proxy.wait_served(&a, "x-plugin-added", "two").await;
+    let first_back = a.seen.lock().unwrap()[before].clone();
+    assert!(
+        root_streams(&first_back) > 1,
+        "the second root kept counting"
+    );
+    assert_eq!(roots_done(&proxy).await, 1);
+}
+
 #[tokio::test]
 async fn a_plugin_that_panics_in_on_configure_keeps_the_old_config() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);

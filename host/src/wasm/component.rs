@@ -565,6 +565,14 @@ impl ComponentVm {
         r
     }
 
+    /// Drops the `filter` resource of a root whose configuration left the config.
+    pub fn delete_root(&mut self, root: u32) -> Result<(), CallError> {
+        let Some(filter) = self.roots.remove(&root) else {
+            return Ok(());
+        };
+        self.call("filter.drop", |s, _| filter.resource_drop(s))
+    }
+
     /// Bytes of linear memory in use, as the limiter last allowed it.
     pub fn memory_bytes(&mut self) -> usize {
         self.store.data().component_memory

@@ -18,7 +18,7 @@ pub fn header<'a>(list: &'a HeaderList, name: &str) -> Option<&'a Bytes> {
 }
 
 /// Who a plugin is: fixed for the life of a VM.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginIdentity {
     /// `namespace/name` of the WasmPlugin (or `lateen/router` for the built-in).
     pub name: String,

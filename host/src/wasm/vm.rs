@@ -379,6 +379,23 @@ impl ModuleVm {
         Ok(())
     }
 
+    /// Ends a root context whose configuration left the config: on_done, then on_delete.
+    /// A root that answers on_done with false (not done yet) is deleted all the same: no
+    /// stream can reach it any more, and Lateen does not keep roots alive for proxy_done.
+    pub fn delete_root(&mut self, root: u32) -> Result<(), CallError> {
+        let mut st = Box::<StreamState>::default();
+        if let Some(f) = &self.f.done {
+            self.g.with_stream(root, &mut st, "on_done", |s| {
+                f.call(s, root as i32).map(|_| ())
+            })?;
+        }
+        if let Some(f) = &self.f.delete {
+            self.g
+                .with_stream(root, &mut st, "on_delete", |s| f.call(s, root as i32))?;
+        }
+        Ok(())
+    }
+
     /// Tick periods requested since the last look, by root context.
     pub fn take_tick_requests(&mut self) -> Vec<(u32, Duration)> {
         let mut reqs = std::mem::take(&mut self.g.store.data_mut().tick_requests);
@@ -642,6 +659,14 @@ impl Vm {
         match &mut self.0 {
             Kind::Module(m) => m.finish_stream(ctx, st),
             Kind::Component(c) => c.finish_stream(ctx, st),
+        }
+    }
+
+    /// Ends a root context (a component's `filter`) whose configuration left the config.
+    pub fn delete_root(&mut self, root: u32) -> Result<(), CallError> {
+        match &mut self.0 {
+            Kind::Module(m) => m.delete_root(root),
+            Kind::Component(c) => c.delete_root(root),
         }
     }
 

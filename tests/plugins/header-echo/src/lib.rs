@@ -13,18 +13,29 @@
 //! A config with `"reject": true` makes on_configure return false; `"panic": true` makes it
 //! panic (a trap).
 //!
+//! `x-plugin-root-streams` gives how many streams its root context has made, counting this
+//! one: state that lives as long as the root. A root's end (on_done) counts in
+//! `header_echo_roots_done_total`.
+//!
 //! At the end of every stream it counts the stream's response flags (the `response.flags`
 //! property) in `header_echo_flags_<FLAGS>`, as a metrics plugin would label them.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use std::cell::Cell;
 use std::time::Duration;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { value: "yes".into(), callout: String::new(), counter: 0, properties: Vec::new() })
+        Box::new(Root {
+            value: "yes".into(),
+            callout: String::new(),
+            counter: 0,
+            properties: Vec::new(),
+            streams: Cell::new(0),
+        })
     });
 }}
 
@@ -33,9 +44,18 @@ struct Root {
     callout: String,
     counter: u32,
     properties: Vec<String>,
+    streams: Cell<u64>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        if let Ok(m) = hostcalls::define_metric(MetricType::Counter, "header_echo_roots_done_total")
+        {
+            let _ = hostcalls::increment_metric(m, 1);
+        }
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
@@ -75,7 +95,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        self.streams.set(self.streams.get() + 1);
         Some(Box::new(Stream {
+            root_streams: self.streams.get(),
             value: self.value.clone(),
             callout: self.callout.clone(),
             counter: self.counter,
@@ -86,6 +108,7 @@ impl RootContext for Root {
 }
 
 struct Stream {
+    root_streams: u64,
     value: String,
     callout: String,
     counter: u32,
@@ -115,6 +138,10 @@ impl HttpContext for Stream {
         }
         self.path = self.get_http_request_header(":path").unwrap_or_default();
         self.add_http_request_header("x-plugin-added", &self.value.clone());
+        self.set_http_request_header(
+            "x-plugin-root-streams",
+            Some(&self.root_streams.to_string()),
+        );
         self.set_http_request_header("x-remove-me", None);
         if let Some(root) = self.get_property(vec!["plugin_root_id"]) {
             self.set_http_request_header("x-plugin-root-id", Some(&String::from_utf8_lossy(&root)));
