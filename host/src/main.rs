@@ -839,12 +839,19 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
         .collect();
     let mut handles = Vec::new();
     for (id, listeners) in per_worker.into_iter().enumerate() {
-        let (snapshots, rt, rx) = (snapshots.clone(), rt.clone(), shutdown.subscribe());
-        let drain = args.drain_time;
+        let w = worker::WorkerSetup {
+            id,
+            listeners,
+            snapshots: snapshots.clone(),
+            changed: sources.subscribe(),
+            rt: rt.clone(),
+            shutdown: shutdown.subscribe(),
+            drain: args.drain_time,
+        };
         handles.push(
             std::thread::Builder::new()
                 .name(format!("lateen-worker-{id}"))
-                .spawn(move || worker::run_worker(id, listeners, snapshots, rt, rx, drain))?,
+                .spawn(move || worker::run_worker(w))?,
         );
     }
     if !args.no_watch {

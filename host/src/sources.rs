@@ -51,6 +51,8 @@ pub struct Sources {
     xds: Mutex<Option<Arc<XdsSet>>>,
     /// One build at a time, so versions follow the order of the swaps.
     building: Mutex<()>,
+    /// Told after every swap, so workers follow listener changes at once.
+    changed: tokio::sync::watch::Sender<()>,
 }
 
 impl Sources {
@@ -72,7 +74,13 @@ impl Sources {
             files: Mutex::new(Arc::new(files)),
             xds: Mutex::new(None),
             building: Mutex::new(()),
+            changed: tokio::sync::watch::Sender::new(()),
         }
+    }
+
+    /// A receiver that sees every snapshot swap from now on.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
     }
 
     /// The files changed: loads and builds them with the current xDS state; swaps the
@@ -184,5 +192,6 @@ impl Sources {
             tracing::error!("rule refused, it keeps its last good configuration: {e}");
         }
         self.snapshots.store(Arc::new(snap));
+        self.changed.send_replace(());
     }
 }

@@ -139,15 +139,31 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// What a worker runs with.
+pub struct WorkerSetup {
+    pub id: usize,
+    /// Its own sockets for the listeners bound at start.
+    pub listeners: Vec<BoundListener>,
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    /// Told after each snapshot swap.
+    pub changed: watch::Receiver<()>,
+    pub rt: Arc<Runtime>,
+    pub shutdown: watch::Receiver<bool>,
+    /// The longest it waits for open connections after `shutdown` turns true.
+    pub drain: Duration,
+}
+
 /// Runs one worker until `shutdown` turns true, then drains for at most `drain`.
-pub fn run_worker(
-    id: usize,
-    listeners: Vec<BoundListener>,
-    snapshots: Arc<ArcSwap<Snapshot>>,
-    rt: Arc<Runtime>,
-    shutdown: watch::Receiver<bool>,
-    drain: Duration,
-) -> std::io::Result<()> {
+pub fn run_worker(setup: WorkerSetup) -> std::io::Result<()> {
+    let WorkerSetup {
+        id,
+        listeners,
+        snapshots,
+        changed,
+        rt,
+        shutdown,
+        drain,
+    } = setup;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -166,6 +182,7 @@ pub fn run_worker(
         // snapshot (the old instances stop with their slots).
         let services_task = (id == 0).then(|| {
             let ctx = ctx.clone();
+            let mut changed = changed.clone();
             tokio::task::spawn_local(async move {
                 type Key = (String, String, bytes::Bytes);
                 type Running = (Arc<Snapshot>, Vec<(Key, Rc<VmSlot>, Rc<RootRef>)>);
@@ -199,7 +216,10 @@ pub fn run_worker(
                         }
                         running = Some((snap, slots));
                     }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if changed.changed().await.is_err() {
+                        // No source left to change the config: what runs stays.
+                        std::future::pending::<()>().await;
+                    }
                 }
             })
         });
@@ -268,14 +288,16 @@ pub fn run_worker(
         // worker binds the new ones on its own socket and closes the removed ones, whose
         // open connections finish as they would on a drain.
         let follow = {
-            let (ctx, mut stop) = (ctx.clone(), shutdown.clone());
+            let (ctx, mut stop, mut changed) = (ctx.clone(), shutdown.clone(), changed);
+            // The first round compares with what was bound at start, since the snapshot may
+            // have changed since (an xDS push during the start).
+            changed.mark_changed();
             async move {
-                // None: the first tick compares with what was bound at start, since the
-                // snapshot may have changed since (an xDS push during the start).
                 let mut seen: Option<Arc<Snapshot>> = None;
+                let mut sources = true;
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        r = changed.changed(), if sources => sources = r.is_ok(),
                         _ = stop.wait_for(|v| *v) => return open,
                     }
                     let snap = ctx.snapshots.load_full();
