@@ -416,6 +416,35 @@ impl Chain {
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
     }
+
+    /// Makes its filters' instances and default root contexts now, when the config
+    /// changed, so that the first request after a start or a change does not pay for
+    /// instantiation and `on_configure`. A failure is left for the request path, which
+    /// handles it by the plugin's failStrategy.
+    pub fn warm(&self) {
+        for f in &self.filters {
+            let config = match &f.scope {
+                Some(sc) => sc.default.as_ref(),
+                None => Some(&f.config),
+            };
+            let Some(config) = config else { continue };
+            let Ok(inst) = f.slot.instance() else {
+                continue;
+            };
+            let current = f
+                .root
+                .borrow()
+                .as_ref()
+                .is_some_and(|r| r.generation == inst.generation);
+            if current {
+                continue;
+            }
+            match f.slot.root(&inst, config) {
+                Ok(r) => *f.root.borrow_mut() = Some(r),
+                Err(e) => tracing::debug!(plugin = %f.slot.spec.name, "not warmed: {e}"),
+            }
+        }
+    }
 }
 
 // The cache of the filter's default root, holding the root a kept instance already runs

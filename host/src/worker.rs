@@ -25,6 +25,13 @@ pub struct WorkerSnapshot {
 }
 
 impl WorkerSnapshot {
+    /// Instantiates its plugins ahead of the requests (see [`Chain::warm`]).
+    pub fn warm(&self) {
+        for c in self.chains.values() {
+            c.warm();
+        }
+    }
+
     pub fn chain(&self, listener: &str) -> Rc<Chain> {
         self.chains
             .get(listener)
@@ -50,7 +57,8 @@ impl WorkerCtx {
     /// settings and failure handling) keeps its instance, and so its state, as Envoy keeps
     /// a VM across listener updates: its root contexts whose configuration is still in use
     /// stay, a new configuration gets a new root, and a root no chain uses any more ends
-    /// with its last stream. Other plugins get instances on first use.
+    /// with its last stream. Other plugins get new instances, made by [`Self::warm`] when the
+    /// worker sees the change (or by the first request, if it comes first).
     pub fn snapshot(&self) -> Rc<WorkerSnapshot> {
         let snap = self.snapshots.load();
         if let Some(cur) = &*self.current.borrow() {
@@ -304,6 +312,7 @@ pub fn run_worker(setup: WorkerSetup) -> std::io::Result<()> {
                     if seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snap)) {
                         continue;
                     }
+                    ctx.snapshot().warm();
                     let want: std::collections::HashSet<(Arc<str>, SocketAddr)> = snap
                         .listeners
                         .iter()

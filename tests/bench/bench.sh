@@ -328,7 +328,7 @@ port=$(free_port); adm=$(free_port); mkdir -p "$WORK/cold"
 taskset -c 0 "$LATEEN" run --config "$WORK/cold" --concurrency 1 --stats-address off --health-address off \
   --admin-address "127.0.0.1:$adm" --filters-dir "$WASM" --cache-dir "$CACHE" --log-level warn & cold=$!; PIDS+=($cold)
 wait_ok "http://127.0.0.1:$adm/ready"
-echo "  first request after start (instances are made on first use): $(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port/" | awk '{ printf "%.2f ms", $1 * 1000 }'), the next: $(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port/" | awk '{ printf "%.2f ms", $1 * 1000 }')"
+echo "  first request after start (instances are made at config load): $(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port/" | awk '{ printf "%.2f ms", $1 * 1000 }'), the next: $(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port/" | awk '{ printf "%.2f ms", $1 * 1000 }')"
 kill "$cold"
 
 echo

@@ -243,6 +243,47 @@ spec:
     assert!(dump.to_string().contains("istio-system/ticker"), "{dump}");
 }
 
+/// A WasmPlugin's root context starts when the config loads, before any request, on every
+/// worker (as Envoy creates it per worker thread at config time): its ticks run without
+/// traffic.
+#[tokio::test]
+async fn wasm_plugin_roots_start_before_the_first_request() {
+    let a = Backend::start("a").await;
+    let yaml = mesh(&[&a])
+        + r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: ticker, namespace: istio-system}
+spec:
+  url: file://{{WASM}}/test_plugin_ticker.wasm
+  pluginConfig: "outbound|80||svc.test"
+"#;
+    let proxy = Proxy::start_with(&yaml, &["--concurrency", "2"])
+        .await
+        .expect("proxy starts");
+    // No request goes through the proxy; each worker's root ticks and counts 1, 2, ...
+    let ticks = || -> Vec<String> {
+        a.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with("/tick/"))
+            .map(|s| s.path.clone())
+            .collect()
+    };
+    eventually("both workers' roots tick", || async {
+        ticks().iter().filter(|p| *p == "/tick/2").count() == 2
+    })
+    .await;
+    assert_eq!(
+        ticks().iter().filter(|p| *p == "/tick/1").count(),
+        2,
+        "one root per worker: {:?}\n{}",
+        ticks(),
+        proxy.log()
+    );
+}
+
 #[tokio::test]
 async fn bad_pointers_in_host_calls_get_an_error_status() {
     let a = Backend::start("a").await;
