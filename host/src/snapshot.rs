@@ -51,6 +51,9 @@ pub struct PluginSpec {
     pub recycle: Recycle,
     /// The JSON Schema its configurations are checked against at load.
     pub schema: Option<Arc<crate::config::schema::ConfigSchema>>,
+    /// The xDS wasm filter config it was loaded from: a build whose config is the same
+    /// takes this plugin over instead of fetching and loading the module again.
+    pub xds: Option<Arc<crate::config::xds::XdsWasm>>,
 }
 
 /// Instance recycling (`lateen.io/recycle-after-requests`, `lateen.io/recycle-memory`): a

@@ -454,22 +454,7 @@ async fn oci_plugins_from_a_real_registry_in_both_image_formats() {
     let trap = std::fs::read(wasm("test_plugin_trap")).unwrap();
 
     // Istio's OCI format: a layer with the wasm media type.
-    let config = registry.push_blob("plugins/echo", b"{}").await;
-    let layer = registry.push_blob("plugins/echo", &echo).await;
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
-            "config":{{"mediaType":"application/vnd.module.wasm.config.v1+json","digest":"{config}","size":2}},
-            "layers":[{{"mediaType":"application/vnd.module.wasm.content.layer.v1+wasm","digest":"{layer}","size":{}}}]}}"#,
-        echo.len()
-    );
-    registry
-        .put_manifest(
-            "plugins/echo",
-            "v1",
-            "application/vnd.oci.image.manifest.v1+json",
-            &manifest,
-        )
-        .await;
+    registry.push_wasm_image("plugins/echo", "v1", &echo).await;
 
     // The Docker-image format: one gzipped tar layer holding plugin.wasm.
     let mut tarball = Vec::new();

@@ -565,3 +565,66 @@ fn bad_xds_bootstrap_settings_are_refused_with_their_line() {
         "{err}"
     );
 }
+
+/// A WasmPlugin as istiod sends it over ECDS (an `oci://` module without sha256, an empty
+/// configuration, the pull policy in the VM's environment) runs. An unrelated push reuses
+/// the loaded plugin (no pull, even under `Always`); a new version of the config pulls
+/// again, and with the registry gone the cached module serves.
+#[tokio::test]
+async fn ads_wasm_plugin_from_oci_as_istiod_sends_it() {
+    let registry = Registry::start().await;
+    let echo = std::fs::read(wasm("test_plugin_header_echo")).expect("header-echo module");
+    registry.push_wasm_image("plugins/echo", "v1", &echo).await;
+    let oci = format!("oci://{}/plugins/echo:v1", registry.addr);
+    let cp = ControlPlane::start().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lport = free_port();
+    push_all(&cp, "v1", lport, &a, &["echo"]);
+    cp.set(
+        EXTENSION,
+        "v1",
+        vec![wasm_filter_istiod("echo", &oci, "Always", "1")],
+    );
+    let proxy = Proxy::start(&bootstrap_for(&cp))
+        .await
+        .expect("proxy starts");
+    let url = format!("http://127.0.0.1:{lport}/w");
+    assert_eq!(served_by(&url).await.as_deref(), Some("a"));
+    assert_eq!(
+        a.last().header("x-plugin-added"),
+        Some("yes"),
+        "the plugin runs with its default (empty) configuration"
+    );
+    eventually("ECDS ACKed", || async { acked(&cp, EXTENSION, "v1") }).await;
+
+    // The registry goes away; an EDS push rebuilds without pulling.
+    drop(registry);
+    cp.set(ENDPOINT, "v2", vec![endpoints("c1", &[(b.port(), 1)])]);
+    eventually("EDS v2", || async {
+        served_by(&url).await.as_deref() == Some("b")
+    })
+    .await;
+    eventually("EDS v2 ACKed", || async { acked(&cp, ENDPOINT, "v2") }).await;
+    assert_eq!(b.last().header("x-plugin-added"), Some("yes"));
+    assert!(
+        !proxy.log().contains("fetching oci://"),
+        "an unrelated push pulled the module:\n{}",
+        proxy.log()
+    );
+
+    // A new resource version pulls again (Always); the registry is gone, so the cached
+    // module serves, with a warning.
+    cp.set(
+        EXTENSION,
+        "v2",
+        vec![wasm_filter_istiod("echo", &oci, "Always", "2")],
+    );
+    eventually("ECDS v2 ACKed", || async { acked(&cp, EXTENSION, "v2") }).await;
+    assert!(
+        proxy.log().contains("using the cached module"),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(served_by(&url).await.as_deref(), Some("b"));
+    assert_eq!(b.last().header("x-plugin-added"), Some("yes"));
+}

@@ -1006,6 +1006,26 @@ impl Registry {
         digest
     }
 
+    /// Pushes `module` as `repo:tag` in Istio's OCI format (a layer with the wasm media
+    /// type).
+    pub async fn push_wasm_image(&self, repo: &str, tag: &str, module: &[u8]) {
+        let config = self.push_blob(repo, b"{}").await;
+        let layer = self.push_blob(repo, module).await;
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{{"mediaType":"application/vnd.module.wasm.config.v1+json","digest":"{config}","size":2}},
+            "layers":[{{"mediaType":"application/vnd.module.wasm.content.layer.v1+wasm","digest":"{layer}","size":{}}}]}}"#,
+            module.len()
+        );
+        self.put_manifest(
+            repo,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        )
+        .await;
+    }
+
     /// Stores a manifest under `tag`.
     pub async fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, manifest: &str) {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();

@@ -22,7 +22,9 @@ use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
-use envoy_types::pb::envoy::extensions::wasm::v3::{plugin_config, PluginConfig, VmConfig};
+use envoy_types::pb::envoy::extensions::wasm::v3::{
+    plugin_config, EnvironmentVariables, PluginConfig, VmConfig,
+};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -463,6 +465,63 @@ pub fn wasm_filter_remote(name: &str, uri: &str, sha256: &str, config: &str) -> 
         ..Default::default()
     });
     wasm_filter_with(name, code, config, false)
+}
+
+/// A WasmPlugin `istio-system/NAME` with `url: oci://...`, no sha256 and no pluginConfig,
+/// as istiod renders it for ECDS: an empty `Any` configuration, a remote `http_uri` with
+/// cluster `_`, and the pull policy and resource version in the VM's environment.
+pub fn wasm_filter_istiod(
+    name: &str,
+    oci: &str,
+    pull_policy: &str,
+    version: &str,
+) -> (String, Any) {
+    let mut env = std::collections::HashMap::new();
+    env.insert(
+        "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION".to_string(),
+        version.to_string(),
+    );
+    env.insert(
+        "ISTIO_META_WASM_IMAGE_PULL_POLICY".to_string(),
+        pull_policy.to_string(),
+    );
+    let w = Wasm {
+        config: Some(PluginConfig {
+            name: format!("istio-system.{name}"),
+            configuration: Some(Any::default()),
+            vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+                runtime: "envoy.wasm.runtime.v8".into(),
+                code: Some(AsyncDataSource {
+                    specifier: Some(async_data_source::Specifier::Remote(RemoteDataSource {
+                        http_uri: Some(HttpUri {
+                            uri: oci.into(),
+                            timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                                seconds: 30,
+                                nanos: 0,
+                            }),
+                            http_upstream_type: Some(
+                                envoy_types::pb::envoy::config::core::v3::http_uri::HttpUpstreamType::Cluster(
+                                    "_".into(),
+                                ),
+                            ),
+                        }),
+                        ..Default::default()
+                    })),
+                }),
+                environment_variables: Some(EnvironmentVariables {
+                    key_values: env,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+    };
+    let tec = TypedExtensionConfig {
+        name: name.into(),
+        typed_config: Some(any(&w)),
+    };
+    (name.into(), any(&tec))
 }
 
 fn wasm_filter_with(

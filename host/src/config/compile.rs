@@ -2782,6 +2782,7 @@ fn load_plugin(
             traffic: Vec::new(),
             recycle: crate::snapshot::Recycle::default(),
             schema,
+            xds: None,
         },
         cfg,
     ))
@@ -2874,6 +2875,7 @@ fn load_builtin(
         traffic: Vec::new(),
         recycle: crate::snapshot::Recycle::default(),
         schema,
+        xds: None,
     }))
 }
 

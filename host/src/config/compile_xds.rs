@@ -124,7 +124,25 @@ pub(super) fn listeners(
                     }
                 },
             };
-            match wasm_filter(&w, chain.rt, chain.opts, resolver) {
+            // An unchanged config takes the plugin the previous build loaded: no fetch, no
+            // load and no probe on an unrelated push (an EDS update), and its instances
+            // stay (an `Always` OCI module is pulled again when its config changes, as
+            // istio-agent does).
+            let before = previous.and_then(|p| {
+                p.plugins
+                    .iter()
+                    .find(|s| s.xds.as_deref() == Some(&*w))
+                    .cloned()
+            });
+            let built = match before {
+                Some(plugin) => Ok(FilterSpec {
+                    plugin,
+                    configuration: Bytes::from(w.configuration.clone()),
+                    scope: None,
+                }),
+                None => wasm_filter(&w, chain.rt, chain.opts, resolver),
+            };
+            match built {
                 Ok(f) => {
                     out.probed
                         .push((Arc::as_ptr(&f.plugin), f.configuration.clone()));
@@ -204,7 +222,7 @@ pub(super) fn listeners(
 /// Loads an xDS wasm filter as a WasmPlugin would be (fetch, sha256, compile, schema), with
 /// Envoy's plugin identity, and runs its `on_configure` once.
 fn wasm_filter(
-    w: &XdsWasm,
+    w: &Arc<XdsWasm>,
     rt: &Runtime,
     opts: &super::BuildOptions,
     resolver: &Arc<dyn ClusterResolver>,
@@ -212,6 +230,8 @@ fn wasm_filter(
     let spec = WasmPluginSpec {
         url: w.url.clone(),
         sha256: w.sha256.clone(),
+        // Without one, Istio's default (an untagged or `latest` OCI reference is pulled).
+        image_pull_policy: w.pull_policy.clone(),
         // Checked against the module's schema when it is JSON.
         plugin_config: serde_json::from_slice(&w.configuration).ok(),
         ..Default::default()
@@ -236,6 +256,7 @@ fn wasm_filter(
         env: w.env.clone(),
         vm_configuration: Bytes::from(w.vm_configuration.clone()),
     });
+    p.xds = Some(w.clone());
     let configuration = Bytes::from(w.configuration.clone());
     probe(rt, &p, &configuration, resolver.clone()).map_err(|e| format!("on_configure: {e}"))?;
     Ok(FilterSpec {

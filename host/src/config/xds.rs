@@ -135,14 +135,19 @@ pub enum HttpFilter {
     Wasm(Arc<XdsWasm>),
 }
 
+/// The VM environment variable in which istiod passes a WasmPlugin's `imagePullPolicy`.
+pub const PULL_POLICY_ENV: &str = "ISTIO_META_WASM_IMAGE_PULL_POLICY";
+
 /// A proxy-wasm filter (`envoy.extensions.filters.http.wasm.v3.Wasm`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct XdsWasm {
+    /// `IfNotPresent` or `Always` for an `oci://` module (istiod's `PULL_POLICY_ENV`).
+    pub pull_policy: Option<String>,
     /// The extension config's (or HTTP filter's) name.
     pub name: String,
     pub root_id: String,
     pub vm_id: String,
-    /// `file:///path` or `http(s)://...`.
+    /// `file:///path`, `http(s)://...` or `oci://...`.
     pub url: String,
     pub sha256: Option<String>,
     /// The plugin configuration, as the plugin reads it in `on_configure`.
@@ -547,6 +552,10 @@ fn string_value(any: Option<&Any>) -> Result<Vec<u8>, String> {
     let Some(any) = any else {
         return Ok(Vec::new());
     };
+    // istiod sends an empty Any for a WasmPlugin without pluginConfig.
+    if any.type_url.is_empty() && any.value.is_empty() {
+        return Ok(Vec::new());
+    }
     if any.type_url == StringValue::type_url() {
         return Ok(StringValue::decode(any.value.as_slice())
             .map_err(|e| format!("cannot decode StringValue: {e}"))?
@@ -603,17 +612,25 @@ fn wasm(name: &str, any: &Any) -> Result<XdsWasm, String> {
                 .as_ref()
                 .map(|u| u.uri.clone())
                 .unwrap_or_default();
-            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+            let oci = uri.starts_with("oci://");
+            if !(oci || uri.starts_with("http://") || uri.starts_with("https://")) {
                 return Err(format!(
-                    "config.vm_config.code.remote.http_uri: `{uri}` is not an http(s) URL"
+                    "config.vm_config.code.remote.http_uri: `{uri}` is not an http(s) or oci URL"
                 ));
             }
-            if r.sha256.is_empty() {
-                return Err(
-                    "config.vm_config.code.remote.sha256: required for a remote module".into(),
-                );
+            // An OCI reference pins its module by tag or digest (istiod passes the
+            // WasmPlugin's optional sha256 as it is); an http(s) one needs the sha256, as
+            // in Envoy.
+            match (r.sha256.is_empty(), oci) {
+                (true, true) => (uri, None),
+                (true, false) => {
+                    return Err(
+                        "config.vm_config.code.remote.sha256: required for an http(s) module"
+                            .into(),
+                    )
+                }
+                (false, _) => (uri, Some(r.sha256.clone())),
             }
-            (uri, Some(r.sha256.clone()))
         }
         _ => {
             return Err("config.vm_config.code: expected local.filename or remote.http_uri".into())
@@ -632,7 +649,13 @@ fn wasm(name: &str, any: &Any) -> Result<XdsWasm, String> {
         })
         .unwrap_or_default();
     let fail_open = pc.fail_open || pc.failure_policy == FailurePolicy::FailOpen as i32;
+    // istiod carries the WasmPlugin's imagePullPolicy in the VM's environment.
+    let pull_policy = env
+        .iter()
+        .find(|(k, _)| k == PULL_POLICY_ENV)
+        .map(|(_, v)| v.clone());
     Ok(XdsWasm {
+        pull_policy,
         name: name.to_string(),
         root_id: pc.root_id.clone(),
         vm_id: vm.vm_id.clone(),
