@@ -357,7 +357,11 @@ pub fn listener(name: &str, port: u16, routes: &str, filters: &[&str]) -> (Strin
             config_type: Some(http_filter::ConfigType::ConfigDiscovery(
                 ExtensionConfigSource {
                     config_source: Some(ads()),
-                    type_urls: vec![Wasm::type_url()],
+                    // As istiod lists them for a WasmPlugin.
+                    type_urls: vec![
+                        Wasm::type_url(),
+                        "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC".into(),
+                    ],
                     ..Default::default()
                 },
             )),

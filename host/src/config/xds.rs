@@ -143,6 +143,9 @@ pub const PULL_POLICY_ENV: &str = "ISTIO_META_WASM_IMAGE_PULL_POLICY";
 pub struct XdsWasm {
     /// `IfNotPresent` or `Always` for an `oci://` module (istiod's `PULL_POLICY_ENV`).
     pub pull_policy: Option<String>,
+    /// The WasmPlugin's resource version (istiod's `RESOURCE_VERSION_ENV`): a new one makes
+    /// the config differ, so an `Always` module is pulled again.
+    pub resource_version: Option<String>,
     /// The extension config's (or HTTP filter's) name.
     pub name: String,
     pub root_id: String,
@@ -502,9 +505,15 @@ pub fn listener(any: &Any) -> Result<XdsListener, String> {
                         "{hat}.config_discovery.default_config: not supported by Lateen"
                     ));
                 }
-                if !d.type_urls.iter().all(|t| *t == Wasm::type_url()) {
+                if !d.type_urls.iter().any(|t| *t == Wasm::type_url())
+                    || !d
+                        .type_urls
+                        .iter()
+                        .all(|t| *t == Wasm::type_url() || t == RBAC_TYPE)
+                {
                     return Err(format!(
-                        "{hat}.config_discovery.type_urls: only {} is supported",
+                        "{hat}.config_discovery.type_urls: must name {} (and may name \
+                         RBAC, as istiod does)",
                         Wasm::type_url()
                     ));
                 }
@@ -545,8 +554,23 @@ pub fn extension(any: &Any) -> Result<XdsWasm, String> {
         .typed_config
         .as_ref()
         .ok_or_else(|| format!("{at}: no typed_config"))?;
+    if tc.type_url == RBAC_TYPE {
+        return Err(format!(
+            "{at}: an RBAC filter config (istio-agent's stand-in for a module it could not \
+             fetch) is not supported; Lateen fetches modules itself, so send the Wasm config"
+        ));
+    }
     wasm(&tec.name, tc).map_err(|e| format!("{at}: {e}"))
 }
+
+/// The HTTP RBAC filter, which istiod lists beside Wasm in every WasmPlugin's ECDS
+/// `type_urls` (istio-agent stands it in for a module it could not fetch).
+const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+
+/// What istiod tells istio-agent in a wasm VM's environment; the agent strips them before
+/// Envoy sees the config, and so does Lateen, which does the agent's part itself.
+const PULL_SECRET_ENV: &str = "ISTIO_META_WASM_IMAGE_PULL_SECRET";
+const RESOURCE_VERSION_ENV: &str = "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION";
 
 fn string_value(any: Option<&Any>) -> Result<Vec<u8>, String> {
     let Some(any) = any else {
@@ -636,7 +660,7 @@ fn wasm(name: &str, any: &Any) -> Result<XdsWasm, String> {
             return Err("config.vm_config.code: expected local.filename or remote.http_uri".into())
         }
     };
-    let env = vm
+    let mut env = vm
         .environment_variables
         .as_ref()
         .map(|e| {
@@ -649,13 +673,23 @@ fn wasm(name: &str, any: &Any) -> Result<XdsWasm, String> {
         })
         .unwrap_or_default();
     let fail_open = pc.fail_open || pc.failure_policy == FailurePolicy::FailOpen as i32;
-    // istiod carries the WasmPlugin's imagePullPolicy in the VM's environment.
-    let pull_policy = env
-        .iter()
-        .find(|(k, _)| k == PULL_POLICY_ENV)
-        .map(|(_, v)| v.clone());
+    // istiod carries the WasmPlugin's imagePullPolicy and resource version in the VM's
+    // environment, for the agent; the plugin does not see them.
+    let take = |env: &mut Vec<(String, String)>, key: &str| {
+        let i = env.iter().position(|(k, _)| k == key)?;
+        Some(env.remove(i).1)
+    };
+    let pull_policy = take(&mut env, PULL_POLICY_ENV);
+    let resource_version = take(&mut env, RESOURCE_VERSION_ENV);
+    if take(&mut env, PULL_SECRET_ENV).is_some() {
+        return Err(format!(
+            "config.vm_config.environment_variables.{PULL_SECRET_ENV}: image pull secrets \
+             are not supported over xDS yet (Lateen pulls anonymously)"
+        ));
+    }
     Ok(XdsWasm {
         pull_policy,
+        resource_version,
         name: name.to_string(),
         root_id: pc.root_id.clone(),
         vm_id: vm.vm_id.clone(),
@@ -1487,6 +1521,80 @@ mod tests {
             err.contains("RouteConfiguration `rc`")
                 && err.contains("routes[0]")
                 && err.contains("stat_prefix"),
+            "{err}"
+        );
+    }
+
+    // A WasmPlugin as istiod renders it for ECDS (pilot/pkg/model/wasm.go).
+    fn istiod_wasm(env: &[(&str, &str)]) -> Any {
+        use envoy_types::pb::envoy::config::core::v3::AsyncDataSource;
+        use envoy_types::pb::envoy::config::core::v3::{HttpUri, RemoteDataSource};
+        use envoy_types::pb::envoy::extensions::wasm::v3::{
+            EnvironmentVariables, PluginConfig, VmConfig,
+        };
+        let w = Wasm {
+            config: Some(PluginConfig {
+                name: "istio-system.echo".into(),
+                configuration: Some(Any::default()),
+                vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+                    runtime: "envoy.wasm.runtime.v8".into(),
+                    code: Some(AsyncDataSource {
+                        specifier: Some(async_data_source::Specifier::Remote(RemoteDataSource {
+                            http_uri: Some(HttpUri {
+                                uri: "oci://reg.example/echo:v1".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })),
+                    }),
+                    environment_variables: Some(EnvironmentVariables {
+                        key_values: env
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+        };
+        any(&TypedExtensionConfig {
+            name: "echo".into(),
+            typed_config: Some(any(&w)),
+        })
+    }
+
+    #[test]
+    fn ecds_takes_wasm_plugins_as_istiod_renders_them() {
+        let w = extension(&istiod_wasm(&[
+            ("ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION", "7"),
+            ("ISTIO_META_WASM_IMAGE_PULL_POLICY", "Always"),
+            ("GREETING", "hi"),
+        ]))
+        .expect("istiod's form is accepted");
+        assert_eq!(w.url, "oci://reg.example/echo:v1");
+        assert_eq!(w.sha256, None);
+        assert!(w.configuration.is_empty());
+        assert_eq!(w.pull_policy.as_deref(), Some("Always"));
+        assert_eq!(w.resource_version.as_deref(), Some("7"));
+        // The agent's variables are not the plugin's.
+        assert_eq!(w.env, [("GREETING".to_string(), "hi".to_string())]);
+
+        let err = extension(&istiod_wasm(&[("ISTIO_META_WASM_IMAGE_PULL_SECRET", "s")]))
+            .expect_err("no pull secrets yet");
+        assert!(err.contains("ISTIO_META_WASM_IMAGE_PULL_SECRET"), "{err}");
+
+        let rbac = any(&TypedExtensionConfig {
+            name: "echo".into(),
+            typed_config: Some(Any {
+                type_url: RBAC_TYPE.into(),
+                value: Vec::new(),
+            }),
+        });
+        let err = extension(&rbac).expect_err("RBAC stand-ins are refused");
+        assert!(
+            err.contains("TypedExtensionConfig `echo`") && err.contains("RBAC"),
             "{err}"
         );
     }
