@@ -284,6 +284,50 @@ spec:
     );
 }
 
+/// A root whose configuration leaves the config ends: its ticks stop (no tick reaches a
+/// deleted root), while the new configuration's root ticks on the kept instance.
+#[tokio::test]
+async fn a_replaced_root_stops_ticking() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let ticker = |subset: &str| {
+        mesh(&[&a, &b])
+            + &format!(
+                r#"---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: ticker, namespace: istio-system}}
+spec:
+  url: file://{{{{WASM}}}}/test_plugin_ticker.wasm
+  pluginConfig: "outbound|80|{subset}|svc.test"
+"#
+            )
+    };
+    let ticks = |b: &Backend| {
+        b.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with("/tick/"))
+            .count()
+    };
+    let proxy = Proxy::start(&ticker("a")).await.expect("proxy starts");
+    eventually("ticks at a", || async { ticks(&a) >= 2 }).await;
+
+    proxy.rewrite(&ticker("b"));
+    eventually("ticks at b", || async { ticks(&b) >= 2 }).await;
+    // A tick already under way when the root ended may still land.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let at_a = ticks(&a);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(ticks(&a), at_a, "the old root still ticks");
+    assert!(ticks(&b) >= 5, "the new root ticks on");
+    let log = proxy.log();
+    assert!(
+        !log.contains("on_tick failed") && !log.contains("panicked"),
+        "{log}"
+    );
+}
+
 #[tokio::test]
 async fn bad_pointers_in_host_calls_get_an_error_status() {
     let a = Backend::start("a").await;
