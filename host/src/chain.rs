@@ -384,6 +384,8 @@ struct CanaryFilter {
 /// A listener's filter chain on one worker.
 pub struct Chain {
     filters: Vec<ChainFilter>,
+    /// How the listener normalizes request paths before the filters see them.
+    pub path: crate::path::PathNormalization,
 }
 
 impl Chain {
@@ -410,7 +412,14 @@ impl Chain {
                     })
                 })
                 .collect(),
+            path: Default::default(),
         }
+    }
+
+    /// The chain, for a listener that normalizes paths so.
+    pub fn with_path(mut self, path: crate::path::PathNormalization) -> Self {
+        self.path = path;
+        self
     }
 
     pub fn is_empty(&self) -> bool {

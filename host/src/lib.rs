@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod iptables;
 pub mod listener;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod retry;
 pub mod scaffold;

@@ -142,11 +142,11 @@ async fn serve(
                 .map(|h| Bytes::copy_from_slice(h.as_bytes()))
         })
         .unwrap_or_default();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let raw = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // Before any filter or route sees it, as Envoy's normalize_path does.
+    let Ok(path) = crate::path::normalize(raw, chain.path).map(|p| p.into_owned()) else {
+        return reply(400, "Bad Request", "DPE").0;
+    };
     headers.push((":authority".into(), authority));
     headers.push((":path".into(), Bytes::from(path)));
     headers.push((

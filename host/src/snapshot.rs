@@ -322,6 +322,8 @@ pub struct ListenerSpec {
     /// The port forwards TCP (Gateway servers with `protocol: TCP`) by `tcp_routes`.
     pub tcp: bool,
     pub tcp_routes: Vec<crate::tcp::TcpRoute>,
+    /// How request paths are normalized before its filters see them.
+    pub path: crate::path::PathNormalization,
     /// Whether a socket is bound for it. A sidecar's per-port HTTP listeners are not:
     /// the capture listener hands them connections.
     pub bind: bool,

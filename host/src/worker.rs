@@ -96,7 +96,10 @@ impl WorkerCtx {
         let chains = snap
             .listeners
             .iter()
-            .map(|l| (l.name.clone(), Rc::new(Chain::new(&l.filters, &slots))))
+            .map(|l| {
+                let chain = Chain::new(&l.filters, &slots).with_path(l.path);
+                (l.name.clone(), Rc::new(chain))
+            })
             .collect();
         let ws = Rc::new(WorkerSnapshot {
             snap,

@@ -289,3 +289,77 @@ async fn http2_prior_knowledge_and_request_bodies() {
     assert_eq!(r.body, body);
     assert_eq!(s.a.last().method, "POST");
 }
+
+fn admin_route(a: &Backend, b: &Backend, normalization: Option<&str>) -> String {
+    let boot = normalization
+        .map(|n| bootstrap(&format!("  pathNormalization: {{normalization: {n}}}")))
+        .unwrap_or_default();
+    mesh(&[a, b])
+        + &boot
+        + r#"---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /admin}}]
+    route: [{destination: {host: svc.test, subset: b}}]
+  - route: [{destination: {host: svc.test, subset: a}}]
+"#
+}
+
+/// Paths are normalized before routing (Istio's default `pathNormalization: BASE`), so
+/// `/public/../admin` is `/admin` to the routes and to the upstream alike.
+#[tokio::test]
+async fn request_paths_are_normalized_before_routing() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = Proxy::start(&admin_route(&a, &b, None))
+        .await
+        .expect("proxy starts");
+    for (path, backend, seen) in [
+        ("/public/../admin/x?q=/../y", "b", "/admin/x?q=/../y"),
+        ("/%61dmin/./x", "b", "/admin/x"),
+        ("/public/x", "a", "/public/x"),
+        // BASE keeps repeated slashes.
+        ("//admin", "a", "//admin"),
+    ] {
+        let r = get(&proxy.url(path)).await.expect("request");
+        assert_eq!(r.header("x-backend"), Some(backend), "{path}");
+        let last = if backend == "a" { a.last() } else { b.last() };
+        assert_eq!(last.path, seen, "{path}");
+    }
+    let r = get(&proxy.url("/bad%zzescape")).await.expect("request");
+    assert_eq!(r.status, 400, "a malformed escape is refused");
+
+    // MERGE_SLASHES merges them too; NONE leaves paths alone.
+    proxy.rewrite(&admin_route(&a, &b, Some("MERGE_SLASHES")));
+    eventually("MERGE_SLASHES", || async {
+        get(&proxy.url("//admin"))
+            .await
+            .is_ok_and(|r| r.header("x-backend") == Some("b"))
+    })
+    .await;
+    assert_eq!(b.last().path, "/admin");
+    proxy.rewrite(&admin_route(&a, &b, Some("NONE")));
+    eventually("NONE", || async {
+        get(&proxy.url("/public/../admin"))
+            .await
+            .is_ok_and(|r| r.header("x-backend") == Some("a"))
+    })
+    .await;
+    assert_eq!(a.last().path, "/public/../admin");
+}
+
+#[test]
+fn an_unknown_path_normalization_is_refused_with_its_line() {
+    let err = refused(
+        "paths.yaml",
+        &bootstrap("  pathNormalization: {normalization: TIDY}"),
+    );
+    assert!(
+        err.contains("paths.yaml:6") && err.contains("spec.pathNormalization.normalization"),
+        "{err}"
+    );
+}

@@ -555,6 +555,7 @@ pub fn build_with(
             ));
         }
         listeners.push(ListenerSpec {
+            path: Default::default(),
             name: format!("{}_{}", addr.ip(), addr.port()),
             addr: *addr,
             filters,
@@ -581,6 +582,11 @@ pub fn build_with(
             )
         })
         .unwrap_or_default();
+    // The mesh-wide setting for listeners from the files; xDS ones carry their own.
+    let path = path_normalization(res, &mut errors);
+    for l in &mut listeners {
+        l.path = path;
+    }
     listeners.extend(xds_built.listeners);
     // Checked in either mode, so a bad one is reported wherever it is loaded.
     let sc = sidecar_resource(res, &workload, &mut errors);
@@ -593,19 +599,17 @@ pub fn build_with(
         }
     }
     if sidecar {
-        listeners.extend(sidecar_listeners(
-            res,
-            sc,
-            &clusters,
-            &chain,
-            &mut fault_filter,
-            &mut errors,
-        ));
+        listeners.extend(
+            sidecar_listeners(res, sc, &clusters, &chain, &mut fault_filter, &mut errors)
+                .into_iter()
+                .map(|l| ListenerSpec { path, ..l }),
+        );
         let mut policy = inbound_policy(res, &workload, &tls_ctx, &mut errors, &mut warnings);
         if let Some(sc) = sc {
             policy.endpoints = ingress_endpoints(sc, &mut errors);
         }
         listeners.push(ListenerSpec {
+            path,
             name: "virtualInbound".into(),
             addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), INBOUND_CAPTURE_PORT),
             filters: Vec::new(),
@@ -1051,6 +1055,7 @@ fn sidecar_listeners(
             errors,
         );
         listeners.push(ListenerSpec {
+            path: Default::default(),
             name: format!("0.0.0.0_{port}"),
             addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
             filters,
@@ -1064,6 +1069,7 @@ fn sidecar_listeners(
         });
     }
     listeners.push(ListenerSpec {
+        path: Default::default(),
         name: "virtualOutbound".into(),
         addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), OUTBOUND_CAPTURE_PORT),
         filters: Vec::new(),
@@ -2133,6 +2139,33 @@ fn jwks_source(
         None => host.to_string(),
     };
     Ok(JwksSource::Remote(name, authority, path))
+}
+
+/// The Bootstrap's `pathNormalization` (MeshConfig's): BASE unless it says otherwise.
+fn path_normalization(
+    res: &Resources,
+    errors: &mut Vec<ConfigError>,
+) -> crate::path::PathNormalization {
+    let Some(boot) = res.bootstrap.as_ref() else {
+        return Default::default();
+    };
+    let Some(name) = boot
+        .spec
+        .path_normalization
+        .as_ref()
+        .and_then(|p| p.normalization.as_deref())
+    else {
+        return Default::default();
+    };
+    crate::path::PathNormalization::parse(name).unwrap_or_else(|| {
+        errors.push(boot.info.error(
+            "spec.pathNormalization.normalization",
+            format!(
+                "unknown `{name}`; expected NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES"
+            ),
+        ));
+        Default::default()
+    })
 }
 
 /// The Bootstrap's `limits`, checked.

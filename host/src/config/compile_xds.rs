@@ -166,6 +166,7 @@ pub(super) fn listeners(
                         l.name
                     ));
                     out.listeners.push(ListenerSpec {
+                        path: prev.path,
                         name: prev.name.clone(),
                         addr: prev.addr,
                         filters: prev.filters.clone(),
@@ -204,6 +205,7 @@ pub(super) fn listeners(
             .unwrap_or(filters.len());
         filters.splice(at..at, wasm_filters);
         out.listeners.push(ListenerSpec {
+            path: l.path,
             name: l.name.clone(),
             addr,
             filters,

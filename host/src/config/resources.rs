@@ -695,6 +695,9 @@ pub struct BootstrapSpec {
     /// Limits on what clients may send (Envoy's HTTP connection manager settings).
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
+    /// How request paths are normalized, as MeshConfig's `pathNormalization`.
+    #[serde(default)]
+    pub path_normalization: Option<PathNormalizationSpec>,
     /// The workload's mesh identity (what istio-agent writes to `/etc/certs`).
     #[serde(default)]
     pub identity: Option<IdentitySpec>,
@@ -797,6 +800,15 @@ pub struct LimitsSpec {
     /// default off). Later: 408.
     #[serde(default)]
     pub request_timeout: Option<String>,
+}
+
+/// MeshConfig's `pathNormalization`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathNormalizationSpec {
+    /// NONE, BASE (the default), MERGE_SLASHES or DECODE_AND_MERGE_SLASHES.
+    #[serde(default)]
+    pub normalization: Option<String>,
 }
 
 /// What the proxy reports.

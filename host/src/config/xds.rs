@@ -11,6 +11,7 @@
 
 use super::compile::{retry_property, DEFAULT_RETRY_ON};
 use crate::cluster::LbPolicy;
+use crate::path::PathNormalization;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     address, async_data_source, config_source, data_source, header_value_option, socket_address,
@@ -115,6 +116,8 @@ pub struct XdsListener {
     pub routes: Routes,
     /// The HTTP filters before the router, in order.
     pub filters: Vec<HttpFilter>,
+    /// From the HTTP connection manager's path settings (Envoy's default: none).
+    pub path: PathNormalization,
 }
 
 #[derive(Debug, Clone)]
@@ -422,6 +425,38 @@ fn socket_addr(a: Option<&mut Address>, at: &str) -> Result<(String, u16), Strin
 }
 
 /// LDS.
+// `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action` as the one of
+// Istio's four normalizations they spell (istiod renders its `pathNormalization` so).
+fn path_normalization(hcm: &HttpConnectionManager) -> Result<PathNormalization, String> {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::PathWithEscapedSlashesAction as Action;
+    let normalize = hcm.normalize_path.as_ref().is_some_and(|b| b.value);
+    let unescape = match Action::try_from(hcm.path_with_escaped_slashes_action) {
+        Ok(Action::ImplementationSpecificDefault | Action::KeepUnchanged) => false,
+        Ok(Action::UnescapeAndForward) => true,
+        _ => {
+            return Err(format!(
+                "path_with_escaped_slashes_action: {} is not supported by Lateen \
+                 (KEEP_UNCHANGED or UNESCAPE_AND_FORWARD)",
+                hcm.path_with_escaped_slashes_action
+            ))
+        }
+    };
+    Ok(match (normalize, hcm.merge_slashes, unescape) {
+        (false, false, false) => PathNormalization::None,
+        (true, false, false) => PathNormalization::Base,
+        (true, true, false) => PathNormalization::MergeSlashes,
+        (true, true, true) => PathNormalization::DecodeAndMergeSlashes,
+        _ => {
+            return Err(
+                "normalize_path: Lateen normalizes as Istio's NONE, BASE (normalize_path), \
+                 MERGE_SLASHES (and merge_slashes) or DECODE_AND_MERGE_SLASHES (and \
+                 UNESCAPE_AND_FORWARD); this combination is none of them"
+                    .into(),
+            )
+        }
+    })
+}
+
 pub fn listener(any: &Any) -> Result<XdsListener, String> {
     let mut l: Listener = unpack(any)?;
     let at = format!("Listener `{}`", l.name);
@@ -456,8 +491,17 @@ pub fn listener(any: &Any) -> Result<XdsListener, String> {
     only!(
         &mut hcm,
         fat,
-        [stat_prefix, route_specifier, http_filters, codec_type]
+        [
+            stat_prefix,
+            route_specifier,
+            http_filters,
+            codec_type,
+            normalize_path,
+            merge_slashes,
+            path_with_escaped_slashes_action
+        ]
     );
+    let path = path_normalization(&hcm).map_err(|e| format!("{fat}.{e}"))?;
     // AUTO, HTTP1 and HTTP2: Lateen's listeners detect HTTP/1.1 and h2c themselves.
     if hcm.codec_type == 3 {
         return Err(format!(
@@ -543,6 +587,7 @@ pub fn listener(any: &Any) -> Result<XdsListener, String> {
         addr: SocketAddr::new(ip, port),
         routes,
         filters,
+        path,
     })
 }
 
