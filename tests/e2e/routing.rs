@@ -332,6 +332,17 @@ async fn request_paths_are_normalized_before_routing() {
     }
     let r = get(&proxy.url("/bad%zzescape")).await.expect("request");
     assert_eq!(r.status, 400, "a malformed escape is refused");
+    // Without a verified client certificate, a client's x-forwarded-client-cert is dropped.
+    let r = send(
+        "GET",
+        &proxy.url("/public/x"),
+        &[("x-forwarded-client-cert", "URI=spiffe://forged")],
+        "",
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status, 200);
+    assert_eq!(a.last().header("x-forwarded-client-cert"), None);
 
     // MERGE_SLASHES merges them too; NONE leaves paths alone.
     proxy.rewrite(&admin_route(&a, &b, Some("MERGE_SLASHES")));

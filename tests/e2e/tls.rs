@@ -168,6 +168,23 @@ async fn gateway_terminates_tls_by_sni_with_mutual_versions_alpn_and_redirect() 
         Some("cluster.local/ns/shop/sa/cart")
     );
     assert_eq!(seen.header("x-prop-connection-mtls"), Some("01"));
+    // The upstream learns the verified client certificate from x-forwarded-client-cert,
+    // never from what the client sent in it (Istio's SANITIZE_SET).
+    let forged = ["-H", "x-forwarded-client-cert: URI=spiffe://forged"];
+    let r = curl(&[&with_cert[..], &forged[..], &[url_b.as_str()]].concat()).await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "200"), "{r:?}");
+    let xfcc = backend
+        .last()
+        .header("x-forwarded-client-cert")
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        xfcc.starts_with("Hash=")
+            && xfcc.contains(";Subject=\"")
+            && xfcc.contains(";URI=spiffe://cluster.local/ns/shop/sa/cart")
+            && !xfcc.contains("forged"),
+        "{xfcc}"
+    );
     // minProtocolVersion TLSV1_3: a TLS 1.2 client is refused.
     let r = curl(&[&with_cert[..], &["--tls-max", "1.2", url_b.as_str()]].concat()).await;
     assert_ne!(r.code, 0, "TLS 1.2 must be refused: {r:?}");
