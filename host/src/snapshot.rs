@@ -341,6 +341,24 @@ pub enum Capture {
 }
 
 impl ListenerSpec {
+    /// A bound plain-HTTP listener: no TLS, no TCP routes, no capture, default path
+    /// normalization. Other kinds set their fields over it.
+    pub fn http(name: String, addr: SocketAddr, filters: Vec<FilterSpec>) -> Self {
+        ListenerSpec {
+            name,
+            addr,
+            filters,
+            tls: None,
+            sni_routes: Vec::new(),
+            https_redirect: Vec::new(),
+            tcp: false,
+            tcp_routes: Vec::new(),
+            path: Default::default(),
+            bind: true,
+            capture: None,
+        }
+    }
+
     /// Whether a plain-HTTP request for `host` (the `:authority`, port included or not)
     /// must be redirected to https.
     pub fn redirects(&self, host: &str) -> bool {

@@ -610,16 +610,12 @@ pub fn build_with(
         }
         listeners.push(ListenerSpec {
             path,
-            name: "virtualInbound".into(),
-            addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), INBOUND_CAPTURE_PORT),
-            filters: Vec::new(),
-            tls: None,
-            sni_routes: Vec::new(),
-            https_redirect: Vec::new(),
-            tcp: false,
-            tcp_routes: Vec::new(),
-            bind: true,
             capture: Some(crate::snapshot::Capture::Inbound(Arc::new(policy))),
+            ..ListenerSpec::http(
+                "virtualInbound".into(),
+                SocketAddr::new(IpAddr::from([0, 0, 0, 0]), INBOUND_CAPTURE_PORT),
+                Vec::new(),
+            )
         });
     } else if let Some(pa) = res.peer_authentications.first() {
         warnings.push(format!(
@@ -1054,32 +1050,23 @@ fn sidecar_listeners(
             fault_filter,
             errors,
         );
+        // Not bound: the capture listener hands it connections.
         listeners.push(ListenerSpec {
-            path: Default::default(),
-            name: format!("0.0.0.0_{port}"),
-            addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
-            filters,
-            tls: None,
-            sni_routes: Vec::new(),
-            https_redirect: Vec::new(),
-            tcp: false,
-            tcp_routes: Vec::new(),
             bind: false,
-            capture: None,
+            ..ListenerSpec::http(
+                format!("0.0.0.0_{port}"),
+                SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
+                filters,
+            )
         });
     }
     listeners.push(ListenerSpec {
-        path: Default::default(),
-        name: "virtualOutbound".into(),
-        addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), OUTBOUND_CAPTURE_PORT),
-        filters: Vec::new(),
-        tls: None,
-        sni_routes: Vec::new(),
-        https_redirect: Vec::new(),
-        tcp: false,
-        tcp_routes: Vec::new(),
-        bind: true,
         capture: Some(crate::snapshot::Capture::Outbound(Arc::new(map))),
+        ..ListenerSpec::http(
+            "virtualOutbound".into(),
+            SocketAddr::new(IpAddr::from([0, 0, 0, 0]), OUTBOUND_CAPTURE_PORT),
+            Vec::new(),
+        )
     });
     listeners
 }

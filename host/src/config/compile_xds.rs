@@ -167,16 +167,7 @@ pub(super) fn listeners(
                     ));
                     out.listeners.push(ListenerSpec {
                         path: prev.path,
-                        name: prev.name.clone(),
-                        addr: prev.addr,
-                        filters: prev.filters.clone(),
-                        tls: None,
-                        sni_routes: Vec::new(),
-                        https_redirect: Vec::new(),
-                        tcp: false,
-                        tcp_routes: Vec::new(),
-                        bind: true,
-                        capture: None,
+                        ..ListenerSpec::http(prev.name.clone(), prev.addr, prev.filters.clone())
                     });
                 }
                 None => warnings.push(format!(
@@ -206,16 +197,7 @@ pub(super) fn listeners(
         filters.splice(at..at, wasm_filters);
         out.listeners.push(ListenerSpec {
             path: l.path,
-            name: l.name.clone(),
-            addr,
-            filters,
-            tls: None,
-            sni_routes: Vec::new(),
-            https_redirect: Vec::new(),
-            tcp: false,
-            tcp_routes: Vec::new(),
-            bind: true,
-            capture: None,
+            ..ListenerSpec::http(l.name.clone(), addr, filters)
         });
     }
     out
