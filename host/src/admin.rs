@@ -71,67 +71,56 @@ pub fn start(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
-    std::thread::Builder::new()
-        .name(format!("lateen-{surface:?}").to_lowercase())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("admin runtime: {e}");
-                    return;
-                }
+    crate::spawn_runtime_thread(
+        format!("lateen-{surface:?}").to_lowercase(),
+        move || async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                return;
             };
-            rt.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
-                    return;
+            let mut stop = state.shutdown.subscribe();
+            if surface == Surface::Admin {
+                let (graph, shared) = (state.graph.clone(), state.shared.clone());
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(graph::PERIOD);
+                    loop {
+                        every.tick().await;
+                        graph.sample(&shared);
+                    }
+                });
+            }
+            loop {
+                let (tcp, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = stop.wait_for(|v| *v) => return,
                 };
-                let mut stop = state.shutdown.subscribe();
-                if surface == Surface::Admin {
-                    let (graph, shared) = (state.graph.clone(), state.shared.clone());
-                    tokio::spawn(async move {
-                        let mut every = tokio::time::interval(graph::PERIOD);
-                        loop {
-                            every.tick().await;
-                            graph.sample(&shared);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let state = state.clone();
+                        async move {
+                            let is_push = req.method() == Method::POST
+                                && req.uri().path().starts_with("/plugins/");
+                            let r = if !surface.serves(req.method(), req.uri().path()) {
+                                text(
+                                    StatusCode::NOT_FOUND,
+                                    "text/plain",
+                                    "not served on this port\n".into(),
+                                )
+                            } else if is_push {
+                                push(req, &state).await
+                            } else {
+                                route(req, &state)
+                            };
+                            Ok::<_, std::convert::Infallible>(r)
                         }
                     });
-                }
-                loop {
-                    let (tcp, _) = tokio::select! {
-                        r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-                        _ = stop.wait_for(|v| *v) => return,
-                    };
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: Request<Incoming>| {
-                            let state = state.clone();
-                            async move {
-                                let is_push = req.method() == Method::POST
-                                    && req.uri().path().starts_with("/plugins/");
-                                let r = if !surface.serves(req.method(), req.uri().path()) {
-                                    text(
-                                        StatusCode::NOT_FOUND,
-                                        "text/plain",
-                                        "not served on this port\n".into(),
-                                    )
-                                } else if is_push {
-                                    push(req, &state).await
-                                } else {
-                                    route(req, &state)
-                                };
-                                Ok::<_, std::convert::Infallible>(r)
-                            }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(tcp), svc)
-                            .await;
-                    });
-                }
-            });
-        })
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        },
+    )
 }
 
 // Mutating endpoints need the bearer token, when one is configured.

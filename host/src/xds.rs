@@ -106,21 +106,7 @@ pub fn spawn(sources: Arc<Sources>, cfg: ClientConfig) -> std::io::Result<Arc<Xd
         s.since = now();
     });
     let st = status.clone();
-    std::thread::Builder::new()
-        .name("lateen-xds".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("xDS client: cannot start its runtime: {e}");
-                    return;
-                }
-            };
-            rt.block_on(run(sources, cfg, st));
-        })?;
+    crate::spawn_runtime_thread("lateen-xds".into(), move || run(sources, cfg, st))?;
     Ok(status)
 }
 
