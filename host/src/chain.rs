@@ -360,9 +360,11 @@ async fn wait_resume(inst: &Instance, ctx: u32, limit: Duration) -> Option<Wake>
 /// One filter of a chain on one worker.
 struct ChainFilter {
     slot: Rc<VmSlot>,
-    config: Bytes,
-    /// Root context for `config` (on the instance generation it names), so the per-request
-    /// path does not hash the configuration.
+    /// The configuration when no `matchRules` entry applies; `None`: the plugin is off then
+    /// (`defaultConfigDisable`).
+    default: Option<Bytes>,
+    /// Root context for `default` (on the instance generation it names), so the
+    /// per-request path does not hash the configuration.
     root: RootCache,
     /// A canary version in progressive rollout: its instances and root.
     canary: Option<CanaryFilter>,
@@ -394,18 +396,27 @@ impl Chain {
             filters: specs
                 .iter()
                 .filter_map(|f| {
+                    let default = match &f.scope {
+                        Some(sc) => sc.default.clone(),
+                        None => Some(f.configuration.clone()),
+                    };
+                    // Each cache starts with the root a kept instance already runs for its
+                    // configuration: the new chain takes it over before the old lets go.
+                    let default_cache =
+                        |s: &VmSlot| RefCell::new(default.as_ref().and_then(|c| s.live_root(c)));
                     let canary = f.plugin.canary.as_ref().and_then(|c| {
                         slots.get(&Arc::as_ptr(&c.spec)).map(|s| CanaryFilter {
                             rollout: c.clone(),
                             slot: s.clone(),
-                            root: default_cache(f, s),
+                            root: default_cache(s),
                             rule_roots: rule_caches(f, s),
                         })
                     });
-                    slots.get(&Arc::as_ptr(&f.plugin)).map(|s| ChainFilter {
+                    let s = slots.get(&Arc::as_ptr(&f.plugin))?;
+                    Some(ChainFilter {
                         slot: s.clone(),
-                        config: f.configuration.clone(),
-                        root: default_cache(f, s),
+                        root: default_cache(s),
+                        default: default.clone(),
                         canary,
                         rule_roots: rule_caches(f, s),
                         scope: f.scope.clone(),
@@ -432,11 +443,7 @@ impl Chain {
     /// handles it by the plugin's failStrategy.
     pub fn warm(&self) {
         for f in &self.filters {
-            let config = match &f.scope {
-                Some(sc) => sc.default.as_ref(),
-                None => Some(&f.config),
-            };
-            let Some(config) = config else { continue };
+            let Some(config) = &f.default else { continue };
             let Ok(inst) = f.slot.instance() else {
                 continue;
             };
@@ -454,16 +461,6 @@ impl Chain {
             }
         }
     }
-}
-
-// The cache of the filter's default root, holding the root a kept instance already runs
-// for that configuration: so a new chain takes it over before the old chain lets go.
-fn default_cache(f: &FilterSpec, slot: &VmSlot) -> RootCache {
-    let config = match &f.scope {
-        Some(sc) => sc.default.as_ref(),
-        None => Some(&f.configuration),
-    };
-    RefCell::new(config.and_then(|c| slot.live_root(c)))
 }
 
 // One root cache per `matchRules` entry, taken over as the default's is.
@@ -631,11 +628,12 @@ impl HttpStream {
     // The configuration filter i runs with for this stream and its root cache: the default,
     // or the first matching `matchRules` entry. `Ok(None)`: the plugin is off here.
     fn config_of(&mut self, i: usize) -> Result<Option<(Bytes, Option<usize>)>, String> {
-        let Some(scope) = self.chain.filters[i].scope.clone() else {
-            return Ok(Some((self.chain.filters[i].config.clone(), None)));
+        let f = &self.chain.filters[i];
+        let Some(scope) = f.scope.clone() else {
+            return Ok(f.default.clone().map(|c| (c, None)));
         };
         match scope.choose_for(&mut self.state) {
-            Choice::Default => Ok(scope.default.clone().map(|c| (c, None))),
+            Choice::Default => Ok(self.chain.filters[i].default.clone().map(|c| (c, None))),
             Choice::Rule(r) => match &scope.rules[r].action {
                 RuleAction::Config(c) => Ok(Some((c.clone(), Some(r)))),
                 RuleAction::Disable => Ok(None),
