@@ -60,27 +60,6 @@ fn header_map(list: &HeaderList, into: &mut HeaderMap) {
 
 const XFCC: &str = "x-forwarded-client-cert";
 
-/// The verified client certificate as Envoy's `x-forwarded-client-cert` element, with the
-/// details Istio's gateways set (`Hash`, `Subject`, `URI`, `DNS`; not the PEM `Cert`).
-fn client_cert_details(tls: &crate::tls::server::TlsInfo) -> Option<String> {
-    let peer = tls.peer.as_ref()?;
-    let mut s = String::new();
-    if let Some(h) = &tls.peer_fingerprint {
-        s.push_str(&format!("Hash={h};"));
-    }
-    s.push_str(&format!(
-        "Subject=\"{}\"",
-        peer.subject.replace('\\', "\\\\").replace('"', "\\\"")
-    ));
-    for u in &peer.uri_sans {
-        s.push_str(&format!(";URI={u}"));
-    }
-    for d in &peer.dns_sans {
-        s.push_str(&format!(";DNS={d}"));
-    }
-    Some(s)
-}
-
 /// An Envoy-style local reply, with its response flag.
 fn reply(status: u16, body: &'static str, flag: &'static str) -> (Response<UpBody>, &'static str) {
     let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
@@ -190,8 +169,12 @@ async fn serve(
         }
         headers.push((k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())));
     }
-    if let Some(xfcc) = conn.tls.as_deref().and_then(client_cert_details) {
-        headers.push((XFCC.into(), Bytes::from(xfcc)));
+    if let Some(xfcc) = conn
+        .tls
+        .as_ref()
+        .and_then(|t| t.client_cert_details.clone())
+    {
+        headers.push((XFCC.into(), xfcc));
     }
     let client_ip = conn.peer.ip().to_string();
     match headers.iter_mut().find(|(k, _)| k == "x-forwarded-for") {

@@ -268,13 +268,17 @@ pub struct TlsInfo {
     pub peer: Option<CertIdentity>,
     /// The hex SHA-256 of the client certificate (Envoy's `%DOWNSTREAM_PEER_FINGERPRINT_256%`).
     pub peer_fingerprint: Option<String>,
+    /// The verified client certificate as the `x-forwarded-client-cert` element Istio's
+    /// gateways send (`Hash`, `Subject`, `URI`, `DNS`; not the PEM `Cert`), made once per
+    /// connection.
+    pub client_cert_details: Option<bytes::Bytes>,
 }
 
 impl TlsInfo {
     pub fn of(conn: &rustls::ServerConnection) -> Self {
         use sha2::Digest;
         let leaf = conn.peer_certificates().and_then(|c| c.first());
-        TlsInfo {
+        let mut info = TlsInfo {
             sni: conn.server_name().map(str::to_string),
             version: match conn.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -284,7 +288,29 @@ impl TlsInfo {
             h2: conn.alpn_protocol() == Some(b"h2"),
             peer: leaf.and_then(|c| CertIdentity::of(c)),
             peer_fingerprint: leaf.map(|c| hex::encode(sha2::Sha256::digest(c.as_ref()))),
+            client_cert_details: None,
+        };
+        info.client_cert_details = info.cert_details().map(bytes::Bytes::from);
+        info
+    }
+
+    fn cert_details(&self) -> Option<String> {
+        let peer = self.peer.as_ref()?;
+        let mut s = String::new();
+        if let Some(h) = &self.peer_fingerprint {
+            s.push_str(&format!("Hash={h};"));
         }
+        s.push_str(&format!(
+            "Subject=\"{}\"",
+            peer.subject.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
+        for u in &peer.uri_sans {
+            s.push_str(&format!(";URI={u}"));
+        }
+        for d in &peer.dns_sans {
+            s.push_str(&format!(";DNS={d}"));
+        }
+        Some(s)
     }
 }
 
