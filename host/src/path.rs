@@ -32,15 +32,6 @@ impl PathNormalization {
             _ => return None,
         })
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "NONE",
-            Self::Base => "BASE",
-            Self::MergeSlashes => "MERGE_SLASHES",
-            Self::DecodeAndMergeSlashes => "DECODE_AND_MERGE_SLASHES",
-        }
-    }
 }
 
 /// A path that cannot be normalized: Envoy answers it with 400.
