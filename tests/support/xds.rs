@@ -521,9 +521,14 @@ pub fn wasm_filter_istiod(
             ..Default::default()
         }),
     };
+    extension_config(name, &w)
+}
+
+/// The ECDS resource `name` carrying `w`.
+fn extension_config(name: &str, w: &Wasm) -> (String, Any) {
     let tec = TypedExtensionConfig {
         name: name.into(),
-        typed_config: Some(any(&w)),
+        typed_config: Some(any(w)),
     };
     (name.into(), any(&tec))
 }
@@ -553,11 +558,7 @@ fn wasm_filter_with(
             ..Default::default()
         }),
     };
-    let tec = TypedExtensionConfig {
-        name: name.into(),
-        typed_config: Some(any(&w)),
-    };
-    (name.into(), any(&tec))
+    extension_config(name, &w)
 }
 
 /// Names the requests of a type carried, for assertions.
