@@ -525,6 +525,39 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
     })
 }
 
+/// What `lateen validate --dump` prints: `/config_dump`, and each listener's filters with
+/// the configuration their root contexts get (JSON where it is JSON, else the string).
+pub fn offline_dump(snap: &Snapshot) -> serde_json::Value {
+    let configuration = |b: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(b)
+            .unwrap_or_else(|_| String::from_utf8_lossy(b).into_owned().into())
+    };
+    let filters: Vec<_> = snap
+        .listeners
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "listener": l.name,
+                "filters": l.filters.iter().map(|f| serde_json::json!({
+                    "name": f.plugin.name,
+                    "configuration": configuration(&f.configuration),
+                    "scoped": f.scope.is_some(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let services: Vec<_> = snap
+        .service_plugins
+        .iter()
+        .map(|f| serde_json::json!({"name": f.plugin.name, "configuration": configuration(&f.configuration)}))
+        .collect();
+    serde_json::json!({
+        "configDump": config_dump(snap),
+        "filterConfigs": filters,
+        "servicePluginConfigs": services,
+    })
+}
+
 fn clusters(snap: &Snapshot) -> String {
     let mut names: Vec<_> = snap.clusters.keys().collect();
     names.sort();

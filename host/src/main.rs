@@ -38,6 +38,10 @@ enum Cmd {
     Validate {
         /// Config directory or file.
         config: PathBuf,
+        /// Print the compiled snapshot as JSON (the admin API's `/config_dump`, and the
+        /// configuration each filter of each listener gets) instead of the summary.
+        #[arg(long)]
+        dump: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -307,9 +311,13 @@ fn run_cli(cli: Cli) -> Result<()> {
             init_logs(&args.common.log_level);
             run(args, None)
         }
-        Cmd::Validate { config, common } => {
+        Cmd::Validate {
+            config,
+            dump,
+            common,
+        } => {
             init_logs(&common.log_level);
-            validate(&config, &common)
+            validate(&config, dump, &common)
         }
         Cmd::Inject {
             file,
@@ -687,7 +695,7 @@ fn report(errors: Vec<lateen::config::ConfigError>) -> anyhow::Error {
     anyhow::anyhow!("configuration has {} error(s)", errors.len())
 }
 
-fn validate(config: &Path, common: &Common) -> Result<()> {
+fn validate(config: &Path, dump: bool, common: &Common) -> Result<()> {
     let rt = runtime(common)?;
     let opts = BuildOptions {
         builtin_filters: filters_dir(common),
@@ -711,6 +719,13 @@ fn validate(config: &Path, common: &Common) -> Result<()> {
     // A proxy keeps serving a refused rule's last good configuration; validate fails on it.
     if !snap.rule_errors.is_empty() {
         return Err(report(snap.rule_errors.clone()));
+    }
+    if dump {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&admin::offline_dump(&snap))?
+        );
+        return Ok(());
     }
     println!(
         "{}: ok ({} listener(s), {} cluster(s), {} plugin(s))",
