@@ -2,7 +2,7 @@
 //! text format, or JSON), written to stdout or a file through a buffer flushed every second,
 //! as Envoy's file sink does.
 
-use crate::wasm::state::StreamState;
+use lateen_wasm::state::StreamState;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -223,9 +223,9 @@ pub fn details_for_flags(flags: &str) -> &'static str {
 fn value(op: &Op, st: &StreamState, end: SystemTime) -> Option<String> {
     let info = st.info.as_deref();
     let header =
-        |list: &crate::wasm::HeaderList, name: &str, alt: &Option<String>, max: &Option<usize>| {
+        |list: &lateen_wasm::HeaderList, name: &str, alt: &Option<String>, max: &Option<usize>| {
             let find = |n: &str| {
-                crate::wasm::state::header(list, n).map(|v| String::from_utf8_lossy(v).into_owned())
+                lateen_wasm::state::header(list, n).map(|v| String::from_utf8_lossy(v).into_owned())
             };
             let v = find(name).or_else(|| alt.as_deref().and_then(find))?;
             Some(match max {
@@ -257,8 +257,8 @@ fn value(op: &Op, st: &StreamState, end: SystemTime) -> Option<String> {
                 .as_millis()
                 .to_string()
         }),
-        Op::UpstreamHost => st.upstream_endpoint().map(|(_, e)| e.authority.clone()),
-        Op::UpstreamCluster => st.upstream_endpoint().map(|(c, _)| c.name.clone()),
+        Op::UpstreamHost => st.upstream_endpoint().map(|(_, e)| e.authority.to_string()),
+        Op::UpstreamCluster => st.upstream_endpoint().map(|(c, _)| c.to_string()),
         Op::DownstreamLocalAddress => info.map(|i| i.destination.to_string()),
         Op::DownstreamRemoteAddress => info.map(|i| i.source.to_string()),
         Op::DownstreamRemoteAddressWithoutPort => info.map(|i| i.source.ip().to_string()),

@@ -5,7 +5,6 @@ pub mod graph;
 mod views;
 
 use crate::snapshot::Snapshot;
-use crate::wasm::shared::Shared;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -13,6 +12,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use lateen_wasm::shared::Shared;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -321,18 +321,18 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
 }
 
 // Host stats, with the gauges that are read off the snapshot brought up to date.
-fn host_samples(snap: &Snapshot) -> Vec<crate::stats::Sample> {
+fn host_samples(snap: &Snapshot) -> Vec<lateen_core::stats::Sample> {
     for c in snap.clusters.values() {
         c.stats.ejections_active.set(c.ejected_now() as i64);
     }
-    crate::stats::store().samples()
+    lateen_core::stats::store().samples()
 }
 
 /// `/stats/prometheus`: plugin metrics (Istio's standard ones among them), host stats,
 /// canary state and config reloads.
 fn prometheus(s: &AdminState, snap: &Snapshot) -> String {
-    let mut out = crate::metrics::exposition(&s.shared);
-    crate::stats::write_prometheus(&host_samples(snap), &mut out);
+    let mut out = lateen_wasm::metrics::exposition(&s.shared);
+    lateen_core::stats::write_prometheus(&host_samples(snap), &mut out);
     let _ = writeln!(
         out,
         "# HELP lateen_canary_rolled_back Whether a plugin's canary was rolled back."

@@ -5,9 +5,9 @@
 use crate::scope::{Choice, RuleAction, Scope};
 use crate::snapshot::{FailStrategy, FilterSpec, PluginSpec};
 use crate::upstream::Upstream;
-use crate::wasm::state::{LocalResponse, PendingCall, RemoteAction};
-use crate::wasm::{Action, ClusterResolver, Runtime, StreamState, Vm, WasmError};
 use bytes::Bytes;
+use lateen_wasm::state::{LocalResponse, PendingCall, RemoteAction};
+use lateen_wasm::{Action, ClusterResolver, Runtime, StreamState, Vm, WasmError};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
@@ -169,7 +169,10 @@ impl VmSlot {
                     streams: Cell::new(0),
                 });
                 if recycled {
-                    crate::stats::store().plugin(&self.spec.name).recycles.inc();
+                    lateen_core::stats::store()
+                        .plugin(&self.spec.name)
+                        .recycles
+                        .inc();
                     tracing::info!(plugin = %self.spec.name, "plugin instance recycled; the old one drains");
                 }
                 *self.current.borrow_mut() = Some(inst.clone());
@@ -387,7 +390,7 @@ struct CanaryFilter {
 pub struct Chain {
     filters: Vec<ChainFilter>,
     /// How the listener normalizes request paths before the filters see them.
-    pub path: crate::path::PathNormalization,
+    pub path: lateen_core::path::PathNormalization,
 }
 
 impl Chain {
@@ -428,7 +431,7 @@ impl Chain {
     }
 
     /// The chain, for a listener that normalizes paths so.
-    pub fn with_path(mut self, path: crate::path::PathNormalization) -> Self {
+    pub fn with_path(mut self, path: lateen_core::path::PathNormalization) -> Self {
         self.path = path;
         self
     }

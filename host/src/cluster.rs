@@ -1,7 +1,7 @@
 //! Upstream clusters: endpoints and load balancing. Connection pools live per worker in
 //! [`crate::upstream`]; the state here is shared by all workers and lock-free.
 
-use crate::stats::ClusterStats;
+use lateen_core::stats::ClusterStats;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -271,7 +271,21 @@ pub struct Cluster {
     /// Envoy's `cluster.NAME.*` stats, kept across snapshots.
     pub stats: Arc<ClusterStats>,
     /// Upstream TLS (DestinationRule `trafficPolicy.tls`); `None`: plain TCP.
-    pub tls: Option<Arc<crate::tls::client::UpstreamTls>>,
+    pub tls: Option<Arc<lateen_core::tls::client::UpstreamTls>>,
+}
+
+impl lateen_wasm::UpstreamCluster for Cluster {
+    fn cluster_name(&self) -> &str {
+        &self.name
+    }
+
+    fn endpoint(&self, index: usize) -> Option<lateen_wasm::UpstreamEndpoint<'_>> {
+        let e = self.endpoints.get(index)?;
+        Some(lateen_wasm::UpstreamEndpoint {
+            authority: &e.authority,
+            labels: &e.labels,
+        })
+    }
 }
 
 /// How connections to a cluster are made and kept.
@@ -339,7 +353,7 @@ impl Cluster {
                 max_connections: 0,
             },
             slots: OnceLock::new(),
-            stats: crate::stats::store().cluster(&name),
+            stats: lateen_core::stats::store().cluster(&name),
             tls: None,
             name,
         }

@@ -2,14 +2,14 @@
 //! DestinationRule asks for it, and a per-connection request counter, so that
 //! `maxRequestsPerConnection` can retire a connection from the pool.
 
-use crate::stats::{ClusterStats, GaugeGuard};
-use crate::tls::client::UpstreamTls;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{
     capture_connection, CaptureConnection, Connected, Connection, HttpConnector,
 };
 use hyper_util::rt::TokioIo;
+use lateen_core::stats::{ClusterStats, GaugeGuard};
+use lateen_core::tls::client::UpstreamTls;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;

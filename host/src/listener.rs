@@ -7,10 +7,10 @@
 //! connection small: `auto` holds room for an HTTP/2 connection state in every connection.
 
 use crate::proxy::{self, ConnInfo};
-use crate::tls::server::{ListenerTls, ServerMode};
 use crate::worker::WorkerCtx;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use lateen_core::tls::server::{ListenerTls, ServerMode};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +104,7 @@ pub async fn serve_plain_http(
 
 /// Reads the ClientHello (SNI, ALPN) without consuming it, so that a passthrough
 /// connection can be forwarded byte for byte; an error when it is not TLS.
-pub async fn read_hello(tcp: &TcpStream) -> Result<crate::tls::server::Hello, String> {
+pub async fn read_hello(tcp: &TcpStream) -> Result<lateen_core::tls::server::Hello, String> {
     // A ClientHello fits one TLS record (16 KiB) in practice.
     let mut buf = vec![0u8; 16 * 1024 + 5];
     let mut last = 0;
@@ -115,7 +115,7 @@ pub async fn read_hello(tcp: &TcpStream) -> Result<crate::tls::server::Hello, St
         }
         if n > last {
             last = n;
-            if let Some(hello) = crate::tls::server::peek_hello(&buf[..n])? {
+            if let Some(hello) = lateen_core::tls::server::peek_hello(&buf[..n])? {
                 return Ok(hello);
             }
             if n == buf.len() {
@@ -185,7 +185,7 @@ async fn serve_tls(
         Err(_) => return Ok(()),
     };
     stats.ssl_handshake.inc();
-    let info = crate::tls::server::TlsInfo::of(stream.get_ref().1);
+    let info = lateen_core::tls::server::TlsInfo::of(stream.get_ref().1);
     let h2 = info.h2;
     conn.tls = Some(Arc::new(info));
     let io = TokioIo::new(stream);

@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use lateen::admin::{self, AdminState, Surface};
 use lateen::config::compile::{self, BuildOptions};
 use lateen::snapshot::Snapshot;
-use lateen::wasm::{Runtime, RuntimeOptions};
 use lateen::worker::{self, BoundListener};
+use lateen_wasm::{Runtime, RuntimeOptions};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -407,7 +407,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             trust_domain,
             ttl,
         }) => {
-            let cert = lateen::tls::ca::init(&dir, &trust_domain, ttl)?;
+            let cert = lateen_core::tls::ca::init(&dir, &trust_domain, ttl)?;
             println!(
                 "root CA for trust domain {trust_domain}: {}",
                 cert.display()
@@ -423,14 +423,14 @@ fn run_cli(cli: Cli) -> Result<()> {
             ttl,
             out,
         }) => {
-            let w = lateen::tls::ca::Workload {
+            let w = lateen_core::tls::ca::Workload {
                 namespace,
                 service_account,
                 dns_names: dns,
                 trust_domain,
                 ttl,
             };
-            let id = lateen::tls::ca::issue(&ca, &w, &out)?;
+            let id = lateen_core::tls::ca::issue(&ca, &w, &out)?;
             println!("{id}: {}", out.join("cert-chain.pem").display());
             Ok(())
         }
@@ -485,7 +485,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                 // One instance, as a worker makes at load: instantiation plus the module's
                 // initializer, before any root context.
                 let started = std::time::Instant::now();
-                let identity = std::sync::Arc::new(lateen::wasm::PluginIdentity {
+                let identity = std::sync::Arc::new(lateen_wasm::PluginIdentity {
                     name: f.display().to_string(),
                     root_id: String::new(),
                     vm_id: String::new(),
@@ -497,7 +497,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                     Default::default(),
                     None,
                 );
-                lateen::wasm::Vm::new(&rt, &m, identity, resolver)
+                lateen_wasm::Vm::new(&rt, &m, identity, resolver)
                     .with_context(|| format!("instantiating {}", f.display()))?;
                 println!(
                     "{}: sha256 {} {} in {:.2} ms, instantiated in {:.3} ms",
@@ -757,6 +757,10 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
         );
     }
     // SAFETY: mi_collect only walks mimalloc's own heaps; it is safe on any thread.
+    #[allow(
+        unsafe_code,
+        reason = "an FFI call into the allocator the binary links"
+    )]
     lateen::sources::set_trim(|| unsafe { libmimalloc_sys::mi_collect(true) });
     let files = compile::load(&args.config).map_err(report)?;
     let xds_client = lateen::config::xds::client_config(&files).map_err(|e| report(vec![e]))?;

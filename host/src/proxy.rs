@@ -6,8 +6,6 @@ use crate::chain::{HttpStream, Verdict};
 use crate::cluster::{hash_key, HashKey, Report};
 use crate::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::full;
-use crate::wasm::state::{header, HeaderList, LocalResponse, StreamInfo};
-use crate::wasm::StreamState;
 use crate::worker::WorkerCtx;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -15,6 +13,8 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use lateen_wasm::state::{header, HeaderList, LocalResponse, StreamInfo};
+use lateen_wasm::StreamState;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -28,9 +28,9 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     pub listener: Arc<str>,
     pub protocol: &'static str,
-    pub stats: Arc<crate::stats::ListenerStats>,
+    pub stats: Arc<lateen_core::stats::ListenerStats>,
     /// The TLS session, when the connection came over TLS.
-    pub tls: Option<Arc<crate::tls::server::TlsInfo>>,
+    pub tls: Option<Arc<lateen_core::tls::server::TlsInfo>>,
 }
 
 /// A lower-cased proxy-wasm header list from an http header map.
@@ -146,7 +146,7 @@ async fn serve(
         .unwrap_or_default();
     let raw = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // Before any filter or route sees it, as Envoy's normalize_path does.
-    let Ok(path) = crate::path::normalize(raw, chain.path).map(|p| p.into_owned()) else {
+    let Ok(path) = lateen_core::path::normalize(raw, chain.path).map(|p| p.into_owned()) else {
         return reply(400, "Bad Request", "DPE").0;
     };
     headers.push((":authority".into(), authority));
@@ -507,7 +507,8 @@ async fn serve(
     };
     let (result, retried) = result;
     let mut s = stream.lock().await;
-    s.state.upstream = Some((cluster.clone(), last_ep));
+    let answered: Arc<dyn lateen_wasm::UpstreamCluster> = cluster.clone();
+    s.state.upstream = Some((answered, last_ep));
     if let Some(lr) = s.early_reply.take() {
         s.set_local_outcome(&lr);
         return local_reply(lr);

@@ -2,10 +2,10 @@
 //! and the rule that applies to a request chosen from its host, route and cluster. Every
 //! configuration is a root context of the same instance, so scopes cost no extra VM.
 
-use crate::wasm::state::{header, StreamState};
 use bytes::Bytes;
 use lateen_router::table::RouteTable;
 use lateen_sdk::matcher::{strip_port, RequestView};
+use lateen_wasm::state::{header, StreamState};
 use std::sync::Arc;
 
 /// A filter's rules, in order (the first match wins), and its default.

@@ -188,7 +188,7 @@ pub async fn inbound(
                     Err(_) => return Ok(()),
                 };
             conn.stats.ssl_handshake.inc();
-            let info = crate::tls::server::TlsInfo::of(stream.get_ref().1);
+            let info = lateen_core::tls::server::TlsInfo::of(stream.get_ref().1);
             tracing::debug!(
                 peer = %conn.peer,
                 principal = info.peer.as_ref().and_then(|p| p.principal()).unwrap_or("-"),
@@ -267,7 +267,10 @@ pub async fn outbound(
         }
         None if map.registry_only => {
             // Envoy's BlackHoleCluster: counted, then closed.
-            crate::stats::store().cluster(BLACK_HOLE).cx_total.inc();
+            lateen_core::stats::store()
+                .cluster(BLACK_HOLE)
+                .cx_total
+                .inc();
             tracing::debug!(%dst, "REGISTRY_ONLY: not a mesh service; closed");
             Ok(())
         }
@@ -285,7 +288,7 @@ const BLACK_HOLE: &str = "BlackHoleCluster";
 
 /// Connects to where the app wanted to go and copies bytes both ways.
 async fn passthrough(tcp: TcpStream, dst: SocketAddr) {
-    let stats = crate::stats::store().cluster(PASSTHROUGH);
+    let stats = lateen_core::stats::store().cluster(PASSTHROUGH);
     let up = match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(dst)).await {
         Ok(Ok(up)) => up,
         Ok(Err(e)) => {

@@ -2,8 +2,8 @@
 //! `Snapshot`; it is swapped in atomically and a request keeps the one it started with.
 
 use crate::cluster::Cluster;
-use crate::wasm::{ClusterResolver, CompiledModule, PluginIdentity};
 use bytes::Bytes;
+use lateen_wasm::{ClusterResolver, CompiledModule, PluginIdentity, StoreTakeError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,7 +50,7 @@ pub struct PluginSpec {
     /// When its instances are replaced by fresh ones (the old one drains).
     pub recycle: Recycle,
     /// The JSON Schema its configurations are checked against at load.
-    pub schema: Option<Arc<crate::config::schema::ConfigSchema>>,
+    pub schema: Option<Arc<lateen_wasm::schema::ConfigSchema>>,
     /// The xDS wasm filter config it was loaded from: a build whose config is the same
     /// takes this plugin over instead of fetching and loading the module again.
     pub xds: Option<Arc<crate::config::xds::XdsWasm>>,
@@ -314,7 +314,7 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     pub filters: Vec<FilterSpec>,
     /// The servers of a TLS port, chosen by SNI; `None` for plain HTTP.
-    pub tls: Option<Arc<crate::tls::server::ListenerTls>>,
+    pub tls: Option<Arc<lateen_core::tls::server::ListenerTls>>,
     /// VirtualService `tls` routes for the PASSTHROUGH servers.
     pub sni_routes: Vec<crate::tcp::SniRoute>,
     /// Host patterns whose plain-HTTP requests get a 301 to https (Gateway `httpsRedirect`).
@@ -323,7 +323,7 @@ pub struct ListenerSpec {
     pub tcp: bool,
     pub tcp_routes: Vec<crate::tcp::TcpRoute>,
     /// How request paths are normalized before its filters see them.
-    pub path: crate::path::PathNormalization,
+    pub path: lateen_core::path::PathNormalization,
     /// Whether a socket is bound for it. A sidecar's per-port HTTP listeners are not:
     /// the capture listener hands them connections.
     pub bind: bool,
@@ -365,7 +365,7 @@ impl ListenerSpec {
         let name = lateen_sdk::matcher::strip_port(host);
         self.https_redirect
             .iter()
-            .any(|p| crate::tls::server::host_match(p, name).is_some())
+            .any(|p| lateen_core::tls::server::host_match(p, name).is_some())
     }
 }
 
@@ -456,8 +456,11 @@ impl ClusterResolver for CurrentResolver {
         self.0.load().resolver.resolve(upstream)
     }
 
-    fn redis_url(&self) -> Option<String> {
-        self.0.load().resolver.redis_url()
+    fn shared_store_take(
+        &self,
+        req: &lateen_sdk::store::TakeRequest,
+    ) -> Result<lateen_sdk::store::TakeResponse, StoreTakeError> {
+        self.0.load().resolver.shared_store_take(req)
     }
 }
 
@@ -468,8 +471,16 @@ struct Names {
 }
 
 impl ClusterResolver for Names {
-    fn redis_url(&self) -> Option<String> {
-        self.redis_url.clone()
+    fn shared_store_take(
+        &self,
+        req: &lateen_sdk::store::TakeRequest,
+    ) -> Result<lateen_sdk::store::TakeResponse, StoreTakeError> {
+        let url = self
+            .redis_url
+            .as_deref()
+            .ok_or(StoreTakeError::NotConfigured)?;
+        crate::upstream::take_blocking(url, req, std::time::Duration::from_millis(100))
+            .map_err(StoreTakeError::Unavailable)
     }
 
     fn resolve(&self, upstream: &str) -> Option<String> {

@@ -6,8 +6,8 @@
 use crate::config::compile::{self, BuildOptions, Resources};
 use crate::config::xds::XdsSet;
 use crate::snapshot::Snapshot;
-use crate::wasm::Runtime;
 use arc_swap::ArcSwap;
+use lateen_wasm::Runtime;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -4,7 +4,7 @@
 //! ends when either side closes, or after the cluster's idle timeout without a byte.
 
 use crate::cluster::Cluster;
-use crate::tls::server::host_match;
+use lateen_core::tls::server::host_match;
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::pin::Pin;

@@ -5,9 +5,9 @@
 //! own span a child of the caller's, and sends its span id upstream in every format, so
 //! that a chain of proxies and apps shares one trace whichever headers each one reads.
 
-use crate::wasm::state::StreamState;
-use crate::wasm::HeaderList;
 use bytes::Bytes;
+use lateen_wasm::state::StreamState;
+use lateen_wasm::HeaderList;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -56,7 +56,7 @@ fn b3_sampled(v: &str) -> Option<bool> {
 }
 
 fn get<'a>(h: &'a HeaderList, name: &str) -> Option<&'a str> {
-    crate::wasm::state::header(h, name)
+    lateen_wasm::state::header(h, name)
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::trim)
 }
@@ -244,8 +244,8 @@ impl Tracer {
             attrs.push(kv("peer.address", i.source.ip().to_string()));
         }
         if let Some((c, e)) = st.upstream_endpoint() {
-            attrs.push(kv("upstream_cluster", c.name.clone()));
-            attrs.push(kv("upstream_address", e.authority.clone()));
+            attrs.push(kv("upstream_cluster", c.to_string()));
+            attrs.push(kv("upstream_address", e.authority.to_string()));
         }
         let nanos = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)

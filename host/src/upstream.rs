@@ -5,13 +5,13 @@ use crate::body::{BoxError, UpBody};
 use crate::cluster::{Cluster, ConnSettings, UpstreamProtocol};
 use crate::connector::{Connector, PerConnectionLimit};
 use crate::snapshot::Snapshot;
-use crate::wasm::state::{CallResponse, PendingCall};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use lateen_wasm::state::{CallResponse, PendingCall};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -5,8 +5,8 @@ use crate::chain::{Chain, RootRef, VmSlot};
 use crate::proxy::ConnInfo;
 use crate::snapshot::{CurrentResolver, PluginSpec, Snapshot};
 use crate::upstream::Upstream;
-use crate::wasm::{ClusterResolver, Runtime};
 use arc_swap::ArcSwap;
+use lateen_wasm::{ClusterResolver, Runtime};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -243,7 +243,7 @@ pub fn run_worker(setup: WorkerSetup) -> std::io::Result<()> {
             // Closed when the listener leaves the config (LDS or a file change).
             let (removed, mut gone) = watch::channel(false);
             let (active, idle) = (active.clone(), idle.clone());
-            let lstats = crate::stats::store().listener(&name);
+            let lstats = lateen_core::stats::store().listener(&name);
             let task = tokio::task::spawn_local(async move {
                 loop {
                     let (tcp, peer) = tokio::select! {

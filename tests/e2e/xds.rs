@@ -407,6 +407,13 @@ async fn ads_wasm_filter_from_ecds() {
     })
     .await;
 
+    // The plugin takes effect before its ACK is sent: wait for the ACK, or the r2 NACK
+    // still last would pass for v3's.
+    eventually("ECDS v2 ACKed", || async {
+        cp.last_reply(EXTENSION)
+            .is_some_and(|r| r.error_detail.is_none() && r.version_info == "v2")
+    })
+    .await;
     // A module that is not wasm: FAIL_CLOSED NACKs it and the filter keeps running ...
     let dir = tempfile::tempdir().expect("tempdir");
     let junk = dir.path().join("junk.wasm");

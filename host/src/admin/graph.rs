@@ -3,8 +3,8 @@
 //! (`istio_request_duration_milliseconds`, which counts every request with its labels),
 //! sampled every second; rates are over the last [`WINDOW`].
 
-use crate::metrics::parse_name;
-use crate::wasm::shared::{MetricKind, Shared, HISTOGRAM_BOUNDS};
+use lateen_core::prometheus::parse_name;
+use lateen_wasm::shared::{MetricKind, Shared, HISTOGRAM_BOUNDS};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;

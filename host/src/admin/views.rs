@@ -181,7 +181,7 @@ fn rules(snap: &Snapshot, p: &PluginSpec) -> Value {
 
 /// Plugins: identity, placement, state and per-plugin counters.
 pub fn plugins(snap: &Snapshot) -> Value {
-    let store = crate::stats::store();
+    let store = lateen_core::stats::store();
     let entry = |p: &PluginSpec, kind: &str| {
         let st = store.plugin(&p.name);
         let listeners: Vec<&str> = snap

@@ -3,7 +3,6 @@
 
 use super::envoyfilter;
 use super::resources::*;
-use super::schema;
 use super::scope;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
 use super::tls::TlsContext;
@@ -13,9 +12,8 @@ use crate::cluster::{
 };
 use crate::snapshot::{FailStrategy, FilterSpec, ListenerSpec, Phase, PluginSpec, Snapshot};
 use crate::tcp::SniRoute;
-use crate::tls::server::{ListenerTls, ServerMode, TlsServer};
-use crate::wasm::{PluginIdentity, Runtime, Vm};
 use bytes::Bytes;
+use lateen_core::tls::server::{ListenerTls, ServerMode, TlsServer};
 use lateen_fault::config::{
     Abort as FaultAbortCfg, Delay as FaultDelayCfg, FaultConfig, RouteFault,
 };
@@ -24,6 +22,8 @@ use lateen_router::table::{
     RouteConfig, RouteTable, RouterConfig, VirtualHostConfig, WeightedCluster,
 };
 use lateen_sdk::istio::{grpc_code, HttpFaultInjection, Percent};
+use lateen_wasm::schema;
+use lateen_wasm::{PluginIdentity, Runtime, Vm};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -692,7 +692,7 @@ pub fn build_with(
                 }
             }
             if let Err(e) = probe(rt, &f.plugin, &f.configuration, resolver.clone()) {
-                let field = if matches!(e, crate::wasm::WasmError::ConfigureRejected) {
+                let field = if matches!(e, lateen_wasm::WasmError::ConfigureRejected) {
                     "spec.pluginConfig"
                 } else {
                     "spec.url"
@@ -895,7 +895,7 @@ fn inbound_policy(
             .map_err(|e| e.message)
             .and_then(|s| {
                 let s = s.ok_or_else(|| "no identity".to_string())?;
-                crate::tls::server::server_config(&s).map_err(|e| e.to_string())
+                lateen_core::tls::server::server_config(&s).map_err(|e| e.to_string())
             })
     });
     let problem = match built {
@@ -938,7 +938,7 @@ fn sidecar_listeners(
     res: &Resources,
     sc: Option<&Doc<SidecarSpec>>,
     clusters: &HashMap<String, Arc<Cluster>>,
-    chain: &ChainParts,
+    chain: &ChainParts<'_>,
     fault_filter: &mut Option<Arc<PluginSpec>>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<ListenerSpec> {
@@ -1291,7 +1291,7 @@ fn scoped_rules(
     clusters: &HashMap<String, Arc<crate::cluster::Cluster>>,
     previous: Option<&Snapshot>,
     rt: &Runtime,
-    resolver: &Arc<dyn crate::wasm::ClusterResolver>,
+    resolver: &Arc<dyn lateen_wasm::ClusterResolver>,
     warnings: &mut Vec<String>,
     rule_errors: &mut Vec<ConfigError>,
 ) -> scope::Rules {
@@ -1593,7 +1593,7 @@ fn listener_tls(
         let config = if settings.mode == ServerMode::Passthrough {
             None
         } else {
-            match crate::tls::server::server_config(&settings) {
+            match lateen_core::tls::server::server_config(&settings) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     errors.push(gw.info.error(&format!("{field}.tls"), e.to_string()));
@@ -2132,7 +2132,7 @@ fn jwks_source(
 fn path_normalization(
     res: &Resources,
     errors: &mut Vec<ConfigError>,
-) -> crate::path::PathNormalization {
+) -> lateen_core::path::PathNormalization {
     let Some(boot) = res.bootstrap.as_ref() else {
         return Default::default();
     };
@@ -2144,7 +2144,7 @@ fn path_normalization(
     else {
         return Default::default();
     };
-    crate::path::PathNormalization::parse(name).unwrap_or_else(|| {
+    lateen_core::path::PathNormalization::parse(name).unwrap_or_else(|| {
         errors.push(boot.info.error(
             "spec.pathNormalization.normalization",
             format!(
@@ -2331,8 +2331,8 @@ fn probe(
     rt: &Runtime,
     plugin: &PluginSpec,
     cfg: &Bytes,
-    resolver: Arc<dyn crate::wasm::ClusterResolver>,
-) -> Result<(), crate::wasm::WasmError> {
+    resolver: Arc<dyn lateen_wasm::ClusterResolver>,
+) -> Result<(), lateen_wasm::WasmError> {
     let mut vm = Vm::new(rt, &plugin.module, plugin.identity.clone(), resolver)?;
     vm.create_root(cfg.clone()).map(|_| ())
 }
@@ -3442,7 +3442,7 @@ fn cluster_tls(
     info: &DocInfo,
     at: &str,
     errors: &mut Vec<ConfigError>,
-) -> Option<Arc<crate::tls::client::UpstreamTls>> {
+) -> Option<Arc<lateen_core::tls::client::UpstreamTls>> {
     let t = tp?.tls.as_ref()?;
     let at = format!("{at}.tls");
     match ctx.client(t, svc.host, svc.sans, svc.h2, info, &at) {

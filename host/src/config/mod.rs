@@ -4,7 +4,6 @@
 pub mod compile;
 pub mod envoyfilter;
 pub mod resources;
-pub mod schema;
 pub mod scope;
 pub mod source;
 pub mod tls;

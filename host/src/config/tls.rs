@@ -6,9 +6,9 @@
 use super::compile::Resources;
 use super::resources::{ClientTlsSettings, ServerTlsSettings};
 use super::source::{ConfigError, DocInfo};
-use crate::tls::client::{client_tls, ClientSettings, UpstreamTls, Verify};
-use crate::tls::server::{ServerMode, ServerSettings};
-use crate::tls::TlsError;
+use lateen_core::tls::client::{client_tls, ClientSettings, UpstreamTls, Verify};
+use lateen_core::tls::server::{ServerMode, ServerSettings};
+use lateen_core::tls::TlsError;
 use rustls::RootCertStore;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -115,7 +115,7 @@ impl TlsContext {
         if let Some(r) = &*self.system_roots.borrow() {
             return Ok(r.clone());
         }
-        let r = crate::tls::system_roots()?;
+        let r = lateen_core::tls::system_roots()?;
         *self.system_roots.borrow_mut() = Some(r.clone());
         Ok(r)
     }

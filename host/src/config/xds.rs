@@ -11,7 +11,6 @@
 
 use super::compile::{retry_property, DEFAULT_RETRY_ON};
 use crate::cluster::LbPolicy;
-use crate::path::PathNormalization;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     address, async_data_source, config_source, data_source, header_value_option, socket_address,
@@ -32,6 +31,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::wasm::v3::{plugin_config, FailurePolicy};
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use envoy_types::pb::google::protobuf::{Any, StringValue};
+use lateen_core::path::PathNormalization;
 use lateen_router::table::{RouteConfig, VirtualHostConfig, WeightedCluster};
 use lateen_sdk::istio::{
     HeaderOperations, Headers, HttpBody, HttpDirectResponse, HttpMatchRequest, HttpRedirect,

@@ -40,8 +40,8 @@ mod stream;
 
 pub use build::{build_component, build_filter, COMPONENT_TARGET, PROFILE, TARGET};
 pub use http::{HttpCall, Request, Response};
-pub use lateen::wasm::state::LocalResponse;
-pub use lateen::wasm::{Action, CallError, WasmError};
+pub use lateen_wasm::state::LocalResponse;
+pub use lateen_wasm::{Action, CallError, WasmError};
 pub use plugin::{MetricValue, Plugin, PluginBuilder};
 pub use schema::SchemaCheck;
 pub use stream::Stream;
@@ -74,7 +74,7 @@ pub enum HarnessError {
     Schema { field: String, message: String },
     /// A callback trapped or ran past its deadline; the instance is unusable afterwards.
     #[error(transparent)]
-    Callback(#[from] lateen::wasm::CallError),
+    Callback(#[from] lateen_wasm::CallError),
     /// [`Plugin::answer_http_call`] named a token no waiting call has.
     #[error("no http_call with token {0} is waiting for an answer")]
     NoSuchCall(u32),

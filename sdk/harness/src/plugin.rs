@@ -4,8 +4,8 @@ use crate::http::{HttpCall, Response};
 use crate::stream::{Stream, StreamSlot};
 use crate::{HarnessError, LogLevel, LogRecord};
 use bytes::Bytes;
-use lateen::wasm::state::{CallResponse, PendingCall, RemoteAction};
-use lateen::wasm::{ClusterResolver, PluginIdentity, Runtime, RuntimeOptions, StreamState, Vm};
+use lateen_wasm::state::{CallResponse, PendingCall, RemoteAction};
+use lateen_wasm::{ClusterResolver, PluginIdentity, Runtime, RuntimeOptions, StreamState, Vm};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -593,7 +593,7 @@ impl Plugin {
             .iter()
             .map(|m| {
                 let v = match m.kind {
-                    lateen::wasm::shared::MetricKind::Histogram => MetricValue::Histogram {
+                    lateen_wasm::shared::MetricKind::Histogram => MetricValue::Histogram {
                         count: m.count.load(Ordering::Relaxed),
                         sum: m.sum.load(Ordering::Relaxed),
                     },
@@ -676,7 +676,7 @@ impl Plugin {
     /// println!("{:?} per callback", time / callbacks.max(1) as u32);
     /// ```
     pub fn callback_time(&self) -> (u64, Duration) {
-        let stats = lateen::stats::store().plugin(&self.inner.borrow().name);
+        let stats = lateen_core::stats::store().plugin(&self.inner.borrow().name);
         (
             stats.callbacks.get(),
             Duration::from_nanos(stats.cpu_ns.get()),
@@ -711,7 +711,7 @@ fn check_schema(
     config: &Bytes,
 ) -> Result<(), HarnessError> {
     let schema =
-        lateen::config::schema::find(bytes, path).map_err(|message| HarnessError::Schema {
+        lateen_wasm::schema::find(bytes, path).map_err(|message| HarnessError::Schema {
             field: String::new(),
             message,
         })?;

@@ -4,8 +4,8 @@ use crate::http::{HttpCall, Request, Response};
 use crate::plugin::{byte_pairs, text_pairs, Inner};
 use crate::{Action, HarnessError};
 use bytes::Bytes;
-use lateen::wasm::state::{LocalResponse, StreamInfo};
-use lateen::wasm::{CallError, StreamState, Vm};
+use lateen_wasm::state::{LocalResponse, StreamInfo};
+use lateen_wasm::{CallError, StreamState, Vm};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -400,7 +400,7 @@ impl Stream {
         let mut st = self.slot.borrow_mut();
         let host = inner.vm.host_state();
         std::mem::swap(&mut host.cur, &mut *st);
-        let v = lateen::wasm::abi::property(host, path);
+        let v = lateen_wasm::abi::property(host, path);
         std::mem::swap(&mut host.cur, &mut *st);
         v
     }

@@ -2,7 +2,7 @@
 //! refused without a panic, and what decodes survives encoding and decoding again.
 #![no_main]
 
-use lateen::wasm::abi::headers::{decode_map, encode_map};
+use lateen_wasm::abi::headers::{decode_map, encode_map};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use lateen::wasm::{CompiledModule, PluginIdentity, Runtime, RuntimeOptions, StreamState, Vm};
+use lateen_wasm::{CompiledModule, PluginIdentity, Runtime, RuntimeOptions, StreamState, Vm};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

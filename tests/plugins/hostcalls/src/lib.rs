@@ -6,6 +6,9 @@
 //! that holds the configuration's first bytes, so valid calls are made too. The ops run in
 //! `on_configure` (root context) and again in each stream's header callbacks.
 
+// The whole point of this plugin: it calls the raw proxy-wasm imports with arbitrary pointers.
+#![allow(unsafe_code)]
+
 use std::cell::RefCell;
 
 #[link(wasm_import_module = "env")]

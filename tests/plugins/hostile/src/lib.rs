@@ -5,6 +5,9 @@
 //! that of a host call made from inside the plugin's allocator, which a host must refuse
 //! (InternalFailure, 10).
 
+// The whole point of this plugin: it calls the raw proxy-wasm imports with bad pointers on purpose.
+#![allow(unsafe_code)]
+
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;

@@ -1,7 +1,7 @@
 //! What host functions see: the plugin's identity, the stream being processed and the
 //! side effects a callback asks for (local response, http calls, ticks).
 
-use super::shared::Shared;
+use crate::shared::Shared;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub struct StreamInfo {
     pub start: SystemTime,
     pub listener: String,
     /// The downstream TLS session, when there is one.
-    pub tls: Option<std::sync::Arc<crate::tls::server::TlsInfo>>,
+    pub tls: Option<std::sync::Arc<lateen_core::tls::server::TlsInfo>>,
 }
 
 /// A local reply a plugin asked for with `proxy_send_local_response`.
@@ -81,17 +81,33 @@ pub struct StreamState {
     pub req_body_bytes: u64,
     pub resp_body_bytes: u64,
     /// The cluster and endpoint index of the last try (`upstream.address`, endpoint labels).
-    pub upstream: Option<(Arc<crate::cluster::Cluster>, usize)>,
+    pub upstream: Option<(Arc<dyn UpstreamCluster>, usize)>,
 }
 
 impl StreamState {
-    /// The cluster and endpoint that answered the last try, once there was one.
-    pub fn upstream_endpoint(
-        &self,
-    ) -> Option<(&crate::cluster::Cluster, &crate::cluster::Endpoint)> {
+    /// The cluster's name and the endpoint that answered the last try, once there was one.
+    pub fn upstream_endpoint(&self) -> Option<(&str, UpstreamEndpoint<'_>)> {
         let (c, i) = self.upstream.as_ref()?;
-        Some((c, c.endpoints.get(*i)?))
+        Some((c.cluster_name(), c.endpoint(*i)?))
     }
+}
+
+/// The upstream cluster a stream was sent to, as plugins and the log phase see it. The
+/// proxy's clusters implement it: this crate knows nothing of load balancing or pools.
+pub trait UpstreamCluster: Send + Sync + std::fmt::Debug {
+    /// Envoy's cluster name (`outbound|80|v1|svc.test`).
+    fn cluster_name(&self) -> &str;
+    /// Endpoint `index` of the cluster, if it has one so numbered.
+    fn endpoint(&self, index: usize) -> Option<UpstreamEndpoint<'_>>;
+}
+
+/// One endpoint of an [`UpstreamCluster`].
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamEndpoint<'a> {
+    /// `host:port` the proxy connects to.
+    pub authority: &'a str,
+    /// The ServiceEntry endpoint's labels (`lateen.upstream.labels.*`).
+    pub labels: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// An http_call a plugin issued, waiting for the driver to send it.
@@ -133,10 +149,24 @@ pub trait ClusterResolver: Send + Sync {
     /// bare ServiceEntry host.
     fn resolve(&self, upstream: &str) -> Option<String>;
 
-    /// The Bootstrap's Redis (`redis://host:port/`), for component filters' shared store.
-    fn redis_url(&self) -> Option<String> {
-        None
+    /// One take from the shared (global) token store, for component filters, whose
+    /// `shared-store.take` import is synchronous. The proxy answers it from the Bootstrap's
+    /// Redis; without one the store is not configured.
+    fn shared_store_take(
+        &self,
+        _req: &lateen_sdk::store::TakeRequest,
+    ) -> Result<lateen_sdk::store::TakeResponse, StoreTakeError> {
+        Err(StoreTakeError::NotConfigured)
     }
+}
+
+/// Why a [`ClusterResolver::shared_store_take`] gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreTakeError {
+    #[error("no shared store is configured")]
+    NotConfigured,
+    #[error("the shared store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The store data of one VM.
@@ -163,7 +193,7 @@ pub struct HostState {
     /// Tick periods requested per root context since the driver last looked.
     pub tick_requests: Vec<(u32, Duration)>,
     /// Metric ids → metric, cached per VM so increments take no lock.
-    pub metrics: Vec<Option<Arc<super::shared::Metric>>>,
+    pub metrics: Vec<Option<Arc<crate::shared::Metric>>>,
     pub log_level: i32,
     /// When set, plugin logs are kept here instead of going to the process log (the filter
     /// test harness asserts on them).

@@ -4,7 +4,7 @@
 //! no file system or sockets.
 
 use super::{read, wasi_fault, write_bytes, write_u32, write_u64, Ctx};
-use crate::wasm::state::HostState;
+use crate::state::HostState;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{Linker, Result};
 

@@ -3,21 +3,20 @@
 //! ([`HostState`]), so properties, the route decision, metrics and logs are shared with the
 //! proxy-wasm ABI's implementation. A [`ComponentVm`] is driven through [`super::Vm`].
 
-use super::engine::WasmError;
-use super::shared::MetricKind;
-use super::state::{HeaderList, HostState, LocalResponse, StreamState};
-use super::types::Action;
-use super::vm::CallError;
-use crate::stats::PluginStats;
+use crate::engine::WasmError;
+use crate::shared::MetricKind;
+use crate::state::{HeaderList, HostState, LocalResponse, StoreTakeError, StreamState};
+use crate::types::Action;
+use crate::vm::CallError;
 use bytes::Bytes;
+use lateen_core::stats::PluginStats;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use wasmtime::component::{HasSelf, InstancePre, Linker, Resource, ResourceAny};
 use wasmtime::Store;
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "filter",
     with: {
         "lateen:filter/types.headers": HeaderMapRef,
@@ -241,7 +240,7 @@ impl log::Host for HostState {
         }
         match &mut self.log_capture {
             Some(kept) => kept.push((level, message)),
-            None => super::abi::plugin_log(&self.plugin.name, level, &message),
+            None => crate::abi::plugin_log(&self.plugin.name, level, &message),
         }
     }
 
@@ -270,7 +269,7 @@ impl metrics::Host for HostState {
     }
 
     fn increment(&mut self, id: u32, delta: i64) {
-        if let Some(m) = super::abi::metric(self, id) {
+        if let Some(m) = crate::abi::metric(self, id) {
             if m.kind != MetricKind::Histogram {
                 m.value.fetch_add(delta, Ordering::Relaxed);
             }
@@ -278,7 +277,7 @@ impl metrics::Host for HostState {
     }
 
     fn record(&mut self, id: u32, value: u64) {
-        if let Some(m) = super::abi::metric(self, id) {
+        if let Some(m) = crate::abi::metric(self, id) {
             m.record(value);
         }
     }
@@ -293,7 +292,7 @@ fn labels_ref(labels: &[(String, String)]) -> Vec<(&str, &str)> {
 
 impl properties::Host for HostState {
     fn get(&mut self, path: String) -> Option<Vec<u8>> {
-        super::abi::property(self, &path).map(|b| b.to_vec())
+        crate::abi::property(self, &path).map(|b| b.to_vec())
     }
 
     fn set(&mut self, path: String, value: Vec<u8>) {
@@ -338,25 +337,22 @@ impl shared_store::Host for HostState {
         &mut self,
         req: shared_store::TakeRequest,
     ) -> Result<shared_store::TakeResponse, shared_store::StoreError> {
-        let Some(url) = self.clusters.redis_url() else {
-            return Err(shared_store::StoreError::NotConfigured);
-        };
-        crate::upstream::take_blocking(
-            &url,
-            &lateen_sdk::store::TakeRequest {
+        self.clusters
+            .shared_store_take(&lateen_sdk::store::TakeRequest {
                 key: req.key,
                 max_tokens: req.max_tokens,
                 tokens_per_fill: req.tokens_per_fill,
                 fill_interval_ms: req.fill_interval_ms,
-            },
-            Duration::from_millis(100),
-        )
-        .map(|t| shared_store::TakeResponse {
-            allowed: t.allowed,
-            remaining: t.remaining,
-            reset_ms: t.reset_ms,
-        })
-        .map_err(shared_store::StoreError::Unavailable)
+            })
+            .map(|t| shared_store::TakeResponse {
+                allowed: t.allowed,
+                remaining: t.remaining,
+                reset_ms: t.reset_ms,
+            })
+            .map_err(|e| match e {
+                StoreTakeError::NotConfigured => shared_store::StoreError::NotConfigured,
+                StoreTakeError::Unavailable(why) => shared_store::StoreError::Unavailable(why),
+            })
     }
 }
 
@@ -423,7 +419,7 @@ impl ComponentVm {
         f: impl FnOnce(&mut Store<HostState>, &handler::Guest) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let handler = self.bindings.lateen_filter_handler();
-        super::vm::guarded(
+        crate::vm::guarded(
             &mut self.store,
             self.deadline,
             &self.stats,

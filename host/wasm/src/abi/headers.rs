@@ -1,8 +1,8 @@
 //! Header and trailer maps: get/set pairs, get/add/replace/remove one value.
 
 use super::{give, guest_fault, ok, read, read_string, write_u32, Ctx};
-use crate::wasm::state::{HeaderList, HostState};
-use crate::wasm::types::{map, Status};
+use crate::state::{HeaderList, HostState};
+use crate::types::{map, Status};
 use bytes::Bytes;
 use wasmtime::{Linker, Result};
 

@@ -1,9 +1,9 @@
 //! Plugin metrics: counters, gauges and histograms, exported by the host.
 
 use super::{guest_fault, ok, read_string, write_u64, Ctx};
-use crate::wasm::shared::{Metric, MetricKind};
-use crate::wasm::state::HostState;
-use crate::wasm::types::{metric, Status};
+use crate::shared::{Metric, MetricKind};
+use crate::state::HostState;
+use crate::types::{metric, Status};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use wasmtime::{Linker, Result};

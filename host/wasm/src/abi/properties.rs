@@ -3,8 +3,8 @@
 //! decision). Strings are raw bytes; integers are 8-byte little-endian, as in Envoy.
 
 use super::{give, guest_fault, ok, read, Ctx};
-use crate::wasm::state::HostState;
-use crate::wasm::types::Status;
+use crate::state::HostState;
+use crate::types::Status;
 use bytes::Bytes;
 use std::time::UNIX_EPOCH;
 use wasmtime::{Linker, Result};
@@ -14,7 +14,7 @@ fn int(v: i64) -> Bytes {
 }
 
 /// The approximate uncompressed size of a header block, as Envoy's `*.total_size` counts.
-fn headers_size(h: &crate::wasm::HeaderList) -> u64 {
+fn headers_size(h: &crate::HeaderList) -> u64 {
     h.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
 }
 
@@ -98,7 +98,7 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
         }
         // Istio's principal of the peer: its SPIFFE id without `spiffe://`.
         "source.principal" => Bytes::from(peer(info)?.principal()?.to_string()),
-        "upstream.address" => Bytes::from(s.cur.upstream_endpoint()?.1.authority.clone()),
+        "upstream.address" => Bytes::from(s.cur.upstream_endpoint()?.1.authority.to_string()),
         "listener_name" | "xds.listener_name" => Bytes::from(info?.listener.clone()),
         // Envoy's names for the route decision.
         "route_name" | "xds.route_name" => s.cur.props.get("lateen.route.name")?.clone(),
@@ -116,7 +116,7 @@ pub fn property(s: &HostState, path: &str) -> Option<Bytes> {
     Some(v)
 }
 
-fn peer(info: Option<&crate::wasm::state::StreamInfo>) -> Option<&crate::tls::CertIdentity> {
+fn peer(info: Option<&crate::state::StreamInfo>) -> Option<&lateen_core::tls::CertIdentity> {
     info?.tls.as_ref()?.peer.as_ref()
 }
 

@@ -2,9 +2,9 @@
 //! snapshot is built); compiled artifacts are kept on disk by sha256 so a restart or a
 //! re-push of the same module only deserializes.
 
-use super::abi;
-use super::shared::Shared;
-use super::state::HostState;
+use crate::abi;
+use crate::shared::Shared;
+use crate::state::HostState;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -102,7 +102,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         abi::define(&mut linker).map_err(|e| WasmError::Engine(e.to_string()))?;
         let mut components = wasmtime::component::Linker::new(&engine);
-        super::component::define(&mut components).map_err(|e| WasmError::Engine(e.to_string()))?;
+        crate::component::define(&mut components).map_err(|e| WasmError::Engine(e.to_string()))?;
         // Epoch interruption bounds every callback; one thread bumps the epoch for all.
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -147,6 +147,10 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) a proxy-wasm module or a `lateen:filter`
     /// component. Slow: call it off the request path.
+    #[allow(
+        unsafe_code,
+        reason = "deserializing our own cached artifact; see `cached`"
+    )]
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
         if is_component(bytes) {
             return self.compile_component(bytes);
@@ -208,6 +212,10 @@ impl Runtime {
         Ok((t, false))
     }
 
+    #[allow(
+        unsafe_code,
+        reason = "deserializing our own cached artifact; see `cached`"
+    )]
     fn compile_component(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
         use wasmtime::component::Component;
         let sha256 = hex::encode(Sha256::digest(bytes));
@@ -223,7 +231,7 @@ impl Runtime {
         // its environment) is served; the rest (stdio, files, sockets) traps if called.
         let mut linker = self.components.clone();
         for (name, _) in component.component_type().imports(&self.engine) {
-            super::component::define_wasi(&mut linker, name)
+            crate::component::define_wasi(&mut linker, name)
                 .map_err(|e| WasmError::Instantiate(format!("{name}: {e:#}")))?;
             if name.starts_with("lateen:filter/") && !name.starts_with("lateen:filter/types") {
                 let known = [

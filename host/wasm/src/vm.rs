@@ -2,16 +2,16 @@
 //! root contexts (one per distinct plugin configuration) and the stream contexts of the
 //! requests that worker is serving. Calls are synchronous and bounded by the epoch deadline.
 
-use super::component::ComponentVm;
-use super::engine::Pre;
-use super::engine::{CompiledModule, Runtime, WasmError};
-use super::state::{
+use crate::component::ComponentVm;
+use crate::engine::Pre;
+use crate::engine::{CompiledModule, Runtime, WasmError};
+use crate::state::{
     CallResponse, ClusterResolver, HostState, PendingCall, PluginIdentity, RemoteAction,
     StreamState,
 };
-use super::types::Action;
-use crate::stats::PluginStats;
+use crate::types::Action;
 use bytes::Bytes;
+use lateen_core::stats::PluginStats;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Instance, InstancePre, Store, StoreLimitsBuilder, Trap, TypedFunc};
@@ -532,7 +532,7 @@ impl Vm {
             .memory_size(rt.opts.memory_limit)
             .instances(64)
             .build();
-        let stats = crate::stats::store().plugin(&plugin.name);
+        let stats = lateen_core::stats::store().plugin(&plugin.name);
         let state = HostState::new(plugin, rt.shared.clone(), clusters, limits);
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| s);

@@ -1,9 +1,9 @@
 //! Shared data (with CAS) and shared queues, process-wide.
 
 use super::{give, guest_fault, ok, read, read_string, write_u32, Ctx};
-use crate::wasm::shared::{Enqueued, SetResult};
-use crate::wasm::state::HostState;
-use crate::wasm::types::Status;
+use crate::shared::{Enqueued, SetResult};
+use crate::state::HostState;
+use crate::types::Status;
 use bytes::Bytes;
 use wasmtime::{Linker, Result};
 

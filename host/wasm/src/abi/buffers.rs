@@ -1,8 +1,8 @@
 //! Bodies and configuration buffers.
 
 use super::{give, guest_fault, ok, read, write_u32, Ctx};
-use crate::wasm::state::HostState;
-use crate::wasm::types::{buffer, Status};
+use crate::state::HostState;
+use crate::types::{buffer, Status};
 use wasmtime::{Linker, Result};
 
 fn get(s: &HostState, t: i32) -> Option<&[u8]> {

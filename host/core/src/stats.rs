@@ -438,7 +438,7 @@ pub fn write_prometheus(samples: &[Sample], out: &mut String) {
         let labels: Vec<String> = s
             .labels
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", crate::metrics::escape(v)))
+            .map(|(k, v)| format!("{k}=\"{}\"", crate::prometheus::escape(v)))
             .collect();
         let _ = writeln!(out, "{}{{{}}} {}", s.family.name, labels.join(","), s.value);
     }

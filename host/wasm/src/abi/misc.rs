@@ -1,8 +1,8 @@
 //! Logging, time, timers, stream control and local responses.
 
 use super::{guest_fault, headers::decode_map, ok, read, read_string, write_u32, write_u64, Ctx};
-use crate::wasm::state::{HostState, LocalResponse, RemoteAction};
-use crate::wasm::types::{log_level_name, stream, Status};
+use crate::state::{HostState, LocalResponse, RemoteAction};
+use crate::types::{log_level_name, stream, Status};
 use bytes::Bytes;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::{Linker, Result};

@@ -2,8 +2,8 @@
 //! error statuses the SDK hands back to the plugin as `Err`.
 
 use super::{guest_fault, headers::decode_map, ok, read, read_string, write_u32, Ctx};
-use crate::wasm::state::{HostState, PendingCall};
-use crate::wasm::types::Status;
+use crate::state::{HostState, PendingCall};
+use crate::types::Status;
 use bytes::Bytes;
 use std::time::Duration;
 use wasmtime::{Linker, Result};
