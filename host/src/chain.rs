@@ -866,8 +866,30 @@ impl HttpStream {
     }
 }
 
+/// The log phase runs when the stream ends, however it ended (a response, a local reply
+/// from any filter, a fault abort, a rate limit, an upstream failure, a client reset or a
+/// dropped connection): dropping the stream is the one thing every ending shares.
 impl Drop for HttpStream {
     fn drop(&mut self) {
+        self.log_phase();
+    }
+}
+
+impl HttpStream {
+    /// The log phase: every filter of the chain sees the end of the stream (`on_done`,
+    /// `on_log`, `on_delete`), as Envoy calls each filter's log callback for every stream.
+    /// A filter the stream never reached (a filter before it answered locally) gets its
+    /// context now, so that a metrics filter counts fault aborts, rate limits, denials and
+    /// plugin replies. Then the access log and the trace span.
+    fn log_phase(&mut self) {
+        for i in 0..self.ctxs.len() {
+            if matches!(self.ctxs[i], Ctx::NotCreated) {
+                if let Err(e) = self.context(i) {
+                    let name = &self.slot_of(i).0.spec.name;
+                    tracing::debug!(plugin = %name, "no context for the log phase: {e}");
+                }
+            }
+        }
         for (i, f) in self.chain.filters.iter().enumerate() {
             if let (Some(c), true) = (&f.canary, self.uses_canary(i)) {
                 c.rollout

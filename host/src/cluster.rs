@@ -85,13 +85,13 @@ pub enum HashKey {
 }
 
 /// A consistent-hash policy and its lookup table.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct HashPolicy {
     pub key: HashKey,
     table: HashTable,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum HashTable {
     /// Ketama-style ring: (point, endpoint) sorted by point.
     Ring(Vec<(u64, usize)>),
@@ -316,6 +316,26 @@ impl Drop for Admitted<'_> {
 }
 
 impl Cluster {
+    /// Whether `other` is configured exactly as this cluster (endpoints, load balancing,
+    /// limits, outlier detection, hashing, connections, TLS). A reload keeps the running
+    /// cluster then, with its state: outlier ejections, requests in flight, the
+    /// round-robin cursor and connection slots, as Envoy keeps an unchanged cluster.
+    pub fn same_config(&self, other: &Cluster) -> bool {
+        let endpoints = self.endpoints.len() == other.endpoints.len()
+            && self.endpoints.iter().zip(&other.endpoints).all(|(a, b)| {
+                a.authority == b.authority && a.labels == b.labels && a.weight == b.weight
+            });
+        self.name == other.name
+            && endpoints
+            && self.lb == other.lb
+            && self.protocol == other.protocol
+            && self.max_requests == other.max_requests
+            && self.outlier == other.outlier
+            && self.hash == other.hash
+            && self.conn == other.conn
+            && self.tls.as_ref().map(|t| t.id) == other.tls.as_ref().map(|t| t.id)
+    }
+
     pub fn new(
         name: String,
         endpoints: Vec<Endpoint>,

@@ -346,7 +346,11 @@ async fn serve(
         None
     };
     if let (Some(m), Some(b)) = (&mirrors, &replay) {
-        mirror(&w, &ws, m, &method, &path, &headers, b);
+        let limit = match timeout_ms {
+            0 => MIRROR_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        };
+        mirror(&w, &ws, m, (&method, &path, &headers, b), limit);
     }
 
     // Tries: the first, then retries while the policy allows (replayable bodies only).
@@ -714,16 +718,20 @@ fn request_timed_out(s: &mut HttpStream) -> Response<UpBody> {
 /// Largest request body kept for replays (retries, mirrors).
 const REPLAY_LIMIT: u64 = 64 * 1024;
 
+/// How long a mirror may take when its route sets no timeout.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
+
 // Sends fire-and-forget copies of a request to the mirror clusters, with Envoy's `-shadow`
-// suffix on the host. A mirror's failure never reaches the client.
+// suffix on the host. A mirror's failure never reaches the client. Each runs as a task of
+// the worker, not of the connection, so it is delivered after the client has gone; one
+// not answered within `limit` (the route's timeout) is dropped and counted as the mirror
+// cluster's `upstream_rq_timeout`.
 fn mirror(
     w: &Rc<WorkerCtx>,
     ws: &crate::worker::WorkerSnapshot,
     clusters: &str,
-    method: &http::Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
+    (method, path, headers, body): (&http::Method, &str, &HeaderMap, &Bytes),
+    limit: Duration,
 ) {
     for name in clusters.split(',').filter(|c| !c.is_empty()) {
         let Some(cluster) = ws.snap.cluster(name).cloned() else {
@@ -753,11 +761,13 @@ fn mirror(
         *req.uri_mut() = uri;
         let w = w.clone();
         tokio::task::spawn_local(async move {
-            if let Ok(Ok(resp)) =
-                tokio::time::timeout(Duration::from_secs(30), w.upstream.send(&cluster, req)).await
-            {
-                // Drain so the connection returns to the pool.
-                let _ = resp.into_body().collect().await;
+            match tokio::time::timeout(limit, w.upstream.send(&cluster, req)).await {
+                Ok(Ok(resp)) => {
+                    // Drain so the connection returns to the pool.
+                    let _ = resp.into_body().collect().await;
+                }
+                Ok(Err(e)) => tracing::debug!(cluster = %cluster.name, "mirror failed: {e}"),
+                Err(_) => cluster.stats.rq_timeout.inc(),
             }
         });
     }

@@ -424,6 +424,22 @@ impl Default for Limits {
 }
 
 impl Snapshot {
+    /// Takes over `running`'s clusters that this snapshot configures the same way, so
+    /// that their state survives the swap (see [`Cluster::same_config`]). Returns how many
+    /// were kept.
+    pub fn keep_unchanged_clusters(&mut self, running: &Snapshot) -> usize {
+        let mut kept = 0;
+        for (name, new) in &mut self.clusters {
+            if let Some(old) = running.clusters.get(name) {
+                if !Arc::ptr_eq(old, new) && old.same_config(new) {
+                    *new = old.clone();
+                    kept += 1;
+                }
+            }
+        }
+        kept
+    }
+
     pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
         self.clusters.get(name)
     }

@@ -172,7 +172,9 @@ impl Sources {
         }
     }
 
-    fn install(&self, current: &Snapshot, snap: Snapshot) {
+    fn install(&self, current: &Snapshot, mut snap: Snapshot) {
+        let kept = snap.keep_unchanged_clusters(current);
+        tracing::debug!("{kept} unchanged cluster(s) keep their state");
         let bound = |s: &Snapshot| -> BTreeSet<_> {
             s.listeners
                 .iter()

@@ -12,6 +12,7 @@ mod hardening;
 mod jwt;
 mod kubernetes;
 mod lifecycle;
+mod log_phase;
 mod metrics;
 mod ordering;
 mod plugins;

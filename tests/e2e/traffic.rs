@@ -757,3 +757,193 @@ spec:
         "unlimited connections are kept alive: {open:?}"
     );
 }
+
+/// A shadow request does not depend on the downstream connection: curl closes its
+/// connection after each response, and every mirror still arrives.
+#[tokio::test]
+async fn mirrors_arrive_when_the_client_closes_after_each_response() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let yaml = mesh(&[&a, &b])
+        + r#"---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: svc.test, subset: a}}]
+    mirror: {host: svc.test, subset: b}
+    mirrorPercentage: {value: 100}
+"#;
+    // Two workers: a connection and its mirror may be served by either.
+    let proxy = Proxy::start_with(&yaml, &["--concurrency", "2"])
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let url = proxy.url(&format!("/shadowed/{i}"));
+        // Off the test's runtime, which serves the backends.
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args(["-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(url)
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    }
+    eventually("20 of 20 mirrors", || async { b.count() == 20 }).await;
+    assert_eq!(a.count(), 20);
+    // No mirror is sent twice.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(b.count(), 20);
+}
+
+/// A mirror the shadow cluster does not answer within the route's timeout is dropped and
+/// counted, and never holds the client's response.
+#[tokio::test]
+async fn a_mirror_past_the_route_timeout_is_dropped_and_counted() {
+    let a = Backend::start("a").await;
+    // Accepts and reads, never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    let yaml = mesh(&[&a])
+        + &format!(
+            r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: silent, namespace: test}}
+spec:
+  hosts: [silent.test]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {silent_port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: test}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: svc.test, subset: a}}}}]
+    timeout: 300ms
+    mirror: {{host: silent.test}}
+    mirrorPercentage: {{value: 100}}
+"#
+        );
+    let proxy = Proxy::start(&yaml).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(get(&proxy.url("/x")).await.unwrap().status, 200);
+    assert!(started.elapsed() < std::time::Duration::from_millis(300));
+    let stat = "cluster.outbound|80||silent.test.upstream_rq_timeout";
+    eventually("the mirror's timeout counted", || async {
+        proxy.host_stats().await.get(stat) == Some(&1.0)
+    })
+    .await;
+}
+
+/// A reload that does not change a cluster keeps its state, as Envoy keeps an unchanged
+/// cluster: an ejected endpoint stays ejected and the cluster's stats keep counting.
+#[tokio::test]
+async fn an_ejected_endpoint_stays_ejected_across_an_unrelated_reload() {
+    let (a, bad) = (
+        Backend::start("a").await,
+        Backend::failing("bad", 500).await,
+    );
+    let yaml = mesh(&[&a])
+        + &r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: pool, namespace: test}
+spec:
+  hosts: [pool.test]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: {{A}}}}
+  - {address: 127.0.0.1, ports: {http: {{BAD}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pool, namespace: test}
+spec:
+  host: pool.test
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: pool.test}}]
+"#
+        .replace("{{A}}", &a.port().to_string())
+        .replace("{{BAD}}", &bad.port().to_string());
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(get(&proxy.url("/x")).await.unwrap().status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 500).count(),
+        1,
+        "{statuses:?}"
+    );
+    let stat = |s: &str| format!("cluster.outbound|80||pool.test.{s}");
+    assert_eq!(
+        proxy
+            .stat(&stat("outlier_detection.ejections_active"))
+            .await,
+        1.0
+    );
+    let before = proxy.stat(&stat("upstream_rq_total")).await;
+
+    // An unrelated change: a new ServiceEntry nobody routes to.
+    proxy.rewrite(
+        &(yaml.clone()
+            + r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: unrelated, namespace: test}
+spec:
+  hosts: [unrelated.test]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: 9}}]
+"#),
+    );
+    eventually("the reload", || async {
+        proxy
+            .stats()
+            .await
+            .contains("config_reload_total{result=\"success\"} 1")
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/x")).await.unwrap().status, 200);
+    }
+    assert_eq!(
+        bad.count(),
+        1,
+        "the ejected endpoint got no request after the reload"
+    );
+    assert_eq!(
+        proxy
+            .stat(&stat("outlier_detection.ejections_active"))
+            .await,
+        1.0
+    );
+    assert_eq!(proxy.stat(&stat("upstream_rq_total")).await, before + 10.0);
+}
