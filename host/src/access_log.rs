@@ -4,7 +4,7 @@
 
 use lateen_wasm::state::StreamState;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -90,7 +90,7 @@ enum Token {
 }
 
 /// A parsed format string.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Format(Vec<Token>);
 
 /// Why a format string was refused.
@@ -195,7 +195,7 @@ impl Format {
 }
 
 /// How log lines are encoded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Encoding {
     Text(Format),
     /// Keys in order, each with its format.
@@ -319,10 +319,18 @@ impl Format {
     }
 }
 
-/// A log sink: a buffered file, flushed every second and when dropped.
-pub struct AccessLog {
+/// What the config asks for (Bootstrap `telemetry.accessLog`): plain data. The runtime
+/// opens the file ([`AccessLog::open`]) when it installs a snapshot, and keeps the open
+/// log across reloads that leave this unchanged; `lateen validate` opens nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSpec {
     pub path: PathBuf,
     pub encoding: Encoding,
+}
+
+/// A log sink: a buffered file, flushed every second and when dropped.
+pub struct AccessLog {
+    pub spec: AccessLogSpec,
     out: Mutex<std::io::BufWriter<std::fs::File>>,
 }
 
@@ -330,15 +338,14 @@ pub struct AccessLog {
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl AccessLog {
-    /// Opens `path` for appending (`/dev/stdout` works) and starts its flusher.
-    pub fn open(path: &Path, encoding: Encoding) -> std::io::Result<Arc<AccessLog>> {
+    /// Opens the spec's file for appending (`/dev/stdout` works) and starts its flusher.
+    pub fn open(spec: &AccessLogSpec) -> std::io::Result<Arc<AccessLog>> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(path)?;
+            .open(&spec.path)?;
         let log = Arc::new(AccessLog {
-            path: path.to_path_buf(),
-            encoding,
+            spec: spec.clone(),
             out: Mutex::new(std::io::BufWriter::with_capacity(64 * 1024, file)),
         });
         let weak: Weak<AccessLog> = Arc::downgrade(&log);
@@ -354,10 +361,10 @@ impl AccessLog {
 
     /// Logs one finished stream.
     pub fn record(&self, st: &StreamState) {
-        let line = self.encoding.line(st, SystemTime::now());
+        let line = self.spec.encoding.line(st, SystemTime::now());
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = out.write_all(line.as_bytes()) {
-            tracing::warn!("access log {}: {e}", self.path.display());
+            tracing::warn!("access log {}: {e}", self.spec.path.display());
         }
     }
 

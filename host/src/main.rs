@@ -764,7 +764,9 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
     lateen::sources::set_trim(|| unsafe { libmimalloc_sys::mi_collect(true) });
     let files = compile::load(&args.config).map_err(report)?;
     let xds_client = lateen::config::xds::client_config(&files).map_err(|e| report(vec![e]))?;
-    let snap = built_snapshot(&files, &rt, &opts, 1)?;
+    let mut snap = built_snapshot(&files, &rt, &opts, 1)?;
+    snap.start_telemetry(None)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     let snapshots = Arc::new(ArcSwap::from_pointee(snap));
     let reloads = Arc::new(lateen::sources::ReloadStatus::default());
     let sources = Arc::new(lateen::sources::Sources::new(

@@ -387,14 +387,24 @@ pub struct Snapshot {
     /// `matchRules` entries whose configuration was refused: each keeps its last good
     /// configuration (or fails its requests); the rest of the change applied.
     pub rule_errors: Vec<crate::config::source::ConfigError>,
-    /// The access log (Bootstrap `telemetry.accessLog`), when on.
+    /// What the config asks of the access log and the tracer.
+    pub telemetry: Telemetry,
+    /// The open access log, made from `telemetry` by [`Snapshot::start_telemetry`] when
+    /// the snapshot is installed (`None` until then, and in `lateen validate`).
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
-    /// The tracer (Bootstrap `telemetry.tracing`), when on.
+    /// The running tracer, made likewise.
     pub tracer: Option<Arc<crate::trace::Tracer>>,
     pub limits: Limits,
     /// Files the config read besides its YAML (certificates, keys, JWKS); the watcher
     /// reloads when one changes (rotation).
     pub read_files: Vec<std::path::PathBuf>,
+}
+
+/// The telemetry a snapshot asks for, as plain data (Bootstrap `telemetry`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Telemetry {
+    pub access_log: Option<crate::access_log::AccessLogSpec>,
+    pub tracing: Option<crate::trace::TracingSpec>,
 }
 
 /// What clients may send (Bootstrap `limits`).
@@ -424,6 +434,34 @@ impl Default for Limits {
 }
 
 impl Snapshot {
+    /// Opens the access log and starts the tracer this snapshot asks for, taking over
+    /// `running`'s when their settings are unchanged (so a reload neither reopens the file
+    /// nor restarts the exporter). The error names the setting that could not start.
+    pub fn start_telemetry(&mut self, running: Option<&Snapshot>) -> Result<(), String> {
+        self.access_log = match &self.telemetry.access_log {
+            None => None,
+            Some(spec) => match running.and_then(|r| r.access_log.as_ref()) {
+                Some(log) if log.spec == *spec => Some(log.clone()),
+                _ => Some(crate::access_log::AccessLog::open(spec).map_err(|e| {
+                    format!(
+                        "spec.telemetry.accessLog.file: cannot open {} for appending: {e}",
+                        spec.path.display()
+                    )
+                })?),
+            },
+        };
+        self.tracer = match &self.telemetry.tracing {
+            None => None,
+            Some(spec) => match running.and_then(|r| r.tracer.as_ref()) {
+                Some(t) if t.spec == *spec => Some(t.clone()),
+                _ => Some(Arc::new(crate::trace::Tracer::start(spec).map_err(
+                    |e| format!("spec.telemetry.tracing: cannot start the exporter: {e}"),
+                )?)),
+            },
+        };
+        Ok(())
+    }
+
     /// Takes over `running`'s clusters that this snapshot configures the same way, so
     /// that their state survives the swap (see [`Cluster::same_config`]). Returns how many
     /// were kept.

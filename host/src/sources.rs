@@ -94,17 +94,29 @@ impl Sources {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let built = compile::load(&self.config).and_then(|res| {
-            compile::build_with(
-                &res,
-                xds.as_deref(),
-                &self.rt,
-                &self.opts,
-                version,
-                Some(&current),
-            )
-            .map(|snap| (res, snap))
-        });
+        let built = compile::load(&self.config)
+            .and_then(|res| {
+                compile::build_with(
+                    &res,
+                    xds.as_deref(),
+                    &self.rt,
+                    &self.opts,
+                    version,
+                    Some(&current),
+                )
+                .map(|snap| (res, snap))
+            })
+            .map_err(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .and_then(|(res, mut snap)| {
+                snap.start_telemetry(Some(&current))?;
+                Ok((res, snap))
+            });
         match built {
             Ok((res, snap)) => {
                 *self.files.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(res);
@@ -118,12 +130,7 @@ impl Sources {
                 trim();
                 true
             }
-            Err(errors) => {
-                let text = errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n");
+            Err(text) => {
                 tracing::error!(
                     "configuration change rejected, version {} keeps serving:\n{text}",
                     current.version
@@ -148,14 +155,26 @@ impl Sources {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        match compile::build_with(
+        let built = compile::build_with(
             &files,
             Some(&set),
             &self.rt,
             &self.opts,
             version,
             Some(&current),
-        ) {
+        )
+        .map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .and_then(|mut snap| {
+            snap.start_telemetry(Some(&current))?;
+            Ok(snap)
+        });
+        match built {
             Ok(snap) => {
                 *self.xds.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(set));
                 self.install(&current, snap);
@@ -164,11 +183,7 @@ impl Sources {
                 trim();
                 Ok(version)
             }
-            Err(errors) => Err(errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")),
+            Err(e) => Err(e),
         }
     }
 

@@ -155,27 +155,34 @@ const QUEUE: usize = 8192;
 const BATCH: usize = 512;
 const LINGER: Duration = Duration::from_millis(200);
 
-/// The tracer of one snapshot: its sampling rate and its exporter thread.
-pub struct Tracer {
+/// What the config asks for (Bootstrap `telemetry.tracing`): plain data. The runtime
+/// starts the exporter ([`Tracer::start`]) when it installs a snapshot, and keeps it
+/// across reloads that leave this unchanged; `lateen validate` starts nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSpec {
     /// Percentage of new traces sampled (Istio's `tracing.sampling`).
     pub sampling: f64,
     pub service: String,
+    /// The OTLP/HTTP endpoint spans are exported to.
     pub endpoint: String,
+}
+
+/// The running tracer: its settings and its exporter thread.
+pub struct Tracer {
+    pub spec: TracingSpec,
     tx: SyncSender<Span>,
 }
 
 impl Tracer {
     /// Starts the exporter thread; it flushes and stops when the tracer is dropped.
-    pub fn start(endpoint: String, service: String, sampling: f64) -> std::io::Result<Tracer> {
+    pub fn start(spec: &TracingSpec) -> std::io::Result<Tracer> {
         let (tx, rx) = sync_channel(QUEUE);
-        let (url, svc) = (endpoint.clone(), service.clone());
+        let (url, svc) = (spec.endpoint.clone(), spec.service.clone());
         std::thread::Builder::new()
             .name("lateen-otlp".into())
             .spawn(move || export_loop(rx, &url, &svc))?;
         Ok(Tracer {
-            sampling,
-            service,
-            endpoint,
+            spec: spec.clone(),
             tx,
         })
     }
@@ -198,7 +205,8 @@ impl Tracer {
                 (None, None)
             }
         };
-        let sampled = sampled.unwrap_or_else(|| (random % 10_000) as f64 / 100.0 < self.sampling);
+        let sampled =
+            sampled.unwrap_or_else(|| (random % 10_000) as f64 / 100.0 < self.spec.sampling);
         let span_id = loop {
             let id = rand::random::<u64>();
             if id != 0 {

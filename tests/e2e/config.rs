@@ -45,6 +45,21 @@ fn good_config_validates() {
     assert!(out.contains("ok (1 listener(s)"), "{out}");
 }
 
+/// Validating is reading: a config with an access-log file and an OTLP exporter validates
+/// without creating the file (the proxy opens it when it runs the config).
+#[test]
+fn validate_opens_no_access_log() {
+    let logs = tempfile::tempdir().unwrap();
+    let file = logs.path().join("access.log");
+    let yaml = format!(
+        "{GW}---\napiVersion: lateen.io/v1alpha1\nkind: Bootstrap\nmetadata: {{name: lateen, namespace: istio-system}}\nspec:\n  telemetry:\n    accessLog: {{file: {}}}\n    tracing: {{otlp: {{endpoint: \"http://127.0.0.1:9/v1/traces\"}}}}\n",
+        file.display()
+    );
+    let (code, out) = validate(&yaml);
+    assert_eq!(code, 0, "{out}");
+    assert!(!file.exists(), "validate created {}", file.display());
+}
+
 #[test]
 fn yaml_syntax_error_names_file_and_line() {
     let yaml = format!("{GW}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: vs\n   namespace: bad-indent\n");

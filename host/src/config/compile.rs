@@ -6,7 +6,7 @@ use super::resources::*;
 use super::scope;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
 use super::tls::TlsContext;
-use crate::access_log::AccessLog;
+use crate::access_log::AccessLogSpec;
 use crate::cluster::{
     Cluster, ConnSettings, Endpoint, HashKey, HashPolicy, LbPolicy, OutlierPolicy, UpstreamProtocol,
 };
@@ -768,8 +768,12 @@ pub fn build_with(
         resolver,
         redis_url,
         warnings,
-        access_log,
-        tracer,
+        telemetry: crate::snapshot::Telemetry {
+            access_log,
+            tracing: tracer,
+        },
+        access_log: None,
+        tracer: None,
         limits,
         read_files: tls_ctx.files(),
     })
@@ -2219,7 +2223,7 @@ fn tracer(
     res: &Resources,
     workload: &WorkloadInfo,
     errors: &mut Vec<ConfigError>,
-) -> Option<Arc<crate::trace::Tracer>> {
+) -> Option<crate::trace::TracingSpec> {
     let boot = res.bootstrap.as_ref()?;
     let spec = boot.spec.telemetry.as_ref()?.tracing.as_ref()?;
     let field = "spec.telemetry.tracing";
@@ -2249,20 +2253,15 @@ fn tracer(
             _ => "lateen".into(),
         }
     });
-    match crate::trace::Tracer::start(endpoint.clone(), service, sampling) {
-        Ok(t) => Some(Arc::new(t)),
-        Err(e) => {
-            errors.push(
-                boot.info
-                    .error(field, format!("cannot start the exporter: {e}")),
-            );
-            None
-        }
-    }
+    Some(crate::trace::TracingSpec {
+        sampling,
+        service,
+        endpoint: endpoint.clone(),
+    })
 }
 
-/// The access log the Bootstrap asks for (`telemetry.accessLog`), opened for appending.
-fn access_log(res: &Resources, errors: &mut Vec<ConfigError>) -> Option<Arc<AccessLog>> {
+/// The access log the Bootstrap asks for (`telemetry.accessLog`).
+fn access_log(res: &Resources, errors: &mut Vec<ConfigError>) -> Option<AccessLogSpec> {
     use crate::access_log::{Encoding, Format, ISTIO_JSON, ISTIO_TEXT};
     let boot = res.bootstrap.as_ref()?;
     let spec = boot.spec.telemetry.as_ref()?.access_log.as_ref()?;
@@ -2318,13 +2317,11 @@ fn access_log(res: &Resources, errors: &mut Vec<ConfigError>) -> Option<Arc<Acce
         }
     };
     let path = spec.file.as_deref().unwrap_or("/dev/stdout");
-    match AccessLog::open(std::path::Path::new(path), encoding) {
-        Ok(log) => Some(log),
-        Err(e) => {
-            bad("file", format!("cannot open {path} for appending: {e}"));
-            None
-        }
-    }
+    // Opened by the runtime when it installs the snapshot, not here.
+    Some(AccessLogSpec {
+        path: path.into(),
+        encoding,
+    })
 }
 
 fn probe(
