@@ -1,6 +1,7 @@
 //! Retry policy (VirtualService `retries`), as Envoy applies it: which outcomes are retried,
 //! how many times, and the jittered backoff between tries.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// A route's retry policy, from the `lateen.route.retry` property.
@@ -97,31 +98,28 @@ impl RetryOn {
 /// Istio's policy when a route sets none (parsed once: most routes use it).
 pub fn istio_default() -> &'static RetryPolicy {
     static DEFAULT: std::sync::OnceLock<RetryPolicy> = std::sync::OnceLock::new();
-    DEFAULT.get_or_init(|| RetryPolicy {
-        attempts: 2,
-        per_try: Duration::ZERO,
-        on: RetryOn::parse(crate::config::compile::DEFAULT_RETRY_ON),
-        ignore_previous_hosts: true,
-    })
+    DEFAULT.get_or_init(|| RetryPolicy::from(&lateen_sdk::route::RetryPolicy::default()))
+}
+
+impl From<&lateen_sdk::route::RetryPolicy> for RetryPolicy {
+    /// The policy the route decision carries, with its conditions parsed for the tries.
+    fn from(p: &lateen_sdk::route::RetryPolicy) -> Self {
+        RetryPolicy {
+            attempts: p.attempts,
+            per_try: Duration::from_millis(p.per_try_timeout_ms),
+            on: RetryOn::parse(&p.retry_on),
+            ignore_previous_hosts: p.ignore_previous_hosts,
+        }
+    }
 }
 
 impl RetryPolicy {
-    /// Parses `ATTEMPTS;PER_TRY_MS;RETRY_ON;IGNORE`; `None` (no property) is Istio's default.
-    pub fn from_property(p: Option<&str>) -> std::borrow::Cow<'static, RetryPolicy> {
-        let Some(p) = p else {
-            return std::borrow::Cow::Borrowed(istio_default());
-        };
-        let mut parts = p.splitn(4, ';');
-        let attempts = parts.next().and_then(|a| a.parse().ok()).unwrap_or(0);
-        let per_try = parts.next().and_then(|a| a.parse().ok()).unwrap_or(0);
-        let on = RetryOn::parse(parts.next().unwrap_or(""));
-        let ignore_previous_hosts = parts.next() != Some("0");
-        std::borrow::Cow::Owned(RetryPolicy {
-            attempts,
-            per_try: Duration::from_millis(per_try),
-            on,
-            ignore_previous_hosts,
-        })
+    /// The decision's policy; `None` (the route sets none) is Istio's default, shared.
+    pub fn of(decision: Option<&lateen_sdk::route::RetryPolicy>) -> Cow<'static, RetryPolicy> {
+        match decision {
+            None => Cow::Borrowed(istio_default()),
+            Some(p) => Cow::Owned(p.into()),
+        }
     }
 }
 
@@ -141,9 +139,14 @@ pub fn backoff(n: u32, random: u64) -> Duration {
 mod tests {
     use super::*;
 
+    fn decoded(p: &str) -> Cow<'static, RetryPolicy> {
+        let p = lateen_sdk::route::RetryPolicy::decode(p).expect("a valid policy");
+        RetryPolicy::of(Some(&p))
+    }
+
     #[test]
     fn default_policy_retries_connect_failures_and_503_only() {
-        let p = RetryPolicy::from_property(None);
+        let p = RetryPolicy::of(None);
         assert_eq!(p.attempts, 2);
         assert!(p.on.retriable(TryOutcome::ConnectFailure));
         assert!(p.on.retriable(TryOutcome::Response {
@@ -163,7 +166,7 @@ mod tests {
 
     #[test]
     fn property_round_trip_and_tokens() {
-        let p = RetryPolicy::from_property(Some("3;100;gateway-error,retriable-4xx,418;0"));
+        let p = decoded("3;100;gateway-error,retriable-4xx,418;0");
         assert_eq!(
             (p.attempts, p.per_try, p.ignore_previous_hosts),
             (3, Duration::from_millis(100), false)
@@ -185,7 +188,7 @@ mod tests {
             grpc_status: None
         }));
         assert!(p.on.retriable(TryOutcome::PerTryTimeout));
-        assert!(RetryPolicy::from_property(Some("0;0;5xx;1")).attempts == 0);
+        assert!(decoded("0;0;5xx;1").attempts == 0);
     }
 
     #[test]

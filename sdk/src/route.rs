@@ -27,6 +27,7 @@
 //!     cluster: outbound_cluster(9080, "v2", "reviews.default.svc.cluster.local"),
 //!     route_name: "default/reviews/canary".into(),
 //!     timeout_ms: 1500,
+//!     ..Default::default()
 //! };
 //! let props = d.properties();
 //! assert_eq!(props[2], (TIMEOUT_MS, b"1500".to_vec()));
@@ -86,14 +87,156 @@ pub const RESPONSE_FLAGS: &[&str] = &["lateen", "response_flags"];
 /// ```
 pub const ROUTE_ID: &[&str] = &["lateen", "route", "id"];
 
-/// A route decision, as the router sets it: the cluster, the route name and the timeout.
-/// The router sets [`ROUTE_ID`], [`RETRY`] and [`MIRROR`] on its own.
+/// Retry conditions Lateen acts on: Envoy's `retry_on` tokens, as Istio passes them (a
+/// status code is accepted too, as in `retriable-status-codes`).
+pub const RETRY_ON_TOKENS: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "refused-stream",
+    "retriable-4xx",
+    "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// The conditions of Istio's retry policy for a route that sets none.
+pub const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+/// A route's retry policy (Istio `HTTPRetry`), as the host applies it. It travels in the
+/// [`RETRY`] property as `ATTEMPTS;PER_TRY_TIMEOUT_MS;RETRY_ON;IGNORE_PREVIOUS_HOSTS(0/1)`;
+/// [`RetryPolicy::encode`] and [`RetryPolicy::decode`] are the one place that format is
+/// written and read.
+///
+/// ```
+/// use lateen_sdk::route::RetryPolicy;
+/// let p = RetryPolicy { attempts: 3, per_try_timeout_ms: 200, retry_on: "5xx".into(), ignore_previous_hosts: true };
+/// assert_eq!(p.encode(), "3;200;5xx;1");
+/// assert_eq!(RetryPolicy::decode(&p.encode()), Ok(p));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first try (Istio's `attempts`).
+    pub attempts: u32,
+    /// Timeout of each try in milliseconds; `0`: the route's timeout only.
+    pub per_try_timeout_ms: u64,
+    /// Comma-separated [`RETRY_ON_TOKENS`] and status codes.
+    pub retry_on: String,
+    /// Whether a retry avoids the hosts already tried (Istio's `retryIgnorePreviousHosts`,
+    /// true by default).
+    pub ignore_previous_hosts: bool,
+}
+
+impl Default for RetryPolicy {
+    /// Istio's policy for a route that sets none: 2 attempts on [`DEFAULT_RETRY_ON`].
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 2,
+            per_try_timeout_ms: 0,
+            retry_on: DEFAULT_RETRY_ON.into(),
+            ignore_previous_hosts: true,
+        }
+    }
+}
+
+/// Why a route-decision property could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// The property's path, dotted (`lateen.route.retry`).
+    pub property: String,
+    /// What was wrong with its value.
+    pub message: String,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`: {}", self.property, self.message)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn bad(path: &[&str], message: impl Into<String>) -> DecodeError {
+    DecodeError {
+        property: path.join("."),
+        message: message.into(),
+    }
+}
+
+impl RetryPolicy {
+    /// The [`RETRY`] property's value.
+    pub fn encode(&self) -> String {
+        format!(
+            "{};{};{};{}",
+            self.attempts,
+            self.per_try_timeout_ms,
+            self.retry_on,
+            u8::from(self.ignore_previous_hosts)
+        )
+    }
+
+    /// Reads a [`RETRY`] property's value.
+    ///
+    /// ```
+    /// use lateen_sdk::route::RetryPolicy;
+    /// assert!(RetryPolicy::decode("3;x;5xx;1").is_err());
+    /// assert_eq!(RetryPolicy::decode("0;0;;0").unwrap().attempts, 0);
+    /// ```
+    pub fn decode(value: &str) -> Result<Self, DecodeError> {
+        let mut parts = value.splitn(4, ';');
+        let mut number = |what: &str| -> Result<u64, DecodeError> {
+            let v = parts.next().unwrap_or("");
+            v.parse()
+                .map_err(|_| bad(RETRY, format!("{what} `{v}` is not a number")))
+        };
+        let attempts =
+            u32::try_from(number("attempts")?).map_err(|_| bad(RETRY, "attempts out of range"))?;
+        let per_try_timeout_ms = number("per-try timeout")?;
+        let retry_on = parts.next().unwrap_or("").to_string();
+        let ignore_previous_hosts = match parts.next() {
+            Some("1") | None => true,
+            Some("0") => false,
+            Some(v) => return Err(bad(RETRY, format!("`{v}` is not 0 or 1"))),
+        };
+        Ok(RetryPolicy {
+            attempts,
+            per_try_timeout_ms,
+            retry_on,
+            ignore_previous_hosts,
+        })
+    }
+
+    /// The first `retry_on` token that is neither a [`RETRY_ON_TOKENS`] entry nor a
+    /// status code, if any.
+    ///
+    /// ```
+    /// use lateen_sdk::route::RetryPolicy;
+    /// let p = RetryPolicy { retry_on: "5xx,418,bogus".into(), ..Default::default() };
+    /// assert_eq!(p.unknown_condition(), Some("bogus"));
+    /// ```
+    pub fn unknown_condition(&self) -> Option<&str> {
+        self.retry_on
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .find(|t| !RETRY_ON_TOKENS.contains(t) && t.parse::<u16>().is_err())
+    }
+}
+
+/// A route decision: what the router tells the host about where and how a request goes.
+/// [`Decision::properties`] writes it as stream properties and [`Decision::from_properties`]
+/// reads it back: the one definition of that encoding.
 ///
 /// ```
 /// let d = lateen_sdk::route::Decision {
 ///     cluster: "outbound|80|v1|reviews".into(),
 ///     route_name: "default/reviews/r0".into(),
-///     timeout_ms: 0,
+///     ..Default::default()
 /// };
 /// assert_eq!(d.properties()[0].0, lateen_sdk::route::CLUSTER);
 /// assert_eq!(d.properties()[0].1, b"outbound|80|v1|reviews");
@@ -106,11 +249,18 @@ pub struct Decision {
     pub route_name: String,
     /// Upstream timeout in milliseconds; `0` means none.
     pub timeout_ms: u64,
+    /// The route's unique id (`namespace/vs#index`); empty: not set.
+    pub route_id: String,
+    /// The retry policy; `None`: Istio's default ([`RetryPolicy::default`]).
+    pub retry: Option<RetryPolicy>,
+    /// Clusters to mirror this request to, already sampled by their percentages.
+    pub mirrors: Vec<String>,
 }
 
 impl Decision {
     /// The `(path, value)` pairs to set, in order: [`CLUSTER`], [`ROUTE_NAME`],
-    /// [`TIMEOUT_MS`]. Values are UTF-8.
+    /// [`TIMEOUT_MS`], then [`ROUTE_ID`], [`RETRY`] and [`MIRROR`] when the decision has
+    /// them. Values are UTF-8.
     ///
     /// ```rust
     /// use lateen_sdk::route::{Decision, ROUTE_NAME, TIMEOUT_MS};
@@ -121,11 +271,73 @@ impl Decision {
     /// assert_eq!(props[2], (TIMEOUT_MS, b"0".to_vec()));
     /// ```
     pub fn properties(&self) -> Vec<(&'static [&'static str], Vec<u8>)> {
-        vec![
+        let mut out = vec![
             (CLUSTER, self.cluster.as_bytes().to_vec()),
             (ROUTE_NAME, self.route_name.as_bytes().to_vec()),
             (TIMEOUT_MS, self.timeout_ms.to_string().into_bytes()),
-        ]
+        ];
+        if !self.route_id.is_empty() {
+            out.push((ROUTE_ID, self.route_id.as_bytes().to_vec()));
+        }
+        if let Some(r) = &self.retry {
+            out.push((RETRY, r.encode().into_bytes()));
+        }
+        if !self.mirrors.is_empty() {
+            out.push((MIRROR, self.mirrors.join(",").into_bytes()));
+        }
+        out
+    }
+
+    /// Reads a decision back from the stream's properties (`get` answers a property's
+    /// value by its path). `Ok(None)`: no cluster was chosen (Envoy's `NR`). A value that
+    /// does not parse is an error naming the property.
+    ///
+    /// ```
+    /// use lateen_sdk::route::{Decision, RetryPolicy};
+    /// let d = Decision {
+    ///     cluster: "outbound|80||web".into(),
+    ///     retry: Some(RetryPolicy { attempts: 1, ..Default::default() }),
+    ///     mirrors: vec!["outbound|80||shadow".into()],
+    ///     ..Default::default()
+    /// };
+    /// let props = d.properties();
+    /// let back = Decision::from_properties(|path| {
+    ///     props.iter().find(|(p, _)| *p == path).map(|(_, v)| v.clone())
+    /// });
+    /// assert_eq!(back, Ok(Some(d)));
+    /// ```
+    pub fn from_properties(
+        mut get: impl FnMut(&[&str]) -> Option<Vec<u8>>,
+    ) -> Result<Option<Decision>, DecodeError> {
+        let mut text = |path: &'static [&'static str]| -> Result<Option<String>, DecodeError> {
+            get(path)
+                .map(|v| String::from_utf8(v).map_err(|_| bad(path, "not UTF-8")))
+                .transpose()
+        };
+        let Some(cluster) = text(CLUSTER)? else {
+            return Ok(None);
+        };
+        let timeout_ms = match text(TIMEOUT_MS)? {
+            None => 0,
+            Some(t) => t
+                .parse()
+                .map_err(|_| bad(TIMEOUT_MS, format!("`{t}` is not a number")))?,
+        };
+        Ok(Some(Decision {
+            cluster,
+            route_name: text(ROUTE_NAME)?.unwrap_or_default(),
+            timeout_ms,
+            route_id: text(ROUTE_ID)?.unwrap_or_default(),
+            retry: text(RETRY)?.map(|r| RetryPolicy::decode(&r)).transpose()?,
+            mirrors: text(MIRROR)?
+                .map(|m| {
+                    m.split(',')
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }))
     }
 
     /// Sets the decision on the current stream through `proxy_set_property`. Call it from a
@@ -157,4 +369,60 @@ impl Decision {
 /// ```
 pub fn outbound_cluster(port: u32, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(d: &Decision) -> Result<Option<Decision>, DecodeError> {
+        let props = d.properties();
+        Decision::from_properties(|path| {
+            props
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn every_field_survives_the_round_trip() {
+        let full = Decision {
+            cluster: outbound_cluster(9080, "v2", "reviews.default.svc.cluster.local"),
+            route_name: "canary".into(),
+            timeout_ms: 1500,
+            route_id: "default/reviews#2".into(),
+            retry: Some(RetryPolicy {
+                attempts: 3,
+                per_try_timeout_ms: 250,
+                retry_on: "gateway-error,reset,418".into(),
+                ignore_previous_hosts: false,
+            }),
+            mirrors: vec!["outbound|80||a".into(), "outbound|80|v1|b".into()],
+        };
+        assert_eq!(round_trip(&full), Ok(Some(full.clone())));
+        let bare = Decision {
+            cluster: "outbound|80||web".into(),
+            ..Default::default()
+        };
+        assert_eq!(round_trip(&bare), Ok(Some(bare.clone())));
+        assert_eq!(Decision::from_properties(|_| None), Ok(None));
+    }
+
+    #[test]
+    fn bad_values_name_their_property() {
+        let e = Decision::from_properties(|p| match p {
+            p if p == CLUSTER => Some(b"outbound|80||web".to_vec()),
+            p if p == TIMEOUT_MS => Some(b"soon".to_vec()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert_eq!(e.property, "lateen.route.timeout_ms");
+        let e = RetryPolicy::decode("2;0;5xx;maybe").unwrap_err();
+        assert_eq!(e.property, "lateen.route.retry");
+        assert_eq!(
+            RetryPolicy::decode("2;0;5xx").map(|p| p.ignore_previous_hosts),
+            Ok(true)
+        );
+    }
 }

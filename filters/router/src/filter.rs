@@ -220,36 +220,19 @@ impl HttpContext for RouterStream {
                 ..HeaderOperations::default()
             });
         }
-        if let Some(decision) = sel.decision() {
-            if let Err(status) = decision.apply() {
-                log::error(&format!("router: host refused route decision: {status:?}"));
-            }
-            let _ = hostcalls::set_property(
-                lateen_sdk::route::ROUTE_ID.to_vec(),
-                Some(sel.route.id.as_bytes()),
-            );
-            if let Some(retry) = &sel.route.retry {
-                let _ = hostcalls::set_property(
-                    lateen_sdk::route::RETRY.to_vec(),
-                    Some(retry.as_bytes()),
-                );
-            }
+        if let Some(mut decision) = sel.decision() {
             if !sel.route.mirrors.is_empty() {
                 let mut rng = self.rng.borrow_mut();
-                let chosen: Vec<&str> = sel
+                decision.mirrors = sel
                     .route
                     .mirrors
                     .iter()
                     .filter(|(_, pct)| rng.chance(*pct))
-                    .map(|(c, _)| c.as_str())
+                    .map(|(c, _)| c.clone())
                     .collect();
-                drop(rng);
-                if !chosen.is_empty() {
-                    let _ = hostcalls::set_property(
-                        lateen_sdk::route::MIRROR.to_vec(),
-                        Some(chosen.join(",").as_bytes()),
-                    );
-                }
+            }
+            if let Err(status) = decision.apply() {
+                log::error(&format!("router: host refused route decision: {status:?}"));
             }
         }
         Action::Continue

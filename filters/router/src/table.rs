@@ -7,7 +7,7 @@ use lateen_sdk::istio::{
 };
 use lateen_sdk::matcher::{strip_port, StrMatcher};
 use lateen_sdk::matcher::{CompiledMatch, MatchError, RequestView};
-use lateen_sdk::route::Decision;
+use lateen_sdk::route::{Decision, RetryPolicy};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -139,7 +139,7 @@ pub struct Route {
     pub timeout_ms: u64,
     pub rewrite: Option<Rewrite>,
     pub headers: Option<Headers>,
-    pub retry: Option<String>,
+    pub retry: Option<RetryPolicy>,
     pub mirrors: Vec<(String, f64)>,
     pub cors: Option<Cors>,
 }
@@ -269,12 +269,16 @@ pub struct Selected<'a> {
 }
 
 impl Selected<'_> {
-    /// The decision the host acts on (forwarding routes only).
+    /// The decision the host acts on (forwarding routes only); the caller samples the
+    /// route's mirrors into it.
     pub fn decision(&self) -> Option<Decision> {
         self.destination.map(|d| Decision {
             cluster: d.cluster.clone(),
             route_name: self.route.name.clone(),
             timeout_ms: self.route.timeout_ms,
+            route_id: self.route.id.clone(),
+            retry: self.route.retry.clone(),
+            mirrors: Vec::new(),
         })
     }
 }
@@ -362,7 +366,12 @@ impl RouteTable {
                     timeout_ms: r.timeout_ms,
                     rewrite,
                     headers: r.headers.clone(),
-                    retry: r.retry.clone(),
+                    retry: r
+                        .retry
+                        .as_deref()
+                        .map(RetryPolicy::decode)
+                        .transpose()
+                        .map_err(|e| format!("{}: {e}", at("retry")))?,
                     mirrors: r.mirrors.clone(),
                     cors: match &r.cors_policy {
                         None => None,

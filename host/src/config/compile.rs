@@ -3241,57 +3241,37 @@ fn mirror_destinations(http: &HttpRoute) -> Vec<(Destination, f64)> {
     out
 }
 
-/// Retry tokens Lateen acts on (Envoy's `retry_on`, as Istio passes them).
-const RETRY_ON: &[&str] = &[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "connect-failure",
-    "refused-stream",
-    "retriable-4xx",
-    "retriable-status-codes",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-];
-
-/// Istio's retry policy when a route sets none: 2 attempts.
-pub const DEFAULT_RETRY_ON: &str =
-    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
-
-/// `HTTPRetry` as the `lateen.route.retry` property: `ATTEMPTS;PER_TRY_MS;RETRY_ON;IGNORE`.
+/// `HTTPRetry` as the route decision's retry policy, encoded by the SDK for the
+/// `lateen.route.retry` property the router sets.
 pub(crate) fn retry_property(
     r: &lateen_sdk::istio::HttpRetry,
 ) -> Result<String, (&'static str, String)> {
-    let attempts = r.attempts.unwrap_or(0);
-    let per_try = match &r.per_try_timeout {
+    use lateen_sdk::route::{RetryPolicy, DEFAULT_RETRY_ON, RETRY_ON_TOKENS};
+    let per_try_timeout_ms = match &r.per_try_timeout {
         None => 0,
         Some(t) => {
             parse_duration_ms(t).ok_or(("perTryTimeout", format!("`{t}` is not a duration")))?
         }
     };
-    let retry_on = r
-        .retry_on
-        .clone()
-        .unwrap_or_else(|| DEFAULT_RETRY_ON.to_string());
-    for tok in retry_on.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        if !RETRY_ON.contains(&tok) && tok.parse::<u16>().is_err() {
-            return Err((
-                "retryOn",
-                format!(
-                    "unknown retry condition `{tok}`; expected {} or a status code",
-                    RETRY_ON.join(", ")
-                ),
-            ));
-        }
+    let policy = RetryPolicy {
+        attempts: r.attempts.unwrap_or(0),
+        per_try_timeout_ms,
+        retry_on: r
+            .retry_on
+            .clone()
+            .unwrap_or_else(|| DEFAULT_RETRY_ON.to_string()),
+        ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
+    };
+    if let Some(tok) = policy.unknown_condition() {
+        return Err((
+            "retryOn",
+            format!(
+                "unknown retry condition `{tok}`; expected {} or a status code",
+                RETRY_ON_TOKENS.join(", ")
+            ),
+        ));
     }
-    let ignore = r.retry_ignore_previous_hosts.unwrap_or(true);
-    Ok(format!(
-        "{attempts};{per_try};{retry_on};{}",
-        u8::from(ignore)
-    ))
+    Ok(policy.encode())
 }
 
 /// Istio durations: `1.5s`, `250ms`, `2m`, `1h`.

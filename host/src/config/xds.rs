@@ -9,7 +9,7 @@
 // `http2_protocol_options`), so they are read like their replacements.
 #![allow(deprecated)]
 
-use super::compile::{retry_property, DEFAULT_RETRY_ON};
+use super::compile::retry_property;
 use crate::cluster::LbPolicy;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -37,6 +37,7 @@ use lateen_sdk::istio::{
     HeaderOperations, Headers, HttpBody, HttpDirectResponse, HttpMatchRequest, HttpRedirect,
     HttpRetry, HttpRewrite, StringMatch,
 };
+use lateen_sdk::route::DEFAULT_RETRY_ON;
 use prost::{Message, Name};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
