@@ -300,34 +300,37 @@ impl properties::Host for HostState {
     }
 }
 
-const ROUTE: [&str; 4] = [
-    "lateen.route.cluster",
-    "lateen.route.name",
-    "lateen.route.id",
-    "lateen.route.timeout_ms",
-];
-
 impl route_decision::Host for HostState {
     fn get_decision(&mut self) -> Option<route_decision::Decision> {
         let p = &self.cur.props;
-        let get = |k: &str| p.get(k).map(text);
+        // The SDK's decoding, as the host's route phase reads it.
+        let d = lateen_sdk::route::Decision::from_properties(|path| {
+            p.get(&path.join(".")).map(|v| v.to_vec())
+        })
+        .ok()??;
         Some(route_decision::Decision {
-            cluster: get(ROUTE[0])?,
-            route_name: get(ROUTE[1]).unwrap_or_default(),
-            route_id: get(ROUTE[2]).unwrap_or_default(),
-            timeout_ms: get(ROUTE[3]).and_then(|t| t.parse().ok()).unwrap_or(0),
+            cluster: d.cluster,
+            route_name: d.route_name,
+            route_id: d.route_id,
+            timeout_ms: d.timeout_ms,
         })
     }
 
     fn set_decision(&mut self, d: route_decision::Decision) {
-        let values = [
-            d.cluster,
-            d.route_name,
-            d.route_id,
-            d.timeout_ms.to_string(),
-        ];
-        for (k, v) in ROUTE.iter().zip(values) {
-            self.cur.props.insert((*k).to_string(), Bytes::from(v));
+        let d = lateen_sdk::route::Decision {
+            cluster: d.cluster,
+            route_name: d.route_name,
+            timeout_ms: d.timeout_ms,
+            route_id: d.route_id,
+            ..Default::default()
+        };
+        for (path, value) in d.properties() {
+            self.cur.props.insert(path.join("."), Bytes::from(value));
+        }
+        // A component's decision replaces the route id too, even with none.
+        if d.route_id.is_empty() {
+            let id = lateen_sdk::route::ROUTE_ID.join(".");
+            self.cur.props.insert(id, Bytes::new());
         }
     }
 }
