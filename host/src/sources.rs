@@ -106,13 +106,7 @@ impl Sources {
                 )
                 .map(|snap| (res, snap))
             })
-            .map_err(|errors| {
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
+            .map_err(|errors| joined(&errors, "\n"))
             .and_then(|(res, mut snap)| {
                 snap.start_telemetry(Some(&current))?;
                 Ok((res, snap))
@@ -155,7 +149,7 @@ impl Sources {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let built = compile::build_with(
+        let mut snap = compile::build_with(
             &files,
             Some(&set),
             &self.rt,
@@ -163,28 +157,14 @@ impl Sources {
             version,
             Some(&current),
         )
-        .map_err(|errors| {
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .and_then(|mut snap| {
-            snap.start_telemetry(Some(&current))?;
-            Ok(snap)
-        });
-        match built {
-            Ok(snap) => {
-                *self.xds.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(set));
-                self.install(&current, snap);
-                tracing::info!("xDS configuration applied (version {version})");
-                drop(current);
-                trim();
-                Ok(version)
-            }
-            Err(e) => Err(e),
-        }
+        .map_err(|errors| joined(&errors, "; "))?;
+        snap.start_telemetry(Some(&current))?;
+        *self.xds.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(set));
+        self.install(&current, snap);
+        tracing::info!("xDS configuration applied (version {version})");
+        drop(current);
+        trim();
+        Ok(version)
     }
 
     fn install(&self, current: &Snapshot, mut snap: Snapshot) {
@@ -211,4 +191,13 @@ impl Sources {
         self.snapshots.store(Arc::new(snap));
         self.changed.send_replace(());
     }
+}
+
+/// Build errors as one text, for the log and the reload status (`\n`) or a NACK (`; `).
+fn joined(errors: &[crate::config::ConfigError], separator: &str) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(separator)
 }

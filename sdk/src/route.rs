@@ -87,6 +87,37 @@ pub const RESPONSE_FLAGS: &[&str] = &["lateen", "response_flags"];
 /// ```
 pub const ROUTE_ID: &[&str] = &["lateen", "route", "id"];
 
+/// The dotted name of a property path (`lateen.route.cluster` for [`CLUSTER`]), for hosts
+/// that key stream properties by it. The route decision's are joined once, not per call.
+///
+/// ```
+/// use lateen_sdk::route::{dotted, CLUSTER};
+/// assert_eq!(dotted(CLUSTER), "lateen.route.cluster");
+/// assert_eq!(dotted(&["a", "b"]), "a.b");
+/// ```
+pub fn dotted(path: &[&str]) -> std::borrow::Cow<'static, str> {
+    static NAMES: std::sync::OnceLock<Vec<(&'static [&'static str], String)>> =
+        std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        [
+            CLUSTER,
+            ROUTE_NAME,
+            TIMEOUT_MS,
+            RETRY,
+            MIRROR,
+            ROUTE_ID,
+            RESPONSE_FLAGS,
+        ]
+        .into_iter()
+        .map(|p| (p, p.join(".")))
+        .collect()
+    });
+    match names.iter().find(|(p, _)| *p == path) {
+        Some((_, name)) => std::borrow::Cow::Borrowed(name.as_str()),
+        None => std::borrow::Cow::Owned(path.join(".")),
+    }
+}
+
 /// Retry conditions Lateen acts on: Envoy's `retry_on` tokens, as Istio passes them (a
 /// status code is accepted too, as in `retriable-status-codes`).
 pub const RETRY_ON_TOKENS: &[&str] = &[
@@ -306,12 +337,16 @@ impl Decision {
     /// });
     /// assert_eq!(back, Ok(Some(d)));
     /// ```
-    pub fn from_properties(
-        mut get: impl FnMut(&[&str]) -> Option<Vec<u8>>,
+    pub fn from_properties<V: AsRef<[u8]>>(
+        mut get: impl FnMut(&'static [&'static str]) -> Option<V>,
     ) -> Result<Option<Decision>, DecodeError> {
         let mut text = |path: &'static [&'static str]| -> Result<Option<String>, DecodeError> {
             get(path)
-                .map(|v| String::from_utf8(v).map_err(|_| bad(path, "not UTF-8")))
+                .map(|v| {
+                    std::str::from_utf8(v.as_ref())
+                        .map(str::to_string)
+                        .map_err(|_| bad(path, "not UTF-8"))
+                })
                 .transpose()
         };
         let Some(cluster) = text(CLUSTER)? else {
@@ -406,7 +441,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(round_trip(&bare), Ok(Some(bare.clone())));
-        assert_eq!(Decision::from_properties(|_| None), Ok(None));
+        assert_eq!(Decision::from_properties(|_| None::<Vec<u8>>), Ok(None));
     }
 
     #[test]

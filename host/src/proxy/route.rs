@@ -11,7 +11,7 @@ use crate::cluster::Cluster;
 use crate::retry::RetryPolicy;
 use crate::worker::WorkerSnapshot;
 use http::Response;
-use lateen_sdk::route::Decision;
+use lateen_sdk::route::{dotted, Decision};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +44,7 @@ impl Route {
 /// snapshot does not have (or the decision does not parse).
 pub(super) fn decide(s: &mut HttpStream, ws: &WorkerSnapshot) -> Result<Route, Response<UpBody>> {
     let props = &s.state.props;
-    let decision = Decision::from_properties(|path| props.get(&path.join(".")).map(|v| v.to_vec()));
-    let decision = match decision {
+    let decision = match Decision::from_properties(|path| props.get(dotted(path).as_ref())) {
         Ok(Some(d)) => d,
         Ok(None) => {
             let (r, flag) = reply(404, "", "NR");
@@ -54,16 +53,12 @@ pub(super) fn decide(s: &mut HttpStream, ws: &WorkerSnapshot) -> Result<Route, R
         }
         Err(e) => {
             tracing::warn!("route decision refused: {e}");
-            let (r, flag) = reply(503, "route decision names an unknown cluster", "NC");
-            s.set_outcome(503, flag);
-            return Err(r);
+            return Err(no_cluster(s));
         }
     };
     let Some(cluster) = ws.snap.cluster(&decision.cluster).cloned() else {
         tracing::warn!("route decision names unknown cluster {}", decision.cluster);
-        let (r, flag) = reply(503, "route decision names an unknown cluster", "NC");
-        s.set_outcome(503, flag);
-        return Err(r);
+        return Err(no_cluster(s));
     };
     Ok(Route {
         cluster,
@@ -71,4 +66,11 @@ pub(super) fn decide(s: &mut HttpStream, ws: &WorkerSnapshot) -> Result<Route, R
         retry: RetryPolicy::of(decision.retry.as_ref()),
         mirrors: decision.mirrors,
     })
+}
+
+/// Envoy's 503 NC: no cluster to forward to.
+fn no_cluster(s: &mut HttpStream) -> Response<UpBody> {
+    let (r, flag) = reply(503, "route decision names an unknown cluster", "NC");
+    s.set_outcome(503, flag);
+    r
 }

@@ -305,7 +305,7 @@ impl route_decision::Host for HostState {
         let p = &self.cur.props;
         // The SDK's decoding, as the host's route phase reads it.
         let d = lateen_sdk::route::Decision::from_properties(|path| {
-            p.get(&path.join(".")).map(|v| v.to_vec())
+            p.get(lateen_sdk::route::dotted(path).as_ref())
         })
         .ok()??;
         Some(route_decision::Decision {
@@ -325,11 +325,12 @@ impl route_decision::Host for HostState {
             ..Default::default()
         };
         for (path, value) in d.properties() {
-            self.cur.props.insert(path.join("."), Bytes::from(value));
+            let name = lateen_sdk::route::dotted(path).into_owned();
+            self.cur.props.insert(name, Bytes::from(value));
         }
         // A component's decision replaces the route id too, even with none.
         if d.route_id.is_empty() {
-            let id = lateen_sdk::route::ROUTE_ID.join(".");
+            let id = lateen_sdk::route::dotted(lateen_sdk::route::ROUTE_ID).into_owned();
             self.cur.props.insert(id, Bytes::new());
         }
     }
