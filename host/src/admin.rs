@@ -4,7 +4,7 @@
 pub mod graph;
 mod views;
 
-use crate::snapshot::Snapshot;
+use crate::live::Live;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 /// What the admin API reads.
 #[derive(Clone)]
 pub struct AdminState {
-    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub snapshots: Arc<ArcSwap<Live>>,
     pub shared: Arc<Shared>,
     pub ready: Arc<AtomicBool>,
     pub shutdown: watch::Sender<bool>,
@@ -321,7 +321,7 @@ fn route(req: Request<Incoming>, s: &AdminState) -> Response<Full<Bytes>> {
 }
 
 // Host stats, with the gauges that are read off the snapshot brought up to date.
-fn host_samples(snap: &Snapshot) -> Vec<lateen_core::stats::Sample> {
+fn host_samples(snap: &Live) -> Vec<lateen_core::stats::Sample> {
     for c in snap.clusters.values() {
         c.stats.ejections_active.set(c.ejected_now() as i64);
     }
@@ -330,7 +330,7 @@ fn host_samples(snap: &Snapshot) -> Vec<lateen_core::stats::Sample> {
 
 /// `/stats/prometheus`: plugin metrics (Istio's standard ones among them), host stats,
 /// canary state and config reloads.
-fn prometheus(s: &AdminState, snap: &Snapshot) -> String {
+fn prometheus(s: &AdminState, snap: &Live) -> String {
     let mut out = lateen_wasm::metrics::exposition(&s.shared);
     lateen_core::stats::write_prometheus(&host_samples(snap), &mut out);
     let _ = writeln!(
@@ -339,7 +339,7 @@ fn prometheus(s: &AdminState, snap: &Snapshot) -> String {
     );
     let _ = writeln!(out, "# TYPE lateen_canary_rolled_back gauge");
     for p in &snap.plugins {
-        if let Some(c) = &p.canary {
+        if let Some(c) = p.canary.as_ref().and_then(|c| snap.rollouts.get(c)) {
             let _ = writeln!(
                 out,
                 "lateen_canary_rolled_back{{plugin=\"{}\"}} {}",
@@ -373,7 +373,7 @@ pub fn mark_start() {
 }
 
 // What `lateen proxy-status` reads: state, versions and the last reload's outcome.
-fn server_info(s: &AdminState, snap: &Snapshot) -> serde_json::Value {
+fn server_info(s: &AdminState, snap: &Live) -> serde_json::Value {
     let last_error = s.reloads.last_error.lock().ok().and_then(|e| e.clone());
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -415,7 +415,7 @@ fn query_has(req: &Request<Incoming>, key: &str, value: &str) -> bool {
 }
 
 /// The snapshot as JSON (listeners, chains, clusters, plugins).
-pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
+pub fn config_dump(snap: &Live) -> serde_json::Value {
     let listeners: Vec<_> = snap
         .listeners
         .iter()
@@ -434,17 +434,17 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                 "tcp": l.tcp,
                 "bound": l.bind,
                 "capture": l.capture.as_ref().map(|c| match c {
-                    crate::snapshot::Capture::Outbound(m) => serde_json::json!({
+                    lateen_model::Capture::Outbound(m) => serde_json::json!({
                         "kind": "outbound",
                         "services": m.services.iter().map(|s| serde_json::json!({
                             "host": s.host, "port": s.port, "addresses": s.addresses,
                             "target": match &s.target {
-                                crate::sidecar::Target::Http(l) => format!("http {l}"),
-                                crate::sidecar::Target::Tcp(c) => format!("tcp {c}"),
+                                lateen_model::sidecar::Target::Http(l) => format!("http {l}"),
+                                lateen_model::sidecar::Target::Tcp(c) => format!("tcp {c}"),
                             },
                         })).collect::<Vec<_>>(),
                     }),
-                    crate::snapshot::Capture::Inbound(p) => serde_json::json!({
+                    lateen_model::Capture::Inbound(p) => serde_json::json!({
                         "kind": "inbound",
                         "mtls": p.mode.name(),
                         "portLevelMtls": p.ports.iter().map(|(k, v)| (k.to_string(), v.name())).collect::<std::collections::BTreeMap<_, _>>(),
@@ -497,15 +497,15 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
                 "phase": format!("{:?}", p.phase),
                 "priority": p.priority,
                 "failStrategy": views::fail(p),
-                "canary": p.canary.as_ref().map(|c| serde_json::json!({
-                    "url": c.spec.url,
-                    "sha256": c.spec.module.sha256,
-                    "percent": c.percent,
-                    "windowMs": c.window_ms(),
-                    "state": if c.rolled_back.load(Ordering::Relaxed) { "rolled_back" } else { "active" },
-                    "requests": c.requests.load(Ordering::Relaxed),
-                    "traps": c.traps.load(Ordering::Relaxed),
-                    "5xx": c.five_xx.load(Ordering::Relaxed),
+                "canary": p.canary.as_ref().and_then(|c| snap.rollouts.get(c)).map(|r| serde_json::json!({
+                    "url": r.canary.spec.url,
+                    "sha256": r.canary.spec.module.sha256,
+                    "percent": r.canary.percent,
+                    "windowMs": r.window_ms(),
+                    "state": if r.rolled_back.load(Ordering::Relaxed) { "rolled_back" } else { "active" },
+                    "requests": r.requests.load(Ordering::Relaxed),
+                    "traps": r.traps.load(Ordering::Relaxed),
+                    "5xx": r.five_xx.load(Ordering::Relaxed),
                 })),
             })
         })
@@ -527,7 +527,7 @@ pub fn config_dump(snap: &Snapshot) -> serde_json::Value {
 
 /// What `lateen validate --dump` prints: `/config_dump`, and each listener's filters with
 /// the configuration their root contexts get (JSON where it is JSON, else the string).
-pub fn offline_dump(snap: &Snapshot) -> serde_json::Value {
+pub fn offline_dump(snap: &Live) -> serde_json::Value {
     let configuration = |b: &[u8]| {
         serde_json::from_slice::<serde_json::Value>(b)
             .unwrap_or_else(|_| String::from_utf8_lossy(b).into_owned().into())
@@ -558,7 +558,7 @@ pub fn offline_dump(snap: &Snapshot) -> serde_json::Value {
     })
 }
 
-fn clusters(snap: &Snapshot) -> String {
+fn clusters(snap: &Live) -> String {
     let mut names: Vec<_> = snap.clusters.keys().collect();
     names.sort();
     let mut out = String::new();

@@ -2,10 +2,10 @@
 //! trailers in chain order, the response in reverse order, then on_done/on_log/on_delete.
 //! Each worker owns its plugin instances ([`VmSlot`]), so no lock is taken to call in.
 
-use crate::scope::{Choice, RuleAction, Scope};
-use crate::snapshot::{FailStrategy, FilterSpec, PluginSpec};
 use crate::upstream::Upstream;
 use bytes::Bytes;
+use lateen_model::scope::{Choice, RuleAction, Scope};
+use lateen_model::{FailStrategy, FilterSpec, PluginSpec};
 use lateen_wasm::state::{LocalResponse, PendingCall, RemoteAction};
 use lateen_wasm::{Action, ClusterResolver, Runtime, StreamState, Vm, WasmError};
 use std::cell::{Cell, RefCell};
@@ -380,7 +380,7 @@ struct ChainFilter {
 type RootCache = RefCell<Option<Rc<RootRef>>>;
 
 struct CanaryFilter {
-    rollout: Arc<crate::snapshot::Canary>,
+    rollout: Arc<crate::rollout::Rollout>,
     slot: Rc<VmSlot>,
     root: RootCache,
     rule_roots: Vec<RootCache>,
@@ -394,7 +394,13 @@ pub struct Chain {
 }
 
 impl Chain {
-    pub fn new(specs: &[FilterSpec], slots: &HashMap<*const PluginSpec, Rc<VmSlot>>) -> Self {
+    /// The chain of `specs` over this worker's VM `slots`; canary versions count their
+    /// streams in `rollouts`.
+    pub fn new(
+        specs: &[FilterSpec],
+        slots: &HashMap<*const PluginSpec, Rc<VmSlot>>,
+        rollouts: &crate::rollout::Rollouts,
+    ) -> Self {
         Chain {
             filters: specs
                 .iter()
@@ -408,8 +414,9 @@ impl Chain {
                     let default_cache =
                         |s: &VmSlot| RefCell::new(default.as_ref().and_then(|c| s.live_root(c)));
                     let canary = f.plugin.canary.as_ref().and_then(|c| {
+                        let rollout = rollouts.get(c)?;
                         slots.get(&Arc::as_ptr(&c.spec)).map(|s| CanaryFilter {
-                            rollout: c.clone(),
+                            rollout: rollout.clone(),
                             slot: s.clone(),
                             root: default_cache(s),
                             rule_roots: rule_caches(f, s),
@@ -860,7 +867,7 @@ impl HttpStream {
         }
         self.state.response_code_details = match flags {
             "-" | "" => "via_upstream",
-            f => crate::access_log::details_for_flags(f),
+            f => lateen_model::access_log::details_for_flags(f),
         }
         .to_string();
     }

@@ -1,7 +1,10 @@
-//! Upstream clusters: endpoints and load balancing. Connection pools live per worker in
-//! [`crate::upstream`]; the state here is shared by all workers and lock-free.
+//! Running upstream clusters: a [`ClusterSpec`] from the snapshot and the state the proxy
+//! keeps for it (requests in flight, outlier ejections, the round-robin cursor, connection
+//! slots). Connection pools live per worker in [`crate::upstream`]; the state here is
+//! shared by all workers and lock-free.
 
 use lateen_core::stats::ClusterStats;
+use lateen_model::cluster::{ClusterSpec, EndpointSpec, LbPolicy, OutlierPolicy, UpstreamProtocol};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -22,24 +25,6 @@ fn sweep_after(t: u64, interval: u64) -> u64 {
     t.div_ceil(interval) * interval
 }
 
-/// DestinationRule `outlierDetection`, in force.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutlierPolicy {
-    /// Consecutive 5xx (and connection failures) before ejection; 0 = off.
-    pub consecutive_5xx: u32,
-    /// Consecutive 502/503/504 (and connection failures) before ejection; 0 = off.
-    pub consecutive_gateway: u32,
-    /// With `splitExternalLocalOriginErrors`: consecutive connect failures, resets and
-    /// timeouts before ejection (they then no longer count as 5xx); 0 = not split.
-    pub consecutive_local_origin: u32,
-    pub base_ejection_ms: u64,
-    /// Envoy returns ejected hosts at its analysis sweeps, every `interval`.
-    pub interval_ms: u64,
-    pub max_ejection_percent: u32,
-    /// Below this share of healthy hosts, ejections are ignored (Envoy's panic threshold).
-    pub min_health_percent: u32,
-}
-
 /// How a try with an endpoint went, for outlier detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
@@ -48,161 +33,6 @@ pub enum Report {
     /// Connection failure, reset or timeout (counted as a 5xx/gateway error, as Envoy does
     /// unless local-origin errors are split).
     LocalFailure,
-}
-
-/// Load-balancing policy (DestinationRule `loadBalancer.simple`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LbPolicy {
-    RoundRobin,
-    LeastRequest,
-    Random,
-}
-
-impl LbPolicy {
-    /// Parses Istio's names; `UNSPECIFIED` is round robin, as in Istio.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "ROUND_ROBIN" | "UNSPECIFIED" | "" => LbPolicy::RoundRobin,
-            "LEAST_REQUEST" | "LEAST_CONN" => LbPolicy::LeastRequest,
-            "RANDOM" => LbPolicy::Random,
-            _ => return None,
-        })
-    }
-}
-
-/// What a consistent-hash policy hashes (DestinationRule `consistentHash`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    Header(String),
-    /// A cookie; with a ttl, the proxy generates it when absent.
-    Cookie {
-        name: String,
-        path: Option<String>,
-        ttl_s: Option<u64>,
-    },
-    SourceIp,
-    QueryParam(String),
-}
-
-/// A consistent-hash policy and its lookup table.
-#[derive(Debug, PartialEq, Eq)]
-pub struct HashPolicy {
-    pub key: HashKey,
-    table: HashTable,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum HashTable {
-    /// Ketama-style ring: (point, endpoint) sorted by point.
-    Ring(Vec<(u64, usize)>),
-    /// Maglev lookup table (prime size).
-    Maglev(Vec<usize>),
-}
-
-/// Hashes a key the way the lookup tables expect (xxHash64, as Envoy).
-pub fn hash_key(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh64::xxh64(bytes, 0)
-}
-
-impl HashPolicy {
-    /// A ring with at least `min_ring` points, shared out by endpoint weight.
-    pub fn ring(key: HashKey, endpoints: &[Endpoint], min_ring: usize) -> Self {
-        let total: u64 = endpoints
-            .iter()
-            .map(|e| u64::from(e.weight))
-            .sum::<u64>()
-            .max(1);
-        let mut ring = Vec::new();
-        for (i, e) in endpoints.iter().enumerate() {
-            let points = (min_ring as u64 * u64::from(e.weight))
-                .div_ceil(total)
-                .max(1);
-            for j in 0..points {
-                ring.push((hash_key(format!("{}_{j}", e.authority).as_bytes()), i));
-            }
-        }
-        ring.sort_unstable();
-        HashPolicy {
-            key,
-            table: HashTable::Ring(ring),
-        }
-    }
-
-    /// A Maglev table of `size` entries (rounded up to a prime, as Envoy requires one).
-    pub fn maglev(key: HashKey, endpoints: &[Endpoint], size: usize) -> Self {
-        let m = next_prime(size.max(endpoints.len().max(1) * 100).max(7));
-        let n = endpoints.len();
-        let mut table = vec![usize::MAX; m];
-        if n > 0 {
-            let perms: Vec<(usize, usize)> = endpoints
-                .iter()
-                .map(|e| {
-                    let offset = hash_key(e.authority.as_bytes()) as usize % m;
-                    let skip =
-                        xxhash_rust::xxh64::xxh64(e.authority.as_bytes(), 1) as usize % (m - 1) + 1;
-                    (offset, skip)
-                })
-                .collect();
-            let mut next = vec![0usize; n];
-            let mut filled = 0;
-            'fill: loop {
-                for i in 0..n {
-                    // Weighted: an endpoint takes `weight` turns per round.
-                    for _ in 0..endpoints[i].weight.max(1) {
-                        let (offset, skip) = perms[i];
-                        let mut c = (offset + next[i] * skip) % m;
-                        while table[c] != usize::MAX {
-                            next[i] += 1;
-                            c = (offset + next[i] * skip) % m;
-                        }
-                        table[c] = i;
-                        next[i] += 1;
-                        filled += 1;
-                        if filled == m {
-                            break 'fill;
-                        }
-                    }
-                }
-            }
-        }
-        HashPolicy {
-            key,
-            table: HashTable::Maglev(table),
-        }
-    }
-
-    /// The endpoint index for a hash, then the following ones (for skipping ejected hosts).
-    fn candidates(&self, h: u64, n: usize) -> impl Iterator<Item = usize> + '_ {
-        let (start, len) = match &self.table {
-            HashTable::Ring(r) => (r.partition_point(|(p, _)| *p < h), r.len()),
-            HashTable::Maglev(t) => ((h % t.len().max(1) as u64) as usize, t.len()),
-        };
-        (0..len.min(n * 64).max(1)).filter_map(move |k| match &self.table {
-            HashTable::Ring(r) => r.get((start + k) % r.len().max(1)).map(|(_, i)| *i),
-            HashTable::Maglev(t) => t.get((start + k) % t.len().max(1)).copied(),
-        })
-    }
-}
-
-fn next_prime(mut n: usize) -> usize {
-    let is_prime = |n: usize| {
-        n >= 2
-            && (2..)
-                .take_while(|d| d * d <= n)
-                .all(|d| !n.is_multiple_of(d))
-    };
-    while !is_prime(n) {
-        n += 1;
-    }
-    n
-}
-
-/// HTTP version spoken to the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UpstreamProtocol {
-    Http1,
-    /// HTTP/2 with prior knowledge (h2c).
-    Http2,
 }
 
 /// One upstream endpoint.
@@ -223,11 +53,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(authority: String, labels: BTreeMap<String, String>, weight: u32) -> Self {
+    fn new(spec: &EndpointSpec) -> Self {
         Endpoint {
-            authority,
-            labels,
-            weight: weight.max(1),
+            authority: spec.authority.clone(),
+            labels: spec.labels.clone(),
+            weight: spec.weight.max(1),
             active: AtomicUsize::new(0),
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway: AtomicU32::new(0),
@@ -248,30 +78,30 @@ impl Endpoint {
     }
 }
 
-/// A cluster: `outbound|PORT|SUBSET|HOST`.
+/// A running cluster: its spec (reached through `Deref`: `cluster.lb`, `cluster.conn`) and
+/// the state shared by every worker.
 #[derive(Debug)]
 pub struct Cluster {
-    pub name: String,
+    pub spec: Arc<ClusterSpec>,
+    /// The spec's endpoints, each with its state (shadows `spec.endpoints`).
     pub endpoints: Vec<Endpoint>,
-    pub lb: LbPolicy,
-    pub protocol: UpstreamProtocol,
     /// Weighted round-robin schedule: endpoint indexes repeated by weight.
     schedule: Vec<usize>,
     cursor: AtomicUsize,
-    /// Circuit breaker: most requests in flight (connectionPool), `None` = unlimited.
-    pub max_requests: Option<u64>,
     /// Requests in flight across all endpoints.
     pub in_flight: AtomicUsize,
-    pub outlier: Option<OutlierPolicy>,
-    pub hash: Option<HashPolicy>,
-    /// Connection settings (connectionPool `tcp.connectTimeout`, `http.idleTimeout`).
-    pub conn: ConnSettings,
     /// HTTP/1.1 connections in use, bounded by `tcp.maxConnections`; made on first use.
     slots: OnceLock<tokio::sync::Semaphore>,
     /// Envoy's `cluster.NAME.*` stats, kept across snapshots.
     pub stats: Arc<ClusterStats>,
-    /// Upstream TLS (DestinationRule `trafficPolicy.tls`); `None`: plain TCP.
-    pub tls: Option<Arc<lateen_core::tls::client::UpstreamTls>>,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = ClusterSpec;
+
+    fn deref(&self) -> &ClusterSpec {
+        &self.spec
+    }
 }
 
 impl lateen_wasm::UpstreamCluster for Cluster {
@@ -288,24 +118,6 @@ impl lateen_wasm::UpstreamCluster for Cluster {
     }
 }
 
-/// How connections to a cluster are made and kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnSettings {
-    pub protocol: UpstreamProtocol,
-    /// Istio's default connectTimeout is 10 s.
-    pub connect_timeout_ms: u64,
-    /// Idle keep-alive connections are closed after this (Envoy's default: 1 h).
-    pub idle_timeout_ms: u64,
-    /// A forwarded TCP connection with no byte either way for this long is closed
-    /// (`tcp.idleTimeout`; Envoy's tcp_proxy default: 1 h).
-    pub tcp_idle_timeout_ms: u64,
-    /// `http.maxRequestsPerConnection`: a connection is retired after this many
-    /// requests; 0 = unlimited.
-    pub max_requests_per_connection: u32,
-    /// `tcp.maxConnections` (HTTP/1.1: connections in use at once); 0 = unlimited.
-    pub max_connections: u32,
-}
-
 /// A request admitted by the circuit breaker; releases its slot when dropped.
 pub struct Admitted<'a>(&'a Cluster);
 
@@ -316,32 +128,16 @@ impl Drop for Admitted<'_> {
 }
 
 impl Cluster {
-    /// Whether `other` is configured exactly as this cluster (endpoints, load balancing,
-    /// limits, outlier detection, hashing, connections, TLS). A reload keeps the running
-    /// cluster then, with its state: outlier ejections, requests in flight, the
+    /// Whether `spec` configures this cluster exactly as it runs now. A reload keeps the
+    /// running cluster then, with its state: outlier ejections, requests in flight, the
     /// round-robin cursor and connection slots, as Envoy keeps an unchanged cluster.
-    pub fn same_config(&self, other: &Cluster) -> bool {
-        let endpoints = self.endpoints.len() == other.endpoints.len()
-            && self.endpoints.iter().zip(&other.endpoints).all(|(a, b)| {
-                a.authority == b.authority && a.labels == b.labels && a.weight == b.weight
-            });
-        self.name == other.name
-            && endpoints
-            && self.lb == other.lb
-            && self.protocol == other.protocol
-            && self.max_requests == other.max_requests
-            && self.outlier == other.outlier
-            && self.hash == other.hash
-            && self.conn == other.conn
-            && self.tls.as_ref().map(|t| t.id) == other.tls.as_ref().map(|t| t.id)
+    pub fn same_config(&self, spec: &ClusterSpec) -> bool {
+        *self.spec == *spec
     }
 
-    pub fn new(
-        name: String,
-        endpoints: Vec<Endpoint>,
-        lb: LbPolicy,
-        protocol: UpstreamProtocol,
-    ) -> Self {
+    /// The running cluster for a spec, with fresh state (its stats are kept by name).
+    pub fn new(spec: Arc<ClusterSpec>) -> Self {
+        let endpoints: Vec<Endpoint> = spec.endpoints.iter().map(Endpoint::new).collect();
         let g = endpoints.iter().fold(0, |g, e| gcd(g, e.weight));
         let mut schedule = Vec::new();
         // Interleave so that consecutive picks spread over endpoints.
@@ -355,27 +151,13 @@ impl Cluster {
             }
         }
         Cluster {
+            stats: lateen_core::stats::store().cluster(&spec.name),
+            spec,
             endpoints,
-            lb,
-            protocol,
             schedule,
             cursor: AtomicUsize::new(0),
-            max_requests: None,
             in_flight: AtomicUsize::new(0),
-            outlier: None,
-            hash: None,
-            conn: ConnSettings {
-                protocol,
-                connect_timeout_ms: 10_000,
-                idle_timeout_ms: 3_600_000,
-                tcp_idle_timeout_ms: 3_600_000,
-                max_requests_per_connection: 0,
-                max_connections: 0,
-            },
             slots: OnceLock::new(),
-            stats: lateen_core::stats::store().cluster(&name),
-            tls: None,
-            name,
         }
     }
 
@@ -571,14 +353,19 @@ fn gcd(a: u32, b: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lateen_model::cluster::{hash_key, HashKey, HashPolicy};
 
-    fn cluster(lb: LbPolicy, weights: &[u32]) -> Cluster {
+    fn spec(lb: LbPolicy, weights: &[u32]) -> ClusterSpec {
         let eps = weights
             .iter()
             .enumerate()
-            .map(|(i, w)| Endpoint::new(format!("10.0.0.{i}:80"), BTreeMap::new(), *w))
+            .map(|(i, w)| EndpointSpec::new(format!("10.0.0.{i}:80"), BTreeMap::new(), *w))
             .collect();
-        Cluster::new("c".into(), eps, lb, UpstreamProtocol::Http1)
+        ClusterSpec::new("c".into(), eps, lb, UpstreamProtocol::Http1)
+    }
+
+    fn cluster(lb: LbPolicy, weights: &[u32]) -> Cluster {
+        Cluster::new(Arc::new(spec(lb, weights)))
     }
 
     #[test]
@@ -594,8 +381,8 @@ mod tests {
 
     #[test]
     fn outliers_are_ejected_and_the_breaker_overflows() {
-        let mut c = cluster(LbPolicy::RoundRobin, &[1, 1]);
-        c.outlier = Some(OutlierPolicy {
+        let mut s = spec(LbPolicy::RoundRobin, &[1, 1]);
+        s.outlier = Some(OutlierPolicy {
             consecutive_5xx: 2,
             consecutive_gateway: 0,
             consecutive_local_origin: 0,
@@ -604,7 +391,8 @@ mod tests {
             max_ejection_percent: 100,
             min_health_percent: 0,
         });
-        c.max_requests = Some(1);
+        s.max_requests = Some(1);
+        let c = Cluster::new(Arc::new(s));
         let bad = &c.endpoints[1];
         c.report(bad, Report::Status(500));
         assert!(!bad.ejected(now_ms()));
@@ -629,7 +417,7 @@ mod tests {
         assert_eq!(sweep_after(15_000, 5_000), 15_000);
         assert_eq!(sweep_after(7, 0), 7);
 
-        let mut c = cluster(LbPolicy::RoundRobin, &[1, 1, 1, 1]);
+        let mut s = spec(LbPolicy::RoundRobin, &[1, 1, 1, 1]);
         let policy = OutlierPolicy {
             consecutive_5xx: 2,
             consecutive_gateway: 0,
@@ -639,7 +427,8 @@ mod tests {
             max_ejection_percent: 100,
             min_health_percent: 60,
         };
-        c.outlier = Some(policy);
+        s.outlier = Some(policy);
+        let c = Cluster::new(Arc::new(s));
         let e = &c.endpoints[0];
         // Split: local failures count apart from 5xx and need 3 in a row.
         c.report(e, Report::LocalFailure);
@@ -667,8 +456,9 @@ mod tests {
     #[test]
     fn consistent_hash_is_stable_and_spreads() {
         for build in [HashPolicy::ring, HashPolicy::maglev] {
-            let mut c = cluster(LbPolicy::RoundRobin, &[1, 1, 1]);
-            c.hash = Some(build(HashKey::SourceIp, &c.endpoints, 1024));
+            let mut s = spec(LbPolicy::RoundRobin, &[1, 1, 1]);
+            s.hash = Some(build(HashKey::SourceIp, &s.endpoints, 1024));
+            let c = Cluster::new(Arc::new(s));
             let mut seen = std::collections::HashSet::new();
             for user in 0..60 {
                 let h = hash_key(format!("user-{user}").as_bytes());

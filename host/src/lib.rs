@@ -2,7 +2,7 @@
 //!
 //! Data flow: `listener` (accept, codec) → `chain` (drives the wasm filters of a stream) →
 //! route decision → `cluster` (endpoints, load balancing, upstream pools). `config` turns
-//! Istio YAML into an immutable [`snapshot::Snapshot`]; `wasm` is the proxy-wasm runtime.
+//! Istio YAML into an immutable [`lateen_model::Snapshot`], which runs as a [`live::Live`].
 
 pub mod access_log;
 pub mod admin;
@@ -17,12 +17,12 @@ pub mod inject;
 pub mod inspect;
 pub mod iptables;
 pub mod listener;
+pub mod live;
 pub mod proxy;
 pub mod retry;
+pub mod rollout;
 pub mod scaffold;
-pub mod scope;
 pub mod sidecar;
-pub mod snapshot;
 pub mod sources;
 pub mod tcp;
 pub mod trace;

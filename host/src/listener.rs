@@ -61,10 +61,10 @@ pub async fn serve(
         (ws.snap.limits, tls, l.is_some_and(|l| l.tcp), capture)
     };
     match capture {
-        Some(crate::snapshot::Capture::Outbound(map)) => {
+        Some(lateen_model::Capture::Outbound(map)) => {
             return Box::pin(crate::sidecar::outbound(tcp, conn, ctx, stop, map)).await;
         }
-        Some(crate::snapshot::Capture::Inbound(policy)) => {
+        Some(lateen_model::Capture::Inbound(policy)) => {
             return Box::pin(crate::sidecar::inbound(tcp, conn, policy)).await;
         }
         None => {}
@@ -85,7 +85,7 @@ pub async fn serve_plain_http(
     mut conn: ConnInfo,
     ctx: Rc<WorkerCtx>,
     stop: watch::Receiver<bool>,
-    limits: crate::snapshot::Limits,
+    limits: lateen_model::Limits,
 ) -> Result<(), hyper::Error> {
     // A client that never finishes its preface is cut off like one that never finishes
     // its headers.
@@ -135,7 +135,7 @@ async fn serve_tls(
     ctx: Rc<WorkerCtx>,
     stop: watch::Receiver<bool>,
     tls: Arc<ListenerTls>,
-    limits: crate::snapshot::Limits,
+    limits: lateen_model::Limits,
 ) -> Result<(), hyper::Error> {
     let deadline = limits.request_headers_timeout;
     let stats = conn.stats.clone();
@@ -202,7 +202,7 @@ async fn passthrough(tcp: TcpStream, sni: Option<String>, conn: &ConnInfo, ctx: 
         let ws = ctx.snapshot();
         ws.snap
             .listener(&conn.listener)
-            .and_then(|l| crate::tcp::select(&l.sni_routes, sni.as_deref()?))
+            .and_then(|l| lateen_model::listener::select(&l.sni_routes, sni.as_deref()?))
             .and_then(|r| r.pick(ctx.random()))
             .and_then(|c| ws.snap.cluster(c))
             .cloned()
@@ -220,7 +220,7 @@ async fn tcp_proxy(tcp: TcpStream, conn: &ConnInfo, ctx: &WorkerCtx) {
         let ws = ctx.snapshot();
         ws.snap
             .listener(&conn.listener)
-            .and_then(|l| crate::tcp::select_tcp(&l.tcp_routes, conn.local.ip()))
+            .and_then(|l| lateen_model::listener::select_tcp(&l.tcp_routes, conn.local.ip()))
             .and_then(|r| r.pick(ctx.random()))
             .and_then(|c| ws.snap.cluster(c))
             .cloned()
@@ -254,7 +254,7 @@ async fn serve_h1<I>(
     conn: Rc<ConnInfo>,
     ctx: Rc<WorkerCtx>,
     stop: watch::Receiver<bool>,
-    limits: crate::snapshot::Limits,
+    limits: lateen_model::Limits,
 ) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -278,7 +278,7 @@ async fn serve_h2<I>(
     conn: Rc<ConnInfo>,
     ctx: Rc<WorkerCtx>,
     stop: watch::Receiver<bool>,
-    limits: crate::snapshot::Limits,
+    limits: lateen_model::Limits,
 ) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,

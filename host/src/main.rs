@@ -5,8 +5,9 @@ use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use lateen::admin::{self, AdminState, Surface};
 use lateen::config::compile::{self, BuildOptions};
-use lateen::snapshot::Snapshot;
+use lateen::live::Live;
 use lateen::worker::{self, BoundListener};
+use lateen_model::Snapshot;
 use lateen_wasm::{Runtime, RuntimeOptions};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -492,11 +493,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                     env: Vec::new(),
                     vm_configuration: Default::default(),
                 });
-                let resolver = lateen::snapshot::Snapshot::resolver(
-                    &Default::default(),
-                    Default::default(),
-                    None,
-                );
+                let resolver = lateen_model::names(&Default::default(), Default::default());
                 lateen_wasm::Vm::new(&rt, &m, identity, resolver)
                     .with_context(|| format!("instantiating {}", f.display()))?;
                 println!(
@@ -723,7 +720,7 @@ fn validate(config: &Path, dump: bool, common: &Common) -> Result<()> {
     if dump {
         println!(
             "{}",
-            serde_json::to_string_pretty(&admin::offline_dump(&snap))?
+            serde_json::to_string_pretty(&admin::offline_dump(&Live::offline(snap)))?
         );
         return Ok(());
     }
@@ -764,10 +761,10 @@ fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<()> 
     lateen::sources::set_trim(|| unsafe { libmimalloc_sys::mi_collect(true) });
     let files = compile::load(&args.config).map_err(report)?;
     let xds_client = lateen::config::xds::client_config(&files).map_err(|e| report(vec![e]))?;
-    let mut snap = built_snapshot(&files, &rt, &opts, 1)?;
-    snap.start_telemetry(None)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
-    let snapshots = Arc::new(ArcSwap::from_pointee(snap));
+    let snap = built_snapshot(&files, &rt, &opts, 1)?;
+    let (live, _) =
+        Live::install(snap, None).map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    let snapshots = Arc::new(ArcSwap::from_pointee(live));
     let reloads = Arc::new(lateen::sources::ReloadStatus::default());
     let sources = Arc::new(lateen::sources::Sources::new(
         args.config.clone(),

@@ -4,11 +4,11 @@
 //! nothing.
 
 use crate::config::compile::{self, BuildOptions, Resources};
-use crate::config::xds::XdsSet;
-use crate::snapshot::Snapshot;
+use crate::live::Live;
 use arc_swap::ArcSwap;
+use lateen_model::diff::{summary, Diff};
+use lateen_model::xds::XdsSet;
 use lateen_wasm::Runtime;
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,7 +41,7 @@ pub fn trim() {
 /// The sources and the snapshot they build.
 pub struct Sources {
     pub config: PathBuf,
-    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub snapshots: Arc<ArcSwap<Live>>,
     pub rt: Arc<Runtime>,
     pub opts: BuildOptions,
     pub status: Arc<ReloadStatus>,
@@ -59,7 +59,7 @@ impl Sources {
     /// `files` are the resources the running snapshot was built from.
     pub fn new(
         config: PathBuf,
-        snapshots: Arc<ArcSwap<Snapshot>>,
+        snapshots: Arc<ArcSwap<Live>>,
         rt: Arc<Runtime>,
         opts: BuildOptions,
         status: Arc<ReloadStatus>,
@@ -102,19 +102,16 @@ impl Sources {
                     &self.rt,
                     &self.opts,
                     version,
-                    Some(&current),
+                    Some(&current.config),
                 )
                 .map(|snap| (res, snap))
             })
             .map_err(|errors| joined(&errors, "\n"))
-            .and_then(|(res, mut snap)| {
-                snap.start_telemetry(Some(&current))?;
-                Ok((res, snap))
-            });
+            .and_then(|(res, snap)| Ok((res, Live::install(snap, Some(&current))?)));
         match built {
-            Ok((res, snap)) => {
+            Ok((res, live)) => {
                 *self.files.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(res);
-                self.install(&current, snap);
+                self.install(live);
                 self.status.success.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut e) = self.status.last_error.lock() {
                     *e = None;
@@ -149,46 +146,40 @@ impl Sources {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut snap = compile::build_with(
+        let snap = compile::build_with(
             &files,
             Some(&set),
             &self.rt,
             &self.opts,
             version,
-            Some(&current),
+            Some(&current.config),
         )
         .map_err(|errors| joined(&errors, "; "))?;
-        snap.start_telemetry(Some(&current))?;
+        let live = Live::install(snap, Some(&current))?;
         *self.xds.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(set));
-        self.install(&current, snap);
+        self.install(live);
         tracing::info!("xDS configuration applied (version {version})");
         drop(current);
         trim();
         Ok(version)
     }
 
-    fn install(&self, current: &Snapshot, mut snap: Snapshot) {
-        let kept = snap.keep_unchanged_clusters(current);
-        tracing::debug!("{kept} unchanged cluster(s) keep their state");
-        let bound = |s: &Snapshot| -> BTreeSet<_> {
-            s.listeners
-                .iter()
-                .filter(|l| l.bind)
-                .map(|l| l.addr)
-                .collect()
-        };
-        let (old, new) = (bound(current), bound(&snap));
-        if old != new {
+    fn install(&self, (live, diff): (Live, Diff)) {
+        tracing::debug!(
+            "{} unchanged cluster(s) keep their state",
+            diff.clusters.unchanged.len()
+        );
+        if !diff.listeners.is_empty() {
             // Each worker follows: it binds the new listeners and closes the removed ones.
-            tracing::info!("listeners change: {old:?} -> {new:?}");
+            tracing::info!("listeners change: {}", summary(&diff.listeners));
         }
-        for w in &snap.warnings {
+        for w in &live.warnings {
             tracing::warn!("{w}");
         }
-        for e in &snap.rule_errors {
+        for e in &live.rule_errors {
             tracing::error!("rule refused, it keeps its last good configuration: {e}");
         }
-        self.snapshots.store(Arc::new(snap));
+        self.snapshots.store(Arc::new(live));
         self.changed.send_replace(());
     }
 }

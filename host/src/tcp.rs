@@ -4,83 +4,13 @@
 //! ends when either side closes, or after the cluster's idle timeout without a byte.
 
 use crate::cluster::Cluster;
-use lateen_core::tls::server::host_match;
 use std::cell::Cell;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-
-/// A VirtualService `tls` route on one listener: the SNI names it takes and its weighted
-/// clusters.
-#[derive(Debug, Clone)]
-pub struct SniRoute {
-    /// Where it came from (`ns/name#index`), for logs and the admin API.
-    pub name: String,
-    pub sni_hosts: Vec<String>,
-    /// `outbound|PORT|SUBSET|HOST` and weight.
-    pub destinations: Vec<(String, u32)>,
-}
-
-/// The first route with a matching SNI host (Istio: first match wins).
-pub fn select<'a>(routes: &'a [SniRoute], sni: &str) -> Option<&'a SniRoute> {
-    routes
-        .iter()
-        .find(|r| r.sni_hosts.iter().any(|h| host_match(h, sni).is_some()))
-}
-
-impl SniRoute {
-    /// A destination cluster by relative weight.
-    pub fn pick(&self, random: u64) -> Option<&str> {
-        pick(&self.destinations, random)
-    }
-}
-
-/// A VirtualService `tcp` route on one listener (its `port` and `gateways` matched when
-/// the config was built).
-#[derive(Debug, Clone)]
-pub struct TcpRoute {
-    pub name: String,
-    /// `destinationSubnets` of its matches, any of which must hold the address the
-    /// connection came to; empty: any address.
-    pub destination_subnets: Vec<String>,
-    pub destinations: Vec<(String, u32)>,
-}
-
-impl TcpRoute {
-    pub fn pick(&self, random: u64) -> Option<&str> {
-        pick(&self.destinations, random)
-    }
-}
-
-/// The first `tcp` route that takes a connection to `local` (Istio: first match wins).
-pub fn select_tcp(routes: &[TcpRoute], local: IpAddr) -> Option<&TcpRoute> {
-    routes.iter().find(|r| {
-        r.destination_subnets.is_empty()
-            || r.destination_subnets
-                .iter()
-                .any(|s| lateen_authz::config::cidr_contains(s, local))
-    })
-}
-
-/// A destination cluster by relative weight; with all weights 0, the first.
-fn pick(destinations: &[(String, u32)], random: u64) -> Option<&str> {
-    let total: u64 = destinations.iter().map(|(_, w)| u64::from(*w)).sum();
-    if total == 0 {
-        return destinations.first().map(|(c, _)| c.as_str());
-    }
-    let mut r = random % total;
-    for (c, w) in destinations {
-        if r < u64::from(*w) {
-            return Some(c);
-        }
-        r -= u64::from(*w);
-    }
-    None
-}
 
 /// Why a forwarded connection ended badly (logged; the client sees a closed connection,
 /// as with Envoy's tcp_proxy).
@@ -275,53 +205,4 @@ async fn connect_tcp(cluster: &Cluster, random: u64) -> Result<TcpStream, Forwar
     cluster.stats.cx_total.inc();
     let _ = up.set_nodelay(true);
     Ok(up)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_matching_route_and_weights() {
-        let routes = vec![
-            SniRoute {
-                name: "a".into(),
-                sni_hosts: vec!["api.example.com".into()],
-                destinations: vec![("one".into(), 90), ("two".into(), 10)],
-            },
-            SniRoute {
-                name: "b".into(),
-                sni_hosts: vec!["*.example.com".into()],
-                destinations: vec![("three".into(), 0)],
-            },
-        ];
-        assert_eq!(select(&routes, "api.example.com").unwrap().name, "a");
-        assert_eq!(select(&routes, "www.example.com").unwrap().name, "b");
-        assert!(select(&routes, "other.test").is_none());
-        let a = &routes[0];
-        let picks: Vec<_> = (0..100).map(|r| a.pick(r).unwrap()).collect();
-        assert_eq!(picks.iter().filter(|c| **c == "one").count(), 90);
-        assert_eq!(routes[1].pick(7), Some("three"));
-    }
-
-    #[test]
-    fn tcp_routes_by_destination_subnet() {
-        let route = |name: &str, subnets: &[&str]| TcpRoute {
-            name: name.into(),
-            destination_subnets: subnets.iter().map(|s| s.to_string()).collect(),
-            destinations: vec![(name.into(), 1)],
-        };
-        let routes = vec![
-            route("private", &["10.0.0.0/8", "192.168.1.7"]),
-            route("any", &[]),
-        ];
-        let at = |ip: &str| select_tcp(&routes, ip.parse().unwrap()).map(|r| r.name.as_str());
-        assert_eq!(at("10.1.2.3"), Some("private"));
-        assert_eq!(at("192.168.1.7"), Some("private"));
-        assert_eq!(at("127.0.0.1"), Some("any"));
-        assert_eq!(
-            select_tcp(&routes[..1], "127.0.0.1".parse().unwrap()).map(|r| &r.name),
-            None
-        );
-    }
 }

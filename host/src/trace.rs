@@ -6,6 +6,7 @@
 //! that a chain of proxies and apps shares one trace whichever headers each one reads.
 
 use bytes::Bytes;
+use lateen_model::TracingSpec;
 use lateen_wasm::state::StreamState;
 use lateen_wasm::HeaderList;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -154,18 +155,6 @@ const QUEUE: usize = 8192;
 /// A batch leaves when it has this many spans, or after `LINGER`.
 const BATCH: usize = 512;
 const LINGER: Duration = Duration::from_millis(200);
-
-/// What the config asks for (Bootstrap `telemetry.tracing`): plain data. The runtime
-/// starts the exporter ([`Tracer::start`]) when it installs a snapshot, and keeps it
-/// across reloads that leave this unchanged; `lateen validate` starts nothing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TracingSpec {
-    /// Percentage of new traces sampled (Istio's `tracing.sampling`).
-    pub sampling: f64,
-    pub service: String,
-    /// The OTLP/HTTP endpoint spans are exported to.
-    pub endpoint: String,
-}
 
 /// The running tracer: its settings and its exporter thread.
 pub struct Tracer {

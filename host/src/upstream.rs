@@ -2,15 +2,16 @@
 //! of `proxy_http_call`.
 
 use crate::body::{BoxError, UpBody};
-use crate::cluster::{Cluster, ConnSettings, UpstreamProtocol};
+use crate::cluster::Cluster;
 use crate::connector::{Connector, PerConnectionLimit};
-use crate::snapshot::Snapshot;
+use crate::live::Live;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use lateen_model::cluster::{ConnSettings, UpstreamProtocol};
 use lateen_wasm::state::{CallResponse, PendingCall};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ pub struct Upstream {
     /// Pools by cluster (stats id) and settings: Envoy keeps one pool per cluster, and
     /// the connector counts the cluster's connections.
     clients: std::cell::RefCell<std::collections::HashMap<PoolKey, Client<Connector, UpBody>>>,
-    snapshots: Arc<ArcSwap<Snapshot>>,
+    snapshots: Arc<ArcSwap<Live>>,
     /// This worker's Redis connection (url, connection), made on first use.
     redis: tokio::sync::Mutex<Option<(String, redis::aio::ConnectionManager)>>,
 }
@@ -88,7 +89,7 @@ return {allowed, tokens, last + interval - now}
 ";
 
 impl Upstream {
-    pub fn new(snapshots: Arc<ArcSwap<Snapshot>>) -> Self {
+    pub fn new(snapshots: Arc<ArcSwap<Live>>) -> Self {
         Upstream {
             clients: Default::default(),
             snapshots,

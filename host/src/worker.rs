@@ -2,10 +2,12 @@
 //! sockets (SO_REUSEPORT) and its own plugin instances, as in Envoy.
 
 use crate::chain::{Chain, RootRef, VmSlot};
+use crate::live::{CurrentResolver, Live};
 use crate::proxy::ConnInfo;
-use crate::snapshot::{CurrentResolver, PluginSpec, Snapshot};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
+use lateen_model::diff::{vm_key, with_canaries, VmKey};
+use lateen_model::PluginSpec;
 use lateen_wasm::{ClusterResolver, Runtime};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -17,7 +19,7 @@ use tokio::sync::watch;
 
 /// A snapshot as one worker runs it: its chains and plugin instances.
 pub struct WorkerSnapshot {
-    pub snap: Arc<Snapshot>,
+    pub snap: Arc<Live>,
     chains: HashMap<String, Rc<Chain>>,
     empty: Rc<Chain>,
     /// Every plugin's instances, for the next snapshot to keep what did not change.
@@ -42,7 +44,7 @@ impl WorkerSnapshot {
 
 /// Per-worker state shared by its connections.
 pub struct WorkerCtx {
-    snapshots: Arc<ArcSwap<Snapshot>>,
+    snapshots: Arc<ArcSwap<Live>>,
     current: RefCell<Option<Rc<WorkerSnapshot>>>,
     rt: Arc<Runtime>,
     /// What every plugin instance resolves `http_call` upstreams with.
@@ -67,28 +69,28 @@ impl WorkerCtx {
             }
         }
         let snap = arc_swap::Guard::into_inner(snap);
-        let mut kept: Vec<Rc<VmSlot>> = self
-            .current
-            .borrow()
-            .as_ref()
-            .map(|c| c.slots.clone())
-            .unwrap_or_default();
+        // The VMs the diff finds unchanged carry over; the rest are made anew.
+        let mut kept: HashMap<VmKey, Rc<VmSlot>> = match &*self.current.borrow() {
+            Some(cur) => {
+                let diff = lateen_model::diff::diff(&cur.snap.config, &snap.config);
+                cur.slots
+                    .iter()
+                    .map(|s| (vm_key(&s.spec), s.clone()))
+                    .filter(|(k, _)| diff.plugins.is_unchanged(k))
+                    .collect()
+            }
+            None => HashMap::new(),
+        };
         let mut slots: HashMap<*const PluginSpec, Rc<VmSlot>> = HashMap::new();
-        let canaries: Vec<_> = snap
-            .plugins
-            .iter()
-            .filter_map(|p| p.canary.as_ref().map(|c| c.spec.clone()))
-            .collect();
-        for p in snap.plugins.iter().chain(canaries.iter()) {
-            let slot = match kept.iter().position(|s| same_vm(&s.spec, p)) {
-                Some(i) => kept.swap_remove(i),
-                None => VmSlot::new(
+        for p in with_canaries(&snap.config) {
+            let slot = kept.remove(&vm_key(p)).unwrap_or_else(|| {
+                VmSlot::new(
                     p.clone(),
                     self.rt.clone(),
                     self.resolver.clone(),
                     Rc::downgrade(&self.upstream),
-                ),
-            };
+                )
+            });
             slots.insert(Arc::as_ptr(p), slot);
         }
         // Dropped with the old snapshot: plugins no longer in the config.
@@ -97,14 +99,15 @@ impl WorkerCtx {
             .listeners
             .iter()
             .map(|l| {
-                let chain = Chain::new(&l.filters, &slots).with_path(l.path);
+                let chain = Chain::new(&l.filters, &slots, &snap.rollouts).with_path(l.path);
                 (l.name.clone(), Rc::new(chain))
             })
             .collect();
+        let empty = Rc::new(Chain::new(&[], &slots, &snap.rollouts));
         let ws = Rc::new(WorkerSnapshot {
             snap,
             chains,
-            empty: Rc::new(Chain::new(&[], &slots)),
+            empty,
             slots: slots.into_values().collect(),
         });
         *self.current.borrow_mut() = Some(ws.clone());
@@ -120,16 +123,6 @@ impl WorkerCtx {
         self.rng.set(x);
         x
     }
-}
-
-// Whether an instance of `old` can serve `new`: everything a VM is made from or acts on
-// outside its configuration is the same.
-fn same_vm(old: &PluginSpec, new: &PluginSpec) -> bool {
-    old.name == new.name
-        && old.module.sha256 == new.module.sha256
-        && old.identity == new.identity
-        && old.fail == new.fail
-        && old.recycle == new.recycle
 }
 
 /// A bound listener socket for one worker.
@@ -155,7 +148,7 @@ pub struct WorkerSetup {
     pub id: usize,
     /// Its own sockets for the listeners bound at start.
     pub listeners: Vec<BoundListener>,
-    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub snapshots: Arc<ArcSwap<Live>>,
     /// Told after each snapshot swap.
     pub changed: watch::Receiver<()>,
     pub rt: Arc<Runtime>,
@@ -196,7 +189,7 @@ pub fn run_worker(setup: WorkerSetup) -> std::io::Result<()> {
             let mut changed = changed.clone();
             tokio::task::spawn_local(async move {
                 type Key = (String, String, bytes::Bytes);
-                type Running = (Arc<Snapshot>, Vec<(Key, Rc<VmSlot>, Rc<RootRef>)>);
+                type Running = (Arc<Live>, Vec<(Key, Rc<VmSlot>, Rc<RootRef>)>);
                 let mut running: Option<Running> = None;
                 loop {
                     let snap = ctx.snapshots.load_full();
@@ -304,7 +297,7 @@ pub fn run_worker(setup: WorkerSetup) -> std::io::Result<()> {
             // have changed since (an xDS push during the start).
             changed.mark_changed();
             async move {
-                let mut seen: Option<Arc<Snapshot>> = None;
+                let mut seen: Option<Arc<Live>> = None;
                 let mut sources = true;
                 loop {
                     tokio::select! {

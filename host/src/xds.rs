@@ -5,7 +5,7 @@
 //! config keeps serving. A lost stream is reopened with jittered backoff while the
 //! running snapshot keeps serving.
 
-use crate::config::xds::{self as model, ClientConfig, XdsSet};
+use crate::config::xds::{self as model, ClientConfig};
 use crate::sources::Sources;
 use envoy_types::pb::envoy::config::core::v3::{node, Node};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DiscoveryRequest, DiscoveryResponse, Resource,
 };
 use envoy_types::pb::google::protobuf::{value::Kind, Any, ListValue, Struct, Value};
+use lateen_model::xds::XdsSet;
 use prost::{Message, Name};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

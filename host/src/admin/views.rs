@@ -2,8 +2,9 @@
 //! `/clusters?format=json`, `/plugins` and `/server_info`. Field names are camelCase and
 //! stable: `lateen proxy-config` and users' scripts read them.
 
-use crate::scope::{DomainMatch, RuleAction};
-use crate::snapshot::{FailStrategy, PluginSpec, Snapshot};
+use crate::live::Live;
+use lateen_model::scope::{DomainMatch, RuleAction};
+use lateen_model::{FailStrategy, PluginSpec};
 use lateen_router::table::RouterConfig;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ pub(super) fn fail(p: &PluginSpec) -> &'static str {
 }
 
 /// Listeners with their filter chains, in order.
-pub fn listeners(snap: &Snapshot) -> Value {
+pub fn listeners(snap: &Live) -> Value {
     let ls: Vec<Value> = snap
         .listeners
         .iter()
@@ -47,8 +48,8 @@ pub fn listeners(snap: &Snapshot) -> Value {
 
 /// Each listener with a router and the route table it runs.
 fn router_configs(
-    snap: &Snapshot,
-) -> impl Iterator<Item = (&crate::snapshot::ListenerSpec, RouterConfig)> {
+    snap: &Live,
+) -> impl Iterator<Item = (&lateen_model::ListenerSpec, RouterConfig)> {
     snap.listeners.iter().filter_map(|l| {
         let router = l.filters.iter().find(|f| f.plugin.name == ROUTER)?;
         let cfg = serde_json::from_slice::<RouterConfig>(&router.configuration).ok()?;
@@ -57,7 +58,7 @@ fn router_configs(
 }
 
 /// Each listener's route table, as the router filter runs it.
-pub fn routes(snap: &Snapshot) -> Value {
+pub fn routes(snap: &Live) -> Value {
     let mut out = Vec::new();
     for (l, cfg) in router_configs(snap) {
         let vhosts: Vec<Value> = cfg
@@ -89,7 +90,7 @@ pub fn routes(snap: &Snapshot) -> Value {
 }
 
 /// Clusters with their settings, stats and endpoints (health, load, ejections).
-pub fn clusters(snap: &Snapshot) -> Value {
+pub fn clusters(snap: &Live) -> Value {
     let mut names: Vec<&String> = snap.clusters.keys().collect();
     names.sort();
     let now = crate::cluster::now_ms();
@@ -102,8 +103,8 @@ pub fn clusters(snap: &Snapshot) -> Value {
                 "name": c.name,
                 "lb": format!("{:?}", c.lb).to_uppercase(),
                 "protocol": match c.protocol {
-                    crate::cluster::UpstreamProtocol::Http1 => "HTTP/1.1",
-                    crate::cluster::UpstreamProtocol::Http2 => "HTTP/2",
+                    lateen_model::cluster::UpstreamProtocol::Http1 => "HTTP/1.1",
+                    lateen_model::cluster::UpstreamProtocol::Http2 => "HTTP/2",
                 },
                 "connectTimeoutMs": c.conn.connect_timeout_ms,
                 "maxRequests": c.max_requests,
@@ -142,7 +143,7 @@ pub fn clusters(snap: &Snapshot) -> Value {
 /// A scoped plugin's `matchRules`: selectors and state. `STALE` serves the last good
 /// configuration after a newer one was refused; `FAILED` has none and follows the
 /// failStrategy.
-fn rules(snap: &Snapshot, p: &PluginSpec) -> Value {
+fn rules(snap: &Live, p: &PluginSpec) -> Value {
     let Some(scope) = snap
         .listeners
         .iter()
@@ -180,7 +181,7 @@ fn rules(snap: &Snapshot, p: &PluginSpec) -> Value {
 }
 
 /// Plugins: identity, placement, state and per-plugin counters.
-pub fn plugins(snap: &Snapshot) -> Value {
+pub fn plugins(snap: &Live) -> Value {
     let store = lateen_core::stats::store();
     let entry = |p: &PluginSpec, kind: &str| {
         let st = store.plugin(&p.name);
@@ -214,7 +215,7 @@ pub fn plugins(snap: &Snapshot) -> Value {
                 "url": c.spec.url,
                 "sha256": c.spec.module.sha256,
                 "percent": c.percent,
-                "state": if c.rolled_back.load(Ordering::Relaxed) { "ROLLED_BACK" } else { "ACTIVE" },
+                "state": if snap.rollouts.get(c).is_some_and(|r| r.rolled_back.load(Ordering::Relaxed)) { "ROLLED_BACK" } else { "ACTIVE" },
             })),
             "stats": {
                 "instances": st.instances.get(),
@@ -250,7 +251,7 @@ pub fn plugins(snap: &Snapshot) -> Value {
 
 /// The effective chain of every route: a scoped plugin shows the rule (or rules) that
 /// take the route's requests, and is left out where it is off.
-fn route_order(snap: &Snapshot) -> Vec<Value> {
+fn route_order(snap: &Live) -> Vec<Value> {
     let mut out = Vec::new();
     for (l, cfg) in router_configs(snap) {
         for vh in &cfg.virtual_hosts {

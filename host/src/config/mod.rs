@@ -1,5 +1,5 @@
 //! Configuration: Istio YAML files → validated [`Resources`] → (in `compile`) an immutable
-//! [`crate::snapshot::Snapshot`]. Nothing here touches a socket.
+//! [`lateen_model::Snapshot`]. Nothing here touches a socket.
 
 pub mod compile;
 pub mod envoyfilter;

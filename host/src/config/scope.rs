@@ -8,8 +8,8 @@
 
 use super::resources::{VirtualServiceSpec, WasmPluginSpec};
 use super::source::{ConfigError, Doc, DocInfo};
-use crate::scope::{Coverage, DomainMatch, Rule, RuleAction};
 use bytes::Bytes;
+use lateen_model::scope::{Coverage, DomainMatch, Rule, RuleAction};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;

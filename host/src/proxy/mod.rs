@@ -266,10 +266,7 @@ fn too_large(s: &mut HttpStream) -> Response<UpBody> {
 // Gateway `httpsRedirect`: 301 to the same host (without its port) and path over https,
 // as Envoy's `require_tls: ALL` answers before any filter runs; `None` when the request's
 // host is not one the listener redirects.
-fn https_redirect(
-    s: &mut HttpStream,
-    l: &crate::snapshot::ListenerSpec,
-) -> Option<Response<UpBody>> {
+fn https_redirect(s: &mut HttpStream, l: &lateen_model::ListenerSpec) -> Option<Response<UpBody>> {
     let host = String::from_utf8_lossy(header(&s.state.req_headers, ":authority")?).into_owned();
     if !l.redirects(&host) {
         return None;

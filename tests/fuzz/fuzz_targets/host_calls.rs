@@ -46,7 +46,7 @@ fn guest() -> &'static Guest {
 
 fuzz_target!(|data: &[u8]| {
     let g = guest();
-    let resolver = lateen::snapshot::Snapshot::resolver(&Default::default(), Default::default(), None);
+    let resolver = lateen_model::names(&Default::default(), Default::default());
     let Ok(mut vm) = Vm::new(&g.rt, &g.module, g.identity.clone(), resolver) else {
         return;
     };

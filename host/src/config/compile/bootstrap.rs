@@ -30,8 +30,8 @@ pub(super) fn path_normalization(
 }
 
 /// The Bootstrap's `limits`, checked.
-pub(super) fn limits(res: &Resources, errors: &mut Vec<ConfigError>) -> crate::snapshot::Limits {
-    let mut l = crate::snapshot::Limits::default();
+pub(super) fn limits(res: &Resources, errors: &mut Vec<ConfigError>) -> lateen_model::Limits {
+    let mut l = lateen_model::Limits::default();
     let Some(boot) = res.bootstrap.as_ref() else {
         return l;
     };
@@ -93,7 +93,7 @@ pub(super) fn tracer(
     res: &Resources,
     workload: &WorkloadInfo,
     errors: &mut Vec<ConfigError>,
-) -> Option<crate::trace::TracingSpec> {
+) -> Option<lateen_model::TracingSpec> {
     let boot = res.bootstrap.as_ref()?;
     let spec = boot.spec.telemetry.as_ref()?.tracing.as_ref()?;
     let field = "spec.telemetry.tracing";
@@ -123,7 +123,7 @@ pub(super) fn tracer(
             _ => "lateen".into(),
         }
     });
-    Some(crate::trace::TracingSpec {
+    Some(lateen_model::TracingSpec {
         sampling,
         service,
         endpoint: endpoint.clone(),
@@ -132,7 +132,7 @@ pub(super) fn tracer(
 
 /// The access log the Bootstrap asks for (`telemetry.accessLog`).
 pub(super) fn access_log(res: &Resources, errors: &mut Vec<ConfigError>) -> Option<AccessLogSpec> {
-    use crate::access_log::{Encoding, Format, ISTIO_JSON, ISTIO_TEXT};
+    use lateen_model::access_log::{Encoding, Format, ISTIO_JSON, ISTIO_TEXT};
     let boot = res.bootstrap.as_ref()?;
     let spec = boot.spec.telemetry.as_ref()?.access_log.as_ref()?;
     let field = "spec.telemetry.accessLog";

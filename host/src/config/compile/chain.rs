@@ -29,7 +29,7 @@ impl Loaded {
             plugin: self.spec.clone(),
             configuration: self.config.clone(),
             scope: self.rules.as_ref().map(|(rules, off)| {
-                Arc::new(crate::scope::Scope {
+                Arc::new(lateen_model::scope::Scope {
                     rules: rules.clone(),
                     default: (!off).then(|| self.config.clone()),
                     routes: routes.clone(),
@@ -41,7 +41,7 @@ impl Loaded {
 
 /// A listener as WasmPlugin `match` and `targetRefs` see it.
 pub(super) struct ListenerAt<'a> {
-    pub(super) class: crate::snapshot::ListenerClass,
+    pub(super) class: lateen_model::ListenerClass,
     pub(super) port: u16,
     /// The Gateways (`namespace/name`) whose servers it serves.
     pub(super) gateways: &'a BTreeSet<String>,
@@ -62,7 +62,7 @@ pub(super) fn scoped_rules(
     wp: &Doc<WasmPluginSpec>,
     spec: &Arc<PluginSpec>,
     sc: &scope::ScopeConfig,
-    clusters: &HashMap<String, Arc<crate::cluster::Cluster>>,
+    clusters: &HashMap<String, Arc<lateen_model::ClusterSpec>>,
     previous: Option<&Snapshot>,
     rt: &Runtime,
     resolver: &Arc<dyn lateen_wasm::ClusterResolver>,
@@ -76,9 +76,9 @@ pub(super) fn scoped_rules(
         .collect();
     let services: BTreeSet<&str> = clusters
         .keys()
-        .map(|c| crate::scope::cluster_host(c))
+        .map(|c| lateen_model::scope::cluster_host(c))
         .collect();
-    let before: Option<&crate::scope::Scope> = previous.and_then(|p| {
+    let before: Option<&lateen_model::scope::Scope> = previous.and_then(|p| {
         p.listeners
             .iter()
             .flat_map(|l| &l.filters)
@@ -104,7 +104,7 @@ pub(super) fn scoped_rules(
             (action, Some(shown))
         };
         let (action, error) = match (&rc.config, violation) {
-            (None, _) => (crate::scope::RuleAction::Disable, None),
+            (None, _) => (lateen_model::scope::RuleAction::Disable, None),
             (Some(_), Some(v)) => refused(
                 wp.info.error(
                     &format!("{}.config{}", rc.field(), v.field),
@@ -113,7 +113,7 @@ pub(super) fn scoped_rules(
                 rule_errors,
             ),
             (Some(cfg), None) => match probe(rt, spec, cfg, resolver.clone()) {
-                Ok(()) => (crate::scope::RuleAction::Config(cfg.clone()), None),
+                Ok(()) => (lateen_model::scope::RuleAction::Config(cfg.clone()), None),
                 Err(e) => refused(
                     wp.info
                         .error(&format!("{}.config", rc.field()), e.to_string()),
@@ -241,12 +241,12 @@ impl ChainParts<'_> {
         listener: &ListenerAt<'_>,
         routes: &Option<Arc<RouteTable>>,
     ) {
-        let index_of = |filters: &[FilterSpec], b: crate::snapshot::Builtin| {
+        let index_of = |filters: &[FilterSpec], b: lateen_model::Builtin| {
             filters
                 .iter()
                 .position(|f| f.plugin.name == b.plugin_name())
         };
-        let mut after_count: HashMap<crate::snapshot::Builtin, usize> = HashMap::new();
+        let mut after_count: HashMap<lateen_model::Builtin, usize> = HashMap::new();
         for l in self.plugins {
             let Some(place) = l.spec.placement else {
                 continue;
@@ -262,7 +262,7 @@ impl ChainParts<'_> {
                     *n += 1;
                     i + *n
                 }
-                None => crate::snapshot::Builtin::ALL
+                None => lateen_model::Builtin::ALL
                     .into_iter()
                     .filter(|b| *b > place.anchor)
                     .find_map(|b| index_of(filters, b))

@@ -221,7 +221,7 @@ pub(super) fn conn_settings(
 /// The consistent-hash policy of a trafficPolicy, if any.
 pub(super) fn hash_policy(
     tp: &TrafficPolicy,
-    endpoints: &[Endpoint],
+    endpoints: &[EndpointSpec],
     info: &DocInfo,
     at: &str,
     errors: &mut Vec<ConfigError>,
@@ -346,7 +346,7 @@ pub(super) fn build_clusters(
     res: &Resources,
     tls: &TlsContext,
     errors: &mut Vec<ConfigError>,
-) -> (HashMap<String, Arc<Cluster>>, HashMap<String, String>) {
+) -> (HashMap<String, Arc<ClusterSpec>>, HashMap<String, String>) {
     let mut clusters = HashMap::new();
     let mut aliases = HashMap::new();
     let lb_parse = |s: Option<&str>, info: &DocInfo, field: &str, errors: &mut Vec<ConfigError>| {
@@ -398,10 +398,10 @@ pub(super) fn build_clusters(
                 _ => UpstreamProtocol::Http1,
             };
             for host in &se.spec.hosts {
-                let endpoints_for = |labels: &BTreeMap<String, String>| -> Vec<Endpoint> {
+                let endpoints_for = |labels: &BTreeMap<String, String>| -> Vec<EndpointSpec> {
                     if se.spec.endpoints.is_empty() {
                         if labels.is_empty() {
-                            return vec![Endpoint::new(
+                            return vec![EndpointSpec::new(
                                 format!("{host}:{}", port.target_port.unwrap_or(port.number)),
                                 BTreeMap::new(),
                                 1,
@@ -425,7 +425,7 @@ pub(super) fn build_clusters(
                             } else {
                                 format!("{}:{p}", e.address)
                             };
-                            Endpoint::new(addr, e.labels.clone(), e.weight.unwrap_or(1))
+                            EndpointSpec::new(addr, e.labels.clone(), e.weight.unwrap_or(1))
                         })
                         .collect()
                 };
@@ -451,7 +451,7 @@ pub(super) fn build_clusters(
                 };
                 let name = format!("outbound|{}||{host}", port.number);
                 aliases.entry(host.clone()).or_insert_with(|| name.clone());
-                let mut c = Cluster::new(
+                let mut c = ClusterSpec::new(
                     name.clone(),
                     endpoints_for(&BTreeMap::new()),
                     base_lb,
@@ -507,7 +507,7 @@ pub(super) fn build_clusters(
                         };
                         let name = format!("outbound|{}|{}|{host}", port.number, subset.name);
                         let eps = endpoints_for(&subset.labels);
-                        let mut c = Cluster::new(name.clone(), eps, lb, proto);
+                        let mut c = ClusterSpec::new(name.clone(), eps, lb, proto);
                         // A subset's trafficPolicy replaces the rule's, field by field.
                         let sub = upstream_policies(
                             sub_eff.as_ref(),
@@ -589,9 +589,9 @@ pub(super) fn build_clusters(
             if clusters.contains_key(&name) {
                 continue;
             }
-            let mut c = Cluster::new(
+            let mut c = ClusterSpec::new(
                 name.clone(),
-                vec![Endpoint::new(
+                vec![EndpointSpec::new(
                     format!("{}:{}", d.host, port.number),
                     BTreeMap::new(),
                     1,

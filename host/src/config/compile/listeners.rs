@@ -224,7 +224,7 @@ pub(super) fn tcp_routes(
     res: &Resources,
     w: &WorkloadInfo,
     errors: &mut Vec<ConfigError>,
-) -> Vec<crate::tcp::TcpRoute> {
+) -> Vec<lateen_model::listener::TcpRoute> {
     let mut routes = Vec::new();
     for vs in &res.virtual_services {
         if !gateway_refs(vs).iter().any(|r| gws.contains(r)) {
@@ -280,7 +280,7 @@ pub(super) fn tcp_routes(
             else {
                 continue;
             };
-            routes.push(crate::tcp::TcpRoute {
+            routes.push(lateen_model::listener::TcpRoute {
                 name: format!("{}#{i}", vs.info.key()),
                 destination_subnets: subnets,
                 destinations,

@@ -6,17 +6,18 @@ use super::resources::*;
 use super::scope;
 use super::source::{config_files, read_documents, ConfigError, Doc, DocInfo};
 use super::tls::TlsContext;
-use crate::access_log::AccessLogSpec;
-use crate::cluster::{
-    Cluster, ConnSettings, Endpoint, HashKey, HashPolicy, LbPolicy, OutlierPolicy, UpstreamProtocol,
-};
-use crate::snapshot::{FailStrategy, FilterSpec, ListenerSpec, Phase, PluginSpec, Snapshot};
-use crate::tcp::SniRoute;
 use bytes::Bytes;
 use lateen_core::tls::server::{ListenerTls, ServerMode, TlsServer};
 use lateen_fault::config::{
     Abort as FaultAbortCfg, Delay as FaultDelayCfg, FaultConfig, RouteFault,
 };
+use lateen_model::access_log::AccessLogSpec;
+use lateen_model::cluster::{
+    ClusterSpec, ConnSettings, EndpointSpec, HashKey, HashPolicy, LbPolicy, OutlierPolicy,
+    UpstreamProtocol,
+};
+use lateen_model::listener::SniRoute;
+use lateen_model::{FailStrategy, FilterSpec, ListenerSpec, Phase, PluginSpec, Snapshot};
 use lateen_ratelimit::config::RateLimitConfig;
 use lateen_router::table::{
     RouteConfig, RouteTable, RouterConfig, VirtualHostConfig, WeightedCluster,
@@ -213,7 +214,7 @@ pub fn build(
 /// ServiceEntry ones, its listeners the Gateway ones, under the same plugins and router.
 pub fn build_with(
     res: &Resources,
-    xds: Option<&super::xds::XdsSet>,
+    xds: Option<&lateen_model::xds::XdsSet>,
     rt: &Runtime,
     opts: &BuildOptions,
     version: u64,
@@ -235,7 +236,8 @@ pub fn build_with(
         );
     }
     let workload = workload(res);
-    let resolver = Snapshot::resolver(&clusters, aliases, redis_url.clone());
+    // Probes of plugin configurations resolve names only: validating reaches no store.
+    let resolver = lateen_model::names(&clusters, aliases.clone());
 
     // Plugins that apply to this workload, compiled once each.
     let mut rule_errors = Vec::new();
@@ -427,7 +429,7 @@ pub fn build_with(
         );
         let filters = chain.assemble(
             ListenerAt {
-                class: crate::snapshot::ListenerClass::Gateway,
+                class: lateen_model::ListenerClass::Gateway,
                 port: addr.port(),
                 gateways: gws,
             },
@@ -513,7 +515,7 @@ pub fn build_with(
         }
         listeners.push(ListenerSpec {
             path,
-            capture: Some(crate::snapshot::Capture::Inbound(Arc::new(policy))),
+            capture: Some(lateen_model::Capture::Inbound(Arc::new(policy))),
             ..ListenerSpec::http(
                 "virtualInbound".into(),
                 SocketAddr::new(IpAddr::from([0, 0, 0, 0]), INBOUND_CAPTURE_PORT),
@@ -668,15 +670,13 @@ pub fn build_with(
             .chain(metrics.map(|m| m.plugin))
             .collect(),
         service_plugins,
-        resolver,
+        aliases,
         redis_url,
         warnings,
-        telemetry: crate::snapshot::Telemetry {
+        telemetry: lateen_model::Telemetry {
             access_log,
             tracing: tracer,
         },
-        access_log: None,
-        tracer: None,
         limits,
         read_files: tls_ctx.files(),
     })
@@ -718,7 +718,7 @@ fn redis_url(res: &Resources, errors: &mut Vec<ConfigError>) -> Option<String> {
 fn workload_plugins(
     res: &Resources,
     workload: &WorkloadInfo,
-    clusters: &HashMap<String, Arc<Cluster>>,
+    clusters: &HashMap<String, Arc<ClusterSpec>>,
     resolver: &Arc<dyn lateen_wasm::ClusterResolver>,
     previous: Option<&Snapshot>,
     (rt, opts): (&Runtime, &BuildOptions),

@@ -71,7 +71,7 @@ pub(super) fn metrics_filter(
 /// than ignored.
 pub(super) fn traffic(
     wp: &Doc<WasmPluginSpec>,
-) -> Result<Vec<crate::snapshot::TrafficSelector>, ConfigError> {
+) -> Result<Vec<lateen_model::TrafficSelector>, ConfigError> {
     let s = &wp.spec;
     if let Some(t) = s
         .plugin_type
@@ -134,7 +134,7 @@ pub(super) fn traffic(
                 })?;
             ports.push(n);
         }
-        out.push(crate::snapshot::TrafficSelector {
+        out.push(lateen_model::TrafficSelector {
             client,
             server,
             ports,
@@ -148,7 +148,7 @@ pub(super) fn traffic(
 pub const RECYCLE_REQUESTS_ANNOTATION: &str = "lateen.io/recycle-after-requests";
 pub const RECYCLE_MEMORY_ANNOTATION: &str = "lateen.io/recycle-memory";
 
-pub(super) fn recycle(wp: &Doc<WasmPluginSpec>) -> Result<crate::snapshot::Recycle, ConfigError> {
+pub(super) fn recycle(wp: &Doc<WasmPluginSpec>) -> Result<lateen_model::Recycle, ConfigError> {
     let ann = &wp.meta.annotations;
     let field = |k: &str| format!("metadata.annotations.{k}");
     let after_requests = match ann.get(RECYCLE_REQUESTS_ANNOTATION) {
@@ -175,7 +175,7 @@ pub(super) fn recycle(wp: &Doc<WasmPluginSpec>) -> Result<crate::snapshot::Recyc
             )
         })?),
     };
-    Ok(crate::snapshot::Recycle {
+    Ok(lateen_model::Recycle {
         after_requests,
         memory_bytes,
     })
@@ -198,7 +198,7 @@ pub const PLACEMENT_ANNOTATION: &str = "lateen.io/placement";
 
 pub(super) fn placement(
     wp: &Doc<WasmPluginSpec>,
-) -> Result<Option<crate::snapshot::Placement>, ConfigError> {
+) -> Result<Option<lateen_model::Placement>, ConfigError> {
     match wp.meta.annotations.get(PLACEMENT_ANNOTATION) {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|e: String| {
@@ -212,7 +212,7 @@ pub(super) fn canary(
     wp: &Doc<WasmPluginSpec>,
     rt: &Runtime,
     opts: &BuildOptions,
-) -> Result<Option<Arc<crate::snapshot::Canary>>, ConfigError> {
+) -> Result<Option<Arc<lateen_model::Canary>>, ConfigError> {
     use canary_annotations as a;
     let ann = &wp.meta.annotations;
     let Some(url) = ann.get(a::URL) else {
@@ -263,14 +263,14 @@ pub(super) fn canary(
             )
         })?,
     };
-    Ok(Some(Arc::new(crate::snapshot::Canary::new(
-        Arc::new(cspec),
-        num(a::PERCENT, 10.0)?,
-        num(a::MAX_TRAP_PERCENT, 1.0)?,
-        num(a::MAX_5XX_PERCENT, 5.0)?,
-        num(a::MIN_REQUESTS, 20.0)? as u64,
+    Ok(Some(Arc::new(lateen_model::Canary {
+        spec: Arc::new(cspec),
+        percent: num(a::PERCENT, 10.0)?,
+        max_trap_percent: num(a::MAX_TRAP_PERCENT, 1.0)?,
+        max_5xx_percent: num(a::MAX_5XX_PERCENT, 5.0)?,
+        min_requests: num(a::MIN_REQUESTS, 20.0)? as u64,
         window_ms,
-    ))))
+    })))
 }
 
 /// Loads a plugin module described at `prefix` (`spec` for a WasmPlugin,
@@ -426,7 +426,7 @@ pub(super) fn load_plugin(
             canary: None,
             placement: None,
             traffic: Vec::new(),
-            recycle: crate::snapshot::Recycle::default(),
+            recycle: lateen_model::Recycle::default(),
             schema,
             xds: None,
         },
@@ -519,7 +519,7 @@ pub(super) fn load_builtin(
         canary: None,
         placement: None,
         traffic: Vec::new(),
-        recycle: crate::snapshot::Recycle::default(),
+        recycle: lateen_model::Recycle::default(),
         schema,
         xds: None,
     }))

@@ -23,7 +23,7 @@ pub(super) fn gateway_refs(vs: &Doc<VirtualServiceSpec>) -> Vec<String> {
 pub(super) fn virtual_host(
     vs: &Doc<VirtualServiceSpec>,
     res: &Resources,
-    clusters: &HashMap<String, Arc<Cluster>>,
+    clusters: &HashMap<String, Arc<ClusterSpec>>,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> Option<VirtualHostConfig> {

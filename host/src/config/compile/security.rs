@@ -130,7 +130,7 @@ pub(super) const JWKS_CACHE_MS: u64 = 600_000;
 pub(super) fn jwt_filter(
     res: &Resources,
     w: &WorkloadInfo,
-    clusters: &HashMap<String, Arc<Cluster>>,
+    clusters: &HashMap<String, Arc<ClusterSpec>>,
     files: &TlsContext,
     rt: &Runtime,
     opts: &BuildOptions,
@@ -275,7 +275,7 @@ pub(super) enum JwksSource {
 pub(super) fn jwks_source(
     uri: &str,
     info: &DocInfo,
-    clusters: &HashMap<String, Arc<Cluster>>,
+    clusters: &HashMap<String, Arc<ClusterSpec>>,
     files: &TlsContext,
 ) -> Result<JwksSource, String> {
     if let Some(path) = uri.strip_prefix("file://") {

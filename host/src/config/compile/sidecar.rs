@@ -17,8 +17,8 @@ pub(super) fn inbound_policy(
     tls: &TlsContext,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
-) -> crate::sidecar::InboundPolicy {
-    use crate::sidecar::{InboundPolicy, MtlsMode};
+) -> lateen_model::sidecar::InboundPolicy {
+    use lateen_model::sidecar::{InboundPolicy, MtlsMode};
     let parse = |pa: &Doc<PeerAuthenticationSpec>,
                  m: &MtlsSpec,
                  at: &str,
@@ -152,12 +152,12 @@ pub(super) fn http_protocol(p: &ServicePort) -> bool {
 pub(super) fn sidecar_listeners(
     res: &Resources,
     sc: Option<&Doc<SidecarSpec>>,
-    clusters: &HashMap<String, Arc<Cluster>>,
+    clusters: &HashMap<String, Arc<ClusterSpec>>,
     chain: &ChainParts<'_>,
     fault_filter: &mut Option<Arc<PluginSpec>>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<ListenerSpec> {
-    use crate::sidecar::{OutboundMap, Service, Target};
+    use lateen_model::sidecar::{OutboundMap, Service, Target};
     let mesh_vs: Vec<&Doc<VirtualServiceSpec>> = res
         .virtual_services
         .iter()
@@ -256,7 +256,7 @@ pub(super) fn sidecar_listeners(
         let faults = route_faults(used.into_iter(), errors);
         let filters = chain.assemble(
             ListenerAt {
-                class: crate::snapshot::ListenerClass::SidecarOutbound,
+                class: lateen_model::ListenerClass::SidecarOutbound,
                 port,
                 gateways: &BTreeSet::new(),
             },
@@ -276,7 +276,7 @@ pub(super) fn sidecar_listeners(
         });
     }
     listeners.push(ListenerSpec {
-        capture: Some(crate::snapshot::Capture::Outbound(Arc::new(map))),
+        capture: Some(lateen_model::Capture::Outbound(Arc::new(map))),
         ..ListenerSpec::http(
             "virtualOutbound".into(),
             SocketAddr::new(IpAddr::from([0, 0, 0, 0]), OUTBOUND_CAPTURE_PORT),
@@ -410,8 +410,8 @@ pub(super) fn egress_allows(sc: &Doc<SidecarSpec>, ns: &str, host: &str, port: u
 pub(super) fn ingress_endpoints(
     sc: &Doc<SidecarSpec>,
     errors: &mut Vec<ConfigError>,
-) -> BTreeMap<u16, crate::sidecar::AppEndpoint> {
-    use crate::sidecar::AppEndpoint;
+) -> BTreeMap<u16, lateen_model::sidecar::AppEndpoint> {
+    use lateen_model::sidecar::AppEndpoint;
     let mut out = BTreeMap::new();
     for (i, l) in sc.spec.ingress.iter().enumerate() {
         let Ok(port) = u16::try_from(l.port.number) else {

@@ -3,12 +3,12 @@
 //! the same router filter; wasm filters run on the same runtime.
 
 use super::{load_plugin, probe, ChainParts, ListenerAt};
-use crate::cluster::{Cluster, Endpoint, UpstreamProtocol};
 use crate::config::resources::WasmPluginSpec;
 use crate::config::source::{ConfigError, DocInfo};
-use crate::config::xds::{ClusterEndpoints, HttpFilter, Routes, XdsSet, XdsWasm};
-use crate::snapshot::{FailStrategy, FilterSpec, ListenerSpec, PluginSpec, Snapshot};
 use bytes::Bytes;
+use lateen_model::cluster::{ClusterSpec, EndpointSpec, UpstreamProtocol};
+use lateen_model::xds::{ClusterEndpoints, HttpFilter, Routes, XdsSet, XdsWasm};
+use lateen_model::{FailStrategy, FilterSpec, ListenerSpec, PluginSpec, Snapshot};
 use lateen_wasm::{ClusterResolver, PluginIdentity, Runtime};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -30,7 +30,7 @@ fn error(kind: &str, name: &str, field: &str, message: impl Into<String>) -> Con
 /// endpoints are kept out of rotation, as Envoy does.
 pub(super) fn clusters(
     set: &XdsSet,
-    clusters: &mut HashMap<String, Arc<Cluster>>,
+    clusters: &mut HashMap<String, Arc<ClusterSpec>>,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) {
@@ -61,14 +61,14 @@ pub(super) fn clusters(
             .iter()
             .flat_map(|e| e.iter())
             .filter(|e| e.healthy)
-            .map(|e| Endpoint::new(e.authority.clone(), BTreeMap::new(), e.weight))
+            .map(|e| EndpointSpec::new(e.authority.clone(), BTreeMap::new(), e.weight))
             .collect();
         let proto = if c.http2 {
             UpstreamProtocol::Http2
         } else {
             UpstreamProtocol::Http1
         };
-        let mut cl = Cluster::new(c.name.clone(), endpoints, c.lb, proto);
+        let mut cl = ClusterSpec::new(c.name.clone(), endpoints, c.lb, proto);
         cl.max_requests = Some(c.max_requests);
         cl.conn.connect_timeout_ms = c.connect_timeout_ms;
         cl.conn.max_connections = c.max_connections;
@@ -179,7 +179,7 @@ pub(super) fn listeners(
         };
         let mut filters = chain.assemble(
             ListenerAt {
-                class: crate::snapshot::ListenerClass::Gateway,
+                class: lateen_model::ListenerClass::Gateway,
                 port: addr.port(),
                 gateways: &no_gateways,
             },
