@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     };
     // Lines as YAML counts them: LF, CRLF and a lone CR each end one.
     let lines = text.replace("\r\n", "\n").matches(['\n', '\r']).count() + 1;
-    if let Err(errors) = lateen::config::compile::parse(Path::new("fuzz.yaml"), text) {
+    if let Err(errors) = lateen_config::compile::parse(Path::new("fuzz.yaml"), text) {
         assert!(!errors.is_empty());
         for e in errors {
             // Every error renders, and a line it names exists.
