@@ -137,12 +137,17 @@ pub fn same_vm(old: &PluginSpec, new: &PluginSpec) -> bool {
         && old.recycle == new.recycle
 }
 
-fn bound(s: &Snapshot) -> BTreeMap<ListenerKey, ()> {
+/// The keys of the listeners a snapshot binds (what the listener diff compares, and what
+/// each worker reconciles its open sockets with).
+pub fn bound_listeners(s: &Snapshot) -> impl Iterator<Item = ListenerKey> + '_ {
     s.listeners
         .iter()
         .filter(|l| l.bind)
-        .map(|l| ((l.name.clone(), l.addr), ()))
-        .collect()
+        .map(|l| (l.name.clone(), l.addr))
+}
+
+fn bound(s: &Snapshot) -> BTreeMap<ListenerKey, ()> {
+    bound_listeners(s).map(|k| (k, ())).collect()
 }
 
 fn keyed<V: Clone>(m: &std::collections::HashMap<String, V>) -> BTreeMap<String, V> {

@@ -6,7 +6,7 @@ use crate::http::ConnInfo;
 use crate::live::{CurrentResolver, Live};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
-use lateen_model::diff::{vm_key, with_canaries, VmKey};
+use lateen_model::diff::{service_key, vm_key, with_canaries, ServiceKey, VmKey};
 use lateen_model::PluginSpec;
 use lateen_wasm::{ClusterResolver, Runtime};
 use std::cell::{Cell, RefCell};
@@ -182,191 +182,231 @@ pub fn run_worker(setup: WorkerSetup) -> std::io::Result<()> {
             upstream,
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0x2545_F491)),
         });
-        // Service plugins run once per proxy, on worker 0; a reload restarts them on the new
-        // snapshot (the old instances stop with their slots).
-        let services_task = (id == 0).then(|| {
-            let ctx = ctx.clone();
-            let mut changed = changed.clone();
-            tokio::task::spawn_local(async move {
-                type Key = (String, String, bytes::Bytes);
-                type Running = (Arc<Live>, Vec<(Key, Rc<VmSlot>, Rc<RootRef>)>);
-                let mut running: Option<Running> = None;
-                loop {
-                    let snap = ctx.snapshots.load_full();
-                    if running.as_ref().is_none_or(|(s, _)| !Arc::ptr_eq(s, &snap)) {
-                        // Unchanged service plugins (same name, module, config) keep running.
-                        let mut old = running.take().map(|(_, s)| s).unwrap_or_default();
-                        let mut slots = Vec::new();
-                        for sp in &snap.service_plugins {
-                            let key: Key = (
-                                sp.plugin.name.clone(),
-                                sp.plugin.module.sha256.clone(),
-                                sp.configuration.clone(),
-                            );
-                            if let Some(i) = old.iter().position(|(k, ..)| *k == key) {
-                                slots.push(old.swap_remove(i));
-                                continue;
-                            }
-                            let slot = VmSlot::new(
-                                sp.plugin.clone(),
-                                ctx.rt.clone(),
-                                ctx.resolver.clone(),
-                                Rc::downgrade(&ctx.upstream),
-                            );
-                            match slot.start_service(&sp.configuration) {
-                                Ok(root) => slots.push((key, slot, root)),
-                                Err(e) => tracing::error!(plugin = %sp.plugin.name, "service plugin failed to start: {e}"),
-                            }
-                        }
-                        running = Some((snap, slots));
-                    }
-                    if changed.changed().await.is_err() {
-                        // No source left to change the config: what runs stays.
-                        std::future::pending::<()>().await;
-                    }
-                }
-            })
-        });
-        let active = Rc::new(Cell::new(0usize));
-        let idle = Rc::new(tokio::sync::Notify::new());
-        let accept = |name: Arc<str>, socket: std::net::TcpListener| {
-            let listener = tokio::net::TcpListener::from_std(socket)?;
-            let ctx = ctx.clone();
-            let mut stop = shutdown.clone();
-            // Closed when the listener leaves the config (LDS or a file change).
-            let (removed, mut gone) = watch::channel(false);
-            let (active, idle) = (active.clone(), idle.clone());
-            let lstats = lateen_core::stats::store().listener(&name);
-            let task = tokio::task::spawn_local(async move {
-                loop {
-                    let (tcp, peer) = tokio::select! {
-                        r = listener.accept() => match r {
-                            Ok(x) => x,
-                            Err(e) => {
-                                tracing::warn!("accept failed: {e}");
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                                continue;
-                            }
-                        },
-                        _ = stop.changed() => return,
-                        _ = gone.changed() => return,
-                    };
-                    let _ = tcp.set_nodelay(true);
-                    let local = tcp.local_addr().unwrap_or(peer);
-                    let conn = ConnInfo {
-                        peer,
-                        local,
-                        listener: name.clone(),
-                        protocol: "HTTP/1.1",
-                        stats: lstats.clone(),
-                        tls: None,
-                    };
-                    lstats.cx_total.inc();
-                    let open = lstats.cx_active.track();
-                    let ctx = ctx.clone();
-                    let stop = stop.clone();
-                    let (active, idle) = (active.clone(), idle.clone());
-                    active.set(active.get() + 1);
-                    tokio::task::spawn_local(async move {
-                        let r = crate::listener::serve(tcp, conn, ctx, stop).await;
-                        if let Err(e) = r {
-                            tracing::debug!("connection from {peer}: {e}");
-                        }
-                        drop(open);
-                        active.set(active.get() - 1);
-                        if active.get() == 0 {
-                            idle.notify_waiters();
-                        }
-                    });
-                }
-            });
-            Ok::<_, std::io::Error>((task, removed))
+        // Service plugins run once per proxy, on worker 0.
+        let services = (id == 0)
+            .then(|| tokio::task::spawn_local(run_service_plugins(ctx.clone(), changed.clone())));
+        let acceptor = Acceptor {
+            ctx: ctx.clone(),
+            shutdown: shutdown.clone(),
+            conns: Rc::default(),
         };
-        // Listeners by (name, address); the accept task and its stop switch.
         let mut open = HashMap::new();
         for l in listeners {
             let addr = l.socket.local_addr()?;
-            open.insert((l.name.clone(), addr), accept(l.name, l.socket)?);
+            open.insert((l.name.clone(), addr), acceptor.start(l.name, l.socket)?);
         }
-        // A config change (an LDS push, a Gateway edit) may add or remove listeners: each
-        // worker binds the new ones on its own socket and closes the removed ones, whose
-        // open connections finish as they would on a drain.
-        let follow = {
-            let (ctx, mut stop, mut changed) = (ctx.clone(), shutdown.clone(), changed);
-            // The first round compares with what was bound at start, since the snapshot may
-            // have changed since (an xDS push during the start).
-            changed.mark_changed();
-            async move {
-                let mut seen: Option<Arc<Live>> = None;
-                let mut sources = true;
-                loop {
-                    tokio::select! {
-                        r = changed.changed(), if sources => sources = r.is_ok(),
-                        _ = stop.wait_for(|v| *v) => return open,
-                    }
-                    let snap = ctx.snapshots.load_full();
-                    if seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snap)) {
-                        continue;
-                    }
-                    ctx.snapshot().warm();
-                    let want: std::collections::HashSet<(Arc<str>, SocketAddr)> = snap
-                        .listeners
-                        .iter()
-                        .filter(|l| l.bind)
-                        .map(|l| (Arc::from(l.name.as_str()), l.addr))
-                        .collect();
-                    seen = Some(snap);
-                    open.retain(|k, (_, removed): &mut (_, watch::Sender<bool>)| {
-                        let keep = want.contains(k);
-                        if !keep {
-                            tracing::info!(worker = id, "listener {} on {} removed", k.0, k.1);
-                            let _ = removed.send(true);
-                        }
-                        keep
-                    });
-                    for (name, addr) in want {
-                        if open.contains_key(&(name.clone(), addr)) {
-                            continue;
-                        }
-                        match bind(addr).and_then(|s| accept(name.clone(), s)) {
-                            Ok(t) => {
-                                tracing::info!(worker = id, "listener {name} on {addr} added");
-                                open.insert((name, addr), t);
-                            }
-                            Err(e) => tracing::error!(
-                                worker = id,
-                                "cannot open listener {name} on {addr}: {e}"
-                            ),
-                        }
-                    }
-                }
-            }
-        };
-        let open = follow.await;
-        if let Some(t) = services_task {
+        let open = follow_listeners(id, &acceptor, open, shutdown, changed).await;
+        if let Some(t) = services {
             t.abort();
         }
         for (_, (task, _)) in open {
             let _ = task.await;
         }
-        // Drain: in-flight connections finish their current request, then close.
+        acceptor.conns.drain(id, drain).await;
+        Ok::<(), std::io::Error>(())
+    })
+}
+
+/// A service plugin running: its key, its VM and its root context.
+type RunningService = (ServiceKey, Rc<VmSlot>, Rc<RootRef>);
+
+/// Runs the snapshot's service plugins; on each swap, those the diff finds unchanged (same
+/// name, module and configuration) keep running and the rest are started anew (the old
+/// instances stop with their slots).
+async fn run_service_plugins(ctx: Rc<WorkerCtx>, mut changed: watch::Receiver<()>) {
+    let mut running: Option<(Arc<Live>, Vec<RunningService>)> = None;
+    loop {
+        let snap = ctx.snapshots.load_full();
+        if running.as_ref().is_none_or(|(s, _)| !Arc::ptr_eq(s, &snap)) {
+            let (prev, mut old) = match running.take() {
+                Some((prev, old)) => (Some(prev), old),
+                None => (None, Vec::new()),
+            };
+            let diff = prev.map(|p| lateen_model::diff::diff(&p.config, &snap.config));
+            let mut slots = Vec::new();
+            for sp in &snap.service_plugins {
+                let key = service_key(sp);
+                let unchanged = diff
+                    .as_ref()
+                    .is_some_and(|d| d.service_plugins.is_unchanged(&key));
+                if let Some(i) = old.iter().position(|(k, ..)| unchanged && *k == key) {
+                    slots.push(old.swap_remove(i));
+                    continue;
+                }
+                let slot = VmSlot::new(
+                    sp.plugin.clone(),
+                    ctx.rt.clone(),
+                    ctx.resolver.clone(),
+                    Rc::downgrade(&ctx.upstream),
+                );
+                match slot.start_service(&sp.configuration) {
+                    Ok(root) => slots.push((key, slot, root)),
+                    Err(e) => {
+                        tracing::error!(plugin = %sp.plugin.name, "service plugin failed to start: {e}")
+                    }
+                }
+            }
+            running = Some((snap, slots));
+        }
+        if changed.changed().await.is_err() {
+            // No source left to change the config: what runs stays.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The worker's open connections, for the drain.
+#[derive(Default)]
+struct Connections {
+    active: Cell<usize>,
+    idle: tokio::sync::Notify,
+}
+
+impl Connections {
+    fn opened(&self) {
+        self.active.set(self.active.get() + 1);
+    }
+
+    fn closed(&self) {
+        self.active.set(self.active.get() - 1);
+        if self.active.get() == 0 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits at most `limit` for the open connections to finish their current request.
+    async fn drain(&self, worker: usize, limit: Duration) {
         let drained = async {
             loop {
                 // Created before the check, so a notify in between is not lost.
-                let notified = idle.notified();
-                if active.get() == 0 {
+                let notified = self.idle.notified();
+                if self.active.get() == 0 {
                     break;
                 }
                 notified.await;
             }
         };
-        if tokio::time::timeout(drain, drained).await.is_err() {
+        if tokio::time::timeout(limit, drained).await.is_err() {
             tracing::warn!(
-                worker = id,
+                worker,
                 "drain time over with {} connections open",
-                active.get()
+                self.active.get()
             );
         }
-        Ok::<(), std::io::Error>(())
-    })
+    }
+}
+
+/// An accept task and the switch that closes it (when its listener leaves the config).
+type Accepting = (tokio::task::JoinHandle<()>, watch::Sender<bool>);
+
+/// Starts the accept loops of a worker's listeners.
+struct Acceptor {
+    ctx: Rc<WorkerCtx>,
+    shutdown: watch::Receiver<bool>,
+    conns: Rc<Connections>,
+}
+
+impl Acceptor {
+    /// Accepts on `socket` until shutdown or until the returned switch is thrown; each
+    /// connection is served on a task of its own.
+    fn start(&self, name: Arc<str>, socket: std::net::TcpListener) -> std::io::Result<Accepting> {
+        let listener = tokio::net::TcpListener::from_std(socket)?;
+        let (ctx, conns, mut stop) = (self.ctx.clone(), self.conns.clone(), self.shutdown.clone());
+        let (removed, mut gone) = watch::channel(false);
+        let lstats = lateen_core::stats::store().listener(&name);
+        let task = tokio::task::spawn_local(async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                    _ = gone.changed() => return,
+                };
+                let _ = tcp.set_nodelay(true);
+                let conn = ConnInfo {
+                    peer,
+                    local: tcp.local_addr().unwrap_or(peer),
+                    listener: name.clone(),
+                    protocol: "HTTP/1.1",
+                    stats: lstats.clone(),
+                    tls: None,
+                };
+                lstats.cx_total.inc();
+                let open = lstats.cx_active.track();
+                let (ctx, stop, conns) = (ctx.clone(), stop.clone(), conns.clone());
+                conns.opened();
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = crate::listener::serve(tcp, conn, ctx, stop).await {
+                        tracing::debug!("connection from {peer}: {e}");
+                    }
+                    drop(open);
+                    conns.closed();
+                });
+            }
+        });
+        Ok((task, removed))
+    }
+}
+
+/// Follows the config until shutdown: a change (an LDS push, a Gateway edit) may add or
+/// remove listeners; the worker binds the added ones on its own socket and closes the
+/// removed ones, whose open connections finish as they would on a drain. It reconciles
+/// what it has open with the snapshot's bound listeners (the diff's listener keys), so a
+/// bind that failed is tried again at the next change. Returns what is open at shutdown.
+async fn follow_listeners(
+    id: usize,
+    acceptor: &Acceptor,
+    mut open: HashMap<(Arc<str>, SocketAddr), Accepting>,
+    mut stop: watch::Receiver<bool>,
+    mut changed: watch::Receiver<()>,
+) -> HashMap<(Arc<str>, SocketAddr), Accepting> {
+    // The first round compares with what was bound at start, since the snapshot may have
+    // changed since (an xDS push during the start).
+    changed.mark_changed();
+    let mut seen: Option<Arc<Live>> = None;
+    let mut sources = true;
+    loop {
+        tokio::select! {
+            r = changed.changed(), if sources => sources = r.is_ok(),
+            _ = stop.wait_for(|v| *v) => return open,
+        }
+        let snap = acceptor.ctx.snapshots.load_full();
+        if seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snap)) {
+            continue;
+        }
+        acceptor.ctx.snapshot().warm();
+        let want: std::collections::HashSet<(Arc<str>, SocketAddr)> =
+            lateen_model::diff::bound_listeners(&snap.config)
+                .map(|(name, addr)| (Arc::from(name.as_str()), addr))
+                .collect();
+        seen = Some(snap);
+        open.retain(|k, (_, removed)| {
+            let keep = want.contains(k);
+            if !keep {
+                tracing::info!(worker = id, "listener {} on {} removed", k.0, k.1);
+                let _ = removed.send(true);
+            }
+            keep
+        });
+        for (name, addr) in want {
+            if open.contains_key(&(name.clone(), addr)) {
+                continue;
+            }
+            match bind(addr).and_then(|s| acceptor.start(name.clone(), s)) {
+                Ok(t) => {
+                    tracing::info!(worker = id, "listener {name} on {addr} added");
+                    open.insert((name, addr), t);
+                }
+                Err(e) => {
+                    tracing::error!(worker = id, "cannot open listener {name} on {addr}: {e}")
+                }
+            }
+        }
+    }
 }

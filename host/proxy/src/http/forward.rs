@@ -11,8 +11,8 @@ use super::route::Route;
 use super::{header_map, ConnInfo};
 use crate::body::{BoxError, ChannelBody, UpBody};
 use crate::chain::HttpStream;
-use crate::cluster::Report;
-use crate::retry::TryOutcome;
+use crate::cluster::{Cluster, Endpoint, Report};
+use crate::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::full;
 use crate::worker::{WorkerCtx, WorkerSnapshot};
 use bytes::Bytes;
@@ -161,23 +161,111 @@ pub(super) async fn forward<'a>(
     mut first_body: Option<UpBody>,
 ) -> Result<(Answered, MutexGuard<'a, HttpStream>), Response<UpBody>> {
     let cluster = &route.cluster;
-    let cluster_name = &cluster.name;
     let policy = &route.retry;
     let UpstreamRequest {
         method,
         path,
         mut headers,
     } = up;
-    // Tries: the first, then retries while the policy allows (replayable bodies only).
     // Circuit breaker (DestinationRule connectionPool): overflow is Envoy's 503 UO.
     let Some(_admitted) = cluster.admit() else {
         return Err(ProxyError::Overflow.respond(&mut *stream.lock().await));
     };
     let deadline =
         (route.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(route.timeout_ms));
-    // Consistent hashing (DestinationRule consistentHash) picks the first try's endpoint.
-    let mut set_cookie: Option<String> = None;
-    let hash = cluster.hash.as_ref().and_then(|hp| match &hp.key {
+    let (hash, set_cookie) = consistent_hash(cluster, &headers, &path, conn, w);
+    let mut tried: Vec<String> = Vec::new();
+    let mut attempt = 0u32;
+    let (result, retried, sent, last_ep) = loop {
+        attempt += 1;
+        let hash = hash.filter(|_| attempt == 1);
+        let Some(ep) = pick(cluster, hash, policy.ignore_previous_hosts, &tried, w) else {
+            return Err(ProxyError::NoHealthyUpstream.respond(&mut *stream.lock().await));
+        };
+        tried.push(ep.authority.clone());
+        let body = match (&replay, first_body.take()) {
+            (Some(b), _) => full(b.clone()),
+            (None, Some(b)) => b,
+            (None, None) => full(Bytes::new()),
+        };
+        let may_retry = replay.is_some() && attempt <= policy.attempts;
+        // Only a try that may be retried needs its own copy of the headers.
+        let try_headers = if may_retry {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
+        let Some(req) = upstream_request(&method, &path, try_headers, ep, body) else {
+            let e = ProxyError::InvalidUpstreamRequest;
+            return Err(e.respond(&mut *stream.lock().await));
+        };
+        let now = Instant::now();
+        let (result, outcome) = try_once(cluster, ep, req, per_try(policy, deadline, now), w).await;
+        let overall_left = deadline.is_none_or(|d| Instant::now() < d);
+        match outcome {
+            TryOutcome::Response { status, .. } => cluster.stats.rq_xx.record(status),
+            TryOutcome::PerTryTimeout if overall_left => cluster.stats.rq_per_try_timeout.inc(),
+            // A per-try timeout with the route deadline passed is the route's timeout.
+            TryOutcome::PerTryTimeout => cluster.stats.rq_timeout.inc(),
+            _ => {}
+        }
+        if may_retry && overall_left && policy.on.retriable(outcome) {
+            tracing::debug!(cluster = %cluster.name, ?outcome, attempt, "retrying");
+            cluster.stats.rq_retry.inc();
+            tokio::time::sleep(crate::retry::backoff(attempt, w.random())).await;
+            continue;
+        }
+        break (result, attempt > 1, now, cluster.index_of(ep));
+    };
+    let mut s = stream.lock().await;
+    let answered: Arc<dyn lateen_wasm::UpstreamCluster> = cluster.clone();
+    s.state.upstream = Some((answered, last_ep));
+    if let Some(lr) = s.early_reply.take() {
+        return Err(ProxyError::Plugin(lr).respond(&mut s));
+    }
+    let err = match result {
+        Ok(Ok(resp)) => {
+            let answered = Answered {
+                resp,
+                sent,
+                set_cookie,
+            };
+            return Ok((answered, s));
+        }
+        Err(_) => ProxyError::UpstreamTimeout,
+        Ok(Err(e)) if crate::body::is_request_timeout(&e) => ProxyError::RequestTimeout,
+        Ok(Err(e)) => {
+            tracing::debug!(cluster = %cluster.name, "upstream error: {e}");
+            if e.is_connect() {
+                ProxyError::ConnectFailure { retried }
+            } else {
+                ProxyError::Reset { retried }
+            }
+        }
+    };
+    Err(err.respond(&mut s))
+}
+
+/// What one try returned: the response, a transport error, or the per-try timeout.
+type TryResult = Result<
+    Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    tokio::time::error::Elapsed,
+>;
+
+/// The key consistent hashing (DestinationRule `consistentHash`) picks the first try's
+/// endpoint by, and the cookie to set when the proxy generated it (Envoy generates the
+/// cookie when it is absent and a `ttl` is set).
+fn consistent_hash(
+    cluster: &Cluster,
+    headers: &HeaderMap,
+    path: &str,
+    conn: &ConnInfo,
+    w: &WorkerCtx,
+) -> (Option<u64>, Option<String>) {
+    let Some(hp) = cluster.hash.as_ref() else {
+        return (None, None);
+    };
+    let key = match &hp.key {
         HashKey::Header(h) => headers.get(h.as_str()).map(|v| hash_key(v.as_bytes())),
         HashKey::SourceIp => Some(hash_key(conn.peer.ip().to_string().as_bytes())),
         HashKey::QueryParam(q) => path
@@ -196,155 +284,121 @@ pub(super) async fn forward<'a>(
                 .find_map(|c| lateen_sdk::matcher::cookie(c, name));
             match (existing, ttl_s) {
                 (Some(v), _) => Some(hash_key(v.as_bytes())),
-                // Envoy generates the cookie when it is absent and a ttl is set.
                 (None, Some(ttl)) => {
                     let v = format!("{:016x}", w.random());
                     let p = cookie_path
                         .as_ref()
                         .map(|p| format!("; Path={p}"))
                         .unwrap_or_default();
-                    set_cookie = Some(format!("{name}=\"{v}\"; Max-Age={ttl}{p}; HttpOnly"));
-                    Some(hash_key(v.as_bytes()))
+                    let cookie = format!("{name}=\"{v}\"; Max-Age={ttl}{p}; HttpOnly");
+                    return (Some(hash_key(v.as_bytes())), Some(cookie));
                 }
                 (None, None) => None,
             }
         }
-    });
-    let mut tried: Vec<String> = Vec::new();
-    let mut last_ep;
-    let mut attempt = 0u32;
-    let (result, sent) = loop {
-        attempt += 1;
-        let mut ep = match hash {
-            Some(h) if attempt == 1 => cluster.pick_hashed(h),
-            _ => cluster.pick(w.random()),
-        };
-        if policy.ignore_previous_hosts {
-            for _ in 0..3 {
-                match ep {
-                    Some(e) if tried.contains(&e.authority) => ep = cluster.pick(w.random()),
-                    _ => break,
-                }
-            }
-        }
-        let Some(ep) = ep else {
-            return Err(ProxyError::NoHealthyUpstream.respond(&mut *stream.lock().await));
-        };
-        tried.push(ep.authority.clone());
-        last_ep = cluster.index_of(ep);
-        let body = match (&replay, first_body.take()) {
-            (Some(b), _) => full(b.clone()),
-            (None, Some(b)) => b,
-            (None, None) => full(Bytes::new()),
-        };
-        let mut req = Request::new(body);
-        *req.method_mut() = method.clone();
-        // Only a try that may be retried needs its own copy of the headers.
-        *req.headers_mut() = if replay.is_some() && attempt <= policy.attempts {
-            headers.clone()
-        } else {
-            std::mem::take(&mut headers)
-        };
-        match format!("http://{}{}", ep.authority, path).parse() {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(e) => {
-                tracing::warn!("cannot build upstream request: {e}");
-                let e = ProxyError::InvalidUpstreamRequest;
-                return Err(e.respond(&mut *stream.lock().await));
-            }
-        }
-        let now = Instant::now();
-        let remaining = deadline.map(|d| d.saturating_duration_since(now));
-        let per_try = match (policy.per_try.is_zero(), remaining) {
-            (true, r) => r,
-            (false, None) => Some(policy.per_try),
-            (false, Some(r)) => Some(policy.per_try.min(r)),
-        };
-        ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        cluster.stats.rq_total.inc();
-        let upstream_active = cluster.stats.rq_active.track();
-        let call = async {
-            let _slot = cluster.connection_slot().await;
-            w.upstream.send(cluster, req).await
-        };
-        let result = match per_try {
-            Some(t) => tokio::time::timeout(t, call).await,
-            None => Ok(call.await),
-        };
-        ep.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        drop(upstream_active);
-        let outcome = match &result {
-            Err(_) => TryOutcome::PerTryTimeout,
-            Ok(Err(e)) if e.is_connect() => TryOutcome::ConnectFailure,
-            Ok(Err(_)) => TryOutcome::Reset,
-            Ok(Ok(r)) => TryOutcome::Response {
-                status: r.status().as_u16(),
-                grpc_status: r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok()?.parse().ok()),
-            },
-        };
-        cluster.report(
-            ep,
-            match outcome {
-                TryOutcome::Response { status, .. } if status >= 500 => Report::Status(status),
-                TryOutcome::Response { .. } => Report::Success,
-                _ => Report::LocalFailure,
-            },
-        );
-        let overall_left = deadline.is_none_or(|d| Instant::now() < d);
-        match outcome {
-            TryOutcome::Response { status, .. } => cluster.stats.rq_xx.record(status),
-            TryOutcome::PerTryTimeout if overall_left => cluster.stats.rq_per_try_timeout.inc(),
-            TryOutcome::PerTryTimeout => cluster.stats.rq_timeout.inc(),
-            _ => {}
-        }
-        if replay.is_some()
-            && attempt <= policy.attempts
-            && overall_left
-            && policy.on.retriable(outcome)
-        {
-            tracing::debug!(cluster = %cluster_name, ?outcome, attempt, "retrying");
-            cluster.stats.rq_retry.inc();
-            tokio::time::sleep(crate::retry::backoff(attempt, w.random())).await;
-            continue;
-        }
-        // A per-try timeout with the route deadline passed is the route's timeout.
-        let retried = attempt > 1;
-        break ((result, retried), now);
     };
-    let (result, retried) = result;
-    let mut s = stream.lock().await;
-    let answered: Arc<dyn lateen_wasm::UpstreamCluster> = cluster.clone();
-    s.state.upstream = Some((answered, last_ep));
-    if let Some(lr) = s.early_reply.take() {
-        return Err(ProxyError::Plugin(lr).respond(&mut s));
+    (key, None)
+}
+
+/// The endpoint of one try: by the hash when there is one, else by the load balancer,
+/// avoiding (up to three draws) the hosts already tried when the policy asks to.
+fn pick<'c>(
+    cluster: &'c Cluster,
+    hash: Option<u64>,
+    avoid_tried: bool,
+    tried: &[String],
+    w: &WorkerCtx,
+) -> Option<&'c Endpoint> {
+    let mut ep = match hash {
+        Some(h) => cluster.pick_hashed(h),
+        None => cluster.pick(w.random()),
+    };
+    if avoid_tried {
+        for _ in 0..3 {
+            match ep {
+                Some(e) if tried.contains(&e.authority) => ep = cluster.pick(w.random()),
+                _ => break,
+            }
+        }
     }
-    let resp = match result {
-        Err(_) => return Err(ProxyError::UpstreamTimeout.respond(&mut s)),
-        Ok(Err(e)) if crate::body::is_request_timeout(&e) => {
-            return Err(ProxyError::RequestTimeout.respond(&mut s));
+    ep
+}
+
+fn upstream_request(
+    method: &http::Method,
+    path: &str,
+    headers: HeaderMap,
+    ep: &Endpoint,
+    body: UpBody,
+) -> Option<Request<UpBody>> {
+    let uri = match format!("http://{}{}", ep.authority, path).parse() {
+        Ok(uri) => uri,
+        Err(e) => {
+            tracing::warn!("cannot build upstream request: {e}");
+            return None;
         }
-        Ok(Err(e)) => {
-            tracing::debug!(cluster = %cluster_name, "upstream error: {e}");
-            let err = if e.is_connect() {
-                ProxyError::ConnectFailure { retried }
-            } else {
-                ProxyError::Reset { retried }
-            };
-            return Err(err.respond(&mut s));
-        }
-        Ok(Ok(r)) => r,
     };
-    Ok((
-        Answered {
-            resp,
-            sent,
-            set_cookie,
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.headers_mut() = headers;
+    *req.uri_mut() = uri;
+    Some(req)
+}
+
+/// A try's timeout: the per-try timeout, bounded by what is left of the route's.
+fn per_try(policy: &RetryPolicy, deadline: Option<Instant>, now: Instant) -> Option<Duration> {
+    let remaining = deadline.map(|d| d.saturating_duration_since(now));
+    match (policy.per_try.is_zero(), remaining) {
+        (true, r) => r,
+        (false, None) => Some(policy.per_try),
+        (false, Some(r)) => Some(policy.per_try.min(r)),
+    }
+}
+
+/// One try to one endpoint: its request counted in flight (for least-request and the
+/// cluster's stats), a connection slot (the circuit breaker's), the outcome reported to
+/// outlier detection.
+async fn try_once(
+    cluster: &Cluster,
+    ep: &Endpoint,
+    req: Request<UpBody>,
+    timeout: Option<Duration>,
+    w: &WorkerCtx,
+) -> (TryResult, TryOutcome) {
+    ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    cluster.stats.rq_total.inc();
+    let upstream_active = cluster.stats.rq_active.track();
+    let call = async {
+        let _slot = cluster.connection_slot().await;
+        w.upstream.send(cluster, req).await
+    };
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, call).await,
+        None => Ok(call.await),
+    };
+    ep.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    drop(upstream_active);
+    let outcome = match &result {
+        Err(_) => TryOutcome::PerTryTimeout,
+        Ok(Err(e)) if e.is_connect() => TryOutcome::ConnectFailure,
+        Ok(Err(_)) => TryOutcome::Reset,
+        Ok(Ok(r)) => TryOutcome::Response {
+            status: r.status().as_u16(),
+            grpc_status: r
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
         },
-        s,
-    ))
+    };
+    cluster.report(
+        ep,
+        match outcome {
+            TryOutcome::Response { status, .. } if status >= 500 => Report::Status(status),
+            TryOutcome::Response { .. } => Report::Success,
+            _ => Report::LocalFailure,
+        },
+    );
+    (result, outcome)
 }
 
 // Sends fire-and-forget copies of a request to the mirror clusters, with Envoy's `-shadow`
