@@ -471,7 +471,12 @@ async fn ads_reconnects_and_keeps_serving() {
         assert_eq!(served_by(&url).await.as_deref(), Some("a"));
     }
     eventually("a second stream", || async { cp.streams() >= 2 }).await;
-    // The new stream resubscribes with the versions it has, and the node again.
+    // The new stream resubscribes with the versions it has, and the node again. The stream
+    // is counted when it opens, its first request a moment later: wait for that.
+    eventually("a request on the new stream", || async {
+        cp.requests().iter().skip(before).any(|r| r.node.is_some())
+    })
+    .await;
     let again: Vec<_> = cp.requests().into_iter().skip(before).collect();
     let first = again
         .iter()

@@ -342,229 +342,304 @@ pub(super) fn lb_of(tp: Option<&TrafficPolicy>) -> Option<&str> {
     tp?.load_balancer.as_ref()?.simple.as_deref()
 }
 
+type Clusters = HashMap<String, Arc<ClusterSpec>>;
+
+/// Every cluster the files define: one per ServiceEntry host and port, and per subset of
+/// its DestinationRule; destinations on hosts no ServiceEntry declares, reached by DNS.
+/// With the aliases: a host's short name for its first port's cluster.
 pub(super) fn build_clusters(
     res: &Resources,
     tls: &TlsContext,
     errors: &mut Vec<ConfigError>,
-) -> (HashMap<String, Arc<ClusterSpec>>, HashMap<String, String>) {
+) -> (Clusters, HashMap<String, String>) {
     let mut clusters = HashMap::new();
     let mut aliases = HashMap::new();
-    let lb_parse = |s: Option<&str>, info: &DocInfo, field: &str, errors: &mut Vec<ConfigError>| {
-        let s = s.unwrap_or("ROUND_ROBIN");
-        LbPolicy::parse(s).unwrap_or_else(|| {
-            let msg = if s == "PASSTHROUGH" {
-                "PASSTHROUGH forwards to the caller's original destination, which only a \
-                 sidecar has; a gateway cannot use it"
-                    .to_string()
-            } else {
-                format!(
-                    "unknown load balancer `{s}`; expected ROUND_ROBIN, LEAST_REQUEST or RANDOM"
-                )
-            };
-            errors.push(info.error(field, msg));
-            LbPolicy::RoundRobin
-        })
-    };
     for se in &res.service_entries {
-        let resolution = se.spec.resolution.as_deref().unwrap_or("NONE");
-        if !matches!(resolution, "STATIC" | "DNS" | "DNS_ROUND_ROBIN" | "NONE") {
-            errors.push(se.info.error(
-                "spec.resolution",
-                format!("unknown resolution `{resolution}`; expected STATIC, DNS, DNS_ROUND_ROBIN or NONE"),
-            ));
-            continue;
-        }
-        if resolution == "STATIC" && se.spec.endpoints.is_empty() {
-            errors.push(
-                se.info
-                    .error("spec.endpoints", "STATIC resolution needs endpoints"),
-            );
-        }
-        for (pi, port) in se.spec.ports.iter().enumerate() {
-            if u16::try_from(port.number).is_err() || port.number == 0 {
-                errors.push(
-                    se.info
-                        .error(&format!("spec.ports[{pi}].number"), "port must be 1-65535"),
-                );
-                continue;
+        service_entry_clusters(se, res, tls, (&mut clusters, &mut aliases), errors);
+    }
+    dns_destination_clusters(res, tls, &mut clusters, errors);
+    (clusters, aliases)
+}
+
+/// A load-balancer name as the policy; an unknown one is reported and round robin used.
+fn lb_parse(
+    s: Option<&str>,
+    info: &DocInfo,
+    field: &str,
+    errors: &mut Vec<ConfigError>,
+) -> LbPolicy {
+    let s = s.unwrap_or("ROUND_ROBIN");
+    LbPolicy::parse(s).unwrap_or_else(|| {
+        let msg = if s == "PASSTHROUGH" {
+            "PASSTHROUGH forwards to the caller's original destination, which only a \
+             sidecar has; a gateway cannot use it"
+                .to_string()
+        } else {
+            format!("unknown load balancer `{s}`; expected ROUND_ROBIN, LEAST_REQUEST or RANDOM")
+        };
+        errors.push(info.error(field, msg));
+        LbPolicy::RoundRobin
+    })
+}
+
+/// One host and port of a ServiceEntry, as its clusters are built.
+struct HostPort<'a> {
+    se: &'a Doc<ServiceEntrySpec>,
+    host: &'a str,
+    port: &'a ServicePort,
+    proto: UpstreamProtocol,
+}
+
+impl HostPort<'_> {
+    /// The endpoints with all of `labels` (a subset's); without endpoints, the host itself
+    /// (resolved at connect time) for the whole service.
+    fn endpoints(&self, labels: &BTreeMap<String, String>) -> Vec<EndpointSpec> {
+        let (se, host, port) = (self.se, self.host, self.port);
+        if se.spec.endpoints.is_empty() {
+            if labels.is_empty() {
+                return vec![EndpointSpec::new(
+                    format!("{host}:{}", port.target_port.unwrap_or(port.number)),
+                    BTreeMap::new(),
+                    1,
+                )];
             }
-            let proto = match port
-                .protocol
-                .as_deref()
-                .map(str::to_ascii_uppercase)
-                .as_deref()
-            {
-                Some("HTTP2" | "GRPC" | "GRPC-WEB") => UpstreamProtocol::Http2,
-                _ => UpstreamProtocol::Http1,
-            };
-            for host in &se.spec.hosts {
-                let endpoints_for = |labels: &BTreeMap<String, String>| -> Vec<EndpointSpec> {
-                    if se.spec.endpoints.is_empty() {
-                        if labels.is_empty() {
-                            return vec![EndpointSpec::new(
-                                format!("{host}:{}", port.target_port.unwrap_or(port.number)),
-                                BTreeMap::new(),
-                                1,
-                            )];
-                        }
-                        return Vec::new();
-                    }
-                    se.spec
-                        .endpoints
-                        .iter()
-                        .filter(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
-                        .map(|e| {
-                            let p = e
-                                .ports
-                                .get(&port.name)
-                                .copied()
-                                .or(port.target_port)
-                                .unwrap_or(port.number);
-                            let addr = if e.address.contains(':') && !e.address.starts_with('[') {
-                                format!("[{}]:{p}", e.address)
-                            } else {
-                                format!("{}:{p}", e.address)
-                            };
-                            EndpointSpec::new(addr, e.labels.clone(), e.weight.unwrap_or(1))
-                        })
-                        .collect()
+            return Vec::new();
+        }
+        se.spec
+            .endpoints
+            .iter()
+            .filter(|e| labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+            .map(|e| {
+                let p = e
+                    .ports
+                    .get(&port.name)
+                    .copied()
+                    .or(port.target_port)
+                    .unwrap_or(port.number);
+                let addr = if e.address.contains(':') && !e.address.starts_with('[') {
+                    format!("[{}]:{p}", e.address)
+                } else {
+                    format!("{}:{p}", e.address)
                 };
-                let dr = dr_for(res, host, &se.info.namespace);
-                // The rule's policy with this port's portLevelSettings laid over it.
-                let base_eff = dr
-                    .and_then(|d| d.spec.traffic_policy.as_ref())
-                    .map(|t| at_port(t, port.number));
-                let base_lb = match dr {
-                    Some(d) => lb_parse(
-                        lb_of(base_eff.as_ref()),
-                        &d.info,
-                        "spec.trafficPolicy.loadBalancer.simple",
-                        errors,
-                    ),
-                    None => LbPolicy::RoundRobin,
-                };
-                let base_pol = match dr {
-                    Some(d) => {
-                        upstream_policies(base_eff.as_ref(), &d.info, "spec.trafficPolicy", errors)
-                    }
-                    None => (None, None),
-                };
-                let name = format!("outbound|{}||{host}", port.number);
-                aliases.entry(host.clone()).or_insert_with(|| name.clone());
-                let mut c = ClusterSpec::new(
-                    name.clone(),
-                    endpoints_for(&BTreeMap::new()),
-                    base_lb,
-                    proto,
-                );
-                (c.max_requests, c.outlier) = base_pol;
-                c.conn = conn_settings(base_eff.as_ref(), c.conn, &dr, errors);
-                let base_tp = dr.and_then(|d| base_eff.as_ref().map(|t| (d, t)));
-                let svc = Service {
-                    host,
-                    sans: &se.spec.subject_alt_names,
-                    h2: proto == UpstreamProtocol::Http2,
-                };
-                if let Some((d, t)) = base_tp {
-                    c.hash = hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors);
-                    c.tls = cluster_tls(Some(t), &svc, tls, &d.info, "spec.trafficPolicy", errors);
-                }
-                // Istio's auto mTLS: endpoints labelled as having a sidecar get ISTIO_MUTUAL
-                // unless a DestinationRule says otherwise.
-                let has_sidecars = !se.spec.endpoints.is_empty()
-                    && se.spec.endpoints.iter().all(|e| {
-                        e.labels
-                            .get("security.istio.io/tlsMode")
-                            .map(String::as_str)
-                            == Some("istio")
-                    });
-                if has_sidecars && base_eff.as_ref().is_none_or(|t| t.tls.is_none()) {
-                    let auto = TrafficPolicy {
-                        tls: Some(ClientTlsSettings {
-                            mode: Some("ISTIO_MUTUAL".into()),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    };
-                    c.tls = cluster_tls(Some(&auto), &svc, tls, &se.info, "spec.endpoints", errors);
-                }
-                let base_tls = c.tls.clone();
-                clusters.insert(name, Arc::new(c));
-                if let Some(dr) = dr {
-                    for (si, subset) in dr.spec.subsets.iter().enumerate() {
-                        let sub_eff = subset
-                            .traffic_policy
-                            .as_ref()
-                            .map(|t| at_port(t, port.number));
-                        let lb = match lb_of(sub_eff.as_ref()) {
-                            Some(s) => lb_parse(
-                                Some(s),
-                                &dr.info,
-                                &format!("spec.subsets[{si}].trafficPolicy.loadBalancer.simple"),
-                                errors,
-                            ),
-                            None => base_lb,
-                        };
-                        let name = format!("outbound|{}|{}|{host}", port.number, subset.name);
-                        let eps = endpoints_for(&subset.labels);
-                        let mut c = ClusterSpec::new(name.clone(), eps, lb, proto);
-                        // A subset's trafficPolicy replaces the rule's, field by field.
-                        let sub = upstream_policies(
-                            sub_eff.as_ref(),
-                            &dr.info,
-                            &format!("spec.subsets[{si}].trafficPolicy"),
-                            errors,
-                        );
-                        let has = |f: fn(&TrafficPolicy) -> bool| sub_eff.as_ref().is_some_and(f);
-                        c.max_requests = if has(|t| t.connection_pool.is_some()) {
-                            sub.0
-                        } else {
-                            base_pol.0
-                        };
-                        let base_conn = conn_settings(base_eff.as_ref(), c.conn, &Some(dr), errors);
-                        c.conn = if has(|t| t.connection_pool.is_some()) {
-                            conn_settings(sub_eff.as_ref(), c.conn, &Some(dr), errors)
-                        } else {
-                            base_conn
-                        };
-                        c.outlier = if has(|t| t.outlier_detection.is_some()) {
-                            sub.1
-                        } else {
-                            base_pol.1
-                        };
-                        let sub_lb = sub_eff.as_ref().filter(|t| t.load_balancer.is_some());
-                        c.hash = match (sub_lb, base_tp) {
-                            (Some(t), _) => hash_policy(
-                                t,
-                                &c.endpoints,
-                                &dr.info,
-                                &format!("spec.subsets[{si}].trafficPolicy"),
-                                errors,
-                            ),
-                            (None, Some((d, t))) => {
-                                hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors)
-                            }
-                            (None, None) => None,
-                        };
-                        c.tls = if has(|t| t.tls.is_some()) {
-                            cluster_tls(
-                                sub_eff.as_ref(),
-                                &svc,
-                                tls,
-                                &dr.info,
-                                &format!("spec.subsets[{si}].trafficPolicy"),
-                                errors,
-                            )
-                        } else {
-                            base_tls.clone()
-                        };
-                        clusters.insert(name, Arc::new(c));
-                    }
-                }
-            }
+                EndpointSpec::new(addr, e.labels.clone(), e.weight.unwrap_or(1))
+            })
+            .collect()
+    }
+
+    fn service(&self) -> Service<'_> {
+        Service {
+            host: self.host,
+            sans: &self.se.spec.subject_alt_names,
+            h2: self.proto == UpstreamProtocol::Http2,
         }
     }
-    // Destinations on hosts no ServiceEntry declares are reached by DNS at their port.
+
+    /// Istio's auto mTLS: endpoints labelled as having a sidecar get ISTIO_MUTUAL unless a
+    /// DestinationRule says otherwise.
+    fn has_sidecars(&self) -> bool {
+        let eps = &self.se.spec.endpoints;
+        !eps.is_empty()
+            && eps.iter().all(|e| {
+                e.labels
+                    .get("security.istio.io/tlsMode")
+                    .map(String::as_str)
+                    == Some("istio")
+            })
+    }
+}
+
+/// A ServiceEntry's clusters: per port and host, the service's and its subsets'.
+fn service_entry_clusters(
+    se: &Doc<ServiceEntrySpec>,
+    res: &Resources,
+    tls: &TlsContext,
+    (clusters, aliases): (&mut Clusters, &mut HashMap<String, String>),
+    errors: &mut Vec<ConfigError>,
+) {
+    let resolution = se.spec.resolution.as_deref().unwrap_or("NONE");
+    if !matches!(resolution, "STATIC" | "DNS" | "DNS_ROUND_ROBIN" | "NONE") {
+        errors.push(se.info.error(
+            "spec.resolution",
+            format!(
+                "unknown resolution `{resolution}`; expected STATIC, DNS, DNS_ROUND_ROBIN or NONE"
+            ),
+        ));
+        return;
+    }
+    if resolution == "STATIC" && se.spec.endpoints.is_empty() {
+        errors.push(
+            se.info
+                .error("spec.endpoints", "STATIC resolution needs endpoints"),
+        );
+    }
+    for (pi, port) in se.spec.ports.iter().enumerate() {
+        if u16::try_from(port.number).is_err() || port.number == 0 {
+            errors.push(
+                se.info
+                    .error(&format!("spec.ports[{pi}].number"), "port must be 1-65535"),
+            );
+            continue;
+        }
+        let proto = match port
+            .protocol
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("HTTP2" | "GRPC" | "GRPC-WEB") => UpstreamProtocol::Http2,
+            _ => UpstreamProtocol::Http1,
+        };
+        for host in &se.spec.hosts {
+            let hp = HostPort {
+                se,
+                host,
+                port,
+                proto,
+            };
+            let name = format!("outbound|{}||{host}", port.number);
+            aliases.entry(host.clone()).or_insert_with(|| name.clone());
+            let dr = dr_for(res, host, &se.info.namespace);
+            let base = Base::of(&hp, dr, tls, errors);
+            if let Some(dr) = dr {
+                for (si, subset) in dr.spec.subsets.iter().enumerate() {
+                    let c = subset_cluster(&hp, dr, (si, subset), &base, tls, errors);
+                    clusters.insert(c.name.clone(), Arc::new(c));
+                }
+            }
+            clusters.insert(name, Arc::new(base.cluster));
+        }
+    }
+}
+
+/// The service's cluster at one port, and what its subsets inherit from it.
+struct Base<'a> {
+    cluster: ClusterSpec,
+    /// The rule's policy with this port's portLevelSettings laid over it.
+    eff: Option<TrafficPolicy>,
+    rule: Option<&'a Doc<DestinationRuleSpec>>,
+    pol: (Option<u64>, Option<OutlierPolicy>),
+}
+
+impl<'a> Base<'a> {
+    fn of(
+        hp: &HostPort<'_>,
+        dr: Option<&'a Doc<DestinationRuleSpec>>,
+        tls: &TlsContext,
+        errors: &mut Vec<ConfigError>,
+    ) -> Self {
+        let number = hp.port.number;
+        let eff = dr
+            .and_then(|d| d.spec.traffic_policy.as_ref())
+            .map(|t| at_port(t, number));
+        let (lb, pol) = match dr {
+            Some(d) => (
+                lb_parse(
+                    lb_of(eff.as_ref()),
+                    &d.info,
+                    "spec.trafficPolicy.loadBalancer.simple",
+                    errors,
+                ),
+                upstream_policies(eff.as_ref(), &d.info, "spec.trafficPolicy", errors),
+            ),
+            None => (LbPolicy::RoundRobin, (None, None)),
+        };
+        let name = format!("outbound|{number}||{}", hp.host);
+        let mut c = ClusterSpec::new(name, hp.endpoints(&BTreeMap::new()), lb, hp.proto);
+        (c.max_requests, c.outlier) = pol;
+        c.conn = conn_settings(eff.as_ref(), c.conn, &dr, errors);
+        let svc = hp.service();
+        if let (Some(d), Some(t)) = (dr, eff.as_ref()) {
+            c.hash = hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors);
+            c.tls = cluster_tls(Some(t), &svc, tls, &d.info, "spec.trafficPolicy", errors);
+        }
+        if hp.has_sidecars() && eff.as_ref().is_none_or(|t| t.tls.is_none()) {
+            let auto = TrafficPolicy {
+                tls: Some(ClientTlsSettings {
+                    mode: Some("ISTIO_MUTUAL".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            c.tls = cluster_tls(
+                Some(&auto),
+                &svc,
+                tls,
+                &hp.se.info,
+                "spec.endpoints",
+                errors,
+            );
+        }
+        Base {
+            cluster: c,
+            eff,
+            rule: dr,
+            pol,
+        }
+    }
+}
+
+/// A subset's cluster: its endpoints by label; its trafficPolicy replaces the rule's,
+/// field by field (load balancer, connection pool, outlier detection, hashing, TLS).
+fn subset_cluster(
+    hp: &HostPort<'_>,
+    dr: &Doc<DestinationRuleSpec>,
+    (si, subset): (usize, &Subset),
+    base: &Base<'_>,
+    tls: &TlsContext,
+    errors: &mut Vec<ConfigError>,
+) -> ClusterSpec {
+    let at = format!("spec.subsets[{si}].trafficPolicy");
+    let eff = subset
+        .traffic_policy
+        .as_ref()
+        .map(|t| at_port(t, hp.port.number));
+    let lb = match lb_of(eff.as_ref()) {
+        Some(s) => lb_parse(
+            Some(s),
+            &dr.info,
+            &format!("{at}.loadBalancer.simple"),
+            errors,
+        ),
+        None => base.cluster.lb,
+    };
+    let name = format!("outbound|{}|{}|{}", hp.port.number, subset.name, hp.host);
+    let mut c = ClusterSpec::new(name, hp.endpoints(&subset.labels), lb, hp.proto);
+    let sub = upstream_policies(eff.as_ref(), &dr.info, &at, errors);
+    let has = |f: fn(&TrafficPolicy) -> bool| eff.as_ref().is_some_and(f);
+    let pool = has(|t| t.connection_pool.is_some());
+    c.max_requests = if pool { sub.0 } else { base.pol.0 };
+    let base_conn = conn_settings(base.eff.as_ref(), c.conn, &Some(dr), errors);
+    c.conn = if pool {
+        conn_settings(eff.as_ref(), c.conn, &Some(dr), errors)
+    } else {
+        base_conn
+    };
+    c.outlier = if has(|t| t.outlier_detection.is_some()) {
+        sub.1
+    } else {
+        base.pol.1
+    };
+    let sub_lb = eff.as_ref().filter(|t| t.load_balancer.is_some());
+    c.hash = match (sub_lb, base.rule.zip(base.eff.as_ref())) {
+        (Some(t), _) => hash_policy(t, &c.endpoints, &dr.info, &at, errors),
+        (None, Some((d, t))) => hash_policy(t, &c.endpoints, &d.info, "spec.trafficPolicy", errors),
+        (None, None) => None,
+    };
+    c.tls = if has(|t| t.tls.is_some()) {
+        cluster_tls(eff.as_ref(), &hp.service(), tls, &dr.info, &at, errors)
+    } else {
+        base.cluster.tls.clone()
+    };
+    c
+}
+
+/// Destinations on hosts no ServiceEntry declares are reached by DNS at their port.
+fn dns_destination_clusters(
+    res: &Resources,
+    tls: &TlsContext,
+    clusters: &mut Clusters,
+    errors: &mut Vec<ConfigError>,
+) {
     for vs in &res.virtual_services {
         let http = vs.spec.http.iter().flat_map(|http| {
             http.route
@@ -623,5 +698,4 @@ pub(super) fn build_clusters(
             clusters.insert(name, Arc::new(c));
         }
     }
-    (clusters, aliases)
 }

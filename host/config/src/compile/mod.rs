@@ -34,6 +34,7 @@ use std::sync::Arc;
 mod bootstrap;
 mod chain;
 mod clusters;
+mod gateways;
 mod listeners;
 mod plugins;
 mod routes;
@@ -42,7 +43,7 @@ mod sidecar;
 mod xds_build;
 // The resource concerns, each a module; what the rest of the crate names is re-exported.
 pub use self::{bootstrap::*, plugins::*, routes::*};
-use self::{chain::*, clusters::*, listeners::*, security::*, sidecar::*};
+use self::{chain::*, clusters::*, gateways::*, listeners::*, security::*, sidecar::*};
 
 /// Every resource of a config path, typed and located.
 #[derive(Default)]
@@ -263,105 +264,16 @@ pub fn build_with(
     };
 
     // Listeners: one per (bind, port) across every Gateway server.
-    let mut by_addr: BTreeMap<SocketAddr, BTreeSet<String>> = BTreeMap::new();
-    let mut servers_at: BTreeMap<SocketAddr, Vec<(&Doc<GatewaySpec>, usize)>> = BTreeMap::new();
-    for gw in &res.gateways {
-        for (i, server) in gw.spec.servers.iter().enumerate() {
-            let field = format!("spec.servers[{i}]");
-            let proto = server.port.protocol.to_ascii_uppercase();
-            if !matches!(
-                proto.as_str(),
-                "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" | "TCP" | ""
-            ) {
-                errors.push(gw.info.error(
-                    &format!("{field}.port.protocol"),
-                    format!(
-                        "protocol `{}` is not supported yet; expected HTTP, HTTP2, GRPC, HTTPS, \
-                         TLS or TCP",
-                        server.port.protocol
-                    ),
-                ));
-                continue;
-            }
-            let Ok(port) = u16::try_from(server.port.number) else {
-                errors.push(
-                    gw.info
-                        .error(&format!("{field}.port.number"), "port must be 1-65535"),
-                );
-                continue;
-            };
-            let ip = match (&opts.bind_override, &server.bind) {
-                (Some(ip), _) => *ip,
-                (None, Some(b)) => match b.parse::<IpAddr>() {
-                    Ok(ip) => ip,
-                    Err(_) => {
-                        errors.push(gw.info.error(
-                            &format!("{field}.bind"),
-                            format!("`{b}` is not an IP address (unix sockets are not supported)"),
-                        ));
-                        continue;
-                    }
-                },
-                (None, None) => IpAddr::from([0, 0, 0, 0]),
-            };
-            by_addr
-                .entry(SocketAddr::new(ip, port))
-                .or_default()
-                .insert(gw.info.key());
-            servers_at
-                .entry(SocketAddr::new(ip, port))
-                .or_default()
-                .push((gw, i));
-        }
-    }
-
-    // Istio's local rate-limit EnvoyFilters, for every listener of this workload.
-    let mut rate_limits = RateLimitConfig::default();
-    for ef in &res.envoy_filters {
-        let selected = ef.spec.workload_selector.as_ref().is_none_or(|s| {
-            s.labels
-                .iter()
-                .all(|(k, v)| workload.labels.get(k) == Some(v))
-        });
-        let ns_ok =
-            ef.info.namespace == ROOT_NAMESPACE || workload.namespaces.contains(&ef.info.namespace);
-        match envoyfilter::rate_limit_rules(ef, true) {
-            Ok(rules) if selected && ns_ok => rate_limits.rules.extend(rules),
-            Ok(_) => {}
-            Err(e) => errors.push(e),
-        }
-    }
-    let mut ratelimit_filter: Option<Arc<PluginSpec>> = None;
-    if !rate_limits.rules.is_empty() {
-        match load_builtin(rt, &opts.builtin_filters, "ratelimit", Phase::PostRoute) {
-            Ok(f) => ratelimit_filter = Some(f),
-            Err(e) => errors.push(e),
-        }
-    }
-
+    let (mut by_addr, servers_at) = gateway_addresses(res, opts, &mut errors);
+    let (rate_limits, ratelimit_filter) = ratelimit_filter(res, &workload, rt, opts, &mut errors);
     let jwt = jwt_filter(res, &workload, &clusters, &tls_ctx, rt, opts, &mut errors);
     let authz = authz_filter(res, &workload, rt, opts, &mut errors);
     let metrics = metrics_filter(res, &workload, rt, opts, &mut errors);
     let access_log = access_log(res, &mut errors);
     let tracer = tracer(res, &workload, &mut errors);
     let limits = limits(res, &mut errors);
-    let gateway_keys: BTreeSet<String> = res.gateways.iter().map(|g| g.info.key()).collect();
-    let mut listeners = Vec::new();
-    let mut vs_bound: BTreeSet<String> = BTreeSet::new();
     let mut fault_filter: Option<Arc<PluginSpec>> = None;
-    let sidecar = match res.bootstrap.as_ref().and_then(|b| b.spec.mode.as_deref()) {
-        None | Some("gateway") => false,
-        Some("sidecar") => true,
-        Some(other) => {
-            if let Some(b) = &res.bootstrap {
-                errors.push(b.info.error(
-                    "spec.mode",
-                    format!("unknown mode `{other}`; expected gateway or sidecar"),
-                ));
-            }
-            false
-        }
-    };
+    let sidecar = sidecar_mode(res, &mut errors);
     if sidecar && !by_addr.is_empty() {
         // A sidecar serves its workload's traffic; Gateways configure gateways.
         warnings.push(
@@ -369,32 +281,8 @@ pub fn build_with(
         );
         by_addr.clear();
     }
-    // A sidecar enforces AuthorizationPolicy and RequestAuthentication on its inbound HTTP
-    // chain, which it does not have yet (inbound is forwarded as TCP): refused rather than
-    // left unenforced, and kept out of the outbound chains, where Istio never runs them.
     let (jwt, authz) = if sidecar {
-        for (selected, kind, info) in [
-            (
-                authz.is_some(),
-                "AuthorizationPolicy",
-                res.authorization_policies.first().map(|d| &d.info),
-            ),
-            (
-                jwt.is_some(),
-                "RequestAuthentication",
-                res.request_authentications.first().map(|d| &d.info),
-            ),
-        ] {
-            if let (true, Some(info)) = (selected, info) {
-                errors.push(info.error(
-                    "kind",
-                    format!(
-                        "{kind} on a sidecar is enforced on inbound HTTP, which Lateen's sidecar \
-                         forwards as TCP for now; refused rather than left unenforced"
-                    ),
-                ));
-            }
-        }
+        refuse_inbound_policies(res, authz.is_some(), jwt.is_some(), &mut errors);
         (None, None)
     } else {
         (jwt, authz)
@@ -409,70 +297,29 @@ pub fn build_with(
         ratelimit: ratelimit_filter.as_ref().map(|f| (f, &rate_limits)),
         metrics: &metrics,
     };
-    for (addr, gws) in &by_addr {
-        let mut vhosts = Vec::new();
-        for vs in &res.virtual_services {
-            let refs = gateway_refs(vs);
-            if !refs.iter().any(|r| gws.contains(r)) {
-                continue;
-            }
-            vs_bound.insert(vs.info.key());
-            if let Some(vh) = virtual_host(vs, res, &clusters, &mut errors, &mut warnings) {
-                vhosts.push(vh);
-            }
-        }
-        let faults = route_faults(
-            res.virtual_services
-                .iter()
-                .filter(|vs| gateway_refs(vs).iter().any(|r| gws.contains(r))),
-            &mut errors,
-        );
-        let filters = chain.assemble(
-            ListenerAt {
-                class: lateen_model::ListenerClass::Gateway,
-                port: addr.port(),
-                gateways: gws,
-            },
-            vhosts,
-            &faults,
-            &mut fault_filter,
-            &mut errors,
-        );
-        let servers = servers_at.get(addr).map_or(&[][..], Vec::as_slice);
-        let (tls, https_redirect) = listener_tls(servers, &tls_ctx, &mut errors);
-        let sni_routes = sni_routes(*addr, gws, res, &mut errors);
-        let tcp = tcp_port(servers, &mut errors);
-        let tcp_routes = if tcp {
-            tcp_routes(*addr, gws, res, &workload, &mut errors)
-        } else {
-            Vec::new()
-        };
-        if tcp && tcp_routes.is_empty() {
-            warnings.push(format!(
-                "listener {addr}: TCP servers and no VirtualService tcp route; connections \
-                 are closed"
-            ));
-        }
-        if tls.as_ref().is_some_and(|t| t.has_passthrough()) && sni_routes.is_empty() {
-            warnings.push(format!(
-                "listener {addr}: PASSTHROUGH servers and no VirtualService tls route; \
-                 passthrough connections are closed"
-            ));
-        }
-        listeners.push(ListenerSpec {
-            path: Default::default(),
-            name: format!("{}_{}", addr.ip(), addr.port()),
-            addr: *addr,
-            filters,
-            tls,
-            sni_routes,
-            https_redirect,
-            tcp,
-            tcp_routes,
-            bind: true,
-            capture: None,
-        });
-    }
+    let inp = GatewayInputs {
+        res,
+        clusters: &clusters,
+        workload: &workload,
+        tls_ctx: &tls_ctx,
+        chain: &chain,
+    };
+    let mut listeners: Vec<ListenerSpec> = by_addr
+        .iter()
+        .map(|(addr, gws)| {
+            let servers = servers_at.get(addr).map_or(&[][..], Vec::as_slice);
+            let (errors, warnings) = (&mut errors, &mut warnings);
+            gateway_listener(
+                &inp,
+                *addr,
+                gws,
+                servers,
+                &mut fault_filter,
+                errors,
+                warnings,
+            )
+        })
+        .collect();
     let xds_built = xds
         .map(|set| {
             xds_build::listeners(
@@ -504,24 +351,15 @@ pub fn build_with(
         }
     }
     if sidecar {
-        listeners.extend(
-            sidecar_listeners(res, sc, &clusters, &chain, &mut fault_filter, &mut errors)
-                .into_iter()
-                .map(|l| ListenerSpec { path, ..l }),
-        );
-        let mut policy = inbound_policy(res, &workload, &tls_ctx, &mut errors, &mut warnings);
-        if let Some(sc) = sc {
-            policy.endpoints = ingress_endpoints(sc, &mut errors);
-        }
-        listeners.push(ListenerSpec {
+        let side = sidecar_side(
+            &inp,
+            sc,
             path,
-            capture: Some(lateen_model::Capture::Inbound(Arc::new(policy))),
-            ..ListenerSpec::http(
-                "virtualInbound".into(),
-                SocketAddr::new(IpAddr::from([0, 0, 0, 0]), INBOUND_CAPTURE_PORT),
-                Vec::new(),
-            )
-        });
+            &mut fault_filter,
+            &mut errors,
+            &mut warnings,
+        );
+        listeners.extend(side);
     } else if let Some(pa) = res.peer_authentications.first() {
         warnings.push(format!(
             "{}: PeerAuthentication governs a sidecar's inbound side; a gateway's TLS is its \
@@ -529,123 +367,23 @@ pub fn build_with(
             pa.info.key()
         ));
     }
-    // Gateways referenced by a VirtualService must exist (Istio's analyzer: IST0101).
-    for vs in &res.virtual_services {
-        for (i, r) in vs.spec.gateways.iter().enumerate() {
-            if r == "mesh" {
-                continue;
-            }
-            let key = qualify(r, &vs.info.namespace);
-            if !gateway_keys.contains(&key) {
-                errors.push(vs.info.error(
-                    &format!("spec.gateways[{i}]"),
-                    format!("gateway `{key}` is not defined"),
-                ));
-            }
-        }
-        if !sidecar
-            && !vs_bound.contains(&vs.info.key())
-            && !vs.spec.gateways.iter().any(|g| g != "mesh")
-        {
-            warnings.push(format!(
-                "{}: VirtualService binds to no gateway (only `mesh`); it applies to sidecars, \
-                 not to this gateway",
-                vs.info.key()
-            ));
-        }
-    }
-
-    // Run every plugin's on_configure once per distinct configuration, off the request path
-    // (a plugin on several listeners with the same config is probed once).
-    let mut probed: BTreeSet<(*const PluginSpec, Bytes)> = xds_built.probed.into_iter().collect();
-    for listener in &listeners {
-        for f in &listener.filters {
-            if !probed.insert((Arc::as_ptr(&f.plugin), f.configuration.clone())) {
-                continue;
-            }
-            // A scoped plugin's default is probed only where it runs; its rules were
-            // probed one by one when loaded.
-            if f.scope.as_ref().is_some_and(|s| s.default.is_none()) {
-                continue;
-            }
-            // Accepted by the running snapshot as it is (module, identity, configuration):
-            // a push that changes only endpoints or other routes does not re-run it.
-            if previous.is_some_and(|p| configured_before(p, f)) {
-                continue;
-            }
-            let where_ = plugins
-                .iter()
-                .find(|l| Arc::ptr_eq(&l.spec, &f.plugin))
-                .map(|l| l.info.clone());
-            // The configurations the host generates for its built-in filters are checked
-            // against the filters' schemas too: a mismatch is a Lateen bug, named here.
-            if let (Some(schema), None) = (&f.plugin.schema, &where_) {
-                let value: serde_json::Value =
-                    serde_json::from_slice(&f.configuration).unwrap_or_default();
-                if let Some(v) = schema.check(Some(&value)).into_iter().next() {
-                    errors.push(ConfigError {
-                        file: opts.builtin_filters.clone(),
-                        doc: 0,
-                        line: 0,
-                        resource: Some(format!("listener {}", listener.name)),
-                        field: format!("{}{}", f.plugin.name, v.field),
-                        message: format!(
-                            "generated configuration violates the filter's schema: {}",
-                            v.message
-                        ),
-                    });
-                }
-            }
-            if let Err(e) = probe(rt, &f.plugin, &f.configuration, resolver.clone()) {
-                let field = if matches!(e, lateen_wasm::WasmError::ConfigureRejected) {
-                    "spec.pluginConfig"
-                } else {
-                    "spec.url"
-                };
-                errors.push(match &where_ {
-                    Some(info) => info.error(field, e.to_string()),
-                    None => ConfigError {
-                        file: opts.builtin_filters.clone(),
-                        doc: 0,
-                        line: 0,
-                        resource: Some(format!("listener {}", listener.name)),
-                        field: "router".into(),
-                        message: e.to_string(),
-                    },
-                });
-            }
-        }
-    }
+    check_gateway_refs(res, &by_addr, sidecar, &mut errors, &mut warnings);
+    let probed = xds_built.probed.into_iter().collect();
+    let resolver_ref = &resolver;
+    probe_chains(
+        &listeners,
+        &plugins,
+        probed,
+        previous,
+        (rt, opts),
+        resolver_ref,
+        &mut errors,
+    );
     errors.dedup();
     if !errors.is_empty() {
         return Err(errors);
     }
-    // A scope that takes no listener is almost always a mistake (a wrong port): say so.
-    for Loaded {
-        spec: p,
-        info,
-        gateways,
-        ..
-    } in &plugins
-    {
-        if (!p.traffic.is_empty() || !gateways.is_empty())
-            && !listeners
-                .iter()
-                .any(|l| l.filters.iter().any(|f| Arc::ptr_eq(&f.plugin, p)))
-        {
-            warnings.push(format!(
-                "{}:{}: WasmPlugin {}: its match or targetRefs take no listener of this proxy, \
-                 so it runs nowhere",
-                info.file.display(),
-                info.line_of(if gateways.is_empty() {
-                    "spec.match"
-                } else {
-                    "spec.targetRefs"
-                }),
-                p.name
-            ));
-        }
-    }
+    warn_unplaced(&plugins, &listeners, &mut warnings);
     Ok(Snapshot {
         version,
         workload: workload
@@ -680,6 +418,41 @@ pub fn build_with(
         limits,
         read_files: tls_ctx.files(),
     })
+}
+
+/// Istio's local rate-limit EnvoyFilters, for every listener of this workload, and the
+/// built-in filter that serves them (loaded only when there are rules).
+fn ratelimit_filter(
+    res: &Resources,
+    workload: &WorkloadInfo,
+    rt: &Runtime,
+    opts: &BuildOptions,
+    errors: &mut Vec<ConfigError>,
+) -> (RateLimitConfig, Option<Arc<PluginSpec>>) {
+    // Istio's local rate-limit EnvoyFilters, for every listener of this workload.
+    let mut rate_limits = RateLimitConfig::default();
+    for ef in &res.envoy_filters {
+        let selected = ef.spec.workload_selector.as_ref().is_none_or(|s| {
+            s.labels
+                .iter()
+                .all(|(k, v)| workload.labels.get(k) == Some(v))
+        });
+        let ns_ok =
+            ef.info.namespace == ROOT_NAMESPACE || workload.namespaces.contains(&ef.info.namespace);
+        match envoyfilter::rate_limit_rules(ef, true) {
+            Ok(rules) if selected && ns_ok => rate_limits.rules.extend(rules),
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut ratelimit_filter: Option<Arc<PluginSpec>> = None;
+    if !rate_limits.rules.is_empty() {
+        match load_builtin(rt, &opts.builtin_filters, "ratelimit", Phase::PostRoute) {
+            Ok(f) => ratelimit_filter = Some(f),
+            Err(e) => errors.push(e),
+        }
+    }
+    (rate_limits, ratelimit_filter)
 }
 
 /// Warns of DestinationRules after the first for the same host (the first one wins).

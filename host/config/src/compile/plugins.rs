@@ -524,3 +524,108 @@ pub(super) fn load_builtin(
         xds: None,
     }))
 }
+
+/// Runs every plugin's on_configure once per distinct configuration, off the request path
+/// (a plugin on several listeners with the same config is probed once; `probed` holds
+/// those already probed, by xDS).
+pub(super) fn probe_chains(
+    listeners: &[ListenerSpec],
+    plugins: &[Loaded],
+    mut probed: BTreeSet<(*const PluginSpec, Bytes)>,
+    previous: Option<&Snapshot>,
+    (rt, opts): (&Runtime, &BuildOptions),
+    resolver: &Arc<dyn lateen_wasm::ClusterResolver>,
+    errors: &mut Vec<ConfigError>,
+) {
+    for listener in listeners {
+        for f in &listener.filters {
+            if !probed.insert((Arc::as_ptr(&f.plugin), f.configuration.clone())) {
+                continue;
+            }
+            // A scoped plugin's default is probed only where it runs; its rules were
+            // probed one by one when loaded.
+            if f.scope.as_ref().is_some_and(|s| s.default.is_none()) {
+                continue;
+            }
+            // Accepted by the running snapshot as it is (module, identity, configuration):
+            // a push that changes only endpoints or other routes does not re-run it.
+            if previous.is_some_and(|p| configured_before(p, f)) {
+                continue;
+            }
+            let where_ = plugins
+                .iter()
+                .find(|l| Arc::ptr_eq(&l.spec, &f.plugin))
+                .map(|l| l.info.clone());
+            // The configurations the host generates for its built-in filters are checked
+            // against the filters' schemas too: a mismatch is a Lateen bug, named here.
+            if let (Some(schema), None) = (&f.plugin.schema, &where_) {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&f.configuration).unwrap_or_default();
+                if let Some(v) = schema.check(Some(&value)).into_iter().next() {
+                    errors.push(ConfigError {
+                        file: opts.builtin_filters.clone(),
+                        doc: 0,
+                        line: 0,
+                        resource: Some(format!("listener {}", listener.name)),
+                        field: format!("{}{}", f.plugin.name, v.field),
+                        message: format!(
+                            "generated configuration violates the filter's schema: {}",
+                            v.message
+                        ),
+                    });
+                }
+            }
+            if let Err(e) = probe(rt, &f.plugin, &f.configuration, resolver.clone()) {
+                let field = if matches!(e, lateen_wasm::WasmError::ConfigureRejected) {
+                    "spec.pluginConfig"
+                } else {
+                    "spec.url"
+                };
+                errors.push(match &where_ {
+                    Some(info) => info.error(field, e.to_string()),
+                    None => ConfigError {
+                        file: opts.builtin_filters.clone(),
+                        doc: 0,
+                        line: 0,
+                        resource: Some(format!("listener {}", listener.name)),
+                        field: "router".into(),
+                        message: e.to_string(),
+                    },
+                });
+            }
+        }
+    }
+}
+
+/// A scope that takes no listener is almost always a mistake (a wrong port): say so.
+pub(super) fn warn_unplaced(
+    plugins: &[Loaded],
+    listeners: &[ListenerSpec],
+    warnings: &mut Vec<String>,
+) {
+    for Loaded {
+        spec: p,
+        info,
+        gateways,
+        ..
+    } in plugins
+    {
+        if (!p.traffic.is_empty() || !gateways.is_empty())
+            && !listeners
+                .iter()
+                .any(|l| l.filters.iter().any(|f| Arc::ptr_eq(&f.plugin, p)))
+        {
+            warnings.push(format!(
+                "{}:{}: WasmPlugin {}: its match or targetRefs take no listener of this proxy, \
+                 so it runs nowhere",
+                info.file.display(),
+                info.line_of(if gateways.is_empty() {
+                    "spec.match"
+                } else {
+                    "spec.targetRefs"
+                }),
+                p.name
+            ));
+        }
+    }
+}

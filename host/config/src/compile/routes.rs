@@ -27,11 +27,11 @@ pub(super) fn virtual_host(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> Option<VirtualHostConfig> {
-    let mut routes = Vec::new();
     let before = errors.len();
     if vs.spec.hosts.is_empty() {
         errors.push(vs.info.error("spec.hosts", "at least one host is required"));
     }
+    let mut routes = Vec::new();
     for (i, http) in vs.spec.http.iter().enumerate() {
         let field = format!("spec.http[{i}]");
         for f in http.unsupported_fields() {
@@ -40,184 +40,18 @@ pub(super) fn virtual_host(
                 vs.info.key()
             ));
         }
-        for (m, mr) in http.matches.iter().enumerate() {
-            if let Err(e) = lateen_sdk::matcher::CompiledMatch::compile(mr) {
-                errors.push(
-                    vs.info
-                        .error(&format!("{field}.match[{m}].{}", e.field), e.message),
-                );
-            }
+        if !check_http_route(vs, &field, http, errors) {
+            continue;
         }
-        let actions = [
-            !http.route.is_empty(),
-            http.redirect.is_some(),
-            http.direct_response.is_some(),
-        ];
-        match actions.iter().filter(|a| **a).count() {
-            0 => {
-                errors.push(vs.info.error(
-                    &format!("{field}.route"),
-                    "a route needs destinations, a redirect or a directResponse",
-                ));
-                continue;
-            }
-            1 => {}
-            _ => {
-                errors.push(vs.info.error(
-                    &field,
-                    "route, redirect and directResponse are mutually exclusive",
-                ));
-                continue;
-            }
-        }
-        if let Some(d) = &http.direct_response {
-            if !(200..=599).contains(&d.status) {
-                errors.push(vs.info.error(
-                    &format!("{field}.directResponse.status"),
-                    "status must be 200-599",
-                ));
-            }
-            if let Err(e) = d.body_bytes() {
-                errors.push(vs.info.error(&format!("{field}.directResponse.body"), e));
-            }
-        }
-        if let Some(r) = &http.redirect {
-            if let Some(code) = r.redirect_code {
-                if !matches!(code, 301 | 302 | 303 | 307 | 308) {
-                    errors.push(vs.info.error(
-                        &format!("{field}.redirect.redirectCode"),
-                        "redirectCode must be 301, 302, 303, 307 or 308",
-                    ));
-                }
-            }
-            if let Some(d) = r.derive_port.as_deref() {
-                if !matches!(d, "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT") {
-                    errors.push(vs.info.error(
-                        &format!("{field}.redirect.derivePort"),
-                        "expected FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT",
-                    ));
-                }
-            }
-        }
-        if let Some(rr) = http
-            .rewrite
-            .as_ref()
-            .and_then(|r| r.uri_regex_rewrite.as_ref())
-        {
-            if let Err(e) = regex::Regex::new(&rr.pattern) {
-                errors.push(vs.info.error(
-                    &format!("{field}.rewrite.uriRegexRewrite.match"),
-                    format!("invalid regex: {e}"),
-                ));
-            }
-        }
-        let mut dests = Vec::new();
-        for (j, d) in http.route.iter().enumerate() {
-            let df = format!("{field}.route[{j}]");
-            if let Some(w) = d.weight {
-                if !(0..=i64::from(u32::MAX)).contains(&w) {
-                    errors.push(
-                        vs.info
-                            .error(&format!("{df}.weight"), "weight must be >= 0"),
-                    );
-                    continue;
-                }
-            }
-            match destination_cluster(&d.destination, &vs.info.namespace, res) {
-                Ok(name) => {
-                    if !clusters.contains_key(&name) {
-                        errors.push(
-                            vs.info.error(
-                                &format!("{df}.destination"),
-                                format!("no cluster `{name}`"),
-                            ),
-                        );
-                    }
-                    dests.push(WeightedCluster {
-                        cluster: name,
-                        weight: d.weight.unwrap_or(0) as u32,
-                        headers: d.headers.clone(),
-                    });
-                }
-                Err((sub, msg)) => {
-                    errors.push(vs.info.error(&format!("{df}.destination.{sub}"), msg))
-                }
-            }
-        }
-        if dests.len() > 1 && dests.iter().all(|d| d.weight == 0) {
-            errors.push(vs.info.error(
-                &format!("{field}.route"),
-                "with several destinations, weights must not all be 0",
-            ));
-        }
-        let timeout_ms = match &http.timeout {
-            None => 0,
-            Some(t) => match parse_duration_ms(t) {
-                Some(ms) => ms,
-                None => {
-                    errors.push(vs.info.error(
-                        &format!("{field}.timeout"),
-                        format!("`{t}` is not a duration (e.g. 1.5s, 250ms)"),
-                    ));
-                    0
-                }
-            },
+        let at = RouteAt {
+            vs,
+            field: &field,
+            res,
         };
-        let retry = match &http.retries {
-            None => None,
-            Some(r) => match retry_property(r) {
-                Ok(p) => Some(p),
-                Err((f, m)) => {
-                    errors.push(vs.info.error(&format!("{field}.retries.{f}"), m));
-                    None
-                }
-            },
-        };
-        let mut mirrors = Vec::new();
-        for (j, (d, pct)) in mirror_destinations(http).into_iter().enumerate() {
-            let mf = if http.mirror.is_some() && j == 0 {
-                format!("{field}.mirror")
-            } else {
-                format!(
-                    "{field}.mirrors[{}]",
-                    j - usize::from(http.mirror.is_some())
-                )
-            };
-            if !(0.0..=100.0).contains(&pct) {
-                errors.push(
-                    vs.info
-                        .error(&mf, format!("percentage {pct} is not within 0-100")),
-                );
-                continue;
-            }
-            match destination_cluster(&d, &vs.info.namespace, res) {
-                Ok(name) => mirrors.push((name, pct)),
-                Err((sub, msg)) => errors.push(vs.info.error(&format!("{mf}.{sub}"), msg)),
-            }
-        }
-        let cors_max_age_s = match http.cors_policy.as_ref().and_then(|c| c.max_age.as_ref()) {
-            None => None,
-            Some(t) => match parse_duration_ms(t) {
-                Some(ms) => Some(ms / 1000),
-                None => {
-                    errors.push(vs.info.error(
-                        &format!("{field}.corsPolicy.maxAge"),
-                        format!("`{t}` is not a duration"),
-                    ));
-                    None
-                }
-            },
-        };
-        if let Some(c) = &http.cors_policy {
-            for (k, m) in c.allow_origins.iter().enumerate() {
-                if let Err(e) = lateen_sdk::matcher::StrMatcher::compile(m, false, "") {
-                    errors.push(vs.info.error(
-                        &format!("{field}.corsPolicy.allowOrigins[{k}]{}", e.field),
-                        e.message,
-                    ));
-                }
-            }
-        }
+        let dests = route_destinations(&at, http, clusters, errors);
+        let (timeout_ms, retry) = route_timing(&at, http, errors);
+        let mirrors = route_mirrors(&at, http, errors);
+        let cors_max_age_s = route_cors(&at, http, errors);
         routes.push(RouteConfig {
             cors_policy: http.cors_policy.clone(),
             cors_max_age_s,
@@ -250,6 +84,236 @@ pub(super) fn virtual_host(
             .collect(),
         routes,
     })
+}
+
+/// Where an http route is: its VirtualService, its field (`spec.http[i]`), and the
+/// resources its destinations resolve against.
+struct RouteAt<'a> {
+    vs: &'a Doc<VirtualServiceSpec>,
+    field: &'a str,
+    res: &'a Resources,
+}
+
+/// Checks an http route's matches and its one action (destinations, a redirect or a
+/// direct response); false when it cannot be compiled at all.
+fn check_http_route(
+    vs: &Doc<VirtualServiceSpec>,
+    field: &str,
+    http: &HttpRoute,
+    errors: &mut Vec<ConfigError>,
+) -> bool {
+    for (m, mr) in http.matches.iter().enumerate() {
+        if let Err(e) = lateen_sdk::matcher::CompiledMatch::compile(mr) {
+            errors.push(
+                vs.info
+                    .error(&format!("{field}.match[{m}].{}", e.field), e.message),
+            );
+        }
+    }
+    let actions = [
+        !http.route.is_empty(),
+        http.redirect.is_some(),
+        http.direct_response.is_some(),
+    ];
+    match actions.iter().filter(|a| **a).count() {
+        0 => {
+            errors.push(vs.info.error(
+                &format!("{field}.route"),
+                "a route needs destinations, a redirect or a directResponse",
+            ));
+            return false;
+        }
+        1 => {}
+        _ => {
+            errors.push(vs.info.error(
+                field,
+                "route, redirect and directResponse are mutually exclusive",
+            ));
+            return false;
+        }
+    }
+    if let Some(d) = &http.direct_response {
+        if !(200..=599).contains(&d.status) {
+            errors.push(vs.info.error(
+                &format!("{field}.directResponse.status"),
+                "status must be 200-599",
+            ));
+        }
+        if let Err(e) = d.body_bytes() {
+            errors.push(vs.info.error(&format!("{field}.directResponse.body"), e));
+        }
+    }
+    if let Some(r) = &http.redirect {
+        if let Some(code) = r.redirect_code {
+            if !matches!(code, 301 | 302 | 303 | 307 | 308) {
+                errors.push(vs.info.error(
+                    &format!("{field}.redirect.redirectCode"),
+                    "redirectCode must be 301, 302, 303, 307 or 308",
+                ));
+            }
+        }
+        if let Some(d) = r.derive_port.as_deref() {
+            if !matches!(d, "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT") {
+                errors.push(vs.info.error(
+                    &format!("{field}.redirect.derivePort"),
+                    "expected FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT",
+                ));
+            }
+        }
+    }
+    if let Some(rr) = http
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.uri_regex_rewrite.as_ref())
+    {
+        if let Err(e) = regex::Regex::new(&rr.pattern) {
+            errors.push(vs.info.error(
+                &format!("{field}.rewrite.uriRegexRewrite.match"),
+                format!("invalid regex: {e}"),
+            ));
+        }
+    }
+    true
+}
+
+/// The weighted destination clusters of a route, each checked to exist.
+fn route_destinations(
+    at: &RouteAt<'_>,
+    http: &HttpRoute,
+    clusters: &HashMap<String, Arc<ClusterSpec>>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<WeightedCluster> {
+    let (vs, field, res) = (at.vs, at.field, at.res);
+    let mut dests = Vec::new();
+    for (j, d) in http.route.iter().enumerate() {
+        let df = format!("{field}.route[{j}]");
+        if let Some(w) = d.weight {
+            if !(0..=i64::from(u32::MAX)).contains(&w) {
+                errors.push(
+                    vs.info
+                        .error(&format!("{df}.weight"), "weight must be >= 0"),
+                );
+                continue;
+            }
+        }
+        match destination_cluster(&d.destination, &vs.info.namespace, res) {
+            Ok(name) => {
+                if !clusters.contains_key(&name) {
+                    errors.push(
+                        vs.info
+                            .error(&format!("{df}.destination"), format!("no cluster `{name}`")),
+                    );
+                }
+                dests.push(WeightedCluster {
+                    cluster: name,
+                    weight: d.weight.unwrap_or(0) as u32,
+                    headers: d.headers.clone(),
+                });
+            }
+            Err((sub, msg)) => errors.push(vs.info.error(&format!("{df}.destination.{sub}"), msg)),
+        }
+    }
+    if dests.len() > 1 && dests.iter().all(|d| d.weight == 0) {
+        errors.push(vs.info.error(
+            &format!("{field}.route"),
+            "with several destinations, weights must not all be 0",
+        ));
+    }
+    dests
+}
+
+/// The route's timeout (0: none) and retry policy, in the route decision's encoding.
+fn route_timing(
+    at: &RouteAt<'_>,
+    http: &HttpRoute,
+    errors: &mut Vec<ConfigError>,
+) -> (u64, Option<String>) {
+    let (vs, field) = (at.vs, at.field);
+    let timeout_ms = match &http.timeout {
+        None => 0,
+        Some(t) => match parse_duration_ms(t) {
+            Some(ms) => ms,
+            None => {
+                errors.push(vs.info.error(
+                    &format!("{field}.timeout"),
+                    format!("`{t}` is not a duration (e.g. 1.5s, 250ms)"),
+                ));
+                0
+            }
+        },
+    };
+    let retry = match &http.retries {
+        None => None,
+        Some(r) => match retry_property(r) {
+            Ok(p) => Some(p),
+            Err((f, m)) => {
+                errors.push(vs.info.error(&format!("{field}.retries.{f}"), m));
+                None
+            }
+        },
+    };
+    (timeout_ms, retry)
+}
+
+/// The mirror clusters (`mirror` and `mirrors[]`) with their percentages.
+fn route_mirrors(
+    at: &RouteAt<'_>,
+    http: &HttpRoute,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, f64)> {
+    let (vs, field, res) = (at.vs, at.field, at.res);
+    let mut mirrors = Vec::new();
+    for (j, (d, pct)) in mirror_destinations(http).into_iter().enumerate() {
+        let mf = if http.mirror.is_some() && j == 0 {
+            format!("{field}.mirror")
+        } else {
+            format!(
+                "{field}.mirrors[{}]",
+                j - usize::from(http.mirror.is_some())
+            )
+        };
+        if !(0.0..=100.0).contains(&pct) {
+            errors.push(
+                vs.info
+                    .error(&mf, format!("percentage {pct} is not within 0-100")),
+            );
+            continue;
+        }
+        match destination_cluster(&d, &vs.info.namespace, res) {
+            Ok(name) => mirrors.push((name, pct)),
+            Err((sub, msg)) => errors.push(vs.info.error(&format!("{mf}.{sub}"), msg)),
+        }
+    }
+    mirrors
+}
+
+/// The CORS policy's `maxAge` in seconds; its origins are checked to compile.
+fn route_cors(at: &RouteAt<'_>, http: &HttpRoute, errors: &mut Vec<ConfigError>) -> Option<u64> {
+    let (vs, field) = (at.vs, at.field);
+    let cors_max_age_s = match http.cors_policy.as_ref().and_then(|c| c.max_age.as_ref()) {
+        None => None,
+        Some(t) => match parse_duration_ms(t) {
+            Some(ms) => Some(ms / 1000),
+            None => {
+                errors.push(vs.info.error(
+                    &format!("{field}.corsPolicy.maxAge"),
+                    format!("`{t}` is not a duration"),
+                ));
+                None
+            }
+        },
+    };
+    if let Some(c) = &http.cors_policy {
+        for (k, m) in c.allow_origins.iter().enumerate() {
+            if let Err(e) = lateen_sdk::matcher::StrMatcher::compile(m, false, "") {
+                errors.push(vs.info.error(
+                    &format!("{field}.corsPolicy.allowOrigins[{k}]{}", e.field),
+                    e.message,
+                ));
+            }
+        }
+    }
+    cors_max_age_s
 }
 
 /// A VirtualService fault as the fault filter's configuration; `Err((field, message))`.

@@ -443,3 +443,85 @@ pub(super) fn ingress_endpoints(
     }
     out
 }
+
+/// The Bootstrap's `mode`: a sidecar, or a gateway (the default).
+pub(super) fn sidecar_mode(res: &Resources, errors: &mut Vec<ConfigError>) -> bool {
+    match res.bootstrap.as_ref().and_then(|b| b.spec.mode.as_deref()) {
+        None | Some("gateway") => false,
+        Some("sidecar") => true,
+        Some(other) => {
+            if let Some(b) = &res.bootstrap {
+                errors.push(b.info.error(
+                    "spec.mode",
+                    format!("unknown mode `{other}`; expected gateway or sidecar"),
+                ));
+            }
+            false
+        }
+    }
+}
+
+/// A sidecar enforces AuthorizationPolicy and RequestAuthentication on its inbound HTTP
+/// chain, which it does not have yet (inbound is forwarded as TCP): refused rather than
+/// left unenforced, and kept out of the outbound chains, where Istio never runs them.
+pub(super) fn refuse_inbound_policies(
+    res: &Resources,
+    authz: bool,
+    jwt: bool,
+    errors: &mut Vec<ConfigError>,
+) {
+    for (selected, kind, info) in [
+        (
+            authz,
+            "AuthorizationPolicy",
+            res.authorization_policies.first().map(|d| &d.info),
+        ),
+        (
+            jwt,
+            "RequestAuthentication",
+            res.request_authentications.first().map(|d| &d.info),
+        ),
+    ] {
+        if let (true, Some(info)) = (selected, info) {
+            errors.push(info.error(
+                "kind",
+                format!(
+                    "{kind} on a sidecar is enforced on inbound HTTP, which Lateen's sidecar \
+                     forwards as TCP for now; refused rather than left unenforced"
+                ),
+            ));
+        }
+    }
+}
+
+/// A sidecar's listeners: the outbound ones (by the Sidecar resource `sc`, or every
+/// service) and the inbound capture, with its PeerAuthentication policy and ports.
+pub(super) fn sidecar_side(
+    inp: &super::gateways::GatewayInputs<'_>,
+    sc: Option<&Doc<SidecarSpec>>,
+    path: lateen_core::path::PathNormalization,
+    fault_filter: &mut Option<Arc<PluginSpec>>,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Vec<ListenerSpec> {
+    let res = inp.res;
+    let mut listeners: Vec<ListenerSpec> =
+        sidecar_listeners(res, sc, inp.clusters, inp.chain, fault_filter, errors)
+            .into_iter()
+            .map(|l| ListenerSpec { path, ..l })
+            .collect();
+    let mut policy = inbound_policy(res, inp.workload, inp.tls_ctx, errors, warnings);
+    if let Some(sc) = sc {
+        policy.endpoints = ingress_endpoints(sc, errors);
+    }
+    listeners.push(ListenerSpec {
+        path,
+        capture: Some(lateen_model::Capture::Inbound(Arc::new(policy))),
+        ..ListenerSpec::http(
+            "virtualInbound".into(),
+            SocketAddr::new(IpAddr::from([0, 0, 0, 0]), INBOUND_CAPTURE_PORT),
+            Vec::new(),
+        )
+    });
+    listeners
+}
