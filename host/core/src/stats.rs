@@ -189,185 +189,217 @@ impl Store {
     /// Every stat as one flat list of samples, for the Prometheus and Envoy renderings.
     pub fn samples(&self) -> Vec<Sample> {
         let mut out = Vec::new();
-        let mut push = |family: &'static Family,
-                        envoy: String,
-                        labels: Vec<(&'static str, String)>,
-                        value: f64| {
-            out.push(Sample {
-                family,
-                envoy,
-                labels,
-                value,
-            })
-        };
         for (name, l) in self.listeners() {
-            let lab = || vec![("envoy_http_conn_manager_prefix", name.clone())];
-            let n = |stat: &str| format!("http.{name}.{stat}");
-            push(
-                &DOWNSTREAM_CX_TOTAL,
-                n("downstream_cx_total"),
-                lab(),
-                l.cx_total.get() as f64,
-            );
-            push(
-                &DOWNSTREAM_CX_ACTIVE,
-                n("downstream_cx_active"),
-                lab(),
-                l.cx_active.get() as f64,
-            );
-            push(
-                &DOWNSTREAM_RQ_TOTAL,
-                n("downstream_rq_total"),
-                lab(),
-                l.rq_total.get() as f64,
-            );
-            push(
-                &DOWNSTREAM_RQ_ACTIVE,
-                n("downstream_rq_active"),
-                lab(),
-                l.rq_active.get() as f64,
-            );
-            let llab = || vec![("envoy_listener_address", name.clone())];
-            let ln = |stat: &str| format!("listener.{name}.{stat}");
-            for (family, stat, v) in [
-                (&SSL_HANDSHAKE, "ssl.handshake", &l.ssl_handshake),
-                (
-                    &SSL_CONNECTION_ERROR,
-                    "ssl.connection_error",
-                    &l.ssl_connection_error,
-                ),
-                (
-                    &NO_FILTER_CHAIN_MATCH,
-                    "no_filter_chain_match",
-                    &l.no_filter_chain_match,
-                ),
-            ] {
-                push(family, ln(stat), llab(), v.get() as f64);
-            }
-            for class in 1..=5 {
-                let mut labels = lab();
-                labels.push(("envoy_response_code_class", class.to_string()));
-                push(
-                    &DOWNSTREAM_RQ_XX,
-                    n(&format!("downstream_rq_{class}xx")),
-                    labels,
-                    l.rq_xx.get(class) as f64,
-                );
-            }
+            listener_samples(&name, &l, &mut out);
         }
         for (name, c) in self.clusters() {
-            let lab = || vec![("cluster_name", name.clone())];
-            let n = |stat: &str| format!("cluster.{name}.{stat}");
-            let counters: [(&'static Family, &str, u64); 12] = [
-                (&UPSTREAM_RQ_TOTAL, "upstream_rq_total", c.rq_total.get()),
-                (&UPSTREAM_CX_TOTAL, "upstream_cx_total", c.cx_total.get()),
-                (
-                    &UPSTREAM_CX_CONNECT_FAIL,
-                    "upstream_cx_connect_fail",
-                    c.cx_connect_fail.get(),
-                ),
-                (
-                    &UPSTREAM_RQ_PENDING_TOTAL,
-                    "upstream_rq_pending_total",
-                    c.rq_pending_total.get(),
-                ),
-                (
-                    &UPSTREAM_RQ_PENDING_OVERFLOW,
-                    "upstream_rq_pending_overflow",
-                    c.rq_pending_overflow.get(),
-                ),
-                (&UPSTREAM_RQ_RETRY, "upstream_rq_retry", c.rq_retry.get()),
-                (
-                    &UPSTREAM_RQ_TIMEOUT,
-                    "upstream_rq_timeout",
-                    c.rq_timeout.get(),
-                ),
-                (
-                    &UPSTREAM_RQ_PER_TRY_TIMEOUT,
-                    "upstream_rq_per_try_timeout",
-                    c.rq_per_try_timeout.get(),
-                ),
-                (
-                    &EJECTIONS_ENFORCED,
-                    "outlier_detection.ejections_enforced_total",
-                    c.ejections_enforced_total.get(),
-                ),
-                (
-                    &UPSTREAM_RQ_ACTIVE,
-                    "upstream_rq_active",
-                    c.rq_active.get().max(0) as u64,
-                ),
-                (
-                    &UPSTREAM_CX_ACTIVE,
-                    "upstream_cx_active",
-                    c.cx_active.get().max(0) as u64,
-                ),
-                (
-                    &UPSTREAM_RQ_PENDING_ACTIVE,
-                    "upstream_rq_pending_active",
-                    c.rq_pending_active.get().max(0) as u64,
-                ),
-            ];
-            for (family, stat, v) in counters {
-                push(family, n(stat), lab(), v as f64);
-            }
-            push(
-                &EJECTIONS_ACTIVE,
-                n("outlier_detection.ejections_active"),
-                lab(),
-                c.ejections_active.get() as f64,
-            );
-            for class in 1..=5 {
-                let mut labels = lab();
-                labels.push(("envoy_response_code_class", class.to_string()));
-                push(
-                    &UPSTREAM_RQ_XX,
-                    n(&format!("upstream_rq_{class}xx")),
-                    labels,
-                    c.rq_xx.get(class) as f64,
-                );
-            }
+            cluster_samples(&name, &c, &mut out);
         }
         for (name, p) in self.plugins() {
-            let lab = || vec![("plugin", name.clone())];
-            let n = |stat: &str| format!("wasm.{name}.{stat}");
-            push(
-                &WASM_CALLBACKS,
-                n("callbacks"),
-                lab(),
-                p.callbacks.get() as f64,
-            );
-            push(
-                &WASM_CPU,
-                n("cpu_seconds"),
-                lab(),
-                p.cpu_ns.get() as f64 / 1e9,
-            );
-            push(
-                &WASM_MEMORY,
-                n("memory_bytes"),
-                lab(),
-                p.memory_bytes.get() as f64,
-            );
-            push(
-                &WASM_INSTANCES,
-                n("instances"),
-                lab(),
-                p.instances.get() as f64,
-            );
-            push(
-                &WASM_RECYCLES,
-                n("recycles"),
-                lab(),
-                p.recycles.get() as f64,
-            );
-            for (reason, v) in [("trap", p.traps.get()), ("deadline", p.timeouts.get())] {
-                let mut labels = lab();
-                labels.push(("reason", reason.to_string()));
-                push(&WASM_TRAPS, n(&format!("traps.{reason}")), labels, v as f64);
-            }
+            plugin_samples(&name, &p, &mut out);
         }
         out
+    }
+}
+
+/// Adds one sample: its family, Envoy name, labels and value.
+fn sample(
+    out: &mut Vec<Sample>,
+    family: &'static Family,
+    envoy: String,
+    labels: Vec<(&'static str, String)>,
+    value: f64,
+) {
+    out.push(Sample {
+        family,
+        envoy,
+        labels,
+        value,
+    })
+}
+
+/// A listener's connection, request and TLS stats (Envoy's `http.NAME.*`, `listener.NAME.*`).
+fn listener_samples(name: &str, l: &ListenerStats, out: &mut Vec<Sample>) {
+    let mut push = |f: &'static Family, e: String, lab: Vec<(&'static str, String)>, v: f64| {
+        sample(out, f, e, lab, v)
+    };
+    let name = name.to_string();
+    let lab = || vec![("envoy_http_conn_manager_prefix", name.clone())];
+    let n = |stat: &str| format!("http.{name}.{stat}");
+    push(
+        &DOWNSTREAM_CX_TOTAL,
+        n("downstream_cx_total"),
+        lab(),
+        l.cx_total.get() as f64,
+    );
+    push(
+        &DOWNSTREAM_CX_ACTIVE,
+        n("downstream_cx_active"),
+        lab(),
+        l.cx_active.get() as f64,
+    );
+    push(
+        &DOWNSTREAM_RQ_TOTAL,
+        n("downstream_rq_total"),
+        lab(),
+        l.rq_total.get() as f64,
+    );
+    push(
+        &DOWNSTREAM_RQ_ACTIVE,
+        n("downstream_rq_active"),
+        lab(),
+        l.rq_active.get() as f64,
+    );
+    let llab = || vec![("envoy_listener_address", name.clone())];
+    let ln = |stat: &str| format!("listener.{name}.{stat}");
+    for (family, stat, v) in [
+        (&SSL_HANDSHAKE, "ssl.handshake", &l.ssl_handshake),
+        (
+            &SSL_CONNECTION_ERROR,
+            "ssl.connection_error",
+            &l.ssl_connection_error,
+        ),
+        (
+            &NO_FILTER_CHAIN_MATCH,
+            "no_filter_chain_match",
+            &l.no_filter_chain_match,
+        ),
+    ] {
+        push(family, ln(stat), llab(), v.get() as f64);
+    }
+    for class in 1..=5 {
+        let mut labels = lab();
+        labels.push(("envoy_response_code_class", class.to_string()));
+        push(
+            &DOWNSTREAM_RQ_XX,
+            n(&format!("downstream_rq_{class}xx")),
+            labels,
+            l.rq_xx.get(class) as f64,
+        );
+    }
+}
+
+/// A cluster's upstream request, connection and outlier stats (`cluster.NAME.*`).
+fn cluster_samples(name: &str, c: &ClusterStats, out: &mut Vec<Sample>) {
+    let mut push = |f: &'static Family, e: String, lab: Vec<(&'static str, String)>, v: f64| {
+        sample(out, f, e, lab, v)
+    };
+    let name = name.to_string();
+    let lab = || vec![("cluster_name", name.clone())];
+    let n = |stat: &str| format!("cluster.{name}.{stat}");
+    let counters: [(&'static Family, &str, u64); 12] = [
+        (&UPSTREAM_RQ_TOTAL, "upstream_rq_total", c.rq_total.get()),
+        (&UPSTREAM_CX_TOTAL, "upstream_cx_total", c.cx_total.get()),
+        (
+            &UPSTREAM_CX_CONNECT_FAIL,
+            "upstream_cx_connect_fail",
+            c.cx_connect_fail.get(),
+        ),
+        (
+            &UPSTREAM_RQ_PENDING_TOTAL,
+            "upstream_rq_pending_total",
+            c.rq_pending_total.get(),
+        ),
+        (
+            &UPSTREAM_RQ_PENDING_OVERFLOW,
+            "upstream_rq_pending_overflow",
+            c.rq_pending_overflow.get(),
+        ),
+        (&UPSTREAM_RQ_RETRY, "upstream_rq_retry", c.rq_retry.get()),
+        (
+            &UPSTREAM_RQ_TIMEOUT,
+            "upstream_rq_timeout",
+            c.rq_timeout.get(),
+        ),
+        (
+            &UPSTREAM_RQ_PER_TRY_TIMEOUT,
+            "upstream_rq_per_try_timeout",
+            c.rq_per_try_timeout.get(),
+        ),
+        (
+            &EJECTIONS_ENFORCED,
+            "outlier_detection.ejections_enforced_total",
+            c.ejections_enforced_total.get(),
+        ),
+        (
+            &UPSTREAM_RQ_ACTIVE,
+            "upstream_rq_active",
+            c.rq_active.get().max(0) as u64,
+        ),
+        (
+            &UPSTREAM_CX_ACTIVE,
+            "upstream_cx_active",
+            c.cx_active.get().max(0) as u64,
+        ),
+        (
+            &UPSTREAM_RQ_PENDING_ACTIVE,
+            "upstream_rq_pending_active",
+            c.rq_pending_active.get().max(0) as u64,
+        ),
+    ];
+    for (family, stat, v) in counters {
+        push(family, n(stat), lab(), v as f64);
+    }
+    push(
+        &EJECTIONS_ACTIVE,
+        n("outlier_detection.ejections_active"),
+        lab(),
+        c.ejections_active.get() as f64,
+    );
+    for class in 1..=5 {
+        let mut labels = lab();
+        labels.push(("envoy_response_code_class", class.to_string()));
+        push(
+            &UPSTREAM_RQ_XX,
+            n(&format!("upstream_rq_{class}xx")),
+            labels,
+            c.rq_xx.get(class) as f64,
+        );
+    }
+}
+
+/// A plugin's callbacks, CPU, memory, instances, recycles and traps (`wasm.NAME.*`).
+fn plugin_samples(name: &str, p: &PluginStats, out: &mut Vec<Sample>) {
+    let mut push = |f: &'static Family, e: String, lab: Vec<(&'static str, String)>, v: f64| {
+        sample(out, f, e, lab, v)
+    };
+    let name = name.to_string();
+    let lab = || vec![("plugin", name.clone())];
+    let n = |stat: &str| format!("wasm.{name}.{stat}");
+    push(
+        &WASM_CALLBACKS,
+        n("callbacks"),
+        lab(),
+        p.callbacks.get() as f64,
+    );
+    push(
+        &WASM_CPU,
+        n("cpu_seconds"),
+        lab(),
+        p.cpu_ns.get() as f64 / 1e9,
+    );
+    push(
+        &WASM_MEMORY,
+        n("memory_bytes"),
+        lab(),
+        p.memory_bytes.get() as f64,
+    );
+    push(
+        &WASM_INSTANCES,
+        n("instances"),
+        lab(),
+        p.instances.get() as f64,
+    );
+    push(
+        &WASM_RECYCLES,
+        n("recycles"),
+        lab(),
+        p.recycles.get() as f64,
+    );
+    for (reason, v) in [("trap", p.traps.get()), ("deadline", p.timeouts.get())] {
+        let mut labels = lab();
+        labels.push(("reason", reason.to_string()));
+        push(&WASM_TRAPS, n(&format!("traps.{reason}")), labels, v as f64);
     }
 }
 

@@ -121,194 +121,207 @@ fn match_summary(m: &Value) -> String {
 /// Renders one view as a table.
 pub fn render(kind: Kind, v: &Value) -> String {
     match kind {
-        Kind::Listeners => {
-            let rows: Vec<Vec<String>> = items(v, "listeners")
-                .iter()
-                .map(|l| {
-                    let filters: Vec<String> =
-                        items(l, "filters").iter().map(|f| s(&f["name"])).collect();
-                    vec![
-                        s(&l["address"]),
-                        s(&l["port"]),
-                        s(&l["protocol"]),
-                        filters.join(" → "),
-                    ]
-                })
-                .collect();
-            table(&["ADDRESSES", "PORT", "PROTOCOL", "FILTER CHAIN"], &rows)
-        }
-        Kind::Routes => {
-            let mut rows = Vec::new();
-            for l in items(v, "routes") {
-                for vh in items(l, "virtualHosts") {
-                    let domains: Vec<String> = items(vh, "domains").iter().map(s).collect();
-                    for r in items(vh, "routes") {
-                        let all = items(r, "destinations");
-                        // A lone destination without a weight takes all the traffic.
-                        let dests: Vec<String> = all
-                            .iter()
-                            .map(|d| match d["weight"].as_u64() {
-                                Some(0) | None if all.len() == 1 => {
-                                    format!("{} 100%", s(&d["cluster"]))
-                                }
-                                _ => format!("{} {}%", s(&d["cluster"]), s(&d["weight"])),
-                            })
-                            .collect();
-                        let dest = if !dests.is_empty() {
-                            dests.join(", ")
-                        } else if r["redirect"].as_bool() == Some(true) {
-                            "redirect".into()
-                        } else {
-                            format!("direct response {}", s(&r["directResponse"]))
-                        };
-                        rows.push(vec![
-                            s(&l["listener"]),
-                            domains.join(","),
-                            match_summary(&r["match"]),
-                            dest,
-                            s(&vh["virtualService"]),
-                        ]);
-                    }
-                }
+        Kind::Listeners => listeners(v),
+        Kind::Routes => routes(v),
+        Kind::Clusters => clusters(v),
+        Kind::Endpoints => endpoints(v),
+        Kind::Plugins => plugins(v),
+    }
+}
+
+/// Listeners: address, port, protocol and filter chain.
+fn listeners(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(v, "listeners")
+        .iter()
+        .map(|l| {
+            let filters: Vec<String> = items(l, "filters").iter().map(|f| s(&f["name"])).collect();
+            vec![
+                s(&l["address"]),
+                s(&l["port"]),
+                s(&l["protocol"]),
+                filters.join(" → "),
+            ]
+        })
+        .collect();
+    table(&["ADDRESSES", "PORT", "PROTOCOL", "FILTER CHAIN"], &rows)
+}
+
+/// Routes: per listener and domain, each route's match and destinations.
+fn routes(v: &Value) -> String {
+    let mut rows = Vec::new();
+    for l in items(v, "routes") {
+        for vh in items(l, "virtualHosts") {
+            let domains: Vec<String> = items(vh, "domains").iter().map(s).collect();
+            for r in items(vh, "routes") {
+                let all = items(r, "destinations");
+                // A lone destination without a weight takes all the traffic.
+                let dests: Vec<String> = all
+                    .iter()
+                    .map(|d| match d["weight"].as_u64() {
+                        Some(0) | None if all.len() == 1 => {
+                            format!("{} 100%", s(&d["cluster"]))
+                        }
+                        _ => format!("{} {}%", s(&d["cluster"]), s(&d["weight"])),
+                    })
+                    .collect();
+                let dest = if !dests.is_empty() {
+                    dests.join(", ")
+                } else if r["redirect"].as_bool() == Some(true) {
+                    "redirect".into()
+                } else {
+                    format!("direct response {}", s(&r["directResponse"]))
+                };
+                rows.push(vec![
+                    s(&l["listener"]),
+                    domains.join(","),
+                    match_summary(&r["match"]),
+                    dest,
+                    s(&vh["virtualService"]),
+                ]);
             }
-            table(
-                &[
-                    "LISTENER",
-                    "DOMAINS",
-                    "MATCH",
-                    "DESTINATIONS",
-                    "VIRTUAL SERVICE",
-                ],
-                &rows,
-            )
-        }
-        Kind::Clusters => {
-            let rows: Vec<Vec<String>> = items(v, "clusters")
-                .iter()
-                .map(|c| {
-                    let (host, port, subset, dir) = cluster_parts(c["name"].as_str().unwrap_or(""));
-                    vec![
-                        host,
-                        port,
-                        subset,
-                        dir,
-                        s(&c["lb"]),
-                        items(c, "endpoints").len().to_string(),
-                        s(&c["stats"]["upstreamRqTotal"]),
-                    ]
-                })
-                .collect();
-            table(
-                &[
-                    "SERVICE FQDN",
-                    "PORT",
-                    "SUBSET",
-                    "DIRECTION",
-                    "LB",
-                    "ENDPOINTS",
-                    "REQUESTS",
-                ],
-                &rows,
-            )
-        }
-        Kind::Endpoints => {
-            let mut rows = Vec::new();
-            for c in items(v, "clusters") {
-                for e in items(c, "endpoints") {
-                    let health = s(&e["health"]);
-                    rows.push(vec![
-                        s(&e["address"]),
-                        if health == "EJECTED" {
-                            "UNHEALTHY".into()
-                        } else {
-                            "HEALTHY".into()
-                        },
-                        if health == "EJECTED" {
-                            "FAILED".into()
-                        } else {
-                            "OK".into()
-                        },
-                        s(&c["name"]),
-                    ]);
-                }
-            }
-            table(&["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"], &rows)
-        }
-        Kind::Plugins => {
-            let rows: Vec<Vec<String>> = items(v, "plugins")
-                .iter()
-                .map(|p| {
-                    let st = &p["stats"];
-                    let sha = s(&p["sha256"]);
-                    let place = match p["placement"].as_str() {
-                        Some(pl) => pl.to_string(),
-                        None => s(&p["phase"]),
-                    };
-                    vec![
-                        s(&p["name"]),
-                        place,
-                        s(&p["priority"]),
-                        s(&p["state"]),
-                        sha.get(..12).unwrap_or(&sha).to_string(),
-                        format!("{:.3}", st["cpuSeconds"].as_f64().unwrap_or(0.0)),
-                        format!("{}", st["memoryBytes"].as_i64().unwrap_or(0) / 1024),
-                        s(&st["traps"]),
-                        s(&p["url"]),
-                    ]
-                })
-                .collect();
-            let mut out = table(
-                &[
-                    "NAME", "PHASE", "PRIORITY", "STATE", "SHA256", "CPU(s)", "MEM(KiB)", "TRAPS",
-                    "URL",
-                ],
-                &rows,
-            );
-            let chains: Vec<Vec<String>> = items(v, "chains")
-                .iter()
-                .map(|c| {
-                    let names: Vec<String> = c["filters"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(s)
-                        .collect();
-                    vec![s(&c["listener"]), names.join(" -> ")]
-                })
-                .collect();
-            if !chains.is_empty() {
-                out.push_str("\nEffective order per listener:\n");
-                out.push_str(&table(&["LISTENER", "ORDER"], &chains));
-            }
-            // Per route: scoped plugins (matchRules) with the rule that serves the route,
-            // `a|b` when it depends on the request; a plugin off there is left out.
-            let routes: Vec<Vec<String>> = items(v, "routes")
-                .iter()
-                .map(|r| {
-                    let names: Vec<String> = r["filters"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(s)
-                        .collect();
-                    vec![
-                        s(&r["listener"]),
-                        s(&r["virtualService"]),
-                        s(&r["route"]),
-                        names.join(" -> "),
-                    ]
-                })
-                .collect();
-            if !routes.is_empty() {
-                out.push_str("\nEffective order per route:\n");
-                out.push_str(&table(
-                    &["LISTENER", "VIRTUAL SERVICE", "ROUTE", "ORDER"],
-                    &routes,
-                ));
-            }
-            out
         }
     }
+    table(
+        &[
+            "LISTENER",
+            "DOMAINS",
+            "MATCH",
+            "DESTINATIONS",
+            "VIRTUAL SERVICE",
+        ],
+        &rows,
+    )
+}
+
+/// Clusters: the Istio name split into columns, load balancer, endpoints, requests.
+fn clusters(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(v, "clusters")
+        .iter()
+        .map(|c| {
+            let (host, port, subset, dir) = cluster_parts(c["name"].as_str().unwrap_or(""));
+            vec![
+                host,
+                port,
+                subset,
+                dir,
+                s(&c["lb"]),
+                items(c, "endpoints").len().to_string(),
+                s(&c["stats"]["upstreamRqTotal"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SERVICE FQDN",
+            "PORT",
+            "SUBSET",
+            "DIRECTION",
+            "LB",
+            "ENDPOINTS",
+            "REQUESTS",
+        ],
+        &rows,
+    )
+}
+
+/// Endpoints with their outlier-detection health.
+fn endpoints(v: &Value) -> String {
+    let mut rows = Vec::new();
+    for c in items(v, "clusters") {
+        for e in items(c, "endpoints") {
+            let health = s(&e["health"]);
+            rows.push(vec![
+                s(&e["address"]),
+                if health == "EJECTED" {
+                    "UNHEALTHY".into()
+                } else {
+                    "HEALTHY".into()
+                },
+                if health == "EJECTED" {
+                    "FAILED".into()
+                } else {
+                    "OK".into()
+                },
+                s(&c["name"]),
+            ]);
+        }
+    }
+    table(&["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"], &rows)
+}
+
+/// Plugins, then the effective filter order per listener and per route.
+fn plugins(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(v, "plugins")
+        .iter()
+        .map(|p| {
+            let st = &p["stats"];
+            let sha = s(&p["sha256"]);
+            let place = match p["placement"].as_str() {
+                Some(pl) => pl.to_string(),
+                None => s(&p["phase"]),
+            };
+            vec![
+                s(&p["name"]),
+                place,
+                s(&p["priority"]),
+                s(&p["state"]),
+                sha.get(..12).unwrap_or(&sha).to_string(),
+                format!("{:.3}", st["cpuSeconds"].as_f64().unwrap_or(0.0)),
+                format!("{}", st["memoryBytes"].as_i64().unwrap_or(0) / 1024),
+                s(&st["traps"]),
+                s(&p["url"]),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "NAME", "PHASE", "PRIORITY", "STATE", "SHA256", "CPU(s)", "MEM(KiB)", "TRAPS", "URL",
+        ],
+        &rows,
+    );
+    let chains: Vec<Vec<String>> = items(v, "chains")
+        .iter()
+        .map(|c| {
+            let names: Vec<String> = c["filters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            vec![s(&c["listener"]), names.join(" -> ")]
+        })
+        .collect();
+    if !chains.is_empty() {
+        out.push_str("\nEffective order per listener:\n");
+        out.push_str(&table(&["LISTENER", "ORDER"], &chains));
+    }
+    // Per route: scoped plugins (matchRules) with the rule that serves the route,
+    // `a|b` when it depends on the request; a plugin off there is left out.
+    let routes: Vec<Vec<String>> = items(v, "routes")
+        .iter()
+        .map(|r| {
+            let names: Vec<String> = r["filters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            vec![
+                s(&r["listener"]),
+                s(&r["virtualService"]),
+                s(&r["route"]),
+                names.join(" -> "),
+            ]
+        })
+        .collect();
+    if !routes.is_empty() {
+        out.push_str("\nEffective order per route:\n");
+        out.push_str(&table(
+            &["LISTENER", "VIRTUAL SERVICE", "ROUTE", "ORDER"],
+            &routes,
+        ));
+    }
+    out
 }
 
 /// `proxy-status`: one row for the proxy, as istioctl's per-proxy line.

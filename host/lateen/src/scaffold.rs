@@ -93,19 +93,7 @@ pub fn new_filter(req: &Request) -> Result<Made, ScaffoldError> {
     let in_workspace = here
         .as_ref()
         .is_some_and(|root| dir.parent() == Some(root.join("filters").as_path()));
-    let lateen = match (&req.lateen, &here) {
-        (Some(p), _) => p.clone(),
-        (None, Some(root)) => root.clone(),
-        // The checkout this binary was built from (host/lateen/ is CARGO_MANIFEST_DIR).
-        (None, None) => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .ancestors()
-            .nth(2)
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-    };
-    let lateen = lateen.canonicalize().unwrap_or(lateen);
-    if !lateen.join("sdk/Cargo.toml").is_file() {
-        return Err(ScaffoldError::NoSdk(lateen.join("sdk")));
-    }
+    let lateen = lateen_checkout(req, here.as_deref())?;
     let target = req
         .target_dir
         .clone()
@@ -152,22 +140,8 @@ pub fn new_filter(req: &Request) -> Result<Made, ScaffoldError> {
                 },
             )
     };
-    // A component filter starts from the sample component, renamed.
     let (lib, test) = if req.component {
-        let rename = |t: &str| {
-            t.replace(
-                "ua_tagger_requests_total",
-                &format!("{lib_name}_requests_total"),
-            )
-        };
-        (
-            rename(include_str!(
-                "../../../filters/ua-tagger-component/src/lib.rs"
-            )),
-            rename(include_str!(
-                "../../../filters/ua-tagger-component/tests/filter.rs"
-            )),
-        )
+        component_sources(&lib_name)
     } else {
         (
             fill(include_str!("scaffold/lib.rs.tmpl")),
@@ -193,6 +167,56 @@ pub fn new_filter(req: &Request) -> Result<Made, ScaffoldError> {
             fill(include_str!("scaffold/schema.json.tmpl")),
         ));
     }
+    write_files(&dir, files)?;
+    if !in_workspace {
+        // The checkout's lock file, so the crate resolves the versions Lateen is tested with.
+        let _ = std::fs::copy(lateen.join("Cargo.lock"), dir.join("Cargo.lock"));
+    }
+    Ok(Made {
+        dir,
+        in_workspace,
+        wasm,
+    })
+}
+
+/// The Lateen checkout the crate depends on: the one asked for, the one the crate is made
+/// in, else the one this binary was built from (host/lateen/ is CARGO_MANIFEST_DIR).
+fn lateen_checkout(req: &Request, here: Option<&Path>) -> Result<PathBuf, ScaffoldError> {
+    let lateen = match (&req.lateen, here) {
+        (Some(p), _) => p.clone(),
+        (None, Some(root)) => root.to_path_buf(),
+        (None, None) => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .nth(2)
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    let lateen = lateen.canonicalize().unwrap_or(lateen);
+    if !lateen.join("sdk/Cargo.toml").is_file() {
+        return Err(ScaffoldError::NoSdk(lateen.join("sdk")));
+    }
+    Ok(lateen)
+}
+
+/// A component filter starts from the sample component, renamed.
+fn component_sources(lib_name: &str) -> (String, String) {
+    let rename = |t: &str| {
+        t.replace(
+            "ua_tagger_requests_total",
+            &format!("{lib_name}_requests_total"),
+        )
+    };
+    (
+        rename(include_str!(
+            "../../../filters/ua-tagger-component/src/lib.rs"
+        )),
+        rename(include_str!(
+            "../../../filters/ua-tagger-component/tests/filter.rs"
+        )),
+    )
+}
+
+/// Writes each file under `dir`, making its directories.
+fn write_files(dir: &Path, files: Vec<(&str, String)>) -> Result<(), ScaffoldError> {
     for (rel, text) in files {
         let path = dir.join(rel);
         let write = || -> std::io::Result<()> {
@@ -206,15 +230,7 @@ pub fn new_filter(req: &Request) -> Result<Made, ScaffoldError> {
             source,
         })?;
     }
-    if !in_workspace {
-        // The checkout's lock file, so the crate resolves the versions Lateen is tested with.
-        let _ = std::fs::copy(lateen.join("Cargo.lock"), dir.join("Cargo.lock"));
-    }
-    Ok(Made {
-        dir,
-        in_workspace,
-        wasm,
-    })
+    Ok(())
 }
 
 fn cargo_toml(name: &str, in_workspace: bool, lateen: &Path, component: bool) -> String {

@@ -97,9 +97,25 @@ pub fn listener(any: &Any) -> Result<XdsListener, String> {
         )),
         _ => return Err(format!("{fat}: expected rds or route_config")),
     };
+    let filters = http_filters(&mut hcm.http_filters, &fat)?;
+    Ok(XdsListener {
+        name: l.name,
+        addr: SocketAddr::new(ip, port),
+        routes,
+        filters,
+        path,
+    })
+}
+
+/// The HTTP filters of a connection manager: wasm filters (inline or by ECDS), then the
+/// router, which must come last.
+fn http_filters(
+    hfs: &mut [envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter],
+    fat: &str,
+) -> Result<Vec<HttpFilter>, String> {
     let mut filters = Vec::new();
-    let n = hcm.http_filters.len();
-    for (i, hf) in hcm.http_filters.iter_mut().enumerate() {
+    let n = hfs.len();
+    for (i, hf) in hfs.iter_mut().enumerate() {
         let hat = format!("{fat}.http_filters[{i}] `{}`", hf.name);
         only!(hf, hat, [name, config_type, is_optional]);
         let last = i + 1 == n;
@@ -161,13 +177,7 @@ pub fn listener(any: &Any) -> Result<XdsListener, String> {
             "{fat}.http_filters: empty; the last HTTP filter must be the router"
         ));
     }
-    Ok(XdsListener {
-        name: l.name,
-        addr: SocketAddr::new(ip, port),
-        routes,
-        filters,
-        path,
-    })
+    Ok(filters)
 }
 
 /// ECDS.

@@ -172,6 +172,26 @@ pub(crate) fn xds_route(
         ]
     );
     let rm = r.r#match.as_mut().ok_or(".match: missing")?;
+    let m = route_match(rm)?;
+    let mut rc = RouteConfig {
+        name: r.name.clone(),
+        matches: vec![m],
+        headers: header_ops(r)?,
+        ..Default::default()
+    };
+    match &mut r.action {
+        Some(route::Action::Route(a)) => route_action(a, &mut rc)?,
+        Some(route::Action::Redirect(red)) => rc.redirect = Some(redirect(red)?),
+        Some(route::Action::DirectResponse(d)) => rc.direct_response = Some(direct_response(d)?),
+        _ => return Err(": expected route, redirect or direct_response".into()),
+    }
+    Ok(rc)
+}
+
+/// A route's match: path (prefix, exact or regex), case, headers and query parameters.
+fn route_match(
+    rm: &mut envoy_types::pb::envoy::config::route::v3::RouteMatch,
+) -> Result<HttpMatchRequest, String> {
     only!(
         rm,
         ".match",
@@ -222,83 +242,75 @@ pub(crate) fn xds_route(
         };
         m.query_params.insert(q.name.clone(), sm);
     }
-    let mut rc = RouteConfig {
-        name: r.name.clone(),
-        matches: vec![m],
-        headers: header_ops(r)?,
-        ..Default::default()
+    Ok(m)
+}
+
+/// A redirect action as Istio's HTTPRedirect.
+fn redirect(
+    red: &mut envoy_types::pb::envoy::config::route::v3::RedirectAction,
+) -> Result<HttpRedirect, String> {
+    only!(
+        red,
+        ".redirect",
+        [
+            host_redirect,
+            port_redirect,
+            response_code,
+            scheme_rewrite_specifier,
+            path_rewrite_specifier
+        ]
+    );
+    let code = match red.response_code {
+        0 => 301,
+        1 => 302,
+        2 => 303,
+        3 => 307,
+        4 => 308,
+        c => return Err(format!(".redirect.response_code: unknown code {c}")),
     };
-    match &mut r.action {
-        Some(route::Action::Route(a)) => route_action(a, &mut rc)?,
-        Some(route::Action::Redirect(red)) => {
-            only!(
-                red,
-                ".redirect",
-                [
-                    host_redirect,
-                    port_redirect,
-                    response_code,
-                    scheme_rewrite_specifier,
-                    path_rewrite_specifier
-                ]
-            );
-            let code = match red.response_code {
-                0 => 301,
-                1 => 302,
-                2 => 303,
-                3 => 307,
-                4 => 308,
-                c => return Err(format!(".redirect.response_code: unknown code {c}")),
-            };
-            let uri = match &red.path_rewrite_specifier {
-                None => None,
-                Some(redirect_action::PathRewriteSpecifier::PathRedirect(p)) => Some(p.clone()),
-                Some(_) => {
-                    return Err(".redirect: only path_redirect rewrites the path in Lateen".into())
-                }
-            };
-            rc.redirect = Some(HttpRedirect {
-                uri,
-                authority: (!red.host_redirect.is_empty()).then(|| red.host_redirect.clone()),
-                port: (red.port_redirect != 0).then_some(red.port_redirect),
-                derive_port: None,
-                scheme: match &red.scheme_rewrite_specifier {
-                    Some(redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true)) => {
-                        Some("https".into())
-                    }
-                    Some(redirect_action::SchemeRewriteSpecifier::SchemeRedirect(s)) => {
-                        Some(s.clone())
-                    }
-                    _ => None,
-                },
-                redirect_code: Some(code),
-            });
+    let uri = match &red.path_rewrite_specifier {
+        None => None,
+        Some(redirect_action::PathRewriteSpecifier::PathRedirect(p)) => Some(p.clone()),
+        Some(_) => return Err(".redirect: only path_redirect rewrites the path in Lateen".into()),
+    };
+    Ok(HttpRedirect {
+        uri,
+        authority: (!red.host_redirect.is_empty()).then(|| red.host_redirect.clone()),
+        port: (red.port_redirect != 0).then_some(red.port_redirect),
+        derive_port: None,
+        scheme: match &red.scheme_rewrite_specifier {
+            Some(redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true)) => {
+                Some("https".into())
+            }
+            Some(redirect_action::SchemeRewriteSpecifier::SchemeRedirect(s)) => Some(s.clone()),
+            _ => None,
+        },
+        redirect_code: Some(code),
+    })
+}
+
+/// A direct response with an inline body.
+fn direct_response(
+    d: &mut envoy_types::pb::envoy::config::route::v3::DirectResponseAction,
+) -> Result<HttpDirectResponse, String> {
+    only!(d, ".direct_response", [status, body]);
+    let body = match d.body.as_ref().and_then(|b| b.specifier.as_ref()) {
+        None => None,
+        Some(data_source::Specifier::InlineString(s)) => Some(s.clone()),
+        Some(data_source::Specifier::InlineBytes(b)) => {
+            Some(String::from_utf8_lossy(b).into_owned())
         }
-        Some(route::Action::DirectResponse(d)) => {
-            only!(d, ".direct_response", [status, body]);
-            let body = match d.body.as_ref().and_then(|b| b.specifier.as_ref()) {
-                None => None,
-                Some(data_source::Specifier::InlineString(s)) => Some(s.clone()),
-                Some(data_source::Specifier::InlineBytes(b)) => {
-                    Some(String::from_utf8_lossy(b).into_owned())
-                }
-                Some(_) => {
-                    return Err(
-                        ".direct_response.body: expected inline_string or inline_bytes".into(),
-                    )
-                }
-            };
-            rc.direct_response = Some(HttpDirectResponse {
-                status: d.status,
-                body: body.map(|s| HttpBody {
-                    string: Some(s),
-                    bytes: None,
-                }),
-            });
+        Some(_) => {
+            return Err(".direct_response.body: expected inline_string or inline_bytes".into())
         }
-        _ => return Err(": expected route, redirect or direct_response".into()),
-    }
-    Ok(rc)
+    };
+    Ok(HttpDirectResponse {
+        status: d.status,
+        body: body.map(|s| HttpBody {
+            string: Some(s),
+            bytes: None,
+        }),
+    })
 }
 
 pub(crate) fn route_action(

@@ -201,6 +201,16 @@ pub(super) struct WorkloadInfo {
     pub(super) namespaces: BTreeSet<String>,
 }
 
+impl WorkloadInfo {
+    /// `name.namespace`, as the snapshot names its workload.
+    pub(super) fn qualified_name(&self) -> Option<String> {
+        self.name.as_ref().map(|n| match self.namespaces.first() {
+            Some(ns) => format!("{n}.{ns}"),
+            None => n.clone(),
+        })
+    }
+}
+
 pub(super) fn workload(res: &Resources) -> WorkloadInfo {
     if let Some(w) = res.bootstrap.as_ref().and_then(|b| b.spec.workload.clone()) {
         return WorkloadInfo {

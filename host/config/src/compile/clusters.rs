@@ -342,7 +342,7 @@ pub(super) fn lb_of(tp: Option<&TrafficPolicy>) -> Option<&str> {
     tp?.load_balancer.as_ref()?.simple.as_deref()
 }
 
-type Clusters = HashMap<String, Arc<ClusterSpec>>;
+pub(super) type Clusters = HashMap<String, Arc<ClusterSpec>>;
 
 /// Every cluster the files define: one per ServiceEntry host and port, and per subset of
 /// its DestinationRule; destinations on hosts no ServiceEntry declares, reached by DNS.

@@ -224,18 +224,8 @@ pub fn build_with(
     let mut errors = Vec::new();
     let mut warnings = res.warnings.clone();
     let tls_ctx = TlsContext::new(res);
-    let (mut clusters, mut aliases) = build_clusters(res, &tls_ctx, &mut errors);
-    if let Some(set) = xds {
-        xds_build::clusters(set, &mut clusters, &mut errors, &mut warnings);
-    }
-    warn_duplicate_destination_rules(res, &mut warnings);
-    let redis_url = redis_url(res, &mut errors);
-    if redis_url.is_some() {
-        aliases.insert(
-            lateen_ratelimit::config::REDIS_CLUSTER.to_string(),
-            lateen_ratelimit::config::REDIS_CLUSTER.to_string(),
-        );
-    }
+    let (clusters, aliases, redis_url) =
+        all_clusters(res, xds, &tls_ctx, &mut errors, &mut warnings);
     let workload = workload(res);
     // Probes of plugin configurations resolve names only: validating reaches no store.
     let resolver = lateen_model::names(&clusters, aliases.clone());
@@ -342,14 +332,6 @@ pub fn build_with(
     listeners.extend(xds_built.listeners);
     // Checked in either mode, so a bad one is reported wherever it is loaded.
     let sc = sidecar_resource(res, &workload, &mut errors);
-    if !sidecar {
-        if let Some(s) = res.sidecars.first() {
-            warnings.push(format!(
-                "{}: Sidecar resources configure sidecars (ignored in gateway mode)",
-                s.info.key()
-            ));
-        }
-    }
     if sidecar {
         let side = sidecar_side(
             &inp,
@@ -360,12 +342,8 @@ pub fn build_with(
             &mut warnings,
         );
         listeners.extend(side);
-    } else if let Some(pa) = res.peer_authentications.first() {
-        warnings.push(format!(
-            "{}: PeerAuthentication governs a sidecar's inbound side; a gateway's TLS is its \
-             Gateway servers' (ignored in gateway mode)",
-            pa.info.key()
-        ));
+    } else {
+        warn_sidecar_resources(res, &mut warnings);
     }
     check_gateway_refs(res, &by_addr, sidecar, &mut errors, &mut warnings);
     let probed = xds_built.probed.into_iter().collect();
@@ -386,13 +364,7 @@ pub fn build_with(
     warn_unplaced(&plugins, &listeners, &mut warnings);
     Ok(Snapshot {
         version,
-        workload: workload
-            .name
-            .as_ref()
-            .map(|n| match workload.namespaces.first() {
-                Some(ns) => format!("{n}.{ns}"),
-                None => n.clone(),
-            }),
+        workload: workload.qualified_name(),
         listeners,
         clusters,
         rule_errors,
@@ -418,6 +390,48 @@ pub fn build_with(
         limits,
         read_files: tls_ctx.files(),
     })
+}
+
+/// The clusters of the files and of the control plane, the host aliases, and the Redis
+/// URL (whose `lateen.redis` cluster joins the aliases).
+fn all_clusters(
+    res: &Resources,
+    xds: Option<&lateen_model::xds::XdsSet>,
+    tls_ctx: &TlsContext,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> (Clusters, HashMap<String, String>, Option<String>) {
+    let (mut clusters, mut aliases) = build_clusters(res, tls_ctx, errors);
+    if let Some(set) = xds {
+        xds_build::clusters(set, &mut clusters, errors, warnings);
+    }
+    warn_duplicate_destination_rules(res, warnings);
+    let redis_url = redis_url(res, errors);
+    if redis_url.is_some() {
+        aliases.insert(
+            lateen_ratelimit::config::REDIS_CLUSTER.to_string(),
+            lateen_ratelimit::config::REDIS_CLUSTER.to_string(),
+        );
+    }
+    (clusters, aliases, redis_url)
+}
+
+/// Resources that configure a sidecar's inbound side, loaded in gateway mode: ignored,
+/// and said so.
+fn warn_sidecar_resources(res: &Resources, warnings: &mut Vec<String>) {
+    if let Some(s) = res.sidecars.first() {
+        warnings.push(format!(
+            "{}: Sidecar resources configure sidecars (ignored in gateway mode)",
+            s.info.key()
+        ));
+    }
+    if let Some(pa) = res.peer_authentications.first() {
+        warnings.push(format!(
+            "{}: PeerAuthentication governs a sidecar's inbound side; a gateway's TLS is its \
+             Gateway servers' (ignored in gateway mode)",
+            pa.info.key()
+        ));
+    }
 }
 
 /// Istio's local rate-limit EnvoyFilters, for every listener of this workload, and the

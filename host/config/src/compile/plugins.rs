@@ -284,55 +284,7 @@ pub(super) fn load_plugin(
     opts: &BuildOptions,
 ) -> Result<(PluginSpec, Bytes), ConfigError> {
     let at = |f: &str| format!("{prefix}.{f}");
-    let remote_url = ["http://", "https://", "oci://"]
-        .iter()
-        .any(|p| s.url.starts_with(p));
-    let (bytes, path, local) = if remote_url {
-        let remote = opts.remote.as_ref().ok_or_else(|| {
-            info.error(
-                &at("url"),
-                "remote plugin URLs are not enabled in this mode",
-            )
-        })?;
-        let always = match s.image_pull_policy.as_deref() {
-            // Istio: an unset policy pulls `latest` OCI tags every time.
-            None | Some("UNSPECIFIED_POLICY") => {
-                s.url.starts_with("oci://") && (s.url.ends_with(":latest") || !oci_has_tag(&s.url))
-            }
-            Some("IfNotPresent") => false,
-            Some("Always") => true,
-            Some(other) => {
-                return Err(info.error(
-                    &at("imagePullPolicy"),
-                    format!("unknown policy `{other}`; expected IfNotPresent or Always"),
-                ))
-            }
-        };
-        let bytes = remote
-            .fetch(&s.url, s.sha256.as_deref(), always)
-            .map_err(|m| info.error(&at("url"), m))?;
-        (bytes, PathBuf::from(&s.url), false)
-    } else if let Some(name) = s.url.strip_prefix("pushed://") {
-        let dir = opts.pushed_dir.as_ref().ok_or_else(|| {
-            info.error(
-                &at("url"),
-                "pushed:// modules need a module cache (--cache-dir)",
-            )
-        })?;
-        let path = pushed_path(dir, name).map_err(|m| info.error(&at("url"), m))?;
-        let bytes = std::fs::read(&path).map_err(|e| {
-            info.error(
-                &at("url"),
-                format!("no module pushed as `{name}` ({e}); push it with `lateen push`"),
-            )
-        })?;
-        (bytes, path, true)
-    } else {
-        let path = plugin_path(&s.url, &info.file).map_err(|m| info.error(&at("url"), m))?;
-        let bytes = std::fs::read(&path)
-            .map_err(|e| info.error(&at("url"), format!("cannot read {}: {e}", path.display())))?;
-        (bytes, path, true)
-    };
+    let (bytes, path, local) = plugin_bytes(info, s, prefix, opts)?;
     let sha = hex::encode(Sha256::digest(&bytes));
     if let Some(want) = &s.sha256 {
         if !want.eq_ignore_ascii_case(&sha) {
@@ -359,50 +311,8 @@ pub(super) fn load_plugin(
             ));
         }
     }
-    let phase = match s.phase.as_deref().unwrap_or("UNSPECIFIED_PHASE") {
-        "AUTHN" => Phase::Authn,
-        "AUTHZ" => Phase::Authz,
-        "STATS" => Phase::Stats,
-        "UNSPECIFIED_PHASE" | "UNSPECIFIED" => Phase::Unspecified,
-        other => {
-            return Err(info.error(
-                &at("phase"),
-                format!(
-                    "unknown phase `{other}`; expected AUTHN, AUTHZ, STATS or UNSPECIFIED_PHASE"
-                ),
-            ))
-        }
-    };
-    let fail = match s.fail_strategy.as_deref().unwrap_or("FAIL_CLOSE") {
-        // FAIL_RELOAD fails the request like FAIL_CLOSE; every strategy gets a fresh
-        // instance (with backoff) for new streams after a trap.
-        "FAIL_CLOSE" | "FAIL_RELOAD" => FailStrategy::Close,
-        "FAIL_OPEN" => FailStrategy::Open,
-        other => {
-            return Err(info.error(
-                &at("failStrategy"),
-                format!(
-                    "unknown failStrategy `{other}`; expected FAIL_CLOSE, FAIL_OPEN or FAIL_RELOAD"
-                ),
-            ))
-        }
-    };
-    let env = s
-        .vm_config
-        .as_ref()
-        .map(|v| {
-            v.env
-                .iter()
-                .map(|e| {
-                    let value = match e.value_from.as_deref() {
-                        Some("HOST") => std::env::var(&e.name).unwrap_or_default(),
-                        _ => e.value.clone().unwrap_or_default(),
-                    };
-                    (e.name.clone(), value)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let (phase, fail) = phase_and_fail(info, s, prefix)?;
+    let env = plugin_env(s);
     let cfg = match &s.plugin_config {
         Some(v) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
         None => Bytes::new(),
@@ -432,6 +342,124 @@ pub(super) fn load_plugin(
         },
         cfg,
     ))
+}
+
+/// A plugin's module: fetched (http, https, oci), pushed (`pushed://NAME`) or read from a
+/// file beside the document; with its path and whether it is local (a schema may sit
+/// beside a local one).
+fn plugin_bytes(
+    info: &DocInfo,
+    s: &WasmPluginSpec,
+    prefix: &str,
+    opts: &BuildOptions,
+) -> Result<(Vec<u8>, PathBuf, bool), ConfigError> {
+    let at = |f: &str| format!("{prefix}.{f}");
+    let remote_url = ["http://", "https://", "oci://"]
+        .iter()
+        .any(|p| s.url.starts_with(p));
+    if remote_url {
+        let remote = opts.remote.as_ref().ok_or_else(|| {
+            info.error(
+                &at("url"),
+                "remote plugin URLs are not enabled in this mode",
+            )
+        })?;
+        let always = match s.image_pull_policy.as_deref() {
+            // Istio: an unset policy pulls `latest` OCI tags every time.
+            None | Some("UNSPECIFIED_POLICY") => {
+                s.url.starts_with("oci://") && (s.url.ends_with(":latest") || !oci_has_tag(&s.url))
+            }
+            Some("IfNotPresent") => false,
+            Some("Always") => true,
+            Some(other) => {
+                return Err(info.error(
+                    &at("imagePullPolicy"),
+                    format!("unknown policy `{other}`; expected IfNotPresent or Always"),
+                ))
+            }
+        };
+        let bytes = remote
+            .fetch(&s.url, s.sha256.as_deref(), always)
+            .map_err(|m| info.error(&at("url"), m))?;
+        Ok((bytes, PathBuf::from(&s.url), false))
+    } else if let Some(name) = s.url.strip_prefix("pushed://") {
+        let dir = opts.pushed_dir.as_ref().ok_or_else(|| {
+            info.error(
+                &at("url"),
+                "pushed:// modules need a module cache (--cache-dir)",
+            )
+        })?;
+        let path = pushed_path(dir, name).map_err(|m| info.error(&at("url"), m))?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            info.error(
+                &at("url"),
+                format!("no module pushed as `{name}` ({e}); push it with `lateen push`"),
+            )
+        })?;
+        Ok((bytes, path, true))
+    } else {
+        let path = plugin_path(&s.url, &info.file).map_err(|m| info.error(&at("url"), m))?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| info.error(&at("url"), format!("cannot read {}: {e}", path.display())))?;
+        Ok((bytes, path, true))
+    }
+}
+
+/// `phase` and `failStrategy`.
+fn phase_and_fail(
+    info: &DocInfo,
+    s: &WasmPluginSpec,
+    prefix: &str,
+) -> Result<(Phase, FailStrategy), ConfigError> {
+    let at = |f: &str| format!("{prefix}.{f}");
+    let phase = match s.phase.as_deref().unwrap_or("UNSPECIFIED_PHASE") {
+        "AUTHN" => Phase::Authn,
+        "AUTHZ" => Phase::Authz,
+        "STATS" => Phase::Stats,
+        "UNSPECIFIED_PHASE" | "UNSPECIFIED" => Phase::Unspecified,
+        other => {
+            return Err(info.error(
+                &at("phase"),
+                format!(
+                    "unknown phase `{other}`; expected AUTHN, AUTHZ, STATS or UNSPECIFIED_PHASE"
+                ),
+            ))
+        }
+    };
+    let fail = match s.fail_strategy.as_deref().unwrap_or("FAIL_CLOSE") {
+        // FAIL_RELOAD fails the request like FAIL_CLOSE; every strategy gets a fresh
+        // instance (with backoff) for new streams after a trap.
+        "FAIL_CLOSE" | "FAIL_RELOAD" => FailStrategy::Close,
+        "FAIL_OPEN" => FailStrategy::Open,
+        other => {
+            return Err(info.error(
+                &at("failStrategy"),
+                format!(
+                    "unknown failStrategy `{other}`; expected FAIL_CLOSE, FAIL_OPEN or FAIL_RELOAD"
+                ),
+            ))
+        }
+    };
+    Ok((phase, fail))
+}
+
+/// `vmConfig.env`: literal values, or the host's (`valueFrom: HOST`).
+fn plugin_env(s: &WasmPluginSpec) -> Vec<(String, String)> {
+    s.vm_config
+        .as_ref()
+        .map(|v| {
+            v.env
+                .iter()
+                .map(|e| {
+                    let value = match e.value_from.as_deref() {
+                        Some("HOST") => std::env::var(&e.name).unwrap_or_default(),
+                        _ => e.value.clone().unwrap_or_default(),
+                    };
+                    (e.name.clone(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 // Whether an oci:// reference names a tag or digest (else it means `latest`).

@@ -136,7 +136,7 @@ pub(super) fn jwt_filter(
     opts: &BuildOptions,
     errors: &mut Vec<ConfigError>,
 ) -> Option<FilterSpec> {
-    use lateen_jwt::config::{self as jwt, JwtConfig};
+    use lateen_jwt::config::JwtConfig;
     let mut cfg = JwtConfig::default();
     for ra in &res.request_authentications {
         if ra.spec.target_ref.is_some() || !ra.spec.target_refs.is_empty() {
@@ -148,87 +148,8 @@ pub(super) fn jwt_filter(
         }
         let selected = selects(&ra.info, ra.spec.selector.as_ref(), w);
         for (i, rule) in ra.spec.jwt_rules.iter().enumerate() {
-            let at = |f: &str| format!("spec.jwtRules[{i}].{f}");
             let before = errors.len();
-            if rule.issuer.is_empty() {
-                errors.push(ra.info.error(&at("issuer"), "issuer is required"));
-            }
-            for (h, loc) in rule.from_headers.iter().enumerate() {
-                if http::HeaderName::from_bytes(loc.name.as_bytes()).is_err() {
-                    errors.push(ra.info.error(
-                        &at(&format!("fromHeaders[{h}].name")),
-                        format!("`{}` is not a header name", loc.name),
-                    ));
-                }
-            }
-            let timeout_ms = match &rule.timeout {
-                None => 5_000,
-                Some(t) => match parse_duration_ms(t) {
-                    Some(ms) if ms > 0 => ms,
-                    _ => {
-                        errors.push(ra.info.error(
-                            &at("timeout"),
-                            format!("`{t}` is not a positive duration (e.g. 5s)"),
-                        ));
-                        0
-                    }
-                },
-            };
-            let mut provider = jwt::Provider {
-                name: format!("{}/{}#{i}", ra.info.namespace, ra.info.name),
-                issuer: rule.issuer.clone(),
-                audiences: rule.audiences.clone(),
-                from_headers: rule
-                    .from_headers
-                    .iter()
-                    .map(|h| jwt::HeaderLocation {
-                        name: h.name.to_ascii_lowercase(),
-                        prefix: h.prefix.clone(),
-                    })
-                    .collect(),
-                from_params: rule.from_params.clone(),
-                from_cookies: rule.from_cookies.clone(),
-                forward_original_token: rule.forward_original_token,
-                output_payload_to_header: rule.output_payload_to_header.clone(),
-                output_claim_to_headers: rule
-                    .output_claim_to_headers
-                    .iter()
-                    .map(|c| jwt::ClaimToHeader {
-                        header: c.header.to_ascii_lowercase(),
-                        claim: c.claim.clone(),
-                    })
-                    .collect(),
-                ..Default::default()
-            };
-            match (&rule.jwks, &rule.jwks_uri) {
-                (Some(_), Some(_)) => errors.push(
-                    ra.info
-                        .error(&at("jwks"), "set one of jwks and jwksUri, not both"),
-                ),
-                (None, None) => errors.push(ra.info.error(
-                    &at("jwksUri"),
-                    "set jwks or jwksUri (OpenID discovery from the issuer is not supported)",
-                )),
-                (Some(text), None) => {
-                    if let Err(e) = lateen_jwt::jwks::Jwks::parse(text.as_bytes()) {
-                        errors.push(ra.info.error(&at("jwks"), e.to_string()));
-                    }
-                    provider.jwks = Some(text.clone());
-                }
-                (None, Some(uri)) => match jwks_source(uri, &ra.info, clusters, files) {
-                    Ok(JwksSource::Inline(text)) => provider.jwks = Some(text),
-                    Ok(JwksSource::Remote(cluster, authority, path)) => {
-                        provider.remote = Some(jwt::Remote {
-                            cluster,
-                            authority,
-                            path,
-                            timeout_ms,
-                            cache_ms: JWKS_CACHE_MS,
-                        })
-                    }
-                    Err(msg) => errors.push(ra.info.error(&at("jwksUri"), msg)),
-                },
-            }
+            let provider = jwt_provider(ra, i, rule, (clusters, files), errors);
             if selected && errors.len() == before {
                 cfg.providers.push(provider);
             }
@@ -262,6 +183,100 @@ pub(super) fn jwt_filter(
             None
         }
     }
+}
+
+/// One `jwtRules` entry as the JWT filter's provider: issuer, audiences, where the token
+/// is read from, what is forwarded, and the key set (inline, from a file, or fetched
+/// through the cluster of its host).
+fn jwt_provider(
+    ra: &Doc<RequestAuthenticationSpec>,
+    i: usize,
+    rule: &JwtRule,
+    (clusters, files): (&HashMap<String, Arc<ClusterSpec>>, &TlsContext),
+    errors: &mut Vec<ConfigError>,
+) -> lateen_jwt::config::Provider {
+    use lateen_jwt::config as jwt;
+    let at = |f: &str| format!("spec.jwtRules[{i}].{f}");
+    if rule.issuer.is_empty() {
+        errors.push(ra.info.error(&at("issuer"), "issuer is required"));
+    }
+    for (h, loc) in rule.from_headers.iter().enumerate() {
+        if http::HeaderName::from_bytes(loc.name.as_bytes()).is_err() {
+            errors.push(ra.info.error(
+                &at(&format!("fromHeaders[{h}].name")),
+                format!("`{}` is not a header name", loc.name),
+            ));
+        }
+    }
+    let timeout_ms = match &rule.timeout {
+        None => 5_000,
+        Some(t) => match parse_duration_ms(t) {
+            Some(ms) if ms > 0 => ms,
+            _ => {
+                errors.push(ra.info.error(
+                    &at("timeout"),
+                    format!("`{t}` is not a positive duration (e.g. 5s)"),
+                ));
+                0
+            }
+        },
+    };
+    let mut provider = jwt::Provider {
+        name: format!("{}/{}#{i}", ra.info.namespace, ra.info.name),
+        issuer: rule.issuer.clone(),
+        audiences: rule.audiences.clone(),
+        from_headers: rule
+            .from_headers
+            .iter()
+            .map(|h| jwt::HeaderLocation {
+                name: h.name.to_ascii_lowercase(),
+                prefix: h.prefix.clone(),
+            })
+            .collect(),
+        from_params: rule.from_params.clone(),
+        from_cookies: rule.from_cookies.clone(),
+        forward_original_token: rule.forward_original_token,
+        output_payload_to_header: rule.output_payload_to_header.clone(),
+        output_claim_to_headers: rule
+            .output_claim_to_headers
+            .iter()
+            .map(|c| jwt::ClaimToHeader {
+                header: c.header.to_ascii_lowercase(),
+                claim: c.claim.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    match (&rule.jwks, &rule.jwks_uri) {
+        (Some(_), Some(_)) => errors.push(
+            ra.info
+                .error(&at("jwks"), "set one of jwks and jwksUri, not both"),
+        ),
+        (None, None) => errors.push(ra.info.error(
+            &at("jwksUri"),
+            "set jwks or jwksUri (OpenID discovery from the issuer is not supported)",
+        )),
+        (Some(text), None) => {
+            if let Err(e) = lateen_jwt::jwks::Jwks::parse(text.as_bytes()) {
+                errors.push(ra.info.error(&at("jwks"), e.to_string()));
+            }
+            provider.jwks = Some(text.clone());
+        }
+        (None, Some(uri)) => match jwks_source(uri, &ra.info, clusters, files) {
+            Ok(JwksSource::Inline(text)) => provider.jwks = Some(text),
+            Ok(JwksSource::Remote(cluster, authority, path)) => {
+                provider.remote = Some(jwt::Remote {
+                    cluster,
+                    authority,
+                    path,
+                    timeout_ms,
+                    cache_ms: JWKS_CACHE_MS,
+                })
+            }
+            Err(msg) => errors.push(ra.info.error(&at("jwksUri"), msg)),
+        },
+    }
+    provider
 }
 
 pub(super) enum JwksSource {
