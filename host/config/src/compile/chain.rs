@@ -126,6 +126,82 @@ pub(super) fn scoped_rules(
     Arc::new(out)
 }
 
+/// The built-in filters of one build, each loaded once: the router always, and the
+/// rate-limit, JWT, authorization and metrics filters where the config asks for them.
+pub(super) struct Builtins {
+    router: Option<Arc<PluginSpec>>,
+    rate_limits: RateLimitConfig,
+    ratelimit: Option<Arc<PluginSpec>>,
+    jwt: Option<FilterSpec>,
+    authz: Option<FilterSpec>,
+    metrics: Option<FilterSpec>,
+}
+
+impl Builtins {
+    pub(super) fn load(
+        res: &Resources,
+        workload: &WorkloadInfo,
+        clusters: &HashMap<String, Arc<ClusterSpec>>,
+        tls_ctx: &TlsContext,
+        (rt, opts): (&Runtime, &BuildOptions),
+        errors: &mut Vec<ConfigError>,
+    ) -> Self {
+        let router = load_router(rt, &opts.builtin_filters)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let (rate_limits, ratelimit) = ratelimit_filter(res, workload, rt, opts, errors);
+        Builtins {
+            router,
+            rate_limits,
+            ratelimit,
+            jwt: jwt_filter(res, workload, clusters, tls_ctx, rt, opts, errors),
+            authz: authz_filter(res, workload, rt, opts, errors),
+            metrics: metrics_filter(res, workload, rt, opts, errors),
+        }
+    }
+
+    /// A sidecar's chains are outbound: JWT and authorization policies, which govern its
+    /// inbound side, are refused rather than applied to the wrong direction.
+    pub(super) fn refuse_inbound(&mut self, res: &Resources, errors: &mut Vec<ConfigError>) {
+        refuse_inbound_policies(res, self.authz.is_some(), self.jwt.is_some(), errors);
+        self.jwt = None;
+        self.authz = None;
+    }
+
+    pub(super) fn chain<'a>(
+        &'a self,
+        rt: &'a Runtime,
+        opts: &'a BuildOptions,
+        plugins: &'a [Loaded],
+    ) -> ChainParts<'a> {
+        ChainParts {
+            rt,
+            opts,
+            plugins,
+            jwt: &self.jwt,
+            authz: &self.authz,
+            router: &self.router,
+            ratelimit: self.ratelimit.as_ref().map(|f| (f, &self.rate_limits)),
+            metrics: &self.metrics,
+        }
+    }
+
+    /// The plugins these filters run (for `/plugins`), with the fault filter if a chain
+    /// loaded it; in the order `/plugins` has always listed them.
+    pub(super) fn into_plugins(
+        self,
+        fault: Option<Arc<PluginSpec>>,
+    ) -> impl Iterator<Item = Arc<PluginSpec>> {
+        self.router
+            .into_iter()
+            .chain(self.ratelimit)
+            .chain(fault)
+            .chain(self.authz.map(|a| a.plugin))
+            .chain(self.jwt.map(|j| j.plugin))
+            .chain(self.metrics.map(|m| m.plugin))
+    }
+}
+
 /// The filters every HTTP listener's chain is made of, in Istio's order.
 pub(super) struct ChainParts<'a> {
     pub(super) rt: &'a Runtime,

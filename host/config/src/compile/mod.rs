@@ -245,48 +245,24 @@ pub fn build_with(
 
     let service_plugins = service_plugins(res, rt, opts, &resolver, &mut errors);
 
-    let router = match load_router(rt, &opts.builtin_filters) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            errors.push(e);
-            None
-        }
-    };
-
     // Listeners: one per (bind, port) across every Gateway server.
     let (mut by_addr, servers_at) = gateway_addresses(res, opts, &mut errors);
-    let (rate_limits, ratelimit_filter) = ratelimit_filter(res, &workload, rt, opts, &mut errors);
-    let jwt = jwt_filter(res, &workload, &clusters, &tls_ctx, rt, opts, &mut errors);
-    let authz = authz_filter(res, &workload, rt, opts, &mut errors);
-    let metrics = metrics_filter(res, &workload, rt, opts, &mut errors);
+    let mut builtins = Builtins::load(res, &workload, &clusters, &tls_ctx, (rt, opts), &mut errors);
     let access_log = access_log(res, &mut errors);
     let tracer = tracer(res, &workload, &mut errors);
     let limits = limits(res, &mut errors);
-    let mut fault_filter: Option<Arc<PluginSpec>> = None;
     let sidecar = sidecar_mode(res, &mut errors);
-    if sidecar && !by_addr.is_empty() {
-        // A sidecar serves its workload's traffic; Gateways configure gateways.
-        warnings.push(
-            "sidecar mode: Gateway servers are ignored (they configure gateways)".to_string(),
-        );
-        by_addr.clear();
+    if sidecar {
+        if !by_addr.is_empty() {
+            // A sidecar serves its workload's traffic; Gateways configure gateways.
+            warnings.push(
+                "sidecar mode: Gateway servers are ignored (they configure gateways)".to_string(),
+            );
+            by_addr.clear();
+        }
+        builtins.refuse_inbound(res, &mut errors);
     }
-    let (jwt, authz) = if sidecar {
-        refuse_inbound_policies(res, authz.is_some(), jwt.is_some(), &mut errors);
-        (None, None)
-    } else {
-        (jwt, authz)
-    };
-    let chain = ChainParts {
-        rt,
-        opts,
-        plugins: &plugins,
-        jwt: &jwt,
-        authz: &authz,
-        router: &router,
-        ratelimit: ratelimit_filter.as_ref().map(|f| (f, &rate_limits)),
-        metrics: &metrics,
-    };
+    let chain = builtins.chain(rt, opts, &plugins);
     let inp = GatewayInputs {
         res,
         clusters: &clusters,
@@ -294,67 +270,24 @@ pub fn build_with(
         tls_ctx: &tls_ctx,
         chain: &chain,
     };
-    let mut listeners: Vec<ListenerSpec> = by_addr
-        .iter()
-        .map(|(addr, gws)| {
-            let servers = servers_at.get(addr).map_or(&[][..], Vec::as_slice);
-            let (errors, warnings) = (&mut errors, &mut warnings);
-            gateway_listener(
-                &inp,
-                *addr,
-                gws,
-                servers,
-                &mut fault_filter,
-                errors,
-                warnings,
-            )
-        })
-        .collect();
-    let xds_built = xds
-        .map(|set| {
-            xds_build::listeners(
-                set,
-                &chain,
-                previous,
-                &resolver,
-                opts.bind_override,
-                &mut fault_filter,
-                &mut errors,
-                &mut warnings,
-            )
-        })
-        .unwrap_or_default();
-    // The mesh-wide setting for listeners from the files; xDS ones carry their own.
-    let path = path_normalization(res, &mut errors);
-    for l in &mut listeners {
-        l.path = path;
-    }
-    listeners.extend(xds_built.listeners);
-    // Checked in either mode, so a bad one is reported wherever it is loaded.
-    let sc = sidecar_resource(res, &workload, &mut errors);
-    if sidecar {
-        let side = sidecar_side(
-            &inp,
-            sc,
-            path,
-            &mut fault_filter,
-            &mut errors,
-            &mut warnings,
-        );
-        listeners.extend(side);
-    } else {
-        warn_sidecar_resources(res, &mut warnings);
-    }
-    check_gateway_refs(res, &by_addr, sidecar, &mut errors, &mut warnings);
+    let mut fault_filter: Option<Arc<PluginSpec>> = None;
+    let (listeners, xds_built) = all_listeners(
+        &inp,
+        (by_addr, servers_at),
+        xds.map(|set| (set, previous, &resolver)),
+        sidecar,
+        &mut fault_filter,
+        &mut errors,
+        &mut warnings,
+    );
     let probed = xds_built.probed.into_iter().collect();
-    let resolver_ref = &resolver;
     probe_chains(
         &listeners,
         &plugins,
         probed,
         previous,
         (rt, opts),
-        resolver_ref,
+        &resolver,
         &mut errors,
     );
     errors.dedup();
@@ -372,12 +305,7 @@ pub fn build_with(
             .into_iter()
             .map(|l| l.spec)
             .chain(xds_built.plugins)
-            .chain(router)
-            .chain(ratelimit_filter)
-            .chain(fault_filter)
-            .chain(authz.map(|a| a.plugin))
-            .chain(jwt.map(|j| j.plugin))
-            .chain(metrics.map(|m| m.plugin))
+            .chain(builtins.into_plugins(fault_filter))
             .collect(),
         service_plugins,
         aliases,
@@ -390,6 +318,64 @@ pub fn build_with(
         limits,
         read_files: tls_ctx.files(),
     })
+}
+
+/// Every listener of the snapshot: the Gateway ones (one per address), the control
+/// plane's, and in sidecar mode the sidecar's own; with the mesh-wide path normalization on
+/// those from the files (xDS listeners carry their own).
+fn all_listeners(
+    inp: &GatewayInputs<'_>,
+    (by_addr, servers_at): Addresses<'_>,
+    xds: Option<(
+        &lateen_model::xds::XdsSet,
+        Option<&Snapshot>,
+        &Arc<dyn lateen_wasm::ClusterResolver>,
+    )>,
+    sidecar: bool,
+    fault_filter: &mut Option<Arc<PluginSpec>>,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> (Vec<ListenerSpec>, xds_build::Built) {
+    let res = inp.res;
+    let mut listeners: Vec<ListenerSpec> = by_addr
+        .iter()
+        .map(|(addr, gws)| {
+            let servers = servers_at.get(addr).map_or(&[][..], Vec::as_slice);
+            gateway_listener(inp, *addr, gws, servers, fault_filter, errors, warnings)
+        })
+        .collect();
+    let xds_built = xds
+        .map(|(set, previous, resolver)| {
+            let bind = inp.chain.opts.bind_override;
+            xds_build::listeners(
+                set,
+                inp.chain,
+                previous,
+                resolver,
+                bind,
+                fault_filter,
+                errors,
+                warnings,
+            )
+        })
+        .unwrap_or_default();
+    let path = path_normalization(res, errors);
+    for l in &mut listeners {
+        l.path = path;
+    }
+    // Moved out, so the caller keeps what else the control plane built.
+    let mut xds_built = xds_built;
+    listeners.append(&mut xds_built.listeners);
+    // Checked in either mode, so a bad one is reported wherever it is loaded.
+    let sc = sidecar_resource(res, inp.workload, errors);
+    if sidecar {
+        let side = sidecar_side(inp, sc, path, fault_filter, errors, warnings);
+        listeners.extend(side);
+    } else {
+        warn_sidecar_resources(res, warnings);
+    }
+    check_gateway_refs(res, &by_addr, sidecar, errors, warnings);
+    (listeners, xds_built)
 }
 
 /// The clusters of the files and of the control plane, the host aliases, and the Redis

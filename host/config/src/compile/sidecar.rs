@@ -19,38 +19,6 @@ pub(super) fn inbound_policy(
     warnings: &mut Vec<String>,
 ) -> lateen_model::sidecar::InboundPolicy {
     use lateen_model::sidecar::{InboundPolicy, MtlsMode};
-    let parse = |pa: &Doc<PeerAuthenticationSpec>,
-                 m: &MtlsSpec,
-                 at: &str,
-                 errors: &mut Vec<ConfigError>| {
-        match m.mode.as_deref().unwrap_or("UNSET") {
-            "UNSET" => None,
-            "STRICT" => Some(MtlsMode::Strict),
-            "PERMISSIVE" => Some(MtlsMode::Permissive),
-            "DISABLE" => Some(MtlsMode::Disable),
-            other => {
-                errors.push(pa.info.error(
-                    at,
-                    format!(
-                        "unknown mode `{other}`; expected UNSET, STRICT, PERMISSIVE or DISABLE"
-                    ),
-                ));
-                None
-            }
-        }
-    };
-    let level = |pa: &Doc<PeerAuthenticationSpec>| -> Option<u8> {
-        if !selects(&pa.info, pa.spec.selector.as_ref(), w) {
-            return None;
-        }
-        Some(
-            match (&pa.spec.selector, pa.info.namespace == ROOT_NAMESPACE) {
-                (None, true) => 0,
-                (None, false) => 1,
-                (Some(_), _) => 2,
-            },
-        )
-    };
     let mut policy = InboundPolicy {
         mode: MtlsMode::Permissive,
         ports: BTreeMap::new(),
@@ -62,13 +30,13 @@ pub(super) fn inbound_policy(
         .peer_authentications
         .iter()
         .rev()
-        .filter_map(|pa| level(pa).map(|l| (l, pa)))
+        .filter_map(|pa| peer_auth_level(pa, w).map(|l| (l, pa)))
         .collect();
     applied.sort_by_key(|(l, _)| *l);
     let mut strict_at: Option<(&Doc<PeerAuthenticationSpec>, String)> = None;
     for (l, pa) in &applied {
         if let Some(m) = pa.spec.mtls.as_ref() {
-            if let Some(mode) = parse(pa, m, "spec.mtls.mode", errors) {
+            if let Some(mode) = mtls_mode(pa, m, "spec.mtls.mode", errors) {
                 policy.mode = mode;
                 if mode == MtlsMode::Strict {
                     strict_at = Some((pa, "spec.mtls.mode".into()));
@@ -91,7 +59,7 @@ pub(super) fn inbound_policy(
                 );
                 continue;
             };
-            if let Some(mode) = parse(pa, m, &at, errors) {
+            if let Some(mode) = mtls_mode(pa, m, &at, errors) {
                 policy.ports.insert(p, mode);
                 if mode == MtlsMode::Strict {
                     strict_at = Some((pa, at));
@@ -99,27 +67,12 @@ pub(super) fn inbound_policy(
             }
         }
     }
-    // The workload's identity, as an ISTIO_MUTUAL server.
-    let settings = ServerTlsSettings {
-        mode: Some("ISTIO_MUTUAL".into()),
-        ..Default::default()
-    };
-    let info = res.bootstrap.as_ref().map(|b| &b.info);
-    let built = info.map(|info| {
-        tls.server(&settings, info, "spec.identity")
-            .map_err(|e| e.message)
-            .and_then(|s| {
-                let s = s.ok_or_else(|| "no identity".to_string())?;
-                lateen_core::tls::server::server_config(&s).map_err(|e| e.to_string())
-            })
-    });
-    let problem = match built {
-        Some(Ok(cfg)) => {
+    let problem = match workload_identity(res, tls) {
+        Ok(cfg) => {
             policy.tls = Some(cfg);
             None
         }
-        Some(Err(e)) => Some(e),
-        None => Some("no Bootstrap".to_string()),
+        Err(e) => Some(e),
     };
     match (problem, strict_at) {
         (None, _) => {}
@@ -132,6 +85,62 @@ pub(super) fn inbound_policy(
         )),
     }
     policy
+}
+
+/// A PeerAuthentication mode; `None` for UNSET (inherit) and for an unknown one, which is
+/// reported at `at`.
+fn mtls_mode(
+    pa: &Doc<PeerAuthenticationSpec>,
+    m: &MtlsSpec,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<lateen_model::sidecar::MtlsMode> {
+    use lateen_model::sidecar::MtlsMode;
+    match m.mode.as_deref().unwrap_or("UNSET") {
+        "UNSET" => None,
+        "STRICT" => Some(MtlsMode::Strict),
+        "PERMISSIVE" => Some(MtlsMode::Permissive),
+        "DISABLE" => Some(MtlsMode::Disable),
+        other => {
+            errors.push(pa.info.error(
+                at,
+                format!("unknown mode `{other}`; expected UNSET, STRICT, PERMISSIVE or DISABLE"),
+            ));
+            None
+        }
+    }
+}
+
+/// How specific a PeerAuthentication is for workload `w`: 0 mesh-wide, 1 namespace,
+/// 2 workload; `None` when it does not apply to `w`.
+fn peer_auth_level(pa: &Doc<PeerAuthenticationSpec>, w: &WorkloadInfo) -> Option<u8> {
+    if !selects(&pa.info, pa.spec.selector.as_ref(), w) {
+        return None;
+    }
+    Some(
+        match (&pa.spec.selector, pa.info.namespace == ROOT_NAMESPACE) {
+            (None, true) => 0,
+            (None, false) => 1,
+            (Some(_), _) => 2,
+        },
+    )
+}
+
+/// The workload's identity (Bootstrap `identity`) as an ISTIO_MUTUAL server config.
+fn workload_identity(
+    res: &Resources,
+    tls: &TlsContext,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let settings = ServerTlsSettings {
+        mode: Some("ISTIO_MUTUAL".into()),
+        ..Default::default()
+    };
+    let info = &res.bootstrap.as_ref().ok_or("no Bootstrap")?.info;
+    let server = tls
+        .server(&settings, info, "spec.identity")
+        .map_err(|e| e.message)?
+        .ok_or("no identity")?;
+    lateen_core::tls::server::server_config(&server).map_err(|e| e.to_string())
 }
 
 /// Whether a ServiceEntry port speaks HTTP (served by the HTTP chain) rather than bytes.
@@ -157,12 +166,59 @@ pub(super) fn sidecar_listeners(
     fault_filter: &mut Option<Arc<PluginSpec>>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<ListenerSpec> {
-    use lateen_model::sidecar::{OutboundMap, Service, Target};
     let mesh_vs: Vec<&Doc<VirtualServiceSpec>> = res
         .virtual_services
         .iter()
         .filter(|vs| vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh"))
         .collect();
+    let (map, http) = outbound_services(res, sc, clusters);
+    let mut listeners = Vec::new();
+    for (port, hosts) in http {
+        let (vhosts, used) = outbound_vhosts(port, &hosts, &mesh_vs, res, clusters, errors);
+        let faults = route_faults(used.into_iter(), errors);
+        let filters = chain.assemble(
+            ListenerAt {
+                class: lateen_model::ListenerClass::SidecarOutbound,
+                port,
+                gateways: &BTreeSet::new(),
+            },
+            vhosts,
+            &faults,
+            fault_filter,
+            errors,
+        );
+        // Not bound: the capture listener hands it connections.
+        listeners.push(ListenerSpec {
+            bind: false,
+            ..ListenerSpec::http(
+                format!("0.0.0.0_{port}"),
+                SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
+                filters,
+            )
+        });
+    }
+    listeners.push(ListenerSpec {
+        capture: Some(lateen_model::Capture::Outbound(Arc::new(map))),
+        ..ListenerSpec::http(
+            "virtualOutbound".into(),
+            SocketAddr::new(IpAddr::from([0, 0, 0, 0]), OUTBOUND_CAPTURE_PORT),
+            Vec::new(),
+        )
+    });
+    listeners
+}
+
+/// Per HTTP port, the hosts served there and the plain IPs each is reached by.
+type HttpPorts = BTreeMap<u16, Vec<(String, Vec<String>)>>;
+
+/// Where the capture listener sends each ServiceEntry host and port the Sidecar lets out:
+/// to the HTTP listener of its port, or to a TCP forward to its cluster.
+fn outbound_services(
+    res: &Resources,
+    sc: Option<&Doc<SidecarSpec>>,
+    clusters: &HashMap<String, Arc<ClusterSpec>>,
+) -> (lateen_model::sidecar::OutboundMap, HttpPorts) {
+    use lateen_model::sidecar::{OutboundMap, Service, Target};
     let mut map = OutboundMap {
         registry_only: sc
             .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
@@ -171,7 +227,7 @@ pub(super) fn sidecar_listeners(
         ..OutboundMap::default()
     };
     // HTTP port → (host, the plain IPs it is reached by).
-    let mut http: BTreeMap<u16, Vec<(String, Vec<String>)>> = BTreeMap::new();
+    let mut http = HttpPorts::new();
     for se in &res.service_entries {
         let mut addresses = se.spec.addresses.clone();
         addresses.extend(
@@ -212,78 +268,59 @@ pub(super) fn sidecar_listeners(
             }
         }
     }
-    let mut listeners = Vec::new();
-    for (port, hosts) in http {
-        let domains = |host: &str, ips: &[String]| {
-            let mut d = vec![host.to_string(), format!("{host}:{port}")];
-            for ip in ips {
-                d.push(ip.clone());
-                d.push(format!("{ip}:{port}"));
-            }
-            d
-        };
-        let mut vhosts = Vec::new();
-        let mut used: Vec<&Doc<VirtualServiceSpec>> = Vec::new();
-        for (host, ips) in &hosts {
-            let vs = mesh_vs
-                .iter()
-                .find(|vs| vs.spec.hosts.iter().any(|h| h == host));
-            match vs {
-                Some(vs) => {
-                    let mut warnings = Vec::new();
-                    if let Some(mut vh) = virtual_host(vs, res, clusters, errors, &mut warnings) {
-                        vh.domains = domains(host, ips);
-                        vhosts.push(vh);
-                        used.push(vs);
-                    }
-                }
-                None => vhosts.push(VirtualHostConfig {
-                    name: format!("{host}:{port}"),
-                    domains: domains(host, ips),
-                    routes: vec![RouteConfig {
-                        name: "default".into(),
-                        id: format!("{host}:{port}#default"),
-                        route: vec![WeightedCluster {
-                            cluster: lateen_sdk::route::outbound_cluster(u32::from(port), "", host),
-                            weight: 100,
-                            headers: None,
-                        }],
-                        ..Default::default()
-                    }],
-                }),
-            }
+    (map, http)
+}
+
+/// The virtual hosts of one outbound HTTP port: a host's `mesh` VirtualService where there
+/// is one (with the VirtualServices used, for their faults), else straight to the service.
+fn outbound_vhosts<'a>(
+    port: u16,
+    hosts: &[(String, Vec<String>)],
+    mesh_vs: &[&'a Doc<VirtualServiceSpec>],
+    res: &Resources,
+    clusters: &HashMap<String, Arc<ClusterSpec>>,
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<VirtualHostConfig>, Vec<&'a Doc<VirtualServiceSpec>>) {
+    let domains = |host: &str, ips: &[String]| {
+        let mut d = vec![host.to_string(), format!("{host}:{port}")];
+        for ip in ips {
+            d.push(ip.clone());
+            d.push(format!("{ip}:{port}"));
         }
-        let faults = route_faults(used.into_iter(), errors);
-        let filters = chain.assemble(
-            ListenerAt {
-                class: lateen_model::ListenerClass::SidecarOutbound,
-                port,
-                gateways: &BTreeSet::new(),
-            },
-            vhosts,
-            &faults,
-            fault_filter,
-            errors,
-        );
-        // Not bound: the capture listener hands it connections.
-        listeners.push(ListenerSpec {
-            bind: false,
-            ..ListenerSpec::http(
-                format!("0.0.0.0_{port}"),
-                SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port),
-                filters,
-            )
-        });
+        d
+    };
+    let mut vhosts = Vec::new();
+    let mut used: Vec<&Doc<VirtualServiceSpec>> = Vec::new();
+    for (host, ips) in hosts {
+        let vs = mesh_vs
+            .iter()
+            .find(|vs| vs.spec.hosts.iter().any(|h| h == host));
+        match vs {
+            Some(vs) => {
+                let mut warnings = Vec::new();
+                if let Some(mut vh) = virtual_host(vs, res, clusters, errors, &mut warnings) {
+                    vh.domains = domains(host, ips);
+                    vhosts.push(vh);
+                    used.push(vs);
+                }
+            }
+            None => vhosts.push(VirtualHostConfig {
+                name: format!("{host}:{port}"),
+                domains: domains(host, ips),
+                routes: vec![RouteConfig {
+                    name: "default".into(),
+                    id: format!("{host}:{port}#default"),
+                    route: vec![WeightedCluster {
+                        cluster: lateen_sdk::route::outbound_cluster(u32::from(port), "", host),
+                        weight: 100,
+                        headers: None,
+                    }],
+                    ..Default::default()
+                }],
+            }),
+        }
     }
-    listeners.push(ListenerSpec {
-        capture: Some(lateen_model::Capture::Outbound(Arc::new(map))),
-        ..ListenerSpec::http(
-            "virtualOutbound".into(),
-            SocketAddr::new(IpAddr::from([0, 0, 0, 0]), OUTBOUND_CAPTURE_PORT),
-            Vec::new(),
-        )
-    });
-    listeners
+    (vhosts, used)
 }
 
 /// The Sidecar resource of this workload, as Istio picks it: one in the workload's

@@ -147,16 +147,7 @@ pub fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<
         remote: Some(fetcher(&args.common)),
         pushed_dir: pushed_dir(&args.common),
     };
-    let admin_token = args
-        .admin_token
-        .clone()
-        .or_else(|| std::env::var("LATEEN_ADMIN_TOKEN").ok());
-    if !args.admin_address.ip().is_loopback() && admin_token.is_none() {
-        bail!(
-            "the admin API on {} would be reachable from the network: pass --admin-token",
-            args.admin_address
-        );
-    }
+    let admin_token = admin_token(&args)?;
     // SAFETY: mi_collect only walks mimalloc's own heaps; it is safe on any thread.
     #[allow(
         unsafe_code,
@@ -211,23 +202,7 @@ pub fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<
         args.concurrency
     };
     let (per_worker, listening) = bind_listeners(&snapshots.load_full(), workers)?;
-    let mut handles = Vec::new();
-    for (id, listeners) in per_worker.into_iter().enumerate() {
-        let w = worker::WorkerSetup {
-            id,
-            listeners,
-            snapshots: snapshots.clone(),
-            changed: sources.subscribe(),
-            rt: rt.clone(),
-            shutdown: shutdown.subscribe(),
-            drain: args.drain_time,
-        };
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("lateen-worker-{id}"))
-                .spawn(move || worker::run_worker(w))?,
-        );
-    }
+    let handles = spawn_workers(per_worker, &args, &snapshots, &sources, &rt, &shutdown)?;
     if !args.no_watch {
         let reloader = lateen::watch::Reloader { sources };
         lateen::watch::spawn(reloader, Duration::from_millis(30))
@@ -257,6 +232,51 @@ pub fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The admin token (`--admin-token` or `LATEEN_ADMIN_TOKEN`), required when the admin
+/// API listens beyond loopback.
+fn admin_token(args: &RunArgs) -> Result<Option<String>> {
+    let token = args
+        .admin_token
+        .clone()
+        .or_else(|| std::env::var("LATEEN_ADMIN_TOKEN").ok());
+    if !args.admin_address.ip().is_loopback() && token.is_none() {
+        bail!(
+            "the admin API on {} would be reachable from the network: pass --admin-token",
+            args.admin_address
+        );
+    }
+    Ok(token)
+}
+
+/// One thread per worker, each with its share of the bound listeners.
+fn spawn_workers(
+    per_worker: Vec<Vec<BoundListener>>,
+    args: &RunArgs,
+    snapshots: &Arc<ArcSwap<Live>>,
+    sources: &Arc<lateen::sources::Sources>,
+    rt: &Arc<Runtime>,
+    shutdown: &tokio::sync::watch::Sender<bool>,
+) -> Result<Vec<std::thread::JoinHandle<std::io::Result<()>>>> {
+    let mut handles = Vec::new();
+    for (id, listeners) in per_worker.into_iter().enumerate() {
+        let w = worker::WorkerSetup {
+            id,
+            listeners,
+            snapshots: snapshots.clone(),
+            changed: sources.subscribe(),
+            rt: rt.clone(),
+            shutdown: shutdown.subscribe(),
+            drain: args.drain_time,
+        };
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("lateen-worker-{id}"))
+                .spawn(move || worker::run_worker(w))?,
+        );
+    }
+    Ok(handles)
 }
 
 /// The admin API, and the stats and health ports when they are on.
