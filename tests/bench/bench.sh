@@ -2,6 +2,8 @@
 # The benchmark suite: Lateen against nginx (and haproxy), side by side in one run, with the
 # same upstream and one worker each. Not a test and not run in CI.
 # Usage: bash tests/bench/bench.sh [seconds-per-measurement]     (default 10)
+#        LATEEN_BASELINE=<commit> bash tests/bench/bench.sh   (also builds and runs that commit,
+#        router only and full chain, beside this tree's: a before/after from one run)
 #
 # Layout on a 2-core machine: every proxy under test is pinned to CPU 0 (only the one being
 # measured gets traffic); the upstream (nginx, one worker, a fixed 2-byte answer) and the
@@ -43,6 +45,18 @@ cargo build -q --profile wasm --target wasm32-wasip1 -p test-plugin-header-echo 
 cargo build -q --release -p lateen
 LATEEN="$CARGO_TARGET_DIR/release/lateen"
 WASM="$CARGO_TARGET_DIR/wasm32-wasip1/wasm"
+# The baseline: another commit, in a worktree of its own with its own target directory (its
+# filters speak its own host's config), rebuilt only when the commit changes.
+BASE=""
+if [ -n "${LATEEN_BASELINE:-}" ]; then
+  rev=$(git rev-parse --short "$LATEEN_BASELINE")
+  BASE_TREE="$TOOLS/baseline-$rev"; BASE_TARGET="$TOOLS/baseline-target"
+  [ -d "$BASE_TREE" ] || git worktree add -q --detach "$BASE_TREE" "$rev"
+  ( cd "$BASE_TREE" && export CARGO_TARGET_DIR="$BASE_TARGET" &&
+    bash filters/build.sh lateen-router lateen-fault lateen-ratelimit lateen-metrics &&
+    cargo build -q --release -p lateen )
+  BASE="$rev"; BASE_LATEEN="$BASE_TARGET/release/lateen"; BASE_WASM="$BASE_TARGET/wasm32-wasip1/wasm"
+fi
 # 10k idle connections need more descriptors than the default soft limit.
 ulimit -n "$(ulimit -Hn)"
 
@@ -187,12 +201,12 @@ YAML
 
 # Starts a Lateen on a config from stdin (not a pipe: the variables must survive); sets
 # LPORT, LADM and LPID.
-start_lateen() { # $1 = name
-  local port adm dir="$WORK/lateen-$1"
+start_lateen() { # $1 = name, [$2 = binary, $3 = its filters]
+  local port adm dir="$WORK/lateen-$1" bin="${2:-$LATEEN}" filters="${3:-$WASM}"
   port=$(free_port); adm=$(free_port); mkdir -p "$dir"
   sed "s/{{PORT}}/$port/" > "$dir/config.yaml"
-  taskset -c 0 "$LATEEN" run --config "$dir" --concurrency 1 --stats-address off --health-address off \
-    --admin-address "127.0.0.1:$adm" --filters-dir "$WASM" --log-level warn & LPID=$!; PIDS+=($LPID)
+  taskset -c 0 "$bin" run --config "$dir" --concurrency 1 --stats-address off --health-address off \
+    --admin-address "127.0.0.1:$adm" --filters-dir "$filters" --log-level warn & LPID=$!; PIDS+=($LPID)
   wait_ok "http://127.0.0.1:$adm/ready"
   [ "$(curl -s "http://127.0.0.1:$port/")" = "ok" ] || { echo "bench: lateen $1 does not answer ok" >&2; exit 1; }
   LPORT=$port; LADM=$adm
@@ -213,6 +227,13 @@ for n in 1 2 4 8; do
   PORT[n$n]=$LPORT; PID[n$n]=$LPID
 done
 start_lateen header < <({ mesh "{{PORT}}"; one_route; noop header '{header: x-bench}'; }); PORT[header]=$LPORT; PID[header]=$LPID
+BASE_ROWS=()
+if [ -n "$BASE" ]; then
+  "$BASE_LATEEN" compile "$BASE_WASM"/lateen_{router,fault,ratelimit,metrics}.wasm >/dev/null
+  start_lateen bplain "$BASE_LATEEN" "$BASE_WASM" < <({ mesh "{{PORT}}"; one_route; }); PORT[bplain]=$LPORT; PID[bplain]=$LPID
+  start_lateen bchain "$BASE_LATEEN" "$BASE_WASM" < <({ mesh "{{PORT}}" metrics; chain; }); PORT[bchain]=$LPORT; PID[bchain]=$LPID
+  BASE_ROWS=(bplain bchain)
+fi
 wait_ok "http://127.0.0.1:$NGX/"; wait_ok "http://127.0.0.1:$HAP/"
 # nginx serves from its worker process (the master only supervises): measure the worker.
 PORT[nginx]=$NGX; PID[nginx]=$(pgrep -P "$NGINX_PID" | head -1); PORT[haproxy]=$HAP; PID[haproxy]=$HAPROXY_PID
@@ -244,10 +265,15 @@ print("%d %d %.1f %s %.4f" % (lat["p50"] * 1e6, lat["p99"] * 1e6, cpu_ms * 1000 
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
+name_of() {
+  case $1 in plain) echo "lateen, router only";; chain) echo "lateen, full standard chain";;
+    nometrics) echo "lateen, full chain but metrics";;
+    bplain) echo "$BASE, router only";; bchain) echo "$BASE, full standard chain";; *) echo "$1";; esac
+}
 echo "## 1-2. Forwarding: max rps (wrk, closed loop), $DUR s each"
 printf "%-34s %10s %10s %10s %9s\n" proxy c16 c64 c256 "vs nginx"
 declare -A KNEE
-for p in nginx haproxy plain chain; do
+for p in nginx haproxy plain chain "${BASE_ROWS[@]}"; do
   line=""; best=0
   for c in 16 64 256; do
     read -r rps _ _ bad < <(run_wrk "http://127.0.0.1:${PORT[$p]}/" "$c")
@@ -255,8 +281,7 @@ for p in nginx haproxy plain chain; do
     line="$line $(printf "%10d" "$rps")"; [ "$rps" -gt "$best" ] && best=$rps
   done
   KNEE[$p]=$best
-  name=$p; [ "$p" = plain ] && name="lateen, router only"; [ "$p" = chain ] && name="lateen, full standard chain"
-  printf "%-34s%s %9s\n" "$name" "$line" "$(ratio "$best" "${KNEE[nginx]}")"
+  printf "%-34s%s %9s\n" "$(name_of "$p")" "$line" "$(ratio "$best" "${KNEE[nginx]}")"
 done
 SLOWEST=$(printf "%s\n" "${KNEE[@]}" | sort -n | head -1)
 RATE=$((SLOWEST / 2))
@@ -264,20 +289,32 @@ echo
 echo "## 1-2. At a fixed $RATE rps (half the slowest knee), open loop (oha, latency-corrected)"
 printf "%-34s %9s %9s %14s %9s %7s\n" proxy p50_us p99_us "cpu_ms/1000rq" rss_kib ok
 declare -A FIXED_CPU
-for p in nginx haproxy plain nometrics chain; do
+for p in nginx haproxy plain nometrics chain "${BASE_ROWS[@]}"; do
   read -r p50 p99 cpu rss ok < <(run_fixed "$p" "$RATE")
   FIXED_CPU[$p]=$cpu
-  case $p in plain) name="lateen, router only";; chain) name="lateen, full standard chain";;
-    nometrics) name="lateen, full chain but metrics";; *) name=$p;; esac
-  printf "%-34s %9d %9d %14s %9d %7s\n" "$name" "$p50" "$p99" "$cpu" "$rss" "$ok"
+  printf "%-34s %9d %9d %14s %9d %7s\n" "$(name_of "$p")" "$p50" "$p99" "$cpu" "$rss" "$ok"
 done
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | sed -n 2p; }
+if [ -n "$BASE" ]; then
+  # Before/after: two more interleaved rounds of each pair at the same rate, medians of 3.
+  declare -A AB
+  for p in plain bplain chain bchain; do AB[$p]="${FIXED_CPU[$p]} "; done
+  for round in 1 2; do
+    for p in plain bplain chain bchain; do
+      read -r _ _ cpu _ _ < <(run_fixed "$p" "$RATE"); AB[$p]+="$cpu "
+    done
+  done
+  echo "this tree against $BASE (CPU-us per request, median of 3 interleaved): router only" \
+    "$(median "${AB[plain]}") vs $(median "${AB[bplain]}") ($(ratio "$(median "${AB[plain]}")" "$(median "${AB[bplain]}")")x)," \
+    "full chain $(median "${AB[chain]}") vs $(median "${AB[bchain]}") ($(ratio "$(median "${AB[chain]}")" "$(median "${AB[bchain]}")")x);" \
+    "max rps $(ratio "${KNEE[plain]}" "${KNEE[bplain]}")x and $(ratio "${KNEE[chain]}" "${KNEE[bchain]}")x"
+fi
 # The metrics filter's price: three more interleaved rounds of the two chains, medians.
 WITH="${FIXED_CPU[chain]} "; WITHOUT="${FIXED_CPU[nometrics]} "
 for round in 1 2; do
   read -r _ _ cpu _ _ < <(run_fixed nometrics "$RATE"); WITHOUT+="$cpu "
   read -r _ _ cpu _ _ < <(run_fixed chain "$RATE"); WITH+="$cpu "
 done
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | sed -n 2p; }
 echo "the metrics filter costs $(awk -v a="$(median "$WITH")" -v b="$(median "$WITHOUT")" 'BEGIN { printf "%.1f", a - b }') CPU-us per request (median of 3: the full chain minus the same chain without it)"
 
 echo
