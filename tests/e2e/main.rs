@@ -19,6 +19,7 @@ mod plugins;
 mod ratelimit;
 mod recycle;
 mod reload;
+mod resilience;
 mod routing;
 mod scaffold;
 mod scoping;
