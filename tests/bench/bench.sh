@@ -38,7 +38,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # oha: the open-loop (fixed-rate) load, with coordinated-omission correction.
-need oha || cargo install -q --locked --root "$TOOLS" oha
+# Built in a directory of its own, not in the shared target directory.
+need oha || env -u CARGO_TARGET_DIR cargo install -q --locked --root "$TOOLS" oha
 if need rustup; then rustup target add wasm32-wasip1 >/dev/null; fi
 bash filters/build.sh lateen-router lateen-fault lateen-ratelimit lateen-metrics
 cargo build -q --profile wasm --target wasm32-wasip1 -p test-plugin-header-echo -p test-plugin-noop
