@@ -344,15 +344,13 @@ fn all_listeners(
             gateway_listener(inp, *addr, gws, servers, fault_filter, errors, warnings)
         })
         .collect();
-    let xds_built = xds
+    let mut xds_built = xds
         .map(|(set, previous, resolver)| {
-            let bind = inp.chain.opts.bind_override;
             xds_build::listeners(
                 set,
                 inp.chain,
                 previous,
                 resolver,
-                bind,
                 fault_filter,
                 errors,
                 warnings,
@@ -363,8 +361,7 @@ fn all_listeners(
     for l in &mut listeners {
         l.path = path;
     }
-    // Moved out, so the caller keeps what else the control plane built.
-    let mut xds_built = xds_built;
+    // The caller keeps the rest of what the control plane built (its plugins, its probes).
     listeners.append(&mut xds_built.listeners);
     // Checked in either mode, so a bad one is reported wherever it is loaded.
     let sc = sidecar_resource(res, inp.workload, errors);

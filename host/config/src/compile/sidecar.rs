@@ -67,13 +67,9 @@ pub(super) fn inbound_policy(
             }
         }
     }
-    let problem = match workload_identity(res, tls) {
-        Ok(cfg) => {
-            policy.tls = Some(cfg);
-            None
-        }
-        Err(e) => Some(e),
-    };
+    let problem = workload_identity(res, tls)
+        .map(|cfg| policy.tls = Some(cfg))
+        .err();
     match (problem, strict_at) {
         (None, _) => {}
         (Some(e), Some((pa, at))) => errors.push(pa.info.error(

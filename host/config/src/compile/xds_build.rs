@@ -11,7 +11,7 @@ use lateen_model::xds::{ClusterEndpoints, HttpFilter, Routes, XdsSet, XdsWasm};
 use lateen_model::{FailStrategy, FilterSpec, ListenerSpec, PluginSpec, Snapshot};
 use lateen_wasm::{ClusterResolver, PluginIdentity, Runtime};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -89,13 +89,11 @@ pub(super) struct Built {
 
 /// LDS listeners. One whose RDS or (required) ECDS config has not come yet is warming, as
 /// in Envoy: its previous version keeps serving, or it waits.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn listeners(
     set: &XdsSet,
     chain: &ChainParts<'_>,
     previous: Option<&Snapshot>,
     resolver: &Arc<dyn ClusterResolver>,
-    bind_override: Option<IpAddr>,
     fault_filter: &mut Option<Arc<PluginSpec>>,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
@@ -103,7 +101,10 @@ pub(super) fn listeners(
     let mut out = Built::default();
     let no_gateways = BTreeSet::new();
     for l in set.listeners.values() {
-        let addr = SocketAddr::new(bind_override.unwrap_or(l.addr.ip()), l.addr.port());
+        let addr = SocketAddr::new(
+            chain.opts.bind_override.unwrap_or(l.addr.ip()),
+            l.addr.port(),
+        );
         let (vhosts, mut waiting) = match &l.routes {
             Routes::Inline(v) => (Some(v.clone()), None),
             Routes::Rds(n) => match set.routes.get(n) {
