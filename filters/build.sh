@@ -11,12 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=("$@")
+# A fresh machine has neither wasm target; `rustup target add` is a no-op when present.
+if command -v rustup >/dev/null 2>&1; then
+  rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null 2>&1 ||
+    rustup target add wasm32-wasip1 wasm32-wasip2
+fi
 if [ ${#pkgs[@]} -eq 0 ]; then
   pkgs=(lateen-router lateen-fault lateen-ratelimit lateen-metrics lateen-authz lateen-jwt)
   # A component: the wasm32-wasip2 linker makes it from the cdylib.
-  if command -v rustup >/dev/null 2>&1; then
-    rustup target add wasm32-wasip2 >/dev/null
-  fi
   cargo build -q --profile wasm --target wasm32-wasip2 -p ua-tagger-component
 fi
 for p in "${pkgs[@]}"; do
