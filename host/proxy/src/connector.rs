@@ -1,206 +1,141 @@
-//! The upstream connector: hyper-util's `HttpConnector`, TLS on top when the cluster's
-//! DestinationRule asks for it, and a per-connection request counter, so that
-//! `maxRequestsPerConnection` can retire a connection from the pool.
+//! Upstream connections: TCP within the cluster's connect timeout, then TLS when its
+//! DestinationRule (or mesh mTLS) asks for it, counted in the cluster's stats. The HTTP
+//! pools ([`crate::upstream`]) and TCP forwarding ([`crate::tcp`]) both connect here. Also
+//! the https client of the control-plane side (plugin fetches, trace export).
 
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper::Uri;
-use hyper_util::client::legacy::connect::{
-    capture_connection, CaptureConnection, Connected, Connection, HttpConnector,
-};
-use hyper_util::rt::TokioIo;
-use lateen_core::stats::{ClusterStats, GaugeGuard};
+use lateen_core::stats::ClusterStats;
 use lateen_core::tls::client::UpstreamTls;
-use std::future::Future;
-use std::io;
+use lateen_model::cluster::ConnSettings;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Requests sent on one connection so far; travels in the connection's metadata.
-#[derive(Clone, Default)]
-struct Uses(Arc<AtomicU32>);
-
-/// An `HttpConnector` whose connections count their requests and feed their cluster's
-/// connection stats.
-#[derive(Clone)]
-pub struct Connector {
-    pub inner: HttpConnector,
-    pub stats: Arc<ClusterStats>,
-    pub tls: Option<Arc<UpstreamTls>>,
+/// Why a connection to an endpoint could not be made (Envoy counts each as
+/// `upstream_cx_connect_fail`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connecting to {0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("connecting to {0}: timed out")]
+    Timeout(String),
+    #[error("TLS handshake with {0}: {1}")]
+    Tls(String, #[source] std::io::Error),
 }
 
-type ConnectFuture = Pin<
-    Box<dyn Future<Output = Result<CountedIo, Box<dyn std::error::Error + Send + Sync>>> + Send>,
->;
+/// A connection to an upstream: plain TCP, or TLS when the cluster originates it.
+pub enum UpStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = CountedIo;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let stats = self.stats.clone();
-        let tls = self.tls.clone();
-        Box::pin(async move {
-            let io = match connecting.await {
-                Ok(io) => io,
-                Err(e) => {
-                    stats.cx_connect_fail.inc();
-                    return Err(e.into());
-                }
-            };
-            let io = match tls {
-                None => Io::Plain(io),
-                Some(tls) => {
-                    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-                    match connector
-                        .connect(tls.server_name.clone(), io.into_inner())
-                        .await
-                    {
-                        Ok(s) => Io::Tls(Box::new(TokioIo::new(s))),
-                        Err(e) => {
-                            // A failed handshake is a connect failure, as Envoy counts it.
-                            stats.cx_connect_fail.inc();
-                            return Err(format!("upstream TLS: {e}").into());
-                        }
-                    }
-                }
-            };
-            stats.cx_total.inc();
-            Ok(CountedIo {
-                io,
-                uses: Uses::default(),
-                _open: stats.cx_active.track(),
-            })
-        })
+impl UpStream {
+    /// Whether TLS negotiated HTTP/2 by ALPN.
+    pub fn alpn_h2(&self) -> bool {
+        match self {
+            UpStream::Plain(_) => false,
+            UpStream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
     }
 }
 
-/// A plain or TLS upstream connection.
-enum Io {
-    Plain(TokioIo<TcpStream>),
-    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+/// Connects to `authority` (an IP or a name, with its port), TCP and TLS both within the
+/// connect timeout. Counts `upstream_cx_total` on success and `upstream_cx_connect_fail`
+/// on any failure; the caller holds `upstream_cx_active` while the connection lives.
+pub async fn connect(
+    authority: &str,
+    settings: &ConnSettings,
+    tls: Option<&UpstreamTls>,
+    stats: &ClusterStats,
+) -> Result<UpStream, ConnectError> {
+    let timeout = Duration::from_millis(settings.connect_timeout_ms);
+    let r = match tokio::time::timeout(timeout, connect_inner(authority, tls)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Timeout(authority.to_string())),
+    };
+    match &r {
+        Ok(_) => stats.cx_total.inc(),
+        Err(_) => stats.cx_connect_fail.inc(),
+    }
+    r
 }
 
-/// A connection with its request counter.
-pub struct CountedIo {
-    io: Io,
-    uses: Uses,
-    /// Counts the connection in `upstream_cx_active` while it lives.
-    _open: GaugeGuard,
-}
-
-impl Connection for CountedIo {
-    fn connected(&self) -> Connected {
-        let c = match &self.io {
-            Io::Plain(io) => io.connected(),
-            Io::Tls(io) => {
-                let (tcp, session) = io.inner().get_ref();
-                let c = tcp.connected();
-                if session.alpn_protocol() == Some(b"h2") {
-                    c.negotiated_h2()
-                } else {
-                    c
-                }
-            }
-        };
-        c.extra(self.uses.clone())
+async fn connect_inner(
+    authority: &str,
+    tls: Option<&UpstreamTls>,
+) -> Result<UpStream, ConnectError> {
+    let tcp = TcpStream::connect(authority)
+        .await
+        .map_err(|e| ConnectError::Io(authority.to_string(), e))?;
+    // Requests are small writes that must leave at once.
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(UpStream::Plain(tcp));
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    match connector.connect(tls.server_name.clone(), tcp).await {
+        Ok(s) => Ok(UpStream::Tls(Box::new(s))),
+        Err(e) => Err(ConnectError::Tls(authority.to_string(), e)),
     }
 }
 
 /// Forwards to the plain or TLS stream.
-macro_rules! each_io {
-    ($self:ident, $io:ident => $e:expr) => {
-        match &mut $self.io {
-            Io::Plain($io) => $e,
-            Io::Tls(boxed) => {
-                let $io = &mut **boxed;
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            UpStream::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            UpStream::Tls(boxed) => {
+                let $s = Pin::new(boxed.as_mut());
                 $e
             }
         }
     };
 }
 
-impl Read for CountedIo {
+impl AsyncRead for UpStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        each_io!(self, io => Pin::new(io).poll_read(cx, buf))
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        each!(self, s => s.poll_read(cx, buf))
     }
 }
 
-impl Write for CountedIo {
+impl AsyncWrite for UpStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        each_io!(self, io => Pin::new(io).poll_write(cx, buf))
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each_io!(self, io => Pin::new(io).poll_flush(cx))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each_io!(self, io => Pin::new(io).poll_shutdown(cx))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Plain(io) => io.is_write_vectored(),
-            Io::Tls(io) => io.is_write_vectored(),
-        }
+    ) -> Poll<std::io::Result<usize>> {
+        each!(self, s => s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        each_io!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
-    }
-}
-
-/// Watches which pooled connection a request goes out on, when the cluster limits
-/// requests per connection.
-pub struct PerConnectionLimit {
-    capture: CaptureConnection,
-    max: u32,
-}
-
-impl PerConnectionLimit {
-    /// `None` when the limit is off (0), so unlimited clusters pay nothing.
-    pub fn watch<B>(req: &mut http::Request<B>, max: u32) -> Option<Self> {
-        (max > 0).then(|| PerConnectionLimit {
-            capture: capture_connection(req),
-            max,
-        })
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        each!(self, s => s.poll_write_vectored(cx, bufs))
     }
 
-    /// Counts the request against its connection and poisons the connection (the pool
-    /// then closes it instead of reusing it) once it has carried `max` requests.
-    pub fn count(&self) {
-        let meta = self.capture.connection_metadata();
-        let Some(connected) = meta.as_ref() else {
-            return;
-        };
-        let mut ext = http::Extensions::new();
-        connected.get_extras(&mut ext);
-        if let Some(uses) = ext.get::<Uses>() {
-            if uses.0.fetch_add(1, Ordering::Relaxed) + 1 >= self.max {
-                connected.poison();
-            }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpStream::Plain(s) => s.is_write_vectored(),
+            UpStream::Tls(s) => s.is_write_vectored(),
         }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        each!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        each!(self, s => s.poll_shutdown(cx))
     }
 }
 

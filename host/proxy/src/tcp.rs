@@ -4,6 +4,7 @@
 //! ends when either side closes, or after the cluster's idle timeout without a byte.
 
 use crate::cluster::Cluster;
+use crate::connector::{ConnectError, UpStream};
 use std::cell::Cell;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -18,10 +19,8 @@ use tokio::net::TcpStream;
 pub enum ForwardError {
     #[error("no healthy upstream in {0}")]
     NoHealthyUpstream(String),
-    #[error("connecting to {0}: {1}")]
-    Connect(String, std::io::Error),
-    #[error("connecting to {0}: timed out")]
-    ConnectTimeout(String),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("idle for {0:?}")]
     Idle(Duration),
     #[error("{0}")]
@@ -117,92 +116,12 @@ pub fn idle_timeout(cluster: &Cluster) -> Duration {
     Duration::from_millis(cluster.conn.tcp_idle_timeout_ms.max(1))
 }
 
-/// A connection to an upstream: plain TCP, or TLS when the cluster originates it
-/// (DestinationRule `tls`, or mesh mTLS).
-pub enum UpStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for UpStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-/// A connection to an endpoint of `cluster`, within its connect timeout, with the
-/// cluster's TLS when it has one; counted in the cluster's stats.
+/// A connection to an endpoint of `cluster` (picked by its load balancer), with the
+/// cluster's TLS when it has one.
 pub async fn connect(cluster: &Cluster, random: u64) -> Result<UpStream, ForwardError> {
-    let up = connect_tcp(cluster, random).await?;
-    let Some(tls) = &cluster.tls else {
-        return Ok(UpStream::Plain(up));
-    };
-    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    let timeout = Duration::from_millis(cluster.conn.connect_timeout_ms);
-    match tokio::time::timeout(timeout, connector.connect(tls.server_name.clone(), up)).await {
-        Ok(Ok(s)) => Ok(UpStream::Tls(Box::new(s))),
-        Ok(Err(e)) => {
-            cluster.stats.cx_connect_fail.inc();
-            Err(ForwardError::Connect(cluster.name.clone(), e))
-        }
-        Err(_) => {
-            cluster.stats.cx_connect_fail.inc();
-            Err(ForwardError::ConnectTimeout(cluster.name.clone()))
-        }
-    }
-}
-
-async fn connect_tcp(cluster: &Cluster, random: u64) -> Result<TcpStream, ForwardError> {
     let ep = cluster
         .pick(random)
         .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster.name.clone()))?;
-    let timeout = Duration::from_millis(cluster.conn.connect_timeout_ms);
-    let up = match tokio::time::timeout(timeout, TcpStream::connect(&ep.authority)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            cluster.stats.cx_connect_fail.inc();
-            return Err(ForwardError::Connect(ep.authority.clone(), e));
-        }
-        Err(_) => {
-            cluster.stats.cx_connect_fail.inc();
-            return Err(ForwardError::ConnectTimeout(ep.authority.clone()));
-        }
-    };
-    cluster.stats.cx_total.inc();
-    let _ = up.set_nodelay(true);
-    Ok(up)
+    let tls = cluster.tls.as_deref();
+    Ok(crate::connector::connect(&ep.authority, &cluster.conn, tls, &cluster.stats).await?)
 }

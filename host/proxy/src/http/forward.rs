@@ -195,7 +195,7 @@ pub(super) async fn forward<'a>(
         } else {
             std::mem::take(&mut headers)
         };
-        let Some(req) = upstream_request(&method, &path, try_headers, ep, body) else {
+        let Some(req) = upstream_request(&method, &path, try_headers, body) else {
             let e = ProxyError::InvalidUpstreamRequest;
             return Err(e.respond(&mut *stream.lock().await));
         };
@@ -247,10 +247,8 @@ pub(super) async fn forward<'a>(
 }
 
 /// What one try returned: the response, a transport error, or the per-try timeout.
-type TryResult = Result<
-    Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-    tokio::time::error::Elapsed,
->;
+type TryResult =
+    Result<Result<Response<Incoming>, crate::upstream::SendError>, tokio::time::error::Elapsed>;
 
 /// The key consistent hashing (DestinationRule `consistentHash`) picks the first try's
 /// endpoint by, and the cookie to set when the proxy generated it (Envoy generates the
@@ -328,10 +326,10 @@ fn upstream_request(
     method: &http::Method,
     path: &str,
     headers: HeaderMap,
-    ep: &Endpoint,
     body: UpBody,
 ) -> Option<Request<UpBody>> {
-    let uri = match format!("http://{}{}", ep.authority, path).parse() {
+    // Origin-form; the pool makes it absolute for HTTP/2.
+    let uri = match path.parse::<http::Uri>() {
         Ok(uri) => uri,
         Err(e) => {
             tracing::warn!("cannot build upstream request: {e}");
@@ -370,7 +368,7 @@ async fn try_once(
     let upstream_active = cluster.stats.rq_active.track();
     let call = async {
         let _slot = cluster.connection_slot().await;
-        w.upstream.send(cluster, req).await
+        w.upstream.send(cluster, &ep.authority, req).await
     };
     let result = match timeout {
         Some(t) => tokio::time::timeout(t, call).await,
@@ -435,13 +433,15 @@ pub(super) fn mirror(
         let mut req = Request::new(full(body.clone()));
         *req.method_mut() = method.clone();
         *req.headers_mut() = h;
-        let Ok(uri) = format!("http://{}{}", ep.authority, path).parse() else {
+        let Ok(uri) = path.parse::<http::Uri>() else {
             continue;
         };
         *req.uri_mut() = uri;
         let w = w.clone();
+        let endpoint = ep.authority.clone();
         tokio::task::spawn_local(async move {
-            match tokio::time::timeout(limit, w.upstream.send(&cluster, req)).await {
+            let send = w.upstream.send(&cluster, &endpoint, req);
+            match tokio::time::timeout(limit, send).await {
                 Ok(Ok(resp)) => {
                     // Drain so the connection returns to the pool.
                     let _ = resp.into_body().collect().await;
