@@ -30,16 +30,6 @@ pub enum UpStream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-impl UpStream {
-    /// Whether TLS negotiated HTTP/2 by ALPN.
-    pub fn alpn_h2(&self) -> bool {
-        match self {
-            UpStream::Plain(_) => false,
-            UpStream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
-        }
-    }
-}
-
 /// Connects to `authority` (an IP or a name, with its port), TCP and TLS both within the
 /// connect timeout. Counts `upstream_cx_total` on success and `upstream_cx_connect_fail`
 /// on any failure; the caller holds `upstream_cx_active` while the connection lives.

@@ -6,11 +6,11 @@
 //! task per worker closes connections idle past the cluster's idle timeout.
 
 use crate::body::UpBody;
-use crate::connector::ConnectError;
+use crate::connector::{ConnectError, UpStream};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
-use lateen_core::stats::ClusterStats;
+use lateen_core::stats::{ClusterStats, GaugeGuard};
 use lateen_core::tls::client::UpstreamTls;
 use lateen_model::cluster::{ConnSettings, UpstreamProtocol};
 use std::cell::{Cell, RefCell};
@@ -31,17 +31,12 @@ pub enum SendError {
     Handshake(#[source] hyper::Error),
     #[error(transparent)]
     Http(#[from] hyper::Error),
-    #[error("the upstream did not speak HTTP/2")]
-    NotHttp2,
 }
 
 impl SendError {
     /// A failure to connect (Envoy's UF), as against a reset after connecting (UC/UR).
     pub fn is_connect(&self) -> bool {
-        matches!(
-            self,
-            SendError::Connect(_) | SendError::Handshake(_) | SendError::NotHttp2
-        )
+        matches!(self, SendError::Connect(_) | SendError::Handshake(_))
     }
 }
 
@@ -120,22 +115,15 @@ impl Pool {
         loop {
             let (mut conn, reused) = match self.checkout_h1(authority) {
                 Some(c) => (c, true),
-                None => match self.connect(authority).await? {
-                    Made::H1(tx) => (
-                        H1 {
-                            tx,
-                            uses: 0,
-                            idle_since: None,
-                        },
-                        false,
-                    ),
-                    // TLS negotiated h2 although the cluster says HTTP/1.1.
-                    Made::H2(tx) => {
-                        self.keep_h2(authority, &tx);
-                        let req = to_h2(req, authority, true);
-                        return self.send_on_h2(authority, tx, req).await;
-                    }
-                },
+                None => {
+                    let tx = self.connect_h1(authority).await?;
+                    let conn = H1 {
+                        tx,
+                        uses: 0,
+                        idle_since: None,
+                    };
+                    (conn, false)
+                }
             };
             conn.uses += 1;
             match conn.tx.try_send_request(req).await {
@@ -201,14 +189,7 @@ impl Pool {
                 let _making = lock.lock().await;
                 match self.shared_h2(authority) {
                     Some(tx) => tx,
-                    None => match self.connect(authority).await? {
-                        Made::H2(tx) => {
-                            self.keep_h2(authority, &tx);
-                            tx
-                        }
-                        // Only a pool for HTTP/1.1 makes HTTP/1.1 connections.
-                        Made::H1(_) => return Err(SendError::NotHttp2),
-                    },
+                    None => self.connect_h2(authority).await?,
                 }
             }
         };
@@ -226,14 +207,8 @@ impl Pool {
             // Refused unsent (the connection went away): once more, on a new connection.
             Err(mut e) => match e.take_message() {
                 Some(req) => {
-                    self.drop_closed_h2(authority);
-                    match self.connect(authority).await? {
-                        Made::H2(mut tx) => {
-                            self.keep_h2(authority, &tx);
-                            Ok(tx.send_request(req).await?)
-                        }
-                        Made::H1(_) => Err(SendError::NotHttp2),
-                    }
+                    let mut tx = self.connect_h2(authority).await?;
+                    Ok(tx.send_request(req).await?)
                 }
                 None => Err(SendError::Http(e.into_error())),
             },
@@ -254,43 +229,11 @@ impl Pool {
         Some(c.tx.clone())
     }
 
-    /// Keeps a new connection, for the requests after this one.
-    fn keep_h2(&self, authority: &str, tx: &http2::SendRequest<UpBody>) {
-        let mut conns = self.conns.borrow_mut();
-        conns.entry(authority.into()).or_default().h2.push(H2 {
-            tx: tx.clone(),
-            uses: 1,
-            last_used: Instant::now(),
-        });
-    }
-
-    fn drop_closed_h2(&self, authority: &str) {
-        if let Some(e) = self.conns.borrow_mut().get_mut(authority) {
-            e.h2.retain(|c| !c.tx.is_closed());
-        }
-    }
-
-    /// A new connection, its handshake done and its task running on this worker.
-    async fn connect(&self, authority: &str) -> Result<Made, SendError> {
-        let c = &self.config;
-        let io =
-            crate::connector::connect(authority, &c.settings, c.tls.as_deref(), &c.stats).await?;
-        let open = c.stats.cx_active.track();
-        if self.h2() || io.alpn_h2() {
-            let (tx, conn) = http2::Builder::new(LocalExec)
-                .handshake::<_, UpBody>(TokioIo::new(io))
-                .await
-                .map_err(SendError::Handshake)?;
-            tokio::task::spawn_local(async move {
-                let _open = open;
-                if let Err(e) = conn.await {
-                    tracing::debug!("upstream h2 connection: {e}");
-                }
-            });
-            return Ok(Made::H2(tx));
-        }
+    /// A new HTTP/1.1 connection, its task running on this worker.
+    async fn connect_h1(&self, authority: &str) -> Result<http1::SendRequest<UpBody>, SendError> {
+        let (io, open) = self.open(authority).await?;
         let (tx, conn) = http1::Builder::new()
-            .handshake::<_, UpBody>(TokioIo::new(io))
+            .handshake::<_, UpBody>(io)
             .await
             .map_err(SendError::Handshake)?;
         tokio::task::spawn_local(async move {
@@ -300,7 +243,39 @@ impl Pool {
                 tracing::debug!("upstream connection: {e}");
             }
         });
-        Ok(Made::H1(tx))
+        Ok(tx)
+    }
+
+    /// A new HTTP/2 connection (prior knowledge, or h2 by ALPN: the TLS config of an
+    /// HTTP/2 cluster offers only h2), kept for the requests after this one.
+    async fn connect_h2(&self, authority: &str) -> Result<http2::SendRequest<UpBody>, SendError> {
+        let (io, open) = self.open(authority).await?;
+        let (tx, conn) = http2::Builder::new(LocalExec)
+            .handshake::<_, UpBody>(io)
+            .await
+            .map_err(SendError::Handshake)?;
+        tokio::task::spawn_local(async move {
+            let _open = open;
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream h2 connection: {e}");
+            }
+        });
+        let mut conns = self.conns.borrow_mut();
+        conns.entry(authority.into()).or_default().h2.push(H2 {
+            tx: tx.clone(),
+            uses: 1,
+            last_used: Instant::now(),
+        });
+        Ok(tx)
+    }
+
+    /// A connection (TCP, then TLS when the cluster has it), counted in
+    /// `upstream_cx_active` while the guard lives.
+    async fn open(&self, authority: &str) -> Result<(TokioIo<UpStream>, GaugeGuard), SendError> {
+        let c = &self.config;
+        let io =
+            crate::connector::connect(authority, &c.settings, c.tls.as_deref(), &c.stats).await?;
+        Ok((TokioIo::new(io), c.stats.cx_active.track()))
     }
 
     /// Closes connections idle past the idle timeout, forgets closed ones; whether any
@@ -331,11 +306,6 @@ impl Pool {
     fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.config.settings.idle_timeout_ms)
     }
-}
-
-enum Made {
-    H1(http1::SendRequest<UpBody>),
-    H2(http2::SendRequest<UpBody>),
 }
 
 /// An HTTP/2 request: `:authority` from `host` (as Envoy sends it, without a `host`
@@ -547,14 +517,8 @@ mod tests {
         local(async {
             let (addr, _) = server(false).await;
             let pools = Pools::default();
-            let key = (
-                7,
-                pool("x", UpstreamProtocol::Http1, 0, 200).config.settings,
-                0,
-            );
-            let p = pools.get(key, || {
-                pool("pool-test-idle", UpstreamProtocol::Http1, 0, 200).config
-            });
+            let config = pool("pool-test-idle", UpstreamProtocol::Http1, 0, 200).config;
+            let p = pools.get((7, config.settings, 0), || config);
             body(p.send(&addr, get("svc.test")).await.unwrap()).await;
             assert_eq!(p.config.stats.cx_active.get(), 1);
             tokio::time::sleep(Duration::from_millis(800)).await;
