@@ -16,17 +16,9 @@ metadata: {{name: header-echo, namespace: istio-system}}
 spec:
   url: file://{{{{WASM}}}}/test_plugin_header_echo.wasm
   pluginConfig: {{value: {value}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: vs, namespace: test}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{{destination: {{host: svc.test, subset: {subset}}}}}]
 "#
         )
+        + &route_all(subset)
 }
 
 #[tokio::test]
@@ -561,14 +553,9 @@ spec:
 #[tokio::test]
 async fn configmap_symlink_swaps_are_picked_up() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let route = |subset: &str| {
-        format!(
-            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: test}}\nspec:\n  hosts: [\"*\"]\n  gateways: [istio-system/gw]\n  http:\n  - route: [{{destination: {{host: svc.test, subset: {subset}}}}}]\n"
-        )
-    };
     // The proxy starts on a plain file; the test then lays the directory out the way a
     // Kubernetes ConfigMap volume does: config.yaml -> ..data/config.yaml, ..data -> ..v1.
-    let proxy = Proxy::start(&(mesh(&[&a, &b]) + &route("a")))
+    let proxy = Proxy::start(&(mesh(&[&a, &b]) + &route_all("a")))
         .await
         .expect("proxy starts");
     let dir = proxy.dir.path().to_path_buf();
@@ -578,7 +565,7 @@ async fn configmap_symlink_swaps_are_picked_up() {
         std::fs::create_dir_all(&vdir).unwrap();
         std::fs::write(
             vdir.join("config.yaml"),
-            (mesh(&[&a, &b]) + &route(subset)).replace("{{PORT}}", &port),
+            (mesh(&[&a, &b]) + &route_all(subset)).replace("{{PORT}}", &port),
         )
         .unwrap();
         // Atomic switch of ..data, as kubelet does it.
