@@ -18,7 +18,9 @@
 #   4. memory: RSS at 0, 1k and 10k idle keep-alive connections, KiB per connection; RSS at
 #      start with the standard chain;
 #   5. plugin cold path: cranelift compile, load from the cache, instantiate, first request;
-#   6. p99 and errors while a plugin's configuration is swapped every second.
+#   6. p99 and errors while a plugin's configuration is swapped every second;
+#   7. swap latency: a plugin config change, written as a file edit and as a Kubernetes
+#      ConfigMap `..data` symlink swap, until the first response from the new version.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR="${1:-10}"
@@ -396,3 +398,7 @@ read -r rps p50 p99 bad < <(run_wrk "http://127.0.0.1:$SWP/" 16)
 wait "$SWAPPER" || true
 reloads=$(curl -s "http://127.0.0.1:$SWA/stats/prometheus" | awk '/config_reload_total{result="success"}/ {print $2}')
 printf "%-34s %10d %9d %9d %8s\n" "one swap per second ($reloads reloads)" "$rps" "$p50" "$p99" "$bad"
+
+echo
+echo "## 7. Swap latency: write to first response from the new plugin config (idle proxy)"
+python3 tests/bench/swap.py "$LATEEN" "$WASM" 15
