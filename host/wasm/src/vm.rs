@@ -11,7 +11,7 @@ use crate::state::{
 };
 use crate::types::Action;
 use bytes::Bytes;
-use lateen_core::stats::PluginStats;
+use lateen_core::stats::{PluginStats, CPU_SAMPLE_EVERY};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Instance, InstancePre, Store, StoreLimitsBuilder, Trap, TypedFunc};
@@ -44,10 +44,16 @@ pub(crate) fn guarded<R>(
         return Err(CallError::Broken(b.clone()));
     }
     store.set_epoch_deadline(deadline);
-    let started = std::time::Instant::now();
-    let r = f(store);
-    stats.callbacks.inc();
-    stats.cpu_ns.add(started.elapsed().as_nanos() as u64);
+    let r = if stats.callbacks.inc_prev().is_multiple_of(CPU_SAMPLE_EVERY) {
+        let started = std::time::Instant::now();
+        let r = f(store);
+        stats
+            .cpu_ns
+            .add(started.elapsed().as_nanos() as u64 * CPU_SAMPLE_EVERY);
+        r
+    } else {
+        f(store)
+    };
     r.map_err(|e| {
         let err = if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             stats.timeouts.inc();
@@ -223,6 +229,7 @@ impl ModuleVm {
                 return Err(WasmError::ConfigureRejected);
             }
         }
+        self.g.count_memory();
         Ok(id)
     }
 
@@ -357,8 +364,11 @@ impl ModuleVm {
             return Ok(());
         };
         let mut st = Box::<StreamState>::default();
-        self.g
-            .with_stream(root, &mut st, "on_tick", |s| f.call(s, root as i32))
+        let r = self
+            .g
+            .with_stream(root, &mut st, "on_tick", |s| f.call(s, root as i32));
+        self.g.count_memory();
+        r
     }
 
     /// Ends a stream context: on_done, on_log, on_delete (Envoy's order).
@@ -376,6 +386,7 @@ impl ModuleVm {
             self.g
                 .with_stream(ctx, st, "on_delete", |s| f.call(s, ctx as i32))?;
         }
+        self.g.count_memory();
         Ok(())
     }
 
@@ -420,16 +431,14 @@ impl Guest {
         phase: &'static str,
         f: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let r = guarded(
+        guarded(
             &mut self.store,
             self.deadline,
             &self.stats,
             &mut self.broken,
             phase,
             f,
-        );
-        self.count_memory();
-        r
+        )
     }
 
     // Runs a stream callback with `st` swapped into the store: boxed, so that the swap moves
@@ -451,8 +460,9 @@ impl Guest {
         r
     }
 
-    // Memory only grows while an instance lives, so a cheap size read after each call
-    // keeps the gauge exact.
+    // Memory only grows while an instance lives. The gauge is brought up to date when a
+    // stream ends and after root callbacks, not after every callback: reading the size
+    // costs a store lookup, and a request makes seven callbacks per plugin.
     fn count_memory(&mut self) {
         let now = self.memory_bytes() as i64;
         if now != self.memory_counted {
