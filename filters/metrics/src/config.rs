@@ -53,6 +53,33 @@ pub struct Outcome {
     pub upstream_version: Option<String>,
 }
 
+impl Outcome {
+    /// Parses the host's `lateen.request_outcome` property: cluster, response code, flags,
+    /// `1` for gRPC, grpc-status, upstream `app` and `version` labels, NUL-separated, an
+    /// empty field unknown.
+    pub fn decode(raw: &[u8]) -> Outcome {
+        let mut f = raw.split(|b| *b == 0).map(|f| {
+            (!f.is_empty())
+                .then(|| String::from_utf8(f.to_vec()).ok())
+                .flatten()
+        });
+        let mut next = || f.next().flatten();
+        let cluster = next();
+        let response_code = next().and_then(|c| c.parse().ok());
+        let response_flags = next();
+        let grpc = next().is_some();
+        Outcome {
+            cluster,
+            response_code,
+            response_flags,
+            grpc,
+            grpc_status: next(),
+            upstream_app: next(),
+            upstream_version: next(),
+        }
+    }
+}
+
 fn or_unknown(v: &str) -> String {
     if v.is_empty() {
         UNKNOWN.to_string()
@@ -132,6 +159,32 @@ impl MetricsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcome_from_the_host_property() {
+        let raw = |fields: &[&str]| fields.join("\0").into_bytes();
+        let o = Outcome::decode(&raw(&[
+            "outbound|80|v2|svc.test",
+            "503",
+            "UO",
+            "",
+            "",
+            "svc",
+            "",
+        ]));
+        assert_eq!(o.cluster.as_deref(), Some("outbound|80|v2|svc.test"));
+        assert_eq!(o.response_code, Some(503));
+        assert_eq!(o.response_flags.as_deref(), Some("UO"));
+        assert!(!o.grpc);
+        assert_eq!(o.grpc_status, None);
+        assert_eq!(o.upstream_app.as_deref(), Some("svc"));
+        assert_eq!(o.upstream_version, None);
+        let g = Outcome::decode(&raw(&["c", "200", "", "1", "14", "a", "v1"]));
+        assert!(g.grpc);
+        assert_eq!(g.grpc_status.as_deref(), Some("14"));
+        assert_eq!(g.upstream_version.as_deref(), Some("v1"));
+        assert_eq!(Outcome::decode(b""), Outcome::default());
+    }
 
     #[test]
     fn labels_from_the_route_and_the_endpoint() {

@@ -1,4 +1,5 @@
-//! proxy-wasm glue for the metrics filter: everything happens in `on_log`.
+//! proxy-wasm glue for the metrics filter: everything happens in `on_log`, in two host
+//! calls (Lateen's request summary and its recording foreign function).
 
 use crate::config::{
     MetricsConfig, Outcome, DURATION, REQUESTS_TOTAL, REQUEST_BYTES, RESPONSE_BYTES,
@@ -21,11 +22,20 @@ proxy_wasm::main! {{
 /// Metric ids of the four families, per label set (defining a metric is a host call).
 type Ids = [u32; 4];
 
+/// The host's summary of a finished request (see [`Outcome::decode`]), and its foreign
+/// function that records one into the four families: two host calls per request in all.
+const OUTCOME: [&str; 2] = ["lateen", "request_outcome"];
+const OBSERVE: &str = "lateen_observe_request";
+/// The host's measures, per family in [`Ids`] order: count, duration (ms), request and
+/// response total size.
+const MEASURES: [u32; 4] = [1, 2, 3, 4];
+
 #[derive(Default)]
 struct Shared {
     config: RefCell<Rc<MetricsConfig>>,
-    /// Metric ids by outcome: a request whose outcome was seen before builds no labels.
-    ids: RefCell<HashMap<Outcome, Ids>>,
+    /// Metric ids by the host's raw outcome: a request whose outcome was seen before
+    /// builds no labels.
+    ids: RefCell<HashMap<Vec<u8>, Ids>>,
 }
 
 struct MetricsRoot {
@@ -66,20 +76,12 @@ struct MetricsStream {
     shared: Rc<Shared>,
 }
 
-fn int(v: Option<Vec<u8>>) -> Option<i64> {
-    let b: [u8; 8] = v?.as_slice().try_into().ok()?;
-    Some(i64::from_le_bytes(b))
-}
-
-fn text(v: Option<Vec<u8>>) -> Option<String> {
-    v.and_then(|b| String::from_utf8(b).ok())
-}
-
 impl MetricsStream {
-    fn ids(&self, outcome: Outcome) -> Option<Ids> {
-        if let Some(ids) = self.shared.ids.borrow().get(&outcome) {
+    fn ids(&self, raw: Vec<u8>) -> Option<Ids> {
+        if let Some(ids) = self.shared.ids.borrow().get(&raw) {
             return Some(*ids);
         }
+        let outcome = Outcome::decode(&raw);
         let config = self.shared.config.borrow().clone();
         // The labels part of the name, shared by the four families.
         let key = labelled_name("", &config.labels(&outcome));
@@ -90,7 +92,7 @@ impl MetricsStream {
             define(MetricType::Histogram, REQUEST_BYTES)?,
             define(MetricType::Histogram, RESPONSE_BYTES)?,
         ];
-        self.shared.ids.borrow_mut().insert(outcome, ids);
+        self.shared.ids.borrow_mut().insert(raw, ids);
         Some(ids)
     }
 }
@@ -99,34 +101,24 @@ impl Context for MetricsStream {}
 
 impl HttpContext for MetricsStream {
     fn on_log(&mut self) {
-        let grpc = self
-            .get_http_request_header("content-type")
-            .is_some_and(|c| c.starts_with("application/grpc"));
-        let grpc_status = if grpc {
-            self.get_http_response_header("grpc-status")
-                .or_else(|| self.get_http_response_trailer("grpc-status"))
-        } else {
-            None
-        };
-        let outcome = Outcome {
-            cluster: text(self.get_property(vec!["lateen", "route", "cluster"])),
-            response_code: int(self.get_property(vec!["response", "code"])),
-            response_flags: text(self.get_property(vec!["response", "flags"])),
-            grpc,
-            grpc_status,
-            upstream_app: text(self.get_property(vec!["lateen", "upstream", "labels", "app"])),
-            upstream_version: text(
-                self.get_property(vec!["lateen", "upstream", "labels", "version"]),
-            ),
-        };
-        let Some([total, duration, req_bytes, resp_bytes]) = self.ids(outcome) else {
+        let Some(raw) = self.get_property(OUTCOME.to_vec()) else {
+            hostcalls::log(
+                LogLevel::Error,
+                "metrics: the host has no lateen.request_outcome",
+            )
+            .ok();
             return;
         };
-        let nanos = int(self.get_property(vec!["request", "duration"])).unwrap_or(0);
-        let size = |p: &str| int(self.get_property(vec![p, "total_size"])).unwrap_or(0);
-        let _ = hostcalls::increment_metric(total, 1);
-        let _ = hostcalls::record_metric(duration, (nanos / 1_000_000).max(0) as u64);
-        let _ = hostcalls::record_metric(req_bytes, size("request").max(0) as u64);
-        let _ = hostcalls::record_metric(resp_bytes, size("response").max(0) as u64);
+        let Some(ids) = self.ids(raw) else {
+            return;
+        };
+        let mut args = [0u8; 32];
+        for (i, (id, measure)) in ids.iter().zip(MEASURES).enumerate() {
+            args[i * 8..i * 8 + 4].copy_from_slice(&id.to_le_bytes());
+            args[i * 8 + 4..i * 8 + 8].copy_from_slice(&measure.to_le_bytes());
+        }
+        if let Err(e) = hostcalls::call_foreign_function(OBSERVE, Some(&args)) {
+            hostcalls::log(LogLevel::Error, &format!("metrics: {OBSERVE}: {e:?}")).ok();
+        }
     }
 }

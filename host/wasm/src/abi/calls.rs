@@ -1,7 +1,7 @@
-//! Outbound calls: http_call to named clusters; gRPC and foreign functions answer with the
-//! error statuses the SDK hands back to the plugin as `Err`.
+//! Outbound calls: http_call to named clusters; gRPC answers with the error statuses the SDK
+//! hands back to the plugin as `Err`, and so does a foreign function other than Lateen's.
 
-use super::{guest_fault, headers::decode_map, ok, read, read_string, write_u32, Ctx};
+use super::{borrow, guest_fault, headers::decode_map, ok, read, read_string, write_u32, Ctx};
 use crate::state::{HostState, PendingCall};
 use crate::types::Status;
 use bytes::Bytes;
@@ -131,8 +131,27 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_call_foreign_function",
-        |_: Ctx<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> Result<i32> {
-            guest_fault(|| -> Result<i32> { ok(Status::NotFound) })
+        |mut c: Ctx<'_>,
+         np: i32,
+         nl: i32,
+         ap: i32,
+         al: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> Result<i32> {
+            guest_fault(|| -> Result<i32> {
+                if borrow(&c, np, nl)? != super::metrics::OBSERVE_REQUEST.as_bytes() {
+                    return ok(Status::NotFound);
+                }
+                let args = read(&c, ap, al)?;
+                let status = super::metrics::observe_request(c.data_mut(), &args);
+                if status == Status::Ok {
+                    // Nothing to answer: an empty result.
+                    write_u32(&mut c, ret_ptr, 0)?;
+                    write_u32(&mut c, ret_size, 0)?;
+                }
+                ok(status)
+            })
         },
     )?;
     Ok(())

@@ -1,19 +1,22 @@
 //! Header and trailer maps: get/set pairs, get/add/replace/remove one value.
 
-use super::{give, guest_fault, ok, read, read_string, write_u32, Ctx};
+use super::{borrow_str, give, guest_fault, ok, read, read_string, write_u32, Ctx};
 use crate::state::{HeaderList, HostState};
 use crate::types::{map, Status};
 use bytes::Bytes;
 use wasmtime::{Linker, Result};
 
+fn encoded_len(h: &HeaderList) -> usize {
+    4 + h
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len() + 2)
+        .sum::<usize>()
+}
+
 /// Serializes a map the way the SDK reads it: count, (key len, value len) pairs, then
 /// NUL-terminated keys and values. An empty map is 4 zero bytes (never the 1-byte form).
 pub fn encode_map(h: &HeaderList) -> Vec<u8> {
-    let size = 4 + h
-        .iter()
-        .map(|(k, v)| 8 + k.len() + v.len() + 2)
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+    let mut out = Vec::with_capacity(encoded_len(h));
     out.extend_from_slice(&(h.len() as u32).to_le_bytes());
     for (k, v) in h {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -56,43 +59,32 @@ pub fn decode_map(b: &[u8]) -> Option<HeaderList> {
     Some(out)
 }
 
-enum Which {
-    Mutable(fn(&mut HostState) -> &mut HeaderList),
-    CallResponse(fn(&HostState) -> Option<&HeaderList>),
-}
-
-fn which(map_type: i32) -> Option<Which> {
-    Some(match map_type {
-        map::REQUEST_HEADERS => Which::Mutable(|s| &mut s.cur.req_headers),
-        map::REQUEST_TRAILERS => Which::Mutable(|s| &mut s.cur.req_trailers),
-        map::RESPONSE_HEADERS => Which::Mutable(|s| &mut s.cur.resp_headers),
-        map::RESPONSE_TRAILERS => Which::Mutable(|s| &mut s.cur.resp_trailers),
-        map::HTTP_CALL_RESPONSE_HEADERS => {
-            Which::CallResponse(|s| s.call_response.as_ref().map(|r| &r.headers))
-        }
-        map::HTTP_CALL_RESPONSE_TRAILERS => {
-            Which::CallResponse(|s| s.call_response.as_ref().map(|r| &r.trailers))
-        }
-        _ => return None,
-    })
-}
-
-fn with_map<R>(s: &mut HostState, map_type: i32, f: impl FnOnce(&HeaderList) -> R) -> Option<R> {
-    match which(map_type)? {
-        Which::Mutable(g) => Some(f(g(s))),
-        Which::CallResponse(g) => g(s).map(f),
+fn get_map(s: &HostState, map_type: i32) -> Option<&HeaderList> {
+    match map_type {
+        map::REQUEST_HEADERS => Some(&s.cur.req_headers),
+        map::REQUEST_TRAILERS => Some(&s.cur.req_trailers),
+        map::RESPONSE_HEADERS => Some(&s.cur.resp_headers),
+        map::RESPONSE_TRAILERS => Some(&s.cur.resp_trailers),
+        map::HTTP_CALL_RESPONSE_HEADERS => s.call_response.as_ref().map(|r| &r.headers),
+        map::HTTP_CALL_RESPONSE_TRAILERS => s.call_response.as_ref().map(|r| &r.trailers),
+        _ => None,
     }
 }
 
-fn with_map_mut<R>(
-    s: &mut HostState,
-    map_type: i32,
-    f: impl FnOnce(&mut HeaderList) -> R,
-) -> Option<R> {
-    match which(map_type)? {
-        Which::Mutable(g) => Some(f(g(s))),
-        Which::CallResponse(_) => None,
+/// The maps a plugin may change (an `http_call` response is read-only).
+fn get_map_mut(s: &mut HostState, map_type: i32) -> Option<&mut HeaderList> {
+    match map_type {
+        map::REQUEST_HEADERS => Some(&mut s.cur.req_headers),
+        map::REQUEST_TRAILERS => Some(&mut s.cur.req_trailers),
+        map::RESPONSE_HEADERS => Some(&mut s.cur.resp_headers),
+        map::RESPONSE_TRAILERS => Some(&mut s.cur.resp_trailers),
+        _ => None,
     }
+}
+
+/// Names are kept lowercase; a plugin may ask in any case.
+fn is(name: &str, key: &str) -> bool {
+    name.eq_ignore_ascii_case(key)
 }
 
 pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
@@ -102,7 +94,9 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         |mut c: Ctx<'_>, map_type: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
             guest_fault(|| -> Result<i32> {
                 // An unknown or absent map reads as empty: the SDK accepts only Ok here.
-                let bytes = with_map(c.data_mut(), map_type, encode_map).unwrap_or_default();
+                let bytes = get_map(c.data(), map_type)
+                    .map(encode_map)
+                    .unwrap_or_default();
                 give(&mut c, &bytes, ret_ptr, ret_size)?;
                 ok(Status::Ok)
             })
@@ -117,8 +111,11 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
                 let Some(pairs) = decode_map(&raw) else {
                     return ok(Status::BadArgument);
                 };
-                match with_map_mut(c.data_mut(), map_type, |m| *m = pairs) {
-                    Some(()) => ok(Status::Ok),
+                match get_map_mut(c.data_mut(), map_type) {
+                    Some(m) => {
+                        *m = pairs;
+                        ok(Status::Ok)
+                    }
                     None => ok(Status::BadArgument),
                 }
             })
@@ -135,11 +132,10 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
          ret_size: i32|
          -> Result<i32> {
             guest_fault(|| -> Result<i32> {
-                let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
-                let value = with_map(c.data_mut(), map_type, |m| {
-                    m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
-                })
-                .flatten();
+                let key = borrow_str(&c, kp, kl)?;
+                let value = get_map(c.data(), map_type)
+                    .and_then(|m| m.iter().find(|(k, _)| is(k, key)))
+                    .map(|(_, v)| v.clone());
                 match value {
                     Some(v) => {
                         give(&mut c, &v, ret_ptr, ret_size)?;
@@ -155,7 +151,7 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_get_header_map_size",
         |mut c: Ctx<'_>, map_type: i32, ret_size: i32| -> Result<i32> {
             guest_fault(|| -> Result<i32> {
-                let n = with_map(c.data_mut(), map_type, |m| encode_map(m).len()).unwrap_or(4);
+                let n = get_map(c.data(), map_type).map_or(4, encoded_len);
                 write_u32(&mut c, ret_size, n as u32)?;
                 ok(Status::Ok)
             })
@@ -166,8 +162,10 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_remove_header_map_value",
         |mut c: Ctx<'_>, map_type: i32, kp: i32, kl: i32| -> Result<i32> {
             guest_fault(|| -> Result<i32> {
-                let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
-                with_map_mut(c.data_mut(), map_type, |m| m.retain(|(k, _)| *k != key));
+                let key = read_string(&c, kp, kl)?;
+                if let Some(m) = get_map_mut(c.data_mut(), map_type) {
+                    m.retain(|(k, _)| !is(k, &key));
+                }
                 ok(Status::Ok)
             })
         },
@@ -179,7 +177,7 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
             guest_fault(|| -> Result<i32> {
                 let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
                 let value = Bytes::from(read(&c, vp, vl)?);
-                with_map_mut(c.data_mut(), map_type, |m| {
+                if let Some(m) = get_map_mut(c.data_mut(), map_type) {
                     match m.iter().position(|(k, _)| *k == key) {
                         Some(i) => {
                             m[i].1 = value;
@@ -195,7 +193,7 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
                         }
                         None => m.push((key, value)),
                     }
-                });
+                }
                 ok(Status::Ok)
             })
         },
@@ -207,7 +205,9 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
             guest_fault(|| -> Result<i32> {
                 let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
                 let value = Bytes::from(read(&c, vp, vl)?);
-                with_map_mut(c.data_mut(), map_type, |m| m.push((key, value)));
+                if let Some(m) = get_map_mut(c.data_mut(), map_type) {
+                    m.push((key, value));
+                }
                 ok(Status::Ok)
             })
         },

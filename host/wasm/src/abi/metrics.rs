@@ -21,6 +21,69 @@ pub(super) fn lookup(s: &mut HostState, id: i32) -> Option<Arc<Metric>> {
     Some(m)
 }
 
+/// The foreign function that records a finished request into plugin metrics in one host
+/// call: its argument is (metric id, measure) pairs of little-endian u32s, the measure one
+/// of [`MEASURE_COUNT`] (adds 1), [`MEASURE_DURATION_MS`], [`MEASURE_REQUEST_BYTES`] or
+/// [`MEASURE_RESPONSE_BYTES`] (Envoy's `request.duration` in ms, `request.total_size`,
+/// `response.total_size`, recorded into a histogram). A metrics filter otherwise makes
+/// seven host calls for this, each priced like the whole of a no-op filter's callback.
+pub const OBSERVE_REQUEST: &str = "lateen_observe_request";
+pub const MEASURE_COUNT: u32 = 1;
+pub const MEASURE_DURATION_MS: u32 = 2;
+pub const MEASURE_REQUEST_BYTES: u32 = 3;
+pub const MEASURE_RESPONSE_BYTES: u32 = 4;
+
+fn int_property(s: &HostState, path: &str) -> u64 {
+    super::property(s, path)
+        .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
+        .map_or(0, |b| i64::from_le_bytes(b).max(0) as u64)
+}
+
+/// Applies [`OBSERVE_REQUEST`]'s pairs; a malformed argument, an unknown measure or a
+/// metric of the wrong kind changes nothing and answers `BadArgument`, an unknown id
+/// `NotFound`.
+pub(super) fn observe_request(s: &mut HostState, args: &[u8]) -> Status {
+    if !args.len().is_multiple_of(8) {
+        return Status::BadArgument;
+    }
+    let pairs = || {
+        args.chunks_exact(8).map(|p| {
+            let id = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+            (id, u32::from_le_bytes([p[4], p[5], p[6], p[7]]))
+        })
+    };
+    // Checked whole first, so that a bad pair records nothing.
+    for (id, measure) in pairs() {
+        let Some(m) = lookup(s, id as i32) else {
+            return Status::NotFound;
+        };
+        let fits = match measure {
+            MEASURE_COUNT => m.kind == MetricKind::Counter,
+            MEASURE_DURATION_MS | MEASURE_REQUEST_BYTES | MEASURE_RESPONSE_BYTES => {
+                m.kind == MetricKind::Histogram
+            }
+            _ => false,
+        };
+        if !fits {
+            return Status::BadArgument;
+        }
+    }
+    for (id, measure) in pairs() {
+        let Some(m) = lookup(s, id as i32) else {
+            continue;
+        };
+        match measure {
+            MEASURE_COUNT => {
+                m.value.fetch_add(1, Ordering::Relaxed);
+            }
+            MEASURE_DURATION_MS => m.record(int_property(s, "request.duration") / 1_000_000),
+            MEASURE_REQUEST_BYTES => m.record(int_property(s, "request.total_size")),
+            _ => m.record(int_property(s, "response.total_size")),
+        }
+    }
+    Status::Ok
+}
+
 pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",

@@ -97,23 +97,33 @@ fn memory(caller: &Ctx<'_>) -> Result<wasmtime::Memory> {
         .ok_or_else(|| wasmtime::format_err!("plugin exports no memory"))
 }
 
-/// Copies `len` bytes at `ptr` out of guest memory. A zero length is empty whatever the
-/// pointer (the SDK passes null or dangling pointers for empty slices).
-pub(crate) fn read(caller: &Ctx<'_>, ptr: i32, len: i32) -> Result<Vec<u8>> {
+/// Borrows `len` bytes at `ptr` of guest memory, without a copy: host calls that only look
+/// something up (a header, a property) read their argument in place. A zero length is
+/// empty whatever the pointer (the SDK passes null or dangling pointers for empty slices).
+pub(crate) fn borrow<'a>(caller: &'a Ctx<'_>, ptr: i32, len: i32) -> Result<&'a [u8]> {
     if len == 0 {
-        return Ok(Vec::new());
+        return Ok(&[]);
     }
     let mem = memory(caller)?;
-    let data = mem.data(caller);
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
-    data.get(start..start.saturating_add(len))
-        .map(<[u8]>::to_vec)
+    mem.data(caller)
+        .get(start..start.saturating_add(len))
         .ok_or_else(|| GuestFault("plugin passed an out-of-bounds buffer").into())
 }
 
-pub(crate) fn read_string(caller: &Ctx<'_>, ptr: i32, len: i32) -> Result<String> {
-    String::from_utf8(read(caller, ptr, len)?)
+/// Copies `len` bytes at `ptr` out of guest memory.
+pub(crate) fn read(caller: &Ctx<'_>, ptr: i32, len: i32) -> Result<Vec<u8>> {
+    borrow(caller, ptr, len).map(<[u8]>::to_vec)
+}
+
+/// Borrows a UTF-8 string argument in place.
+pub(crate) fn borrow_str<'a>(caller: &'a Ctx<'_>, ptr: i32, len: i32) -> Result<&'a str> {
+    std::str::from_utf8(borrow(caller, ptr, len)?)
         .map_err(|_| GuestFault("plugin passed a string that is not UTF-8").into())
+}
+
+pub(crate) fn read_string(caller: &Ctx<'_>, ptr: i32, len: i32) -> Result<String> {
+    borrow_str(caller, ptr, len).map(str::to_owned)
 }
 
 pub(crate) fn write_bytes(caller: &mut Ctx<'_>, ptr: i32, bytes: &[u8]) -> Result<()> {
