@@ -1,14 +1,16 @@
 //! Engine, linker and compiled-module cache. Compiling happens off the request path (when a
 //! snapshot is built); compiled artifacts are kept on disk by sha256 so a restart or a
-//! re-push of the same module only deserializes.
+//! re-push of the same module only deserializes, and the modules in use are kept in memory
+//! so a reload that keeps a binary (a config change) does not even do that.
 
 use crate::abi;
 use crate::shared::Shared;
 use crate::state::HostState;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module};
 
@@ -83,6 +85,8 @@ pub struct Runtime {
     pub opts: RuntimeOptions,
     pub shared: Arc<Shared>,
     pub(crate) epoch_tick: Duration,
+    /// Modules some snapshot still holds, by sha256.
+    loaded: Mutex<HashMap<String, Weak<CompiledModule>>>,
 }
 
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -122,6 +126,7 @@ impl Runtime {
             opts,
             shared: Arc::new(Shared::default()),
             epoch_tick: EPOCH_TICK,
+            loaded: Mutex::default(),
         })
     }
 
@@ -145,17 +150,35 @@ impl Runtime {
         (self.opts.callback_timeout.as_millis() / self.epoch_tick.as_millis()).max(1) as u64
     }
 
+    /// A compiled, linked module for `bytes`: the one a live snapshot already holds when the
+    /// binary is the same (a reload that changes only configuration then costs a digest),
+    /// otherwise [`Runtime::compile`]d. Off the request path.
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<CompiledModule>, WasmError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = loaded.get(&sha256).and_then(Weak::upgrade) {
+            return Ok(m);
+        }
+        let m = Arc::new(self.compile_digested(bytes, sha256.clone())?);
+        loaded.retain(|_, w| w.strong_count() > 0);
+        loaded.insert(sha256, Arc::downgrade(&m));
+        Ok(m)
+    }
+
     /// Compiles (or loads from the cache) a proxy-wasm module or a `lateen:filter`
     /// component. Slow: call it off the request path.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
+        self.compile_digested(bytes, hex::encode(Sha256::digest(bytes)))
+    }
+
     #[allow(
         unsafe_code,
         reason = "deserializing our own cached artifact; see `cached`"
     )]
-    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
+    fn compile_digested(&self, bytes: &[u8], sha256: String) -> Result<CompiledModule, WasmError> {
         if is_component(bytes) {
-            return self.compile_component(bytes);
+            return self.compile_component(bytes, sha256);
         }
-        let sha256 = hex::encode(Sha256::digest(bytes));
         let (module, from_cache) = self.cached(
             &sha256,
             "cwasm",
@@ -216,9 +239,8 @@ impl Runtime {
         unsafe_code,
         reason = "deserializing our own cached artifact; see `cached`"
     )]
-    fn compile_component(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
+    fn compile_component(&self, bytes: &[u8], sha256: String) -> Result<CompiledModule, WasmError> {
         use wasmtime::component::Component;
-        let sha256 = hex::encode(Sha256::digest(bytes));
         let (component, from_cache) = self.cached(
             &sha256,
             "cwasmc",

@@ -298,7 +298,7 @@ pub(super) fn load_plugin(
         }
     }
     let module = rt
-        .compile(&bytes)
+        .load(&bytes)
         .map_err(|e| info.error(&at("url"), e.to_string()))?;
     let schema = schema::find(&bytes, local.then_some(path.as_path()))
         .map_err(|m| info.error(&at("url"), m))?
@@ -328,7 +328,7 @@ pub(super) fn load_plugin(
         PluginSpec {
             name,
             url: s.url.clone(),
-            module: Arc::new(module),
+            module,
             identity: Arc::new(identity),
             fail,
             phase,
@@ -527,13 +527,13 @@ pub(super) fn load_builtin(
              (bash filters/build.sh) or pass --filters-dir"
         ))
     })?;
-    let module = rt.compile(&bytes).map_err(|e| err(e.to_string()))?;
+    let module = rt.load(&bytes).map_err(|e| err(e.to_string()))?;
     let schema = schema::find(&bytes, None).map_err(err)?.map(Arc::new);
     let full = format!("lateen/{name}");
     Ok(Arc::new(PluginSpec {
         name: full.clone(),
         url: format!("file://{}", path.display()),
-        module: Arc::new(module),
+        module,
         identity: Arc::new(PluginIdentity {
             name: full.clone(),
             root_id: name.into(),

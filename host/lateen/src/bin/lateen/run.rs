@@ -205,7 +205,11 @@ pub fn run(args: RunArgs, on_ready: Option<Box<dyn FnOnce() + Send>>) -> Result<
     let handles = spawn_workers(per_worker, &args, &snapshots, &sources, &rt, &shutdown)?;
     if !args.no_watch {
         let reloader = lateen::watch::Reloader { sources };
-        lateen::watch::spawn(reloader, Duration::from_millis(30))
+        // Long enough to fold one save's events (an editor's write and rename, kubelet's
+        // ..data swap: microseconds apart) into one reload; short, as it adds to every
+        // change's latency. A write caught half done fails to parse and keeps the last
+        // good config; its final event reloads again.
+        lateen::watch::spawn(reloader, Duration::from_millis(10))
             .with_context(|| format!("watching {}", args.config.display()))?;
     }
     ready.store(true, std::sync::atomic::Ordering::Release);
