@@ -125,6 +125,26 @@ pub trait RequestView {
 /// ```
 pub const CLAIM_HEADER_PREFIX: &str = "@request.auth.claims.";
 
+/// Header pairs as text, as `get_http_request_headers_bytes` returns them: a UTF-8 value
+/// keeps its buffer (no copy), any other is read lossily, so a stray byte cannot panic a
+/// filter.
+///
+/// ```rust
+/// use lateen_sdk::matcher::text_headers;
+/// let h = text_headers(vec![("x-a".into(), b"1".to_vec()), ("x-b".into(), vec![0xff])]);
+/// assert_eq!(h, [("x-a".to_string(), "1".to_string()), ("x-b".into(), "\u{fffd}".into())]);
+/// ```
+pub fn text_headers(pairs: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            let v = String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (k, v)
+        })
+        .collect()
+}
+
 impl RequestView for [(String, String)] {
     fn header(&self, name: &str) -> Option<&str> {
         self.iter()

@@ -5,7 +5,7 @@ use crate::config::{
     DescriptorAction, Key, Mode, RateLimitConfig, Rule, TakeRequest, TakeResponse, TokenBucket,
     REDIS_CLUSTER, TAKE_PATH,
 };
-use lateen_sdk::matcher::{cookie, CompiledMatch};
+use lateen_sdk::matcher::{cookie, text_headers, CompiledMatch};
 use lateen_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use lateen_sdk::proxy_wasm::types::{Action, ContextType, LogLevel, Status};
 use lateen_sdk::proxy_wasm::{self, hostcalls};
@@ -24,6 +24,24 @@ proxy_wasm::main! {{
 struct Compiled {
     rule: Rule,
     matches: Vec<CompiledMatch>,
+}
+
+impl Compiled {
+    /// Whether the rule reads request headers (matches, its key, descriptor actions): a
+    /// chain of rules that read none, as a plain local rate limit is, skips fetching them.
+    fn reads_headers(&self) -> bool {
+        !self.matches.is_empty()
+            || matches!(self.rule.key, Key::Path | Key::Header(_) | Key::Cookie(_))
+            || self
+                .rule
+                .actions
+                .iter()
+                .any(|a| matches!(a, DescriptorAction::RequestHeader { .. }))
+    }
+
+    fn reads_route(&self) -> bool {
+        !self.rule.routes.is_empty() || !self.rule.except_routes.is_empty()
+    }
 }
 
 struct RlRoot {
@@ -98,19 +116,21 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-// Takes a token from the shared bucket `key`, retrying on concurrent updates (CAS).
+// Takes a token from the shared bucket `key`, retrying on concurrent updates (CAS). One
+// clock reading serves the retries: they are microseconds apart.
 fn take_shared(key: &str, tb: &TokenBucket) -> Take {
-    let mut last = take(tb, None, now_ms());
+    let now = now_ms();
+    let mut last = None;
     for _ in 0..16 {
         let (bytes, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
         let state = bytes.as_deref().and_then(State::decode);
-        last = take(tb, state, now_ms());
-        match hostcalls::set_shared_data(key, Some(&last.next.encode()), cas) {
-            Err(Status::CasMismatch) => continue,
-            _ => return last,
+        let t = take(tb, state, now);
+        match hostcalls::set_shared_data(key, Some(&t.next.encode()), cas) {
+            Err(Status::CasMismatch) => last = Some(t),
+            _ => return t,
         }
     }
-    last
+    last.unwrap_or_else(|| take(tb, None, now))
 }
 
 impl RlStream {
@@ -351,15 +371,16 @@ impl HttpContext for RlStream {
         if self.rules.is_empty() {
             return Action::Continue;
         }
-        self.headers = self
-            .get_http_request_headers_bytes()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-            .collect();
-        self.route = self
-            .get_property(lateen_sdk::route::ROUTE_NAME.to_vec())
-            .map(|r| String::from_utf8_lossy(&r).into_owned())
-            .unwrap_or_default();
+        // Each is a host call and, for the headers, an allocation per name and value.
+        if self.rules.iter().any(Compiled::reads_headers) {
+            self.headers = text_headers(self.get_http_request_headers_bytes());
+        }
+        if self.rules.iter().any(Compiled::reads_route) {
+            self.route = self
+                .get_property(lateen_sdk::route::ROUTE_NAME.to_vec())
+                .map(|r| String::from_utf8_lossy(&r).into_owned())
+                .unwrap_or_default();
+        }
         self.evaluate(0)
     }
 

@@ -5,7 +5,7 @@ use crate::table::{
     RouterConfig,
 };
 use lateen_sdk::istio::{HeaderOperations, Headers};
-use lateen_sdk::matcher::RequestView;
+use lateen_sdk::matcher::{text_headers, RequestView};
 use lateen_sdk::proxy_wasm::traits::{Context, HttpContext, RootContext};
 use lateen_sdk::proxy_wasm::types::{Action, ContextType, LogLevel};
 use lateen_sdk::proxy_wasm::{self, hostcalls};
@@ -117,11 +117,7 @@ impl HttpContext for RouterStream {
             return Action::Continue;
         };
         // Bytes variant: a non-UTF-8 header must not panic the router.
-        let headers: Vec<(String, String)> = self
-            .get_http_request_headers_bytes()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-            .collect();
+        let headers = text_headers(self.get_http_request_headers_bytes());
         let table = table.clone();
         let claims = if table.uses_claims {
             hostcalls::get_property(lateen_sdk::claims::CLAIMS.to_vec())
