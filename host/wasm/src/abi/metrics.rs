@@ -26,7 +26,7 @@ pub(super) fn lookup(s: &mut HostState, id: i32) -> Option<Arc<Metric>> {
 /// of [`MEASURE_COUNT`] (adds 1), [`MEASURE_DURATION_MS`], [`MEASURE_REQUEST_BYTES`] or
 /// [`MEASURE_RESPONSE_BYTES`] (Envoy's `request.duration` in ms, `request.total_size`,
 /// `response.total_size`, recorded into a histogram). A metrics filter otherwise makes
-/// seven host calls for this, each priced like the whole of a no-op filter's callback.
+/// seven host calls for this (three property reads, four metric updates).
 pub const OBSERVE_REQUEST: &str = "lateen_observe_request";
 pub const MEASURE_COUNT: u32 = 1;
 pub const MEASURE_DURATION_MS: u32 = 2;
