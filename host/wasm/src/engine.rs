@@ -373,3 +373,27 @@ fn write_bytes(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest valid module: the magic and the version.
+    const EMPTY: &[u8] = b"\0asm\x01\0\0\0";
+
+    #[test]
+    fn a_live_module_is_reused_and_a_dropped_one_is_not_kept() {
+        let rt = Runtime::new(RuntimeOptions::default()).expect("runtime");
+        let a = rt.load(EMPTY).expect("load");
+        let b = rt.load(EMPTY).expect("load again");
+        assert!(Arc::ptr_eq(&a, &b), "the same binary while one is live");
+        let weak = Arc::downgrade(&a);
+        drop((a, b));
+        assert!(
+            weak.upgrade().is_none(),
+            "the runtime holds no strong reference"
+        );
+        let c = rt.load(EMPTY).expect("load after drop");
+        assert_eq!(c.sha256, hex::encode(Sha256::digest(EMPTY)));
+    }
+}
