@@ -330,8 +330,9 @@ spec:
         let r = get(&proxy.url("/")).await.unwrap();
         assert_eq!(r.status, 200, "{}", proxy.log());
         // Each out-of-memory pointer or length: BadArgument (2), not a trap; a host call
-        // from inside the plugin's allocator: InternalFailure (10).
-        assert_eq!(a.last().header("x-hostile"), Some("2,2,2,2,10"));
+        // from inside the plugin's allocator: InternalFailure (10); random_get over 64 KiB
+        // EINVAL (28), out of memory EFAULT (21); fd_write of 4096 × 1 MiB: written (0).
+        assert_eq!(a.last().header("x-hostile"), Some("2,2,2,2,10,28,21,0"));
     }
     let stat = |s: &str| format!("wasm.istio-system/hostile.{s}");
     assert_eq!(proxy.stat(&stat("traps.trap")).await, 0.0);

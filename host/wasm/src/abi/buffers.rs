@@ -16,6 +16,10 @@ fn get(s: &HostState, t: i32) -> Option<&[u8]> {
     })
 }
 
+/// The most a plugin may grow a body to: repeated appends cannot make the host allocate
+/// without bound (a body the proxy received may be larger; it is never refused for that).
+const MAX_BODY_BYTES: usize = 64 << 20;
+
 pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
@@ -73,6 +77,10 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
                 // Replace [start, start+size) with the new bytes, as Envoy does.
                 let start = (start as u32 as usize).min(body.len());
                 let end = start.saturating_add(size as u32 as usize).min(body.len());
+                let grown = body.len() - (end - start) + data.len();
+                if grown > MAX_BODY_BYTES && grown > body.len() {
+                    return ok(Status::BadArgument);
+                }
                 body.splice(start..end, data);
                 ok(Status::Ok)
             })

@@ -13,6 +13,15 @@ fn encoded_len(h: &HeaderList) -> usize {
         .sum::<usize>()
 }
 
+/// The most a plugin may grow a header map to, serialized (Envoy's largest
+/// `max_request_headers_kb`): a loop of adds cannot make the host allocate without bound.
+const MAX_MAP_BYTES: usize = 8 << 20;
+
+/// Whether adding `k: v` keeps `m` within [`MAX_MAP_BYTES`].
+fn has_room(m: &HeaderList, k: usize, v: usize) -> bool {
+    encoded_len(m) + 10 + k + v <= MAX_MAP_BYTES
+}
+
 /// Serializes a map the way the SDK reads it: count, (key len, value len) pairs, then
 /// NUL-terminated keys and values. An empty map is 4 zero bytes (never the 1-byte form).
 pub fn encode_map(h: &HeaderList) -> Vec<u8> {
@@ -108,7 +117,8 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         |mut c: Ctx<'_>, map_type: i32, ptr: i32, len: i32| -> Result<i32> {
             guest_fault(|| -> Result<i32> {
                 let raw = read(&c, ptr, len)?;
-                let Some(pairs) = decode_map(&raw) else {
+                let Some(pairs) = decode_map(&raw).filter(|p| encoded_len(p) <= MAX_MAP_BYTES)
+                else {
                     return ok(Status::BadArgument);
                 };
                 match get_map_mut(c.data_mut(), map_type) {
@@ -178,6 +188,9 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
                 let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
                 let value = Bytes::from(read(&c, vp, vl)?);
                 if let Some(m) = get_map_mut(c.data_mut(), map_type) {
+                    if !has_room(m, key.len(), value.len()) {
+                        return ok(Status::BadArgument);
+                    }
                     match m.iter().position(|(k, _)| *k == key) {
                         Some(i) => {
                             m[i].1 = value;
@@ -206,6 +219,9 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
                 let key = read_string(&c, kp, kl)?.to_ascii_lowercase();
                 let value = Bytes::from(read(&c, vp, vl)?);
                 if let Some(m) = get_map_mut(c.data_mut(), map_type) {
+                    if !has_room(m, key.len(), value.len()) {
+                        return ok(Status::BadArgument);
+                    }
                     m.push((key, value));
                 }
                 ok(Status::Ok)

@@ -111,6 +111,18 @@ pub(crate) fn borrow<'a>(caller: &'a Ctx<'_>, ptr: i32, len: i32) -> Result<&'a 
         .ok_or_else(|| GuestFault("plugin passed an out-of-bounds buffer").into())
 }
 
+/// Borrows `len` bytes at `ptr` of guest memory to write into, checked first.
+pub(crate) fn borrow_mut<'a>(caller: &'a mut Ctx<'_>, ptr: i32, len: i32) -> Result<&'a mut [u8]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    let mem = memory(caller)?;
+    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    mem.data_mut(caller)
+        .get_mut(start..start.saturating_add(len))
+        .ok_or_else(|| GuestFault("plugin passed an out-of-bounds buffer").into())
+}
+
 /// Copies `len` bytes at `ptr` out of guest memory.
 pub(crate) fn read(caller: &Ctx<'_>, ptr: i32, len: i32) -> Result<Vec<u8>> {
     borrow(caller, ptr, len).map(<[u8]>::to_vec)

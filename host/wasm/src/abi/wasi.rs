@@ -3,7 +3,7 @@
 //! proc_exit. Everything else a plugin's std might link answers ENOSYS/EBADF; a plugin has
 //! no file system or sockets.
 
-use super::{read, wasi_fault, write_bytes, write_u32, write_u64, Ctx};
+use super::{borrow, borrow_mut, wasi_fault, write_bytes, write_u32, write_u64, Ctx};
 use crate::state::HostState;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{Linker, Result};
@@ -13,6 +13,10 @@ const ESUCCESS: i32 = 0;
 const EBADF: i32 = 8;
 const EINVAL: i32 = 28;
 const ENOSYS: i32 = 52;
+/// The most bytes one `random_get` may ask for (Envoy's limit).
+const MAX_RANDOM_GET: u32 = 64 * 1024;
+/// The most of one `fd_write` that reaches the log.
+const MAX_LOG_LINE: usize = 64 * 1024;
 
 pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
@@ -23,14 +27,19 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
                 if fd != 1 && fd != 2 {
                     return Ok(EBADF);
                 }
-                let raw = read(&c, iovs, n.saturating_mul(8))?;
+                let raw = borrow(&c, iovs, n.saturating_mul(8))?;
+                // The iovecs may all point at the same large buffer: the bytes reported
+                // written are the sum, the text kept for the log is capped.
                 let mut text = Vec::new();
+                let mut written = 0u32;
                 for iov in raw.chunks_exact(8) {
                     let p = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
                     let len = i32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
-                    text.extend(read(&c, p, len)?);
+                    let bytes = borrow(&c, p, len)?;
+                    written = written.saturating_add(bytes.len() as u32);
+                    let room = MAX_LOG_LINE.saturating_sub(text.len());
+                    text.extend_from_slice(&bytes[..bytes.len().min(room)]);
                 }
-                let written = text.len() as u32;
                 let msg = String::from_utf8_lossy(&text);
                 let msg = msg.trim_end();
                 if !msg.is_empty() {
@@ -77,9 +86,12 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         "random_get",
         |mut c: Ctx<'_>, p: i32, n: i32| -> Result<i32> {
             wasi_fault(|| -> Result<i32> {
-                let mut buf = vec![0u8; n as u32 as usize];
-                rand::fill(&mut buf[..]);
-                write_bytes(&mut c, p, &buf)?;
+                // Envoy's cap; checked before anything is sized from the guest's length, and
+                // the bytes go straight into guest memory, so the host allocates nothing.
+                if n as u32 > MAX_RANDOM_GET {
+                    return Ok(EINVAL);
+                }
+                rand::fill(borrow_mut(&mut c, p, n)?);
                 Ok(ESUCCESS)
             })
         },
@@ -107,12 +119,15 @@ pub(super) fn define(l: &mut Linker<HostState>) -> Result<()> {
         |mut c: Ctx<'_>, ptrs: i32, buf: i32| -> Result<i32> {
             wasi_fault(|| -> Result<i32> {
                 let env = c.data().plugin.env.clone();
-                let mut off = buf;
+                let mut off = buf as u32;
                 for (i, (k, v)) in env.iter().enumerate() {
                     let entry = format!("{k}={v}\0");
-                    write_u32(&mut c, ptrs + (i as i32) * 4, off as u32)?;
-                    write_bytes(&mut c, off, entry.as_bytes())?;
-                    off += entry.len() as i32;
+                    // Offsets wrap like the guest's own u32 arithmetic; the writes are
+                    // bounds-checked against its memory.
+                    let slot = (ptrs as u32).wrapping_add((i as u32).wrapping_mul(4));
+                    write_u32(&mut c, slot as i32, off)?;
+                    write_bytes(&mut c, off as i32, entry.as_bytes())?;
+                    off = off.wrapping_add(entry.len() as u32);
                 }
                 Ok(ESUCCESS)
             })

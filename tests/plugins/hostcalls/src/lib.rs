@@ -1,6 +1,6 @@
 //! A proxy-wasm module that turns its plugin configuration into host calls, for fuzzing the
 //! host-call boundary (`tests/fuzz`, target `host_calls`). The configuration is read as
-//! 21-byte ops: a selector byte picks one of the ABI's host functions, then five
+//! 21-byte ops: a selector byte picks one of the ABI's host functions or WASI's, then five
 //! little-endian u32 arguments. An argument with its top bit set is passed as it is (any
 //! pointer, any length); otherwise it is folded into an in-bounds place in a scratch buffer
 //! that holds the configuration's first bytes, so valid calls are made too. The ops run in
@@ -64,7 +64,70 @@ extern "C" {
     fn proxy_continue_stream(t: u32) -> u32;
     fn proxy_close_stream(t: u32) -> u32;
     fn proxy_get_log_level(rl: usize) -> u32;
+    fn proxy_call_foreign_function(
+        np: usize,
+        nn: usize,
+        ap: usize,
+        an: usize,
+        rp: usize,
+        rn: usize,
+    ) -> u32;
+    fn proxy_clear_route_cache() -> u32;
+    fn proxy_continue_request() -> u32;
+    fn proxy_continue_response() -> u32;
+    fn proxy_done() -> u32;
+    fn proxy_get_status(rc: usize, rp: usize, rn: usize) -> u32;
+    fn proxy_grpc_call(
+        up: usize,
+        un: usize,
+        sp: usize,
+        sn: usize,
+        mp: usize,
+        mn: usize,
+        ip: usize,
+        in_: usize,
+        bp: usize,
+        bn: usize,
+        timeout: u32,
+        rtoken: usize,
+    ) -> u32;
+    fn proxy_grpc_stream(
+        up: usize,
+        un: usize,
+        sp: usize,
+        sn: usize,
+        mp: usize,
+        mn: usize,
+        ip: usize,
+        in_: usize,
+        rtoken: usize,
+    ) -> u32;
+    fn proxy_grpc_send(token: u32, p: usize, n: usize, eos: u32) -> u32;
+    fn proxy_grpc_cancel(token: u32) -> u32;
+    fn proxy_grpc_close(token: u32) -> u32;
 }
+
+// The WASI preview1 functions a plugin's std may import.
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    fn fd_write(fd: u32, iovs: usize, n: usize, rwritten: usize) -> u32;
+    fn fd_read(fd: u32, iovs: usize, n: usize, rread: usize) -> u32;
+    fn fd_seek(fd: u32, offset: i64, whence: u32, rpos: usize) -> u32;
+    fn fd_fdstat_get(fd: u32, rstat: usize) -> u32;
+    fn fd_prestat_get(fd: u32, rstat: usize) -> u32;
+    fn fd_prestat_dir_name(fd: u32, p: usize, n: usize) -> u32;
+    fn random_get(p: usize, n: usize) -> u32;
+    fn clock_time_get(id: u32, precision: u64, rt: usize) -> u32;
+    fn clock_res_get(id: u32, rt: usize) -> u32;
+    fn environ_sizes_get(rcount: usize, rsize: usize) -> u32;
+    fn environ_get(ptrs: usize, buf: usize) -> u32;
+    fn args_sizes_get(rcount: usize, rsize: usize) -> u32;
+    fn args_get(ptrs: usize, buf: usize) -> u32;
+    fn poll_oneoff(subs: usize, events: usize, n: usize, rn: usize) -> u32;
+}
+
+/// The name of the host's one foreign function, so that fuzzed calls reach it.
+const OBSERVE: &[u8] = b"lateen_observe_request";
 
 const SCRATCH: usize = 4096;
 /// Ops run per callback, so one input cannot make a run crawl.
@@ -169,7 +232,7 @@ fn call(sel: u8, a: [u32; 5], base: usize) {
     let n = |i: usize| len(a[i]);
     // SAFETY: the host checks every pointer and length; this module only passes them.
     unsafe {
-        match sel % 32 {
+        match sel % 56 {
             0 => proxy_log(a[0] % 7, p(1), n(2)),
             1 => proxy_get_property(p(0), n(1), p(2), p(3)),
             2 => proxy_set_property(p(0), n(1), p(2), n(3)),
@@ -221,7 +284,52 @@ fn call(sel: u8, a: [u32; 5], base: usize) {
             28 => proxy_continue_stream(a[0] % 4),
             29 => proxy_close_stream(a[0] % 4),
             30 => proxy_get_log_level(p(0)),
-            _ => proxy_get_header_map_pairs(a[0], p(1), p(2)),
+            31 if a[0] & 1 == 0 => proxy_call_foreign_function(
+                OBSERVE.as_ptr() as usize,
+                OBSERVE.len(),
+                p(1),
+                n(2),
+                p(3),
+                p(4),
+            ),
+            31 => proxy_call_foreign_function(p(0), n(1), p(2), n(3), p(4), p(0)),
+            32 => proxy_clear_route_cache(),
+            33 => proxy_continue_request(),
+            34 => proxy_continue_response(),
+            35 => proxy_done(),
+            36 => proxy_get_status(p(0), p(1), p(2)),
+            37 => proxy_grpc_call(
+                p(0),
+                n(1),
+                p(2),
+                n(3),
+                p(4),
+                n(0),
+                p(1),
+                n(2),
+                p(3),
+                n(4),
+                a[0] % 100,
+                p(1),
+            ),
+            38 => proxy_grpc_stream(p(0), n(1), p(2), n(3), p(4), n(0), p(1), n(2), p(3)),
+            39 => proxy_grpc_send(a[0], p(1), n(2), a[3] & 1),
+            40 => proxy_grpc_cancel(a[0]),
+            41 => proxy_grpc_close(a[0]),
+            42 => fd_write(a[0] % 4, p(1), n(2) % 64, p(3)),
+            43 => fd_read(a[0] % 4, p(1), n(2), p(3)),
+            44 => fd_seek(a[0] % 4, i64::from(a[1] as i32), a[2] % 3, p(3)),
+            45 => fd_fdstat_get(a[0] % 4, p(1)),
+            46 => fd_prestat_get(a[0] % 4, p(1)),
+            47 => fd_prestat_dir_name(a[0] % 4, p(1), n(2)),
+            48 => random_get(p(0), n(1)),
+            49 => clock_time_get(a[0] % 5, u64::from(a[1]), p(2)),
+            50 => clock_res_get(a[0] % 5, p(1)),
+            51 => environ_sizes_get(p(0), p(1)),
+            52 => environ_get(p(0), p(1)),
+            53 => args_sizes_get(p(0), p(1)),
+            54 => args_get(p(0), p(1)),
+            _ => poll_oneoff(p(0), p(1), n(2), p(3)),
         };
     }
 }

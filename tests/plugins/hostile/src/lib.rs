@@ -3,7 +3,9 @@
 //! the request header `x-hostile` (comma-separated). A host must answer such calls with an
 //! error status (BadArgument, 2) rather than crash or kill the plugin. The last status is
 //! that of a host call made from inside the plugin's allocator, which a host must refuse
-//! (InternalFailure, 10).
+//! (InternalFailure, 10). Then WASI calls a host must refuse without allocating for them:
+//! `random_get` over 64 KiB (EINVAL, 28) and into memory it does not have (EFAULT, 21),
+//! and an `fd_write` whose iovecs all point at one large buffer (written, the log capped: 0).
 
 // The whole point of this plugin: it calls the raw proxy-wasm imports with bad pointers on purpose.
 #![allow(unsafe_code)]
@@ -26,6 +28,12 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, size: usize) -> u32;
+}
+
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    fn random_get(buf: *mut u8, len: usize) -> u16;
+    fn fd_write(fd: u32, iovs: *const [usize; 2], n: usize, written: *mut usize) -> u16;
 }
 
 /// An address past any plugin memory (the host caps memories far below 4 GiB).
@@ -101,6 +109,19 @@ pub extern "C" fn proxy_on_request_headers(_context: u32, _headers: usize, _eos:
     };
     let mut report: Vec<String> = statuses.iter().map(u32::to_string).collect();
     report.push(in_malloc.to_string());
+    let mut small = [0u8; 16];
+    let big = vec![b'x'; 1 << 20];
+    let iovs = vec![[big.as_ptr() as usize, big.len()]; 4096];
+    let mut written = 0usize;
+    // SAFETY: as above.
+    let wasi = unsafe {
+        [
+            random_get(small.as_mut_ptr(), 1 << 30),
+            random_get(FAR as *mut u8, 64),
+            fd_write(2, iovs.as_ptr(), iovs.len(), &mut written),
+        ]
+    };
+    report.extend(wasi.iter().map(u16::to_string));
     let report = report.join(",");
     let name = b"x-hostile";
     // SAFETY: valid pointers into this module's memory.
