@@ -35,16 +35,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# The tracing test's OTLP receiver runs on the opentelemetry-proto package from PyPI, and
-# the Kubernetes test validates manifests with kubernetes-validate, in a venv beside the
-# build output.
-if [ ! -x "$CARGO_TARGET_DIR/py/bin/python" ] || ! "$CARGO_TARGET_DIR/py/bin/python" -c 'import opentelemetry.proto, kubernetes_validate' 2>/dev/null; then
+# The tracing test's OTLP receiver runs on the opentelemetry-proto package from PyPI, the
+# Kubernetes test validates manifests with kubernetes-validate, and the HTTP/2 abuse tests
+# build raw frames with h2's hyperframe and hpack, in a venv beside the build output.
+if [ ! -x "$CARGO_TARGET_DIR/py/bin/python" ] || ! "$CARGO_TARGET_DIR/py/bin/python" -c 'import opentelemetry.proto, kubernetes_validate, h2' 2>/dev/null; then
   if ! python3 -m venv "$CARGO_TARGET_DIR/py" 2>/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
     python3 -m venv "$CARGO_TARGET_DIR/py"
   fi
-  "$CARGO_TARGET_DIR/py/bin/pip" install -q opentelemetry-proto kubernetes-validate
+  "$CARGO_TARGET_DIR/py/bin/pip" install -q opentelemetry-proto kubernetes-validate h2
 fi
 export LATEEN_TEST_PYTHON="$CARGO_TARGET_DIR/py/bin/python"
 

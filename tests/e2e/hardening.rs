@@ -86,21 +86,58 @@ async fn limits_slow_clients_and_smuggling_are_refused() {
     );
     assert!(r.is_empty() || status(&r) == "408", "{r}");
 
-    // Smuggling. Both Content-Length and Transfer-Encoding: the chunked framing wins
-    // (RFC 9112 §6.3) and the conflicting Content-Length never reaches the upstream, which
-    // gets the message re-framed, so the two cannot disagree on where it ends.
-    let r = run(
-        b"POST /clte HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
-            .to_vec(),
-    )
+    // Smuggling. Both Content-Length and Transfer-Encoding, in either order: 400 and the
+    // connection closed, as Envoy answers (unless allowChunkedLength), whatever the split.
+    for req in [
+        "POST /clte HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /tecl HTTP/1.1\r\nHost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n0\r\n\r\n",
+    ] {
+        let r = run(req.as_bytes().to_vec()).await.unwrap();
+        assert_eq!(status(&r), "400", "{req}: {r}");
+        assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    }
+    let split = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(b"POST /split HTTP/1.1\r\nHost: a\r\nContent-Len")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(b"gth: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
     .await
     .unwrap();
-    assert_eq!(status(&r), "200", "{r}");
-    let seen = v1.last();
-    assert_eq!(seen.path, "/clte");
-    assert_ne!(seen.header("content-length"), Some("4"), "{seen:?}");
-    // Two different Content-Lengths, and obs-fold, are refused with 400.
+    assert_eq!(status(&split), "400", "split: {split}");
+    // A chunked request alone, and a body holding what looks like the two fields, pass on
+    // one keep-alive connection.
+    let body = "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n";
+    let two = format!(
+        "POST /body HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+        body.len()
+    );
+    let r = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(two.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.matches("HTTP/1.1 200").count(), 2, "{r}");
+    assert_eq!(v1.last().path, "/chunked");
+    // A Transfer-Encoding that does not end in chunked, two different Content-Lengths,
+    // obs-fold and a bare CR in a value are refused with 400.
     for (what, req) in [
+        (
+            "gzip TE",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabcd",
+        ),
         (
             "two CLs",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
@@ -109,10 +146,15 @@ async fn limits_slow_clients_and_smuggling_are_refused() {
             "obs-fold",
             "GET / HTTP/1.1\r\nHost: a\r\nx-folded: one\r\n two\r\n\r\n",
         ),
+        ("bare CR", "GET / HTTP/1.1\r\nHost: a\r\nx-cr: a\rb\r\n\r\n"),
     ] {
         let r = run(req.as_bytes().to_vec()).await.unwrap();
         assert_eq!(status(&r), "400", "{what}: {r}");
     }
+    // A request line over the header limit: 431 (414 past hyper's 64 KiB URI cap).
+    let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(20_000));
+    let r = run(long.into_bytes()).await.unwrap();
+    assert!(matches!(status(&r), "431" | "414"), "long URI: {r}");
 
     // A body over the limit: 413, by its Content-Length or as it streams.
     let body = "x".repeat(2000);
@@ -132,8 +174,27 @@ async fn limits_slow_clients_and_smuggling_are_refused() {
     .unwrap();
     assert_eq!(status(&r), "413", "chunked: {r}");
 
-    // Only the normal request and the re-framed one reached the upstream.
-    assert_eq!(v1.count(), seen_before + 2);
+    // Only the normal request and the two on one connection reached the upstream.
+    assert_eq!(v1.count(), seen_before + 3);
+}
+
+#[tokio::test]
+async fn allow_chunked_length_lets_the_chunked_framing_win() {
+    let v1 = Backend::start("v1").await;
+    let proxy = Proxy::start(&limited(&v1, "{allowChunkedLength: true}"))
+        .await
+        .expect("proxy starts");
+    let port = proxy.port;
+    let r = tokio::task::spawn_blocking(move || {
+        raw(port, b"POST /clte HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status(&r), "200", "{r}");
+    // The conflicting length never reaches the upstream, which gets the message re-framed.
+    let seen = v1.last();
+    assert_eq!(seen.path, "/clte");
+    assert_ne!(seen.header("content-length"), Some("4"), "{seen:?}");
 }
 
 #[tokio::test]
@@ -271,4 +332,180 @@ async fn a_request_body_that_trickles_past_the_request_timeout_gets_408() {
         took >= Duration::from_millis(750) && took < Duration::from_millis(2500),
         "{took:?}"
     );
+}
+
+#[tokio::test]
+async fn overload_caps_connections_and_sheds_requests_at_the_memory_limit() {
+    let v1 = Backend::start("v1").await;
+    // 1 MiB of anonymous memory: the proxy is over it from the start.
+    let proxy = Proxy::start(&limited(&v1, "{maxConnections: 3, maxHeapBytes: 1048576}"))
+        .await
+        .expect("proxy starts");
+    let r = get(&proxy.url("/")).await.unwrap();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("x-envoy-overloaded"), Some("true"), "{r:?}");
+    assert_eq!(r.body, "envoy overloaded");
+    assert_eq!(v1.count(), 0, "a shed request never goes upstream");
+
+    // Raised by a reload: served again.
+    proxy.rewrite(&limited(
+        &v1,
+        "{maxConnections: 3, maxHeapBytes: 68719476736}",
+    ));
+    eventually("requests are accepted again", || async {
+        get(&proxy.url("/")).await.unwrap().status == 200
+    })
+    .await;
+
+    // Three connections held open, each shown served by a request on it (kept alive); a
+    // fourth is closed at accept, and counted. The connections of the requests above may
+    // still hold their slots for a moment: wait until none is open.
+    let port = proxy.port;
+    let active = format!("http.127.0.0.1_{port}.downstream_cx_active");
+    eventually("earlier connections closed", || async {
+        proxy.stat(&active).await == 0.0
+    })
+    .await;
+    let held: Vec<TcpStream> = tokio::task::spawn_blocking(move || {
+        (0..3)
+            .map(|i| {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert_eq!(status(&r), "200", "held connection {i}: {r}");
+                s
+            })
+            .collect()
+    })
+    .await
+    .unwrap();
+    let r = tokio::task::spawn_blocking(move || {
+        raw(
+            port,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(r.is_empty(), "a fourth connection past maxConnections: {r}");
+    let overflow = format!("listener.127.0.0.1_{port}.downstream_global_cx_overflow");
+    assert!(proxy.stat(&overflow).await >= 1.0);
+    // Released slots are reused.
+    drop(held);
+    eventually(
+        "a new connection is served once the others closed",
+        || async { get(&proxy.url("/")).await.is_ok_and(|r| r.status == 200) },
+    )
+    .await;
+}
+
+/// Runs one attack of tests/h2/abuse.py (raw frames from hyperframe and hpack) against
+/// `port`, and returns its JSON report.
+fn h2_abuse(port: u16, attack: &str) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("h2/abuse.py");
+    let out = std::process::Command::new(test_python())
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(attack)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} (tests/run.sh makes the venv): {e}",
+                test_python().display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{attack}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{attack}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Anonymous resident memory of a process, in KiB.
+fn rss_anon_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+// HTTP/2 error codes (RFC 9113 §7).
+const FLOW_CONTROL_ERROR: u64 = 3;
+const REFUSED_STREAM: u64 = 7;
+
+#[tokio::test]
+async fn http2_frame_floods_and_oversized_headers_are_cut_off() {
+    let v1 = Backend::start("v1").await;
+    let proxy = Proxy::start(&limited(
+        &v1,
+        "{maxConcurrentStreams: 10, maxRequestHeadersKb: 16}",
+    ))
+    .await
+    .expect("proxy starts");
+    let port = proxy.port;
+    let abuse = |attack: &'static str| tokio::task::spawn_blocking(move || h2_abuse(port, attack));
+    let rss_before = rss_anon_kb(proxy.pid());
+
+    // CONTINUATION flood (CVE-2024-27316 class): the connection is closed long before the
+    // 20000 frames are all sent, and nothing reaches the upstream.
+    let r = abuse("continuation").await.unwrap();
+    assert!(
+        r["closed"] == true || !r["goaway"].is_null(),
+        "continuation flood: {r}"
+    );
+    assert!(r["sent_frames"].as_u64().unwrap() < 20_000, "{r}");
+    assert!(r["statuses"]["1"] != 200, "{r}");
+
+    // A header block that decodes to ~8 MB from ~6 KB on the wire (HPACK references to one
+    // dynamic-table entry): refused by its decoded size, never forwarded.
+    let r = abuse("amplify").await.unwrap();
+    let refused = r["statuses"]["1"] == 431
+        || !r["resets"]["1"].is_null()
+        || !r["goaway"].is_null()
+        || r["closed"] == true;
+    assert!(
+        refused && r["statuses"]["1"] != 200,
+        "amplified headers: {r}"
+    );
+
+    // PING and SETTINGS floods from a client that never reads: the proxy does not queue
+    // the answers without bound (it stops reading until the client does).
+    for attack in ["ping", "settings"] {
+        let r = abuse(attack).await.unwrap();
+        let grown = rss_anon_kb(proxy.pid()).saturating_sub(rss_before);
+        assert!(
+            grown < 64 * 1024,
+            "{attack} flood grew the proxy by {grown} KiB: {r}"
+        );
+    }
+
+    // DATA past the advertised flow-control window: FLOW_CONTROL_ERROR.
+    let r = abuse("window").await.unwrap();
+    assert!(
+        r["goaway"] == FLOW_CONTROL_ERROR || r["resets"]["1"] == FLOW_CONTROL_ERROR,
+        "window overrun: {r}"
+    );
+
+    // Streams past SETTINGS_MAX_CONCURRENT_STREAMS are refused, the others kept.
+    let r = abuse("streams").await.unwrap();
+    assert_eq!(r["limit"], 10, "{r}");
+    let refused = r["resets"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|c| **c == REFUSED_STREAM)
+        .count();
+    assert!(refused >= 5, "streams over the limit: {r}");
+
+    // Through all of it, other clients are served.
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
+    assert_eq!(get_h2(&proxy.url("/")).await.unwrap().status, 200);
+    assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
 }

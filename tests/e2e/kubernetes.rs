@@ -13,10 +13,7 @@ fn samples() -> PathBuf {
 
 /// `kubernetes-validate --strict` from the test venv (tests/run.sh installs it).
 fn kubernetes_validate(files: &[&Path]) -> std::process::Output {
-    let python = std::env::var_os("LATEEN_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| paths().target.join("py/bin/python"));
-    let tool = python.with_file_name("kubernetes-validate");
+    let tool = test_python().with_file_name("kubernetes-validate");
     Command::new(&tool)
         .args(["--strict", "--quiet", "-k", "1.30.0"])
         .args(files)

@@ -391,6 +391,14 @@ impl Chromium {
     }
 }
 
+/// The venv's Python that tests/run.sh makes (with opentelemetry-proto, h2 and
+/// kubernetes-validate), or `$LATEEN_TEST_PYTHON`.
+pub fn test_python() -> PathBuf {
+    std::env::var_os("LATEEN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths().target.join("py/bin/python"))
+}
+
 /// A real OTLP/HTTP trace receiver (`tests/otlp/receiver.py`, on the `opentelemetry-proto`
 /// package from PyPI that tests/run.sh installs into `$CARGO_TARGET_DIR/py`).
 pub struct OtlpReceiver {
@@ -400,9 +408,7 @@ pub struct OtlpReceiver {
 
 impl OtlpReceiver {
     pub async fn start() -> OtlpReceiver {
-        let python = std::env::var_os("LATEEN_TEST_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| paths().target.join("py/bin/python"));
+        let python = test_python();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("otlp/receiver.py");
         let port = free_port();
         let child = Command::new(&python)

@@ -93,6 +93,9 @@ pub struct ListenerStats {
     pub ssl_connection_error: Counter,
     /// Connections whose SNI matched no server (`no_filter_chain_match`).
     pub no_filter_chain_match: Counter,
+    /// Connections closed at accept because the global connection cap was reached
+    /// (`downstream_global_cx_overflow`).
+    pub global_cx_overflow: Counter,
 }
 
 /// One upstream cluster (Envoy's `cluster.NAME.*`).
@@ -274,6 +277,11 @@ fn listener_samples(name: &str, l: &ListenerStats, out: &mut Vec<Sample>) {
             "no_filter_chain_match",
             &l.no_filter_chain_match,
         ),
+        (
+            &GLOBAL_CX_OVERFLOW,
+            "downstream_global_cx_overflow",
+            &l.global_cx_overflow,
+        ),
     ] {
         push(family, ln(stat), llab(), v.get() as f64);
     }
@@ -445,6 +453,7 @@ families! {
     SSL_HANDSHAKE = "envoy_listener_ssl_handshake", "counter", "Downstream TLS handshakes completed.";
     SSL_CONNECTION_ERROR = "envoy_listener_ssl_connection_error", "counter", "Downstream TLS handshakes that failed.";
     NO_FILTER_CHAIN_MATCH = "envoy_listener_no_filter_chain_match", "counter", "Downstream TLS connections whose SNI matched no server.";
+    GLOBAL_CX_OVERFLOW = "envoy_listener_downstream_global_cx_overflow", "counter", "Downstream connections closed at accept: the global connection cap was reached.";
     UPSTREAM_RQ_TOTAL = "envoy_cluster_upstream_rq_total", "counter", "Upstream requests sent, tries included.";
     UPSTREAM_RQ_ACTIVE = "envoy_cluster_upstream_rq_active", "gauge", "Upstream requests in progress.";
     UPSTREAM_RQ_XX = "envoy_cluster_upstream_rq_xx", "counter", "Upstream responses by status class.";

@@ -72,6 +72,16 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// Time for the whole request to arrive (Envoy's `request_timeout`); off by default.
     pub request_timeout: Option<std::time::Duration>,
+    /// Accept an HTTP/1.1 request framed by both Content-Length and Transfer-Encoding
+    /// (Envoy's `allow_chunked_length`): the length is dropped and the connection closed
+    /// after it. Off by default: such a request gets 400.
+    pub allow_chunked_length: bool,
+    /// Downstream connections open at once, all listeners and workers together (Envoy's
+    /// `global_downstream_max_connections`); past it new ones are closed. Off by default.
+    pub max_connections: Option<usize>,
+    /// The process's anonymous resident memory at which new requests are shed with 503
+    /// (Envoy's `fixed_heap` monitor with `stop_accepting_requests`). Off by default.
+    pub max_heap_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -84,6 +94,9 @@ impl Default for Limits {
             max_request_body_bytes: None,
             max_concurrent_streams: 100,
             request_timeout: None,
+            allow_chunked_length: false,
+            max_connections: None,
+            max_heap_bytes: None,
         }
     }
 }

@@ -93,13 +93,19 @@ pub async fn serve_plain_http(
         Ok(h2) => h2,
         Err(_) => return Ok(()),
     };
-    let io = TokioIo::new(tcp);
     if h2 {
         conn.protocol = "HTTP/2";
         // Boxed, so that HTTP/1.1 connections do not carry an HTTP/2 state's room.
-        return Box::pin(serve_h2(io, Rc::new(conn), ctx, stop, limits)).await;
+        return Box::pin(serve_h2(
+            TokioIo::new(tcp),
+            Rc::new(conn),
+            ctx,
+            stop,
+            limits,
+        ))
+        .await;
     }
-    serve_h1(io, Rc::new(conn), ctx, stop, limits).await
+    serve_h1(tcp, conn, ctx, stop, limits).await
 }
 
 /// Reads the ClientHello (SNI, ALPN) without consuming it, so that a passthrough
@@ -188,12 +194,18 @@ async fn serve_tls(
     let info = lateen_core::tls::server::TlsInfo::of(stream.get_ref().1);
     let h2 = info.h2;
     conn.tls = Some(Arc::new(info));
-    let io = TokioIo::new(stream);
     if h2 {
         conn.protocol = "HTTP/2";
-        return Box::pin(serve_h2(io, Rc::new(conn), ctx, stop, limits)).await;
+        return Box::pin(serve_h2(
+            TokioIo::new(stream),
+            Rc::new(conn),
+            ctx,
+            stop,
+            limits,
+        ))
+        .await;
     }
-    serve_h1(io, Rc::new(conn), ctx, stop, limits).await
+    serve_h1(stream, conn, ctx, stop, limits).await
 }
 
 /// Forwards a PASSTHROUGH connection to the cluster its SNI routes to.
@@ -250,6 +262,27 @@ async fn forward(
 }
 
 async fn serve_h1<I>(
+    io: I,
+    mut conn: ConnInfo,
+    ctx: Rc<WorkerCtx>,
+    stop: watch::Receiver<bool>,
+    limits: lateen_model::Limits,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if limits.allow_chunked_length {
+        return serve_h1_io(TokioIo::new(io), Rc::new(conn), ctx, stop, limits).await;
+    }
+    // Content-Length with Transfer-Encoding is refused (Envoy's default): the watch tells
+    // the request path what hyper does not.
+    let flag = Arc::new(crate::framing::Flag::default());
+    conn.framing = Some(flag.clone());
+    let io = TokioIo::new(crate::framing::Watched::new(io, flag));
+    serve_h1_io(io, Rc::new(conn), ctx, stop, limits).await
+}
+
+async fn serve_h1_io<I>(
     io: TokioIo<I>,
     conn: Rc<ConnInfo>,
     ctx: Rc<WorkerCtx>,

@@ -73,6 +73,7 @@ impl Live {
             None => Diff::initial(&config),
         };
         let mut live = Live::offline(config);
+        crate::overload::configure(&live.config.limits);
         if let Some(r) = running {
             for name in &diff.clusters.unchanged {
                 if let (Some(old), Some(new)) = (r.clusters.get(name), live.clusters.get_mut(name))

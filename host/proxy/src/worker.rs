@@ -328,6 +328,12 @@ impl Acceptor {
                     _ = stop.changed() => return,
                     _ = gone.changed() => return,
                 };
+                // Past the global cap, closed at once (Envoy's overload action).
+                let Some(slot) = crate::overload::admit() else {
+                    lstats.global_cx_overflow.inc();
+                    drop(tcp);
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let conn = ConnInfo {
                     peer,
@@ -336,6 +342,7 @@ impl Acceptor {
                     protocol: "HTTP/1.1",
                     stats: lstats.clone(),
                     tls: None,
+                    framing: None,
                 };
                 lstats.cx_total.inc();
                 let open = lstats.cx_active.track();
@@ -346,6 +353,7 @@ impl Acceptor {
                         tracing::debug!("connection from {peer}: {e}");
                     }
                     drop(open);
+                    drop(slot);
                     conns.closed();
                 });
             }

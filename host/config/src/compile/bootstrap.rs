@@ -67,6 +67,26 @@ pub(super) fn limits(res: &Resources, errors: &mut Vec<ConfigError>) -> lateen_m
         }
     }
     l.max_request_body_bytes = spec.max_request_body_bytes;
+    l.allow_chunked_length = spec.allow_chunked_length.unwrap_or(false);
+    if let Some(n) = spec.max_connections {
+        if n == 0 {
+            errors.push(
+                boot.info
+                    .error(&field("maxConnections"), "must be at least 1"),
+            );
+        }
+        l.max_connections = Some(n.max(1) as usize);
+    }
+    if let Some(n) = spec.max_heap_bytes {
+        // A figure in KiB or MiB by mistake would shed every request.
+        if n < 1 << 20 {
+            errors.push(boot.info.error(
+                &field("maxHeapBytes"),
+                format!("{n} is below 1 MiB (1048576): the value is in bytes"),
+            ));
+        }
+        l.max_heap_bytes = Some(n.max(1 << 20));
+    }
     if let Some(t) = &spec.request_timeout {
         match parse_duration_ms(t) {
             Some(ms) if ms > 0 => l.request_timeout = Some(std::time::Duration::from_millis(ms)),

@@ -131,6 +131,18 @@ pub struct LimitsSpec {
     /// default off). Later: 408.
     #[serde(default)]
     pub request_timeout: Option<String>,
+    /// Accept HTTP/1.1 requests with both Content-Length and Transfer-Encoding: chunked
+    /// (Envoy's `allow_chunked_length`; default false: 400).
+    #[serde(default)]
+    pub allow_chunked_length: Option<bool>,
+    /// Downstream connections open at once across listeners (Envoy's
+    /// `global_downstream_max_connections`; default unlimited). Past it: closed at accept.
+    #[serde(default)]
+    pub max_connections: Option<u64>,
+    /// Anonymous resident memory, in bytes, at which new requests get 503 with
+    /// `x-envoy-overloaded` (Envoy's `fixed_heap` + `stop_accepting_requests`; default off).
+    #[serde(default)]
+    pub max_heap_bytes: Option<u64>,
 }
 
 /// MeshConfig's `pathNormalization`.

@@ -131,6 +131,15 @@ pub(super) fn request(
     let mut s = HttpStream::new(chain.clone(), state, w.upstream.clone(), w.random());
     s.access_log = ws.snap.access_log.clone();
     s.trace = trace;
+    if crate::overload::shedding() {
+        return Err(ProxyError::Overloaded.respond(&mut s));
+    }
+    // hyper let the chunked framing win and dropped the length; Envoy refuses the request.
+    if parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && conn.framing.as_ref().is_some_and(|f| f.take())
+    {
+        return Err(ProxyError::ChunkedWithLength.respond(&mut s));
+    }
     if let (Some(max), Some(n)) = (ws.snap.limits.max_request_body_bytes, declared_length) {
         if n > max {
             return Err(ProxyError::PayloadTooLarge.respond(&mut s));

@@ -30,6 +30,10 @@ pub enum ProxyError {
     /// The path does not parse, or the body broke off (400 DPE).
     #[error("bad request")]
     BadRequest,
+    /// An HTTP/1.1 request framed by both Content-Length and Transfer-Encoding (400 DPE,
+    /// as Envoy answers unless `allow_chunked_length` is set).
+    #[error("both content-length and transfer-encoding")]
+    ChunkedWithLength,
     /// A body over `limits.maxRequestBodyBytes` (413, as Envoy's buffer filter answers).
     #[error("request body over the limit")]
     PayloadTooLarge,
@@ -43,6 +47,10 @@ pub enum ProxyError {
     /// (503 NC).
     #[error("route decision names an unknown cluster")]
     NoCluster,
+    /// The process's memory is at its limit: new requests are shed (503 OM,
+    /// `x-envoy-overloaded`, as Envoy's `stop_accepting_requests`).
+    #[error("overloaded")]
+    Overloaded,
     /// The circuit breaker refused the request (503 UO, `x-envoy-overloaded`).
     #[error("upstream overflow")]
     Overflow,
@@ -76,8 +84,13 @@ const OVERFLOW: &str =
 impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
-            Self::BadRequest | Self::PayloadTooLarge | Self::RequestTimeout => Origin::Downstream,
-            Self::NoRoute | Self::NoCluster | Self::InvalidUpstreamRequest => Origin::Internal,
+            Self::BadRequest
+            | Self::ChunkedWithLength
+            | Self::PayloadTooLarge
+            | Self::RequestTimeout => Origin::Downstream,
+            Self::NoRoute | Self::NoCluster | Self::InvalidUpstreamRequest | Self::Overloaded => {
+                Origin::Internal
+            }
             Self::Overflow
             | Self::NoHealthyUpstream
             | Self::ConnectFailure { .. }
@@ -89,12 +102,13 @@ impl ProxyError {
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::BadRequest => 400,
+            Self::BadRequest | Self::ChunkedWithLength => 400,
             Self::PayloadTooLarge => 413,
             Self::RequestTimeout => 408,
             Self::NoRoute => 404,
             Self::UpstreamTimeout => 504,
             Self::NoCluster
+            | Self::Overloaded
             | Self::Overflow
             | Self::NoHealthyUpstream
             | Self::ConnectFailure { .. }
@@ -107,9 +121,10 @@ impl ProxyError {
     /// Envoy's response flag (`-` for none); a plugin's reply carries its own.
     pub fn flag(&self) -> &'static str {
         match self {
-            Self::BadRequest | Self::InvalidUpstreamRequest => "DPE",
+            Self::BadRequest | Self::ChunkedWithLength | Self::InvalidUpstreamRequest => "DPE",
             Self::PayloadTooLarge | Self::RequestTimeout | Self::Plugin(_) => "-",
             Self::NoRoute => "NR",
+            Self::Overloaded => "OM",
             Self::NoCluster => "NC",
             Self::Overflow => "UO",
             Self::NoHealthyUpstream => "UH",
@@ -124,6 +139,8 @@ impl ProxyError {
     pub fn details(&self) -> &'static str {
         match self {
             Self::PayloadTooLarge => "request_payload_too_large",
+            Self::ChunkedWithLength => "http1.content_length_and_chunked_not_allowed",
+            Self::Overloaded => "overload",
             Self::RequestTimeout => "request_overall_timeout",
             Self::Plugin(_) => "local_reply",
             e => lateen_model::access_log::details_for_flags(e.flag()),
@@ -141,12 +158,13 @@ impl ProxyError {
 
     fn body(&self) -> &'static str {
         match self {
-            Self::BadRequest => "Bad Request",
+            Self::BadRequest | Self::ChunkedWithLength => "Bad Request",
             Self::PayloadTooLarge => "Payload Too Large",
             Self::RequestTimeout => "request timeout",
             Self::NoRoute | Self::Plugin(_) => "",
             Self::NoCluster => "route decision names an unknown cluster",
             Self::Overflow => OVERFLOW,
+            Self::Overloaded => "envoy overloaded",
             Self::NoHealthyUpstream => "no healthy upstream",
             Self::ConnectFailure { .. } => CONNECT_FAILURE,
             Self::Reset { .. } => RESET,
@@ -189,9 +207,9 @@ impl ProxyError {
             }
         }
         let extra = match &self {
-            Self::Overflow => Some(("x-envoy-overloaded", "true")),
+            Self::Overflow | Self::Overloaded => Some(("x-envoy-overloaded", "true")),
             // The rest of the request may never come: the connection is not reused.
-            Self::RequestTimeout => Some(("connection", "close")),
+            Self::RequestTimeout | Self::ChunkedWithLength => Some(("connection", "close")),
             _ => None,
         };
         let mut r = self.response();
@@ -224,6 +242,22 @@ mod tests {
                 400,
                 "DPE",
                 "downstream_protocol_error",
+                false,
+            ),
+            (
+                ProxyError::Overloaded,
+                Origin::Internal,
+                503,
+                "OM",
+                "overload",
+                false,
+            ),
+            (
+                ProxyError::ChunkedWithLength,
+                Origin::Downstream,
+                400,
+                "DPE",
+                "http1.content_length_and_chunked_not_allowed",
                 false,
             ),
             (

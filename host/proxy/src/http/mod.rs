@@ -50,6 +50,9 @@ pub struct ConnInfo {
     pub stats: Arc<lateen_core::stats::ListenerStats>,
     /// The TLS session, when the connection came over TLS.
     pub tls: Option<Arc<lateen_core::tls::server::TlsInfo>>,
+    /// On an HTTP/1.1 connection, set when a header block framed by both Content-Length
+    /// and Transfer-Encoding went by ([`crate::framing`]).
+    pub framing: Option<Arc<crate::framing::Flag>>,
 }
 
 /// A lower-cased proxy-wasm header list from an http header map.
