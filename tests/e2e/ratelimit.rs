@@ -286,4 +286,27 @@ spec:
         ok[0] > 0 && ok[1] > 0,
         "both proxies served from the shared bucket: {ok:?}"
     );
+
+    // Redis gone: the filter fails open (Envoy's default), counts each such request, and
+    // logs one line for them rather than one per request.
+    drop(redis);
+    for _ in 0..10 {
+        let r = get(&p1.url("/anything")).await.unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "fail open while the store is down: {}",
+            p1.log()
+        );
+    }
+    let stats = p1.stats().await;
+    let allowed: f64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("ratelimit_failure_mode_allowed "))
+        .unwrap_or_else(|| panic!("no ratelimit_failure_mode_allowed in\n{stats}"))
+        .parse()
+        .unwrap();
+    assert_eq!(allowed, 10.0, "{stats}");
+    let lines = p1.log().matches("global store unavailable").count();
+    assert!((1..=2).contains(&lines), "{lines} log lines:\n{}", p1.log());
 }

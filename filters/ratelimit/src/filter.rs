@@ -109,6 +109,46 @@ struct RlStream {
     pending: Option<(usize, TokenBucket)>,
 }
 
+/// The most often the filter logs that the global store is unavailable: while Redis is
+/// down every global take fails, and one line per request would flood the log.
+const UNAVAILABLE_LOG_EVERY_MS: u64 = 10_000;
+
+thread_local! {
+    /// `ratelimit.failure_mode_allowed` (Envoy's name), the last log time, and the count
+    /// since that log.
+    static UNAVAILABLE: RefCell<(Option<u32>, u64, u64)> = const { RefCell::new((None, 0, 0)) };
+}
+
+/// The global store did not answer: the request is allowed (fail open, as Envoy's
+/// rate-limit filter does unless `failure_mode_deny`), counted, and logged now and then.
+fn store_unavailable(rule: &str) {
+    UNAVAILABLE.with(|u| {
+        let (metric, last_log, since) = &mut *u.borrow_mut();
+        if metric.is_none() {
+            *metric = hostcalls::define_metric(
+                proxy_wasm::types::MetricType::Counter,
+                "ratelimit.failure_mode_allowed",
+            )
+            .ok();
+        }
+        if let Some(id) = *metric {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        *since += 1;
+        let now = now_ms();
+        if *last_log == 0 || now.saturating_sub(*last_log) >= UNAVAILABLE_LOG_EVERY_MS {
+            let _ = hostcalls::log(
+                LogLevel::Warn,
+                &format!(
+                    "ratelimit: global store unavailable (rule {rule}); allowing ({since} request(s) since the last such line)"
+                ),
+            );
+            *last_log = now.max(1);
+            *since = 0;
+        }
+    });
+}
+
 fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
@@ -350,15 +390,7 @@ impl Context for RlStream {
                     return;
                 }
             }
-            None => {
-                let _ = hostcalls::log(
-                    LogLevel::Warn,
-                    &format!(
-                        "ratelimit: global store unavailable for rule {}; allowing",
-                        rule.name
-                    ),
-                );
-            }
+            None => store_unavailable(&rule.name),
         }
         if self.evaluate(i + 1) == Action::Continue {
             self.resume_http_request();
