@@ -58,8 +58,9 @@ pub struct Backend {
 
 /// What a backend answers for special paths (anywhere in the path):
 /// `/flaky/N/KEY`: 503 for the first N requests of KEY, then 200;
-/// `/status/CODE`: that status; `/slowfirst/KEY`: the first request of KEY waits 1 s;
-/// `/slow/MS`: waits MS; `…/chunks`: a three-frame body; `…/echo-body`: echoes the body.
+/// `/status/CODE`: that status; `/slowfirst/KEY`: the first request of KEY waits 3 s;
+/// `/slow/MS`: waits MS; `…/chunks`: a three-frame body; `…/stall`: one frame, then none
+/// for 5 s; `…/echo-body`: echoes the body.
 fn special(path: &str, counts: &Mutex<std::collections::HashMap<String, u32>>) -> (u16, u64) {
     let seg = |marker: &str| path.split_once(marker).map(|(_, rest)| rest.to_string());
     let count = |key: &str| {
@@ -94,7 +95,7 @@ fn special(path: &str, counts: &Mutex<std::collections::HashMap<String, u32>>) -
         return (
             200,
             if count(&format!("slowfirst/{key}")) == 1 {
-                1000
+                3000
             } else {
                 0
             },
@@ -171,7 +172,20 @@ impl Backend {
                             } else {
                                 format!("{name} {method} {path}")
                             };
-                            let body = if path.contains("/chunks") {
+                            let body = if path.contains("/stall") {
+                                // One chunk at once, then nothing for 5 s: a stalled body.
+                                let chunks = futures_util::stream::unfold(0u8, |i| async move {
+                                    match i {
+                                        0 => {}
+                                        1 => tokio::time::sleep(Duration::from_secs(5)).await,
+                                        _ => return None,
+                                    }
+                                    let frame =
+                                        hyper::body::Frame::data(Bytes::from(format!("stall{i};")));
+                                    Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
+                                });
+                                http_body_util::StreamBody::new(chunks).boxed_unsync()
+                            } else if path.contains("/chunks") {
                                 // Three chunks, 20 ms apart: a body that arrives in frames.
                                 let chunks = futures_util::stream::unfold(0u8, |i| async move {
                                     if i == 3 {

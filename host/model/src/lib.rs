@@ -82,6 +82,9 @@ pub struct Limits {
     /// The process's anonymous resident memory at which new requests are shed with 503
     /// (Envoy's `fixed_heap` monitor with `stop_accepting_requests`). Off by default.
     pub max_heap_bytes: Option<u64>,
+    /// The longest gap between two frames of a body (Envoy's `stream_idle_timeout`,
+    /// default 5 minutes; `None` turns it off).
+    pub stream_idle_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Limits {
@@ -97,6 +100,7 @@ impl Default for Limits {
             allow_chunked_length: false,
             max_connections: None,
             max_heap_bytes: None,
+            stream_idle_timeout: Some(std::time::Duration::from_secs(300)),
         }
     }
 }

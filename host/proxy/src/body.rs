@@ -53,23 +53,47 @@ impl std::fmt::Display for RequestTimeout {
 
 impl std::error::Error for RequestTimeout {}
 
-/// A request body that fails with [`RequestTimeout`] if it has not ended by a deadline, so
-/// that a client trickling its body (slow POST) cannot hold a request open.
-pub struct DeadlineBody {
-    inner: UpBody,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+/// No frame of a body for the stream idle timeout (Envoy's `stream_idle_timeout`): a
+/// request body gets 408, a response body the stream reset.
+#[derive(Debug)]
+pub struct StreamIdleTimeout;
+
+impl std::fmt::Display for StreamIdleTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stream timeout")
+    }
 }
 
-impl DeadlineBody {
-    pub fn new(inner: UpBody, deadline: tokio::time::Instant) -> Self {
-        DeadlineBody {
+impl std::error::Error for StreamIdleTimeout {}
+
+/// A body bounded in time: it fails with [`RequestTimeout`] if it has not ended by a
+/// deadline (a client trickling its body, slow POST, cannot hold a request open), and with
+/// [`StreamIdleTimeout`] when no frame comes for the idle time.
+pub struct TimedBody<B> {
+    inner: B,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle: Option<(std::time::Duration, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl<B> TimedBody<B> {
+    pub fn new(
+        inner: B,
+        deadline: Option<tokio::time::Instant>,
+        idle: Option<std::time::Duration>,
+    ) -> Self {
+        TimedBody {
             inner,
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            idle: idle.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
         }
     }
 }
 
-impl Body for DeadlineBody {
+impl<B> Body for TimedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -77,13 +101,24 @@ impl Body for DeadlineBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame);
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some((t, sleep)) = this.idle.as_mut() {
+                sleep.as_mut().reset(tokio::time::Instant::now() + *t);
+            }
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match self.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(RequestTimeout)))),
-            Poll::Pending => Poll::Pending,
+        if let Some(sleep) = this.deadline.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Box::new(RequestTimeout))));
+            }
         }
+        if let Some((_, sleep)) = this.idle.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
+            }
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
@@ -93,6 +128,18 @@ impl Body for DeadlineBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Whether `e` or one of its causes is a [`StreamIdleTimeout`].
+pub fn is_stream_idle_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.is::<StreamIdleTimeout>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Whether `e` or one of its causes is a [`RequestTimeout`].

@@ -325,7 +325,11 @@ where
         .max_header_list_size(u32::try_from(limits.max_request_headers_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(20)
-        .max_local_error_reset_streams(1024);
+        .max_local_error_reset_streams(1024)
+        // What one client can make the proxy buffer: 1 MiB per stream and per connection
+        // (DATA past it is FLOW_CONTROL_ERROR).
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(1 << 20);
     until_stopped(b.serve_connection(io, svc), stop).await
 }
 

@@ -68,6 +68,16 @@ pub(super) fn limits(res: &Resources, errors: &mut Vec<ConfigError>) -> lateen_m
     }
     l.max_request_body_bytes = spec.max_request_body_bytes;
     l.allow_chunked_length = spec.allow_chunked_length.unwrap_or(false);
+    if let Some(t) = &spec.stream_idle_timeout {
+        match parse_duration_ms(t) {
+            Some(0) => l.stream_idle_timeout = None,
+            Some(ms) => l.stream_idle_timeout = Some(std::time::Duration::from_millis(ms)),
+            None => errors.push(boot.info.error(
+                &field("streamIdleTimeout"),
+                format!("`{t}` is not a duration (e.g. 5m, 30s; 0s turns it off)"),
+            )),
+        }
+    }
     if let Some(n) = spec.max_connections {
         if n == 0 {
             errors.push(

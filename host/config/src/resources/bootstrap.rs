@@ -143,6 +143,11 @@ pub struct LimitsSpec {
     /// `x-envoy-overloaded` (Envoy's `fixed_heap` + `stop_accepting_requests`; default off).
     #[serde(default)]
     pub max_heap_bytes: Option<u64>,
+    /// The longest gap between two frames of a request or response body (Envoy's
+    /// `stream_idle_timeout`; default 5m, `0s` turns it off). A request body: 408; a
+    /// response body: the stream is reset.
+    #[serde(default)]
+    pub stream_idle_timeout: Option<String>,
 }
 
 /// MeshConfig's `pathNormalization`.

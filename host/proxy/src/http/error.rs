@@ -40,6 +40,10 @@ pub enum ProxyError {
     /// The request was not received whole within `limits.requestTimeout` (408).
     #[error("request not received in time")]
     RequestTimeout,
+    /// No frame of the request body for `limits.streamIdleTimeout` (408 SI, as Envoy's
+    /// `stream_idle_timeout` answers).
+    #[error("stream idle timeout")]
+    StreamIdleTimeout,
     /// No route took the request (404 NR).
     #[error("no route")]
     NoRoute,
@@ -87,7 +91,8 @@ impl ProxyError {
             Self::BadRequest
             | Self::ChunkedWithLength
             | Self::PayloadTooLarge
-            | Self::RequestTimeout => Origin::Downstream,
+            | Self::RequestTimeout
+            | Self::StreamIdleTimeout => Origin::Downstream,
             Self::NoRoute | Self::NoCluster | Self::InvalidUpstreamRequest | Self::Overloaded => {
                 Origin::Internal
             }
@@ -104,7 +109,7 @@ impl ProxyError {
         match self {
             Self::BadRequest | Self::ChunkedWithLength => 400,
             Self::PayloadTooLarge => 413,
-            Self::RequestTimeout => 408,
+            Self::RequestTimeout | Self::StreamIdleTimeout => 408,
             Self::NoRoute => 404,
             Self::UpstreamTimeout => 504,
             Self::NoCluster
@@ -124,6 +129,7 @@ impl ProxyError {
             Self::BadRequest | Self::ChunkedWithLength | Self::InvalidUpstreamRequest => "DPE",
             Self::PayloadTooLarge | Self::RequestTimeout | Self::Plugin(_) => "-",
             Self::NoRoute => "NR",
+            Self::StreamIdleTimeout => "SI",
             Self::Overloaded => "OM",
             Self::NoCluster => "NC",
             Self::Overflow => "UO",
@@ -142,6 +148,7 @@ impl ProxyError {
             Self::ChunkedWithLength => "http1.content_length_and_chunked_not_allowed",
             Self::Overloaded => "overload",
             Self::RequestTimeout => "request_overall_timeout",
+            Self::StreamIdleTimeout => "stream_idle_timeout",
             Self::Plugin(_) => "local_reply",
             e => lateen_model::access_log::details_for_flags(e.flag()),
         }
@@ -161,6 +168,7 @@ impl ProxyError {
             Self::BadRequest | Self::ChunkedWithLength => "Bad Request",
             Self::PayloadTooLarge => "Payload Too Large",
             Self::RequestTimeout => "request timeout",
+            Self::StreamIdleTimeout => "stream timeout",
             Self::NoRoute | Self::Plugin(_) => "",
             Self::NoCluster => "route decision names an unknown cluster",
             Self::Overflow => OVERFLOW,
@@ -209,7 +217,9 @@ impl ProxyError {
         let extra = match &self {
             Self::Overflow | Self::Overloaded => Some(("x-envoy-overloaded", "true")),
             // The rest of the request may never come: the connection is not reused.
-            Self::RequestTimeout | Self::ChunkedWithLength => Some(("connection", "close")),
+            Self::RequestTimeout | Self::StreamIdleTimeout | Self::ChunkedWithLength => {
+                Some(("connection", "close"))
+            }
             _ => None,
         };
         let mut r = self.response();
@@ -242,6 +252,14 @@ mod tests {
                 400,
                 "DPE",
                 "downstream_protocol_error",
+                false,
+            ),
+            (
+                ProxyError::StreamIdleTimeout,
+                Origin::Downstream,
+                408,
+                "SI",
+                "stream_idle_timeout",
                 false,
             ),
             (

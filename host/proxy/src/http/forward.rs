@@ -87,9 +87,14 @@ pub(super) async fn request_body(
         tokio::task::spawn_local(super::pump::request(stream.clone(), body, tx));
         rx.boxed_unsync()
     };
-    // Envoy's request_timeout: the whole request must have arrived by then.
-    let streamed = match (eos, ws.snap.limits.request_timeout) {
-        (false, Some(t)) => crate::body::DeadlineBody::new(streamed, started + t).boxed_unsync(),
+    // Envoy's request_timeout: the whole request must have arrived by then; its
+    // stream_idle_timeout: no gap between two frames longer than that.
+    let limits = &ws.snap.limits;
+    let streamed = match (eos, limits.request_timeout, limits.stream_idle_timeout) {
+        (false, deadline, idle) if deadline.is_some() || idle.is_some() => {
+            crate::body::TimedBody::new(streamed, deadline.map(|t| started + t), idle)
+                .boxed_unsync()
+        }
         _ => streamed,
     };
     // A small body is kept whole so that it can be replayed for retries and mirrors (Envoy
@@ -124,6 +129,8 @@ pub(super) async fn request_body(
                     ProxyError::PayloadTooLarge
                 } else if crate::body::is_request_timeout(e.as_ref()) {
                     ProxyError::RequestTimeout
+                } else if crate::body::is_stream_idle_timeout(e.as_ref()) {
+                    ProxyError::StreamIdleTimeout
                 } else {
                     tracing::debug!("request body failed: {e}");
                     ProxyError::BadRequest
@@ -234,6 +241,7 @@ pub(super) async fn forward<'a>(
         }
         Err(_) => ProxyError::UpstreamTimeout,
         Ok(Err(e)) if crate::body::is_request_timeout(&e) => ProxyError::RequestTimeout,
+        Ok(Err(e)) if crate::body::is_stream_idle_timeout(&e) => ProxyError::StreamIdleTimeout,
         Ok(Err(e)) => {
             tracing::debug!(cluster = %cluster.name, "upstream error: {e}");
             if e.is_connect() {

@@ -188,6 +188,7 @@ async fn serve(
         chain.is_empty(),
         downstream_upgrade,
         &route.cluster,
+        ws.snap.limits.stream_idle_timeout,
     )
     .await
 }

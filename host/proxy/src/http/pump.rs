@@ -10,43 +10,62 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::rc::Rc;
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 type Tx = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
+type Next = Option<Result<Frame<Bytes>, BoxError>>;
 
-/// Feeds the request body through the chain into the upstream request.
-pub(super) async fn request(stream: Rc<Mutex<HttpStream>>, mut body: Incoming, tx: Tx) {
-    pump(&stream, None, &mut body, &tx, false).await;
+/// The next frame of `body`; a [`crate::body::StreamIdleTimeout`] error when none comes
+/// within `idle` (Envoy's `stream_idle_timeout`).
+pub(super) async fn next_frame(body: &mut Incoming, idle: Option<Duration>) -> Next {
+    let frame = match idle {
+        None => body.frame().await,
+        Some(t) => match tokio::time::timeout(t, body.frame()).await {
+            Ok(f) => f,
+            Err(_) => return Some(Err(Box::new(crate::body::StreamIdleTimeout))),
+        },
+    };
+    frame.map(|f| f.map_err(|e| -> BoxError { Box::new(e) }))
 }
 
-/// Feeds the upstream response body through the chain to the client.
+/// Feeds the request body through the chain into the upstream request. (Its idle time is
+/// bounded where the upstream request reads it, [`crate::body::TimedBody`].)
+pub(super) async fn request(stream: Rc<Mutex<HttpStream>>, mut body: Incoming, tx: Tx) {
+    pump(&stream, None, &mut body, &tx, false, None).await;
+}
+
+/// Feeds the upstream response body through the chain to the client; a gap longer than
+/// `idle` between two frames resets the stream.
 pub(super) async fn response(
     stream: Rc<Mutex<HttpStream>>,
-    first: Option<Result<Frame<Bytes>, hyper::Error>>,
+    first: Next,
     mut body: Incoming,
     tx: Tx,
+    idle: Option<Duration>,
 ) {
-    pump(&stream, Some(first), &mut body, &tx, true).await;
+    pump(&stream, Some(first), &mut body, &tx, true, idle).await;
 }
 
 // `first`, when given, is a frame already read from `body`.
 async fn pump(
     stream: &Rc<Mutex<HttpStream>>,
-    mut first: Option<Option<Result<Frame<Bytes>, hyper::Error>>>,
+    mut first: Option<Next>,
     body: &mut Incoming,
     tx: &Tx,
     response: bool,
+    idle: Option<Duration>,
 ) {
     loop {
         let frame = match first.take() {
             Some(f) => f,
-            None => body.frame().await,
+            None => next_frame(body, idle).await,
         };
         let mut s = stream.lock().await;
         let (data, trailers, eos) = match frame {
             None => (Bytes::new(), None, true),
             Some(Err(e)) => {
-                let _ = tx.send(Err(Box::new(e))).await;
+                let _ = tx.send(Err(e)).await;
                 return;
             }
             Some(Ok(f)) => match f.into_data() {

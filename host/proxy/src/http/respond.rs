@@ -28,6 +28,7 @@ pub(super) async fn response<'a>(
     chain_empty: bool,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     cluster: &Arc<Cluster>,
+    idle: Option<std::time::Duration>,
 ) -> Response<UpBody> {
     let Answered {
         resp,
@@ -72,15 +73,18 @@ pub(super) async fn response<'a>(
     let down_body: UpBody = if reos {
         full(Bytes::new())
     } else if chain_empty {
-        rbody
-            .map_err(|e| -> BoxError { Box::new(e) })
-            .boxed_unsync()
+        match idle {
+            Some(_) => crate::body::TimedBody::new(rbody, None, idle).boxed_unsync(),
+            None => rbody
+                .map_err(|e| -> BoxError { Box::new(e) })
+                .boxed_unsync(),
+        }
     } else {
         // Read the first frame before answering. Most responses are one frame: they then
         // pass the body callbacks here and leave in a single write, with no pump task (and
         // a plugin may still replace the whole response).
         drop(s);
-        let first = rbody.frame().await;
+        let first = super::pump::next_frame(&mut rbody, idle).await;
         s = stream.lock().await;
         let whole = match &first {
             None => Some(Bytes::new()),
@@ -98,7 +102,13 @@ pub(super) async fn response<'a>(
             }
             None => {
                 let (tx, rx) = ChannelBody::new(4);
-                tokio::task::spawn_local(super::pump::response(stream.clone(), first, rbody, tx));
+                tokio::task::spawn_local(super::pump::response(
+                    stream.clone(),
+                    first,
+                    rbody,
+                    tx,
+                    idle,
+                ));
                 rx.boxed_unsync()
             }
         }
