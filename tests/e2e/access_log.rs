@@ -78,22 +78,25 @@ async fn access_log_text_json_and_custom_formats() {
 
     // JSON encoding (Istio's keys) after a reload.
     proxy.rewrite(&(mesh(&[&v1]) + &config(&log, "      encoding: JSON")));
-    let mut line = String::new();
-    for i in 0..100 {
-        let id = format!("json-{i}");
+    // Each poll sends a request: the reload and the log's 1 s flush both come in between.
+    let line = std::cell::RefCell::new(String::new());
+    let polls = std::cell::Cell::new(0);
+    eventually("a JSON line after the reload", || async {
+        polls.set(polls.get() + 1);
+        let id = format!("json-{}", polls.get());
         send("GET", &proxy.url("/v1/y"), &[("x-request-id", &id)], "")
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text
+        let found = text
             .lines()
             .find(|l| l.starts_with('{') && l.contains("json-"))
-        {
-            line = l.to_string();
-            break;
-        }
-    }
+            .map(str::to_string);
+        found.map(|l| *line.borrow_mut() = l).is_some()
+    })
+    .await;
+    let line = line.into_inner();
     let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line after the reload");
     assert_eq!(v["response_code"], 200, "numbers stay numbers: {v}");
     assert_eq!(v["response_code_details"], "via_upstream");
@@ -111,23 +114,24 @@ async fn access_log_text_json_and_custom_formats() {
                 r#"      format: "custom %REQ(X-REQUEST-ID)% %RESPONSE_CODE% %UPSTREAM_HOST% %%\n""#,
             )),
     );
-    let mut custom = None;
-    for i in 0..100 {
-        let id = format!("custom-{i}");
+    let custom = std::cell::RefCell::new(String::new());
+    let polls = std::cell::Cell::new(0);
+    eventually("a custom line after the reload", || async {
+        polls.set(polls.get() + 1);
+        let id = format!("custom-{}", polls.get());
         send("GET", &proxy.url("/v1/z"), &[("x-request-id", &id)], "")
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        custom = text
+        let found = text
             .lines()
             .find(|l| l.starts_with("custom "))
             .map(str::to_string);
-        if custom.is_some() {
-            break;
-        }
-    }
-    let custom = custom.expect("a custom line");
+        found.map(|l| *custom.borrow_mut() = l).is_some()
+    })
+    .await;
+    let custom = custom.into_inner();
     let re = regex::Regex::new(&format!(
         r#"^custom custom-\d+ 200 127.0.0.1:{} %$"#,
         v1.port()

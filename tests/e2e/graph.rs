@@ -37,6 +37,42 @@ async fn service_graph_page_shows_services_versions_and_rates() {
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
 
+    // The figures, read at once from /graph.json: rates cover the last 10 s, and the
+    // browser below may start later than that on a loaded machine.
+    let graph: serde_json::Value = serde_json::from_str(
+        &get(&format!("http://127.0.0.1:{}/graph.json", proxy.admin))
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let json_edge = |from: &str, to: &str| {
+        graph["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["source"] == from && e["target"] == to)
+            .unwrap_or_else(|| panic!("edge {from} → {to} in {graph}"))
+            .clone()
+    };
+    let into = json_edge("src:ingress-gw.istio-system", "svc:svc.test");
+    assert_eq!(into["requests"], 40, "{into}");
+    // 2 of the 40 requests failed: a 5 % error rate into the service.
+    assert!(
+        (into["errorRate"].as_f64().unwrap() - 2.0 / 40.0).abs() < 1e-6,
+        "{into}"
+    );
+    let (v1, v2) = (
+        json_edge("svc:svc.test", "ver:svc.test:v1"),
+        json_edge("svc:svc.test", "ver:svc.test:v2"),
+    );
+    assert!(v1["rps"].as_f64() > v2["rps"].as_f64(), "{v1} {v2}");
+    assert_eq!(v1["errorRate"], 0.0);
+    assert_eq!(
+        json_edge("svc:svc.test", "ver:svc.test:empty")["errorRate"],
+        1.0
+    );
+
     let page = format!("http://127.0.0.1:{}/ui/graph", proxy.admin);
     let dom = tokio::task::spawn_blocking({
         let page = page.clone();
@@ -78,26 +114,17 @@ async fn service_graph_page_shows_services_versions_and_rates() {
     let num = |e: &HashMap<String, String>, k: &str| -> f64 {
         e[k].parse().unwrap_or_else(|_| panic!("{k} of {e:?}"))
     };
+    // The page draws each edge with its figures (their values were checked above; the
+    // window may have moved on since).
     let into_service = edge("src:ingress-gw.istio-system", "svc:svc.test");
     assert!(num(&into_service, "data-rps") > 0.0, "{into_service:?}");
-    // 2 of the 40 requests failed: a 5 % error rate into the service.
     let err = num(&into_service, "data-error-rate");
-    assert!((err - 2.0 / 40.0).abs() < 1e-6, "{into_service:?}");
+    assert!((0.0..=1.0).contains(&err), "{into_service:?}");
     assert!(num(&into_service, "data-p99-ms") > 0.0, "{into_service:?}");
-    let to_v1 = edge("svc:svc.test", "ver:svc.test:v1");
-    let to_v2 = edge("svc:svc.test", "ver:svc.test:v2");
-    assert!(
-        num(&to_v1, "data-rps") > num(&to_v2, "data-rps"),
-        "{to_v1:?} {to_v2:?}"
-    );
-    assert_eq!(num(&to_v1, "data-error-rate"), 0.0);
-    assert_eq!(
-        num(
-            &edge("svc:svc.test", "ver:svc.test:empty"),
-            "data-error-rate"
-        ),
-        1.0
-    );
+    for to in ["ver:svc.test:v1", "ver:svc.test:v2", "ver:svc.test:empty"] {
+        let e = edge("svc:svc.test", to);
+        assert!((0.0..=1.0).contains(&num(&e, "data-error-rate")), "{e:?}");
+    }
 
     // A screenshot for people, kept beside the build output.
     let shot = paths().target.join("service-graph.png");

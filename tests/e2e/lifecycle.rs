@@ -20,7 +20,11 @@ spec:
     let mut proxy = Proxy::start(&yaml).await.expect("proxy starts");
     let url = proxy.url("/slow/700");
     let inflight = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In flight: the backend has it (it counts a request before its delay).
+    eventually("the request reached the backend", || async {
+        a.count() == 1
+    })
+    .await;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &proxy.pid().to_string()])
         .status()

@@ -160,8 +160,9 @@ async fn trapping_plugin_fail_close() {
             .await
             .unwrap();
         assert_eq!(r.status, 503, "{what} under FAIL_CLOSE\n{}", proxy.log());
+        // Well under the client's own 20 s: the host stopped it, the client did not.
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(10),
             "{what} was stopped in time"
         );
         // The next request gets a fresh instance and passes.
@@ -300,12 +301,15 @@ spec:
 
     proxy.rewrite(&ticker("b"));
     eventually("ticks at b", || async { ticks(&b).len() >= 2 }).await;
-    // A tick already under way when the root ended may still land.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A tick already under way when the root ended may still land: a second of grace.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     let at_a = ticks(&a).len();
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let at_b = ticks(&b).len();
+    eventually("the new root ticks on", || async {
+        ticks(&b).len() >= at_b + 3
+    })
+    .await;
     assert_eq!(ticks(&a).len(), at_a, "the old root still ticks");
-    assert!(ticks(&b).len() >= 5, "the new root ticks on");
     let log = proxy.log();
     assert!(
         !log.contains("on_tick failed") && !log.contains("panicked"),

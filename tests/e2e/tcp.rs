@@ -105,11 +105,13 @@ async fn tcp_routes_split_by_weight_and_idle_connections_close() {
         busy.get_mut().write_all(b"x").await.unwrap();
         let mut one = [0u8; 1];
         busy.read_exact(&mut one).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Far inside the timeout, so that a stalled scheduler does not make it idle.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // ...and an idle one is closed after it.
-    let (mut idle, _) = open(proxy.port).await;
+    // ...and an idle one is closed after it. The clock starts before the connection
+    // does, so that the time taken to open it does not count against the bound.
     let started = Instant::now();
+    let (mut idle, _) = open(proxy.port).await;
     let mut rest = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest))
         .await

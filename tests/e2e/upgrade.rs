@@ -109,6 +109,8 @@ async fn websockets_pass_through_and_idle_ones_close() {
             .unwrap();
         assert_eq!(m.into_text().unwrap().as_str(), format!("chat: hello {i}"));
     }
+    // The idle clock runs from the last byte spliced: the answer just read.
+    let started = Instant::now();
 
     // A path no route takes: the handshake gets the proxy's 404, no upgrade.
     let tcp = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
@@ -118,7 +120,6 @@ async fn websockets_pass_through_and_idle_ones_close() {
     assert!(err.to_string().contains("404"), "{err}");
 
     // Idle past tcp.idleTimeout: the proxy closes the spliced connection.
-    let started = Instant::now();
     let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .expect("closed by the proxy");

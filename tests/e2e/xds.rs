@@ -126,10 +126,15 @@ async fn ads_first_request_carries_the_node_then_traffic_follows_the_push() {
     let rds = cp.last_reply(ROUTE).expect("RDS request");
     assert_eq!(names(&rds), ["r1".to_string()].into());
 
+    // The proxy sends each ACK before it records the version in its status.
+    eventually("the dump shows v1 for clusters and routes", || async {
+        let dump = proxy.config_dump().await;
+        dump["xds"]["types"]["Cluster"]["version"] == "v1"
+            && dump["xds"]["types"]["RouteConfiguration"]["version"] == "v1"
+    })
+    .await;
     let dump = proxy.config_dump().await;
     assert_eq!(dump["xds"]["state"], "CONNECTED");
-    assert_eq!(dump["xds"]["types"]["Cluster"]["version"], "v1");
-    assert_eq!(dump["xds"]["types"]["RouteConfiguration"]["version"], "v1");
     assert!(dump["xds"]["nodeId"]
         .as_str()
         .is_some_and(|n| n.starts_with("router~")));
@@ -287,12 +292,16 @@ async fn ads_updates_removals_and_nacks() {
         "{msg}"
     );
     assert_eq!(served_by(&url("/x")).await.as_deref(), Some("b"));
-    let info = get(&format!("http://127.0.0.1:{}/server_info", proxy.admin))
-        .await
-        .expect("server_info");
-    let v: serde_json::Value = serde_json::from_str(&info.body).expect("json");
-    assert_eq!(v["xds"]["types"]["Cluster"]["version"], "v3");
-    assert_eq!(v["xds"]["types"]["Cluster"]["lastNack"]["version"], "v4");
+    // The NACK is sent before the proxy records it in its status.
+    eventually("server_info shows the NACK of v4", || async {
+        let info = get(&format!("http://127.0.0.1:{}/server_info", proxy.admin))
+            .await
+            .expect("server_info");
+        let v: serde_json::Value = serde_json::from_str(&info.body).expect("json");
+        v["xds"]["types"]["Cluster"]["version"] == "v3"
+            && v["xds"]["types"]["Cluster"]["lastNack"]["version"] == "v4"
+    })
+    .await;
 
     // A field outside the subset is refused by name.
     let mut r = route("/", &[("c1", 1)]);
@@ -473,9 +482,19 @@ async fn ads_reconnects_and_keeps_serving() {
     eventually("a second stream", || async { cp.streams() >= 2 }).await;
     // The new stream resubscribes with the versions it has, and the node again. The stream
     // is counted when it opens, its first request a moment later: wait for that.
-    eventually("a request on the new stream", || async {
-        cp.requests().iter().skip(before).any(|r| r.node.is_some())
-    })
+    // Its resubscriptions come as a burst the control plane records one by one: wait for
+    // the last one checked below (the route) as well.
+    eventually(
+        "a request on the new stream, and its route resubscription",
+        || async {
+            let again = cp.requests();
+            let again = &again[before.min(again.len())..];
+            again.iter().any(|r| r.node.is_some())
+                && again
+                    .iter()
+                    .any(|r| r.type_url == ROUTE && names(r) == ["r1".to_string()].into())
+        },
+    )
     .await;
     let again: Vec<_> = cp.requests().into_iter().skip(before).collect();
     let first = again
