@@ -61,3 +61,6 @@ cargo test --workspace
 cargo test -p lateen-router -p lateen-fault -p lateen-ratelimit -p lateen-metrics -p lateen-authz -p lateen-jwt \
   --features lateen-router/schema,lateen-fault/schema,lateen-ratelimit/schema,lateen-metrics/schema,lateen-authz/schema,lateen-jwt/schema \
   --test schema
+# The fault soak, in a short form on the debug build (the full one by hand:
+# bash tests/soak/run.sh): upstreams, Redis and plugins failing under load, nothing lost.
+SOAK_PROFILE=dev bash tests/soak/run.sh 30 20
