@@ -125,6 +125,42 @@ fn unsupported_kinds_are_refused() {
     assert!(out.contains("WorkloadGroup is not supported yet"), "{out}");
 }
 
+#[test]
+fn an_unknown_kind_lists_every_kind_lateen_accepts_and_cluster_kinds_are_skipped() {
+    let yaml = format!(
+        "{GW}---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w}}\nspec: {{}}\n"
+    );
+    let (code, out) = validate(&yaml);
+    assert_ne!(code, 0);
+    for kind in [
+        "Gateway",
+        "VirtualService",
+        "DestinationRule",
+        "ServiceEntry",
+        "EnvoyFilter",
+        "Sidecar",
+        "WasmPlugin",
+        "AuthorizationPolicy",
+        "RequestAuthentication",
+        "PeerAuthentication",
+        "Bootstrap",
+    ] {
+        assert!(out.contains(kind), "{kind} missing from: {out}");
+    }
+    // A ConfigMap and a Deployment, as in a directory exported from a cluster: skipped with
+    // a warning, and the rest is valid.
+    let yaml = format!(
+        "{GW}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-settings, namespace: default}}\ndata: {{a: b}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: default}}\nspec: {{}}\n"
+    );
+    let (code, out) = validate(&yaml);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ConfigMap default/app-settings: skipped"),
+        "{out}"
+    );
+    assert!(out.contains("Deployment default/app: skipped"), "{out}");
+}
+
 // `lateen validate samples/DIR`: whether it passed, and what it printed.
 fn validate_sample(dir: &str) -> (bool, String) {
     let p = paths();

@@ -6,6 +6,7 @@ mod admin;
 mod authz;
 mod component;
 mod config;
+mod envoyfilter;
 mod golden;
 mod graph;
 mod hardening;

@@ -1,4 +1,5 @@
-//! Istio's local rate-limit EnvoyFilter, served by the wasm rate-limit filter.
+//! Istio's local rate-limit EnvoyFilter, served by the wasm rate-limit filter. (EnvoyFilter
+//! patches that add wasm filters are [`crate::wasm_patch`].)
 //!
 //! Supported patches (the shapes of Istio's "Enabling Rate Limits using Envoy" task):
 //! - `applyTo: HTTP_FILTER` whose value is `envoy.filters.http.local_ratelimit`, with its
@@ -52,13 +53,16 @@ pub fn rate_limit_rules(
         };
         let name = format!("{}.{i}", ef.info.key());
         match p.apply_to.as_str() {
+            // Wasm filters are plugins (crate::wasm_patch).
+            "HTTP_FILTER"
+                if p.patch.value.as_ref().is_some_and(crate::wasm_patch::is_wasm_filter) => {}
             "HTTP_FILTER" => {
                 let value = p.patch.value.as_ref().ok_or_else(|| err(".patch.value", "missing".into()))?;
                 let fname = value.get("name").and_then(Value::as_str).unwrap_or("");
                 if fname != LOCAL_RATELIMIT {
                     return Err(err(
                         ".patch.value.name",
-                        format!("HTTP filter `{fname}` is not supported; Lateen serves `{LOCAL_RATELIMIT}` (and WasmPlugin for wasm filters)"),
+                        format!("HTTP filter `{fname}` is not supported; Lateen serves `{LOCAL_RATELIMIT}` and wasm filters (`typed_config` of type `{}`)", crate::wasm_patch::WASM_TYPE),
                     ));
                 }
                 let cfg = unwrap_typed(value.get("typed_config"))
@@ -117,7 +121,7 @@ pub fn rate_limit_rules(
             other => {
                 return Err(err(
                     ".applyTo",
-                    format!("`{other}` patches are not supported; Lateen serves HTTP_FILTER and HTTP_ROUTE local rate-limit patches"),
+                    format!("`{other}` patches are not supported; Lateen serves HTTP_FILTER (local rate limit, wasm) and HTTP_ROUTE (local rate limit) patches"),
                 ))
             }
         }

@@ -8,6 +8,7 @@ pub mod resources;
 pub mod scope;
 pub mod source;
 pub mod tls;
+pub mod wasm_patch;
 pub mod xds;
 
 pub use source::{ConfigError, Doc, DocInfo};

@@ -159,12 +159,31 @@ fn add_documents(res: &mut Resources, file: &Path, text: &str, errors: &mut Vec<
             ("PeerAuthentication", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
                 d.typed().map(|t| res.peer_authentications.push(t))
             }
+            // Kinds a directory exported from a cluster holds beside Istio's: skipped, so
+            // that it loads.
+            ("ConfigMap" | "Secret" | "Service" | "ServiceAccount" | "Namespace", "v1")
+            | ("Deployment" | "DaemonSet" | "StatefulSet", "apps/v1") => {
+                res.warnings.push(format!(
+                    "{}:{}: {api} {kind} {}: skipped (Lateen does not read this kind{})",
+                    d.info.file.display(),
+                    d.info.line_of("kind"),
+                    d.info.key(),
+                    if kind == "ConfigMap" {
+                        "; MeshConfig from the istio ConfigMap is not read yet"
+                    } else {
+                        ""
+                    }
+                ));
+                Ok(())
+            }
             _ => Err(d.info.error(
                 "kind",
                 format!(
-                    "unknown resource `{api}` `{kind}`; expected Gateway, VirtualService, \
-                     DestinationRule, ServiceEntry ({}), WasmPlugin \
-                     (extensions.istio.io/v1alpha1) or Bootstrap (lateen.io/v1alpha1)",
+                    "unknown resource `{api}` `{kind}`; Lateen accepts Gateway, VirtualService, \
+                     DestinationRule, ServiceEntry, EnvoyFilter and Sidecar ({}), WasmPlugin \
+                     (extensions.istio.io/v1alpha1), AuthorizationPolicy, RequestAuthentication \
+                     and PeerAuthentication (security.istio.io/v1, v1beta1) and Bootstrap \
+                     (lateen.io/v1alpha1)",
                     NETWORKING.join(", ")
                 ),
             )),
@@ -468,6 +487,106 @@ fn warn_duplicate_destination_rules(res: &Resources, warnings: &mut Vec<String>)
     }
 }
 
+/// The wasm filters EnvoyFilter patches add for this workload (`workloadSelector`, the
+/// root namespace or the workload's), loaded as WasmPlugins are; a bad patch is refused
+/// alone, with its field.
+fn envoy_filter_plugins(
+    res: &Resources,
+    workload: &WorkloadInfo,
+    rt: &Runtime,
+    opts: &BuildOptions,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Loaded> {
+    let gateway_mode =
+        res.bootstrap.as_ref().and_then(|b| b.spec.mode.as_deref()) != Some("sidecar");
+    let mut out = Vec::new();
+    for ef in &res.envoy_filters {
+        let selected = ef.spec.workload_selector.as_ref().is_none_or(|s| {
+            s.labels
+                .iter()
+                .all(|(k, v)| workload.labels.get(k) == Some(v))
+        });
+        let ns_ok =
+            ef.info.namespace == ROOT_NAMESPACE || workload.namespaces.contains(&ef.info.namespace);
+        if !(selected && ns_ok) {
+            continue;
+        }
+        let patches = crate::wasm_patch::wasm_patches(ef, gateway_mode);
+        if ef.spec.target_refs.is_some() && !patches.is_empty() {
+            errors.push(ef.info.error(
+                "spec.targetRefs",
+                "not served yet for wasm patches; select the workload with workloadSelector",
+            ));
+            continue;
+        }
+        for patch in patches {
+            match patch.and_then(|w| envoy_filter_plugin(ef, w, rt, opts)) {
+                Ok(l) => out.push(l),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    out
+}
+
+/// One EnvoyFilter wasm patch as a plugin: its module, Envoy's identity (root id, VM id,
+/// VM configuration, environment), its configuration as the patch gives it, its place.
+fn envoy_filter_plugin(
+    ef: &Doc<EnvoyFilterSpec>,
+    w: crate::wasm_patch::WasmPatch,
+    rt: &Runtime,
+    opts: &BuildOptions,
+) -> Result<Loaded, ConfigError> {
+    use crate::wasm_patch::Place;
+    let name = format!("{}/{}", ef.info.key(), w.name);
+    let spec = WasmPluginSpec {
+        url: if w.inline.is_some() {
+            format!("inline:{}", w.name)
+        } else {
+            w.url.clone()
+        },
+        sha256: w.sha256.clone(),
+        // Checked against the module's schema when it is JSON.
+        plugin_config: serde_json::from_slice(&w.configuration).ok(),
+        inline_code: w.inline.clone(),
+        ..Default::default()
+    };
+    // Module errors (unreadable, sha256, compile) name the patch's typed_config.
+    let prefix = format!("{}.patch.value.typed_config", w.field);
+    let (mut p, _) = load_plugin(&ef.info, &spec, &prefix, name.clone(), rt, opts)?;
+    p.fail = if w.fail_open {
+        FailStrategy::Open
+    } else {
+        FailStrategy::Close
+    };
+    p.identity = Arc::new(PluginIdentity {
+        name: name.clone(),
+        root_id: w.root_id.clone(),
+        vm_id: if w.vm_id.is_empty() {
+            name
+        } else {
+            w.vm_id.clone()
+        },
+        env: w.env.clone(),
+        vm_configuration: Bytes::from(w.vm_configuration.clone()),
+    });
+    // Patches applied first sit first (EnvoyFilter `priority`, lower first).
+    let order = -ef.spec.priority.unwrap_or(0);
+    (p.phase, p.priority, p.placement) = match w.place {
+        Place::Next(at) => (Phase::Unspecified, order, Some(at)),
+        Place::First => (Phase::Authn, i64::MAX / 2 + order, None),
+        Place::Last => (Phase::Unspecified, i64::MIN / 2 + order, None),
+    };
+    p.traffic = w.traffic.clone();
+    Ok(Loaded {
+        spec: Arc::new(p),
+        config: Bytes::from(w.configuration),
+        info: ef.info.clone(),
+        gateways: Vec::new(),
+        rules: None,
+    })
+}
+
 /// The Bootstrap's Redis (`spec.redis.address`) as a `redis://` URL.
 fn redis_url(res: &Resources, errors: &mut Vec<ConfigError>) -> Option<String> {
     res.bootstrap
@@ -555,6 +674,7 @@ fn workload_plugins(
             ),
         }
     }
+    plugins.extend(envoy_filter_plugins(res, workload, rt, opts, errors));
     plugins.sort_by(|a, b| {
         (a.spec.phase, -a.spec.priority, &a.spec.name).cmp(&(
             b.spec.phase,

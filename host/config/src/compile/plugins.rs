@@ -354,6 +354,9 @@ fn plugin_bytes(
     opts: &BuildOptions,
 ) -> Result<(Vec<u8>, PathBuf, bool), ConfigError> {
     let at = |f: &str| format!("{prefix}.{f}");
+    if let Some(code) = &s.inline_code {
+        return Ok((code.clone(), PathBuf::from(&s.url), false));
+    }
     let remote_url = ["http://", "https://", "oci://"]
         .iter()
         .any(|p| s.url.starts_with(p));

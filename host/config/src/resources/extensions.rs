@@ -42,6 +42,10 @@ pub struct WasmPluginSpec {
     /// Lateen extension: where no rule matches, the plugin is off.
     #[serde(default)]
     pub default_config_disable: Option<bool>,
+    /// The module itself, for a plugin whose code came inline (an EnvoyFilter wasm patch's
+    /// `code.local.inline_bytes`); never read from YAML.
+    #[serde(skip)]
+    pub inline_code: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
