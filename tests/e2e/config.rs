@@ -80,18 +80,19 @@ fn unknown_field_names_line_and_field() {
     assert!(out.contains("weigth"), "{out}");
 }
 
+/// A subset no DestinationRule defines is a dangling reference: a warning naming the file,
+/// line and field (the route answers 503 NC), not a refusal.
 #[test]
 fn undefined_subset_names_the_field() {
     let yaml = format!(
         "{GW}---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: se, namespace: istio-system}}\nspec:\n  hosts: [svc.test]\n  ports: [{{number: 80, name: http}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: istio-system}}\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  http:\n  - route:\n    - destination:\n        host: svc.test\n        subset: v9\n"
     );
     let (code, out) = validate(&yaml);
-    assert_ne!(code, 0);
+    assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("config.yaml:29: document 3 (VirtualService istio-system/vs): field `spec.http[0].route[0].destination.subset`"),
+        out.contains("config.yaml:29: VirtualService istio-system/vs: spec.http[0].route[0].destination.subset: subset `v9`"),
         "{out}"
     );
-    assert!(out.contains("subset `v9`"), "{out}");
 }
 
 #[test]
@@ -199,4 +200,46 @@ fn shipped_samples_validate() {
         ),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_route_to_something_missing_is_a_warning_and_answers_503_nc() {
+    let v1 = Backend::start("v1").await;
+    let yaml = mesh(&[&v1])
+        + r#"---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /typo}}]
+    route: [{destination: {host: nowhere.test}}]
+  - match: [{uri: {prefix: /nosubset}}]
+    route: [{destination: {host: svc.test, subset: v9}}]
+  - route: [{destination: {host: svc.test, subset: v1}}]
+"#;
+    // `lateen validate` passes, and says what is missing and where.
+    let (code, out) = validate(&yaml);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("config.yaml:") && out.contains("no ServiceEntry declares `nowhere.test`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("subset `v9`") && out.contains("503 NC"),
+        "{out}"
+    );
+    // The proxy serves the rest; the dangling routes answer 503 NC, as in Envoy.
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    assert_eq!(get(&proxy.url("/ok")).await.unwrap().status, 200);
+    for path in ["/typo", "/nosubset"] {
+        let r = get(&proxy.url(path)).await.unwrap();
+        assert_eq!(r.status, 503, "{path}: {r:?}");
+    }
+    assert_eq!(v1.count(), 1);
+    let dump = proxy.config_dump().await;
+    let warnings = dump["warnings"].to_string();
+    assert!(warnings.contains("nowhere.test"), "{dump}");
 }

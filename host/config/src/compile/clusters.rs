@@ -32,8 +32,35 @@ pub(super) fn dr_for<'a>(
     })
 }
 
-/// The cluster name a destination refers to; `Err((field, message))` otherwise.
+/// A destination that refers to something the config does not have: a host no
+/// ServiceEntry declares (without a port to reach it by DNS), a port its ServiceEntry does
+/// not declare, a subset no DestinationRule defines. Istio accepts the route, which answers
+/// 503 NC; `cluster` is the name the route then carries, which no cluster has.
+#[derive(Debug)]
+pub(super) struct Dangling {
+    pub(super) field: &'static str,
+    pub(super) message: String,
+    pub(super) cluster: String,
+}
+
+/// The cluster name a destination refers to, or what it refers to that is missing.
 pub(super) fn destination_cluster(
+    d: &Destination,
+    ns: &str,
+    res: &Resources,
+) -> Result<String, Dangling> {
+    destination_cluster_checked(d, ns, res).map_err(|(field, message)| {
+        let port = d.port.as_ref().map_or(80, |p| p.number);
+        let subset = d.subset.clone().unwrap_or_default();
+        Dangling {
+            field,
+            message,
+            cluster: format!("outbound|{port}|{subset}|{}", d.host),
+        }
+    })
+}
+
+fn destination_cluster_checked(
     d: &Destination,
     ns: &str,
     res: &Resources,

@@ -171,10 +171,10 @@ pub(super) fn weighted_destinations(
                 let w = rd.weight.unwrap_or(if route.len() == 1 { 100 } else { 0 });
                 destinations.push((c, w.clamp(0, i64::from(u32::MAX)) as u32));
             }
-            Err((f, msg)) => errors.push(
-                vs.info
-                    .error(&format!("{field}.route[{r}].destination.{f}"), msg),
-            ),
+            Err(e) => errors.push(vs.info.error(
+                &format!("{field}.route[{r}].destination.{}", e.field),
+                e.message,
+            )),
         }
     }
     if destinations.is_empty() {

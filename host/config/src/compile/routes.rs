@@ -48,7 +48,7 @@ pub(super) fn virtual_host(
             field: &field,
             res,
         };
-        let dests = route_destinations(&at, http, clusters, errors);
+        let dests = route_destinations(&at, http, clusters, errors, warnings);
         let (timeout_ms, retry) = route_timing(&at, http, errors);
         let mirrors = route_mirrors(&at, http, errors);
         let cors_max_age_s = route_cors(&at, http, errors);
@@ -182,6 +182,7 @@ fn route_destinations(
     http: &HttpRoute,
     clusters: &HashMap<String, Arc<ClusterSpec>>,
     errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
 ) -> Vec<WeightedCluster> {
     let (vs, field, res) = (at.vs, at.field, at.res);
     let mut dests = Vec::new();
@@ -196,22 +197,32 @@ fn route_destinations(
                 continue;
             }
         }
-        match destination_cluster(&d.destination, &vs.info.namespace, res) {
+        // A reference to something missing is a warning, as in Istio: the route stays,
+        // and answers 503 NC (its cluster does not exist), while the rest applies.
+        let cluster = match destination_cluster(&d.destination, &vs.info.namespace, res) {
+            Ok(name) if clusters.contains_key(&name) => name,
             Ok(name) => {
-                if !clusters.contains_key(&name) {
-                    errors.push(
-                        vs.info
-                            .error(&format!("{df}.destination"), format!("no cluster `{name}`")),
-                    );
-                }
-                dests.push(WeightedCluster {
-                    cluster: name,
-                    weight: d.weight.unwrap_or(0) as u32,
-                    headers: d.headers.clone(),
-                });
+                warnings.push(dangling_warning(
+                    vs,
+                    &format!("{df}.destination"),
+                    &format!("no cluster `{name}`"),
+                ));
+                name
             }
-            Err((sub, msg)) => errors.push(vs.info.error(&format!("{df}.destination.{sub}"), msg)),
-        }
+            Err(e) => {
+                warnings.push(dangling_warning(
+                    vs,
+                    &format!("{df}.destination.{}", e.field),
+                    &e.message,
+                ));
+                e.cluster
+            }
+        };
+        dests.push(WeightedCluster {
+            cluster,
+            weight: d.weight.unwrap_or(0) as u32,
+            headers: d.headers.clone(),
+        });
     }
     if dests.len() > 1 && dests.iter().all(|d| d.weight == 0) {
         errors.push(vs.info.error(
@@ -220,6 +231,16 @@ fn route_destinations(
         ));
     }
     dests
+}
+
+/// `FILE:LINE: VirtualService NS/NAME: FIELD: MESSAGE; the route answers 503 NC`.
+fn dangling_warning(vs: &Doc<VirtualServiceSpec>, field: &str, message: &str) -> String {
+    format!(
+        "{}:{}: VirtualService {}: {field}: {message}; this route answers 503 NC (cluster not found)",
+        vs.info.file.display(),
+        vs.info.line_of(field),
+        vs.info.key()
+    )
 }
 
 /// The route's timeout (0: none) and retry policy, in the route decision's encoding.
@@ -281,7 +302,7 @@ fn route_mirrors(
         }
         match destination_cluster(&d, &vs.info.namespace, res) {
             Ok(name) => mirrors.push((name, pct)),
-            Err((sub, msg)) => errors.push(vs.info.error(&format!("{mf}.{sub}"), msg)),
+            Err(e) => errors.push(vs.info.error(&format!("{mf}.{}", e.field), e.message)),
         }
     }
     mirrors
