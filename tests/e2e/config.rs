@@ -243,3 +243,29 @@ spec:
     let warnings = dump["warnings"].to_string();
     assert!(warnings.contains("nowhere.test"), "{dump}");
 }
+
+#[test]
+fn a_mesh_file_beside_the_resources_is_mesh_config() {
+    let p = paths();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), GW).unwrap();
+    std::fs::write(
+        dir.path().join("mesh"),
+        "accessLogFile: /dev/stdout\naccessLogEncoding: XML\n",
+    )
+    .unwrap();
+    let out = Command::new(&p.bin)
+        .arg("validate")
+        .arg(dir.path())
+        .arg("--filters-dir")
+        .arg(&p.wasm_dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("/mesh:") && text.contains("accessLogEncoding") && text.contains("XML"),
+        "{text}"
+    );
+}

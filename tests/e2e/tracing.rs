@@ -173,3 +173,85 @@ async fn traces_cross_two_proxies_in_w3c_and_b3() {
     // The unsampled trace never left the proxies.
     assert!(rx.spans().await.iter().all(|s| s["trace_id"] != quiet));
 }
+
+/// MeshConfig as Istio ships it, in the istio ConfigMap's `mesh` key: access log and
+/// tracing switched on the way Istio users do it, without Lateen's Bootstrap.
+fn mesh_config(mesh: &str) -> String {
+    let indented: String = mesh.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |-\n{indented}"
+    )
+}
+
+#[tokio::test]
+async fn mesh_config_turns_on_the_access_log_and_tracing() {
+    let rx = OtlpReceiver::start().await;
+    let backend = Backend::start("v1").await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let mesh_yaml = format!(
+        r#"accessLogFile: {}
+accessLogEncoding: JSON
+accessLogFormat: '{{"code": "%RESPONSE_CODE%", "path": "%REQ(:PATH)%"}}'
+enableTracing: true
+defaultConfig:
+  discoveryAddress: istiod.istio-system.svc:15012
+  tracing: {{sampling: 100}}
+defaultProviders:
+  tracing: [otel]
+extensionProviders:
+- name: otel
+  opentelemetry:
+    service: 127.0.0.1
+    port: {}
+    http: {{path: /v1/traces}}
+enablePrometheusMerge: true"#,
+        log.display(),
+        rx.port
+    );
+    let yaml = mesh(&[&backend]) + &mesh_config(&mesh_yaml) + &route_all("v1");
+    let proxy = Proxy::start(&yaml).await.expect("proxy starts");
+    let t = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let r = send(
+        "GET",
+        &proxy.url("/meshed"),
+        &[("traceparent", &format!("00-{t}-00f067aa0ba902b7-01"))],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", proxy.log());
+    // Sampled at 100 %, exported to the provider MeshConfig names.
+    let spans = trace(&rx, t, 1).await;
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    // The access log in the MeshConfig's JSON format (flushed at least every second).
+    eventually("the JSON access log line", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["code"] == 200 && v["path"] == "/meshed")
+    })
+    .await;
+    // What it does not read is said, not refused.
+    let dump = proxy.config_dump().await;
+    let warnings = dump["warnings"].to_string();
+    assert!(
+        warnings.contains("not read by Lateen: enablePrometheusMerge"),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn the_bootstrap_and_mesh_config_cannot_both_set_the_access_log() {
+    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: {{PORT}}, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+    let yaml = (gw.to_string()
+        + &bootstrap("  telemetry:\n    accessLog: {file: /dev/stdout}")
+        + &mesh_config("accessLogFile: /dev/stdout"))
+        .replace("{{PORT}}", &free_port().to_string());
+    let err = refused("both.yaml", &yaml);
+    assert!(
+        err.contains("spec.telemetry.accessLog") && err.contains("MeshConfig"),
+        "{err}"
+    );
+}

@@ -88,6 +88,19 @@ pub struct RawDoc {
 }
 
 impl RawDoc {
+    /// Reads the whole document as `T` (for kinds without a `spec`, as a ConfigMap).
+    pub fn whole<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        serde_saphyr::from_str(&self.text).map_err(|e| {
+            saphyr_error(
+                &self.info.file,
+                self.info.index,
+                self.info.start_line,
+                &self.info,
+                e,
+            )
+        })
+    }
+
     /// Reads the document's typed form.
     pub fn typed<S: DeserializeOwned>(&self) -> Result<Doc<S>, ConfigError> {
         let t: Typed<S> = serde_saphyr::from_str(&self.text).map_err(|e| {
@@ -173,7 +186,8 @@ pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
             continue;
         }
         let yaml = matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-        if yaml && p.is_file() {
+        // `mesh`: MeshConfig, as the istio ConfigMap mounts it.
+        if (yaml || name == "mesh") && p.is_file() {
             files.push(p);
         }
     }

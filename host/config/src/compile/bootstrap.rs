@@ -7,20 +7,36 @@ pub(super) fn path_normalization(
     res: &Resources,
     errors: &mut Vec<ConfigError>,
 ) -> lateen_core::path::PathNormalization {
-    let Some(boot) = res.bootstrap.as_ref() else {
+    let from_boot = res.bootstrap.as_ref().and_then(|boot| {
+        let name = boot
+            .spec
+            .path_normalization
+            .as_ref()
+            .and_then(|p| p.normalization.clone())?;
+        Some((
+            name,
+            boot.info.clone(),
+            "spec.pathNormalization.normalization".to_string(),
+        ))
+    });
+    // MeshConfig's, when the Bootstrap (its alias) does not set it.
+    let from_mesh = || {
+        let src = res.mesh.as_ref()?;
+        let v: serde_json::Value = serde_saphyr::from_str(&src.text).ok()?;
+        let name = mesh::path_normalization(&(v, src.clone()))?;
+        let at = if src.at.is_empty() {
+            "pathNormalization.normalization".to_string()
+        } else {
+            format!("{}: pathNormalization.normalization", src.at)
+        };
+        Some((name, src.info.clone(), at))
+    };
+    let Some((name, info, at)) = from_boot.or_else(from_mesh) else {
         return Default::default();
     };
-    let Some(name) = boot
-        .spec
-        .path_normalization
-        .as_ref()
-        .and_then(|p| p.normalization.as_deref())
-    else {
-        return Default::default();
-    };
-    lateen_core::path::PathNormalization::parse(name).unwrap_or_else(|| {
-        errors.push(boot.info.error(
-            "spec.pathNormalization.normalization",
+    lateen_core::path::PathNormalization::parse(&name).unwrap_or_else(|| {
+        errors.push(info.error(
+            &at,
             format!(
                 "unknown `{name}`; expected NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES"
             ),
@@ -146,13 +162,10 @@ pub(super) fn tracer(
             return None;
         }
     }
-    let service = spec.service_name.clone().unwrap_or_else(|| {
-        match (&workload.name, workload.namespaces.first()) {
-            (Some(n), Some(ns)) => format!("{n}.{ns}"),
-            (Some(n), None) => n.clone(),
-            _ => "lateen".into(),
-        }
-    });
+    let service = spec
+        .service_name
+        .clone()
+        .unwrap_or_else(|| service_name(workload));
     Some(lateen_model::TracingSpec {
         sampling,
         service,
@@ -160,23 +173,55 @@ pub(super) fn tracer(
     })
 }
 
-/// The access log the Bootstrap asks for (`telemetry.accessLog`).
+/// The service name spans carry: `NAME.NAMESPACE` of the workload, else `lateen`.
+pub(super) fn service_name(workload: &WorkloadInfo) -> String {
+    match (&workload.name, workload.namespaces.first()) {
+        (Some(n), Some(ns)) => format!("{n}.{ns}"),
+        (Some(n), None) => n.clone(),
+        _ => "lateen".into(),
+    }
+}
+
+/// The access log the Bootstrap asks for (`telemetry.accessLog`; an alias of MeshConfig's
+/// `accessLogFile`, `accessLogEncoding`, `accessLogFormat`).
 pub(super) fn access_log(res: &Resources, errors: &mut Vec<ConfigError>) -> Option<AccessLogSpec> {
-    use lateen_model::access_log::{Encoding, Format, ISTIO_JSON, ISTIO_TEXT};
     let boot = res.bootstrap.as_ref()?;
     let spec = boot.spec.telemetry.as_ref()?.access_log.as_ref()?;
     let field = "spec.telemetry.accessLog";
-    let mut bad = |f: &str, m: String| errors.push(boot.info.error(&format!("{field}.{f}"), m));
-    let encoding = match spec.encoding.as_deref().unwrap_or("TEXT") {
+    let labels = spec
+        .labels
+        .as_ref()
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    log_spec(
+        spec.file.as_deref(),
+        spec.encoding.as_deref(),
+        spec.format.as_deref(),
+        labels,
+        &mut |f, m| errors.push(boot.info.error(&format!("{field}.{f}"), m)),
+    )
+}
+
+/// An access log: its file (default /dev/stdout), encoding (TEXT, the default, or JSON),
+/// TEXT `format` or JSON `labels` (Istio's defaults when absent). `bad` gets a field
+/// (`encoding`, `format`, `labels.KEY`) and what is wrong with it.
+pub(super) fn log_spec(
+    file: Option<&str>,
+    encoding: Option<&str>,
+    format: Option<&str>,
+    labels: Option<Vec<(String, String)>>,
+    bad: &mut dyn FnMut(&str, String),
+) -> Option<AccessLogSpec> {
+    use lateen_model::access_log::{Encoding, Format, ISTIO_JSON, ISTIO_TEXT};
+    let encoding = match encoding.unwrap_or("TEXT") {
         "TEXT" => {
-            if spec.labels.is_some() {
+            if labels.is_some() {
                 bad(
                     "labels",
                     "labels are for JSON encoding; TEXT takes `format`".into(),
                 );
                 return None;
             }
-            match Format::parse(spec.format.as_deref().unwrap_or(ISTIO_TEXT)) {
+            match Format::parse(format.unwrap_or(ISTIO_TEXT)) {
                 Ok(f) => Encoding::Text(f),
                 Err(e) => {
                     bad("format", e.to_string());
@@ -185,15 +230,15 @@ pub(super) fn access_log(res: &Resources, errors: &mut Vec<ConfigError>) -> Opti
             }
         }
         "JSON" => {
-            if spec.format.is_some() {
+            if format.is_some() {
                 bad(
                     "format",
                     "JSON encoding takes `labels` (key: format)".into(),
                 );
                 return None;
             }
-            let pairs: Vec<(String, String)> = match &spec.labels {
-                Some(l) => l.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            let pairs: Vec<(String, String)> = match labels {
+                Some(l) => l,
                 None => ISTIO_JSON
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -216,7 +261,7 @@ pub(super) fn access_log(res: &Resources, errors: &mut Vec<ConfigError>) -> Opti
             return None;
         }
     };
-    let path = spec.file.as_deref().unwrap_or("/dev/stdout");
+    let path = file.unwrap_or("/dev/stdout");
     // Opened by the runtime when it installs the snapshot, not here.
     Some(AccessLogSpec {
         path: path.into(),

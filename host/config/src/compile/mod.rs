@@ -36,6 +36,7 @@ mod chain;
 mod clusters;
 mod gateways;
 mod listeners;
+mod mesh;
 mod plugins;
 mod routes;
 mod security;
@@ -59,6 +60,8 @@ pub struct Resources {
     pub peer_authentications: Vec<Doc<PeerAuthenticationSpec>>,
     pub sidecars: Vec<Doc<SidecarSpec>>,
     pub bootstrap: Option<Doc<BootstrapSpec>>,
+    /// MeshConfig: the `istio` ConfigMap's `mesh` key, or a `mesh` file.
+    pub mesh: Option<mesh::MeshSource>,
     pub warnings: Vec<String>,
 }
 
@@ -98,6 +101,12 @@ pub fn load(path: &Path) -> Result<Resources, Vec<ConfigError>> {
                 continue;
             }
         };
+        // A `mesh` file is MeshConfig as the istio ConfigMap's `mesh` key holds it (the
+        // file that ConfigMap mounts as).
+        if file.file_name().is_some_and(|n| n == "mesh") {
+            res.mesh = Some(mesh::MeshSource::file(&file, text));
+            continue;
+        }
         add_documents(&mut res, &file, &text, &mut errors);
     }
     if errors.is_empty() {
@@ -159,6 +168,10 @@ fn add_documents(res: &mut Resources, file: &Path, text: &str, errors: &mut Vec<
             ("PeerAuthentication", "security.istio.io/v1" | "security.istio.io/v1beta1") => {
                 d.typed().map(|t| res.peer_authentications.push(t))
             }
+            // Istio's own ConfigMap: MeshConfig under `mesh`.
+            ("ConfigMap", "v1") if mesh::is_mesh_config_map(&d.info) => {
+                mesh::from_config_map(&d).map(|m| res.mesh = m)
+            }
             // Kinds a directory exported from a cluster holds beside Istio's: skipped, so
             // that it loads.
             ("ConfigMap" | "Secret" | "Service" | "ServiceAccount" | "Namespace", "v1")
@@ -169,7 +182,7 @@ fn add_documents(res: &mut Resources, file: &Path, text: &str, errors: &mut Vec<
                     d.info.line_of("kind"),
                     d.info.key(),
                     if kind == "ConfigMap" {
-                        "; MeshConfig from the istio ConfigMap is not read yet"
+                        "; MeshConfig is read from istio-system/istio"
                     } else {
                         ""
                     }
@@ -267,8 +280,48 @@ pub fn build_with(
     // Listeners: one per (bind, port) across every Gateway server.
     let (mut by_addr, servers_at) = gateway_addresses(res, opts, &mut errors);
     let mut builtins = Builtins::load(res, &workload, &clusters, &tls_ctx, (rt, opts), &mut errors);
-    let access_log = access_log(res, &mut errors);
-    let tracer = tracer(res, &workload, &mut errors);
+    // MeshConfig is the documented way; the Bootstrap's fields are its aliases.
+    let mesh_cfg = mesh::parse(res, &mut errors, &mut warnings);
+    let both = |what: &str, boot: &str, mesh: &str| {
+        res.bootstrap.as_ref().map(|b| {
+            b.info.error(
+                boot,
+                format!("{what} is set here and in MeshConfig ({mesh}); set it in one place (MeshConfig is Istio's)"),
+            )
+        })
+    };
+    let access_log = match (
+        access_log(res, &mut errors),
+        mesh_cfg
+            .as_ref()
+            .and_then(|m| mesh::access_log(m, &mut errors)),
+    ) {
+        (Some(_), Some(_)) => {
+            errors.extend(both(
+                "the access log",
+                "spec.telemetry.accessLog",
+                "accessLogFile",
+            ));
+            None
+        }
+        (a, b) => a.or(b),
+    };
+    let tracer = match (
+        tracer(res, &workload, &mut errors),
+        mesh_cfg
+            .as_ref()
+            .and_then(|m| mesh::tracing(m, &workload, &mut errors, &mut warnings)),
+    ) {
+        (Some(_), Some(_)) => {
+            errors.extend(both(
+                "tracing",
+                "spec.telemetry.tracing",
+                "defaultProviders.tracing",
+            ));
+            None
+        }
+        (a, b) => a.or(b),
+    };
     let limits = limits(res, &mut errors);
     let sidecar = sidecar_mode(res, &mut errors);
     if sidecar {
