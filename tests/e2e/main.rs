@@ -26,6 +26,7 @@ mod scaffold;
 mod scoping;
 mod sidecar;
 mod tcp;
+mod telemetry;
 mod tls;
 mod tracing;
 mod traffic;

@@ -521,6 +521,13 @@ pub fn config_dump(snap: &Live) -> serde_json::Value {
         "clusters": clusters,
         "plugins": plugins,
         "servicePlugins": services,
+        "telemetry": {
+            "accessLog": snap.telemetry.access_log.as_ref().map(|a| a.path.display().to_string()),
+            "tracing": snap.telemetry.tracing.as_ref().map(|t| serde_json::json!({
+                "endpoint": t.endpoint,
+                "sampling": t.sampling,
+            })),
+        },
         "warnings": snap.warnings,
     })
 }

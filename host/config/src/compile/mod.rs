@@ -41,6 +41,7 @@ mod plugins;
 mod routes;
 mod security;
 mod sidecar;
+mod telemetry;
 mod xds_build;
 // The resource concerns, each a module; what the rest of the crate names is re-exported.
 pub use self::{bootstrap::*, plugins::*, routes::*};
@@ -59,6 +60,7 @@ pub struct Resources {
     pub request_authentications: Vec<Doc<RequestAuthenticationSpec>>,
     pub peer_authentications: Vec<Doc<PeerAuthenticationSpec>>,
     pub sidecars: Vec<Doc<SidecarSpec>>,
+    pub telemetries: Vec<Doc<TelemetryApiSpec>>,
     pub bootstrap: Option<Doc<BootstrapSpec>>,
     /// MeshConfig: the `istio` ConfigMap's `mesh` key, or a `mesh` file.
     pub mesh: Option<mesh::MeshSource>,
@@ -156,6 +158,9 @@ fn add_documents(res: &mut Resources, file: &Path, text: &str, errors: &mut Vec<
                 d.typed().map(|t| res.envoy_filters.push(t))
             }
             ("Sidecar", a) if NETWORKING.contains(&a) => d.typed().map(|t| res.sidecars.push(t)),
+            ("Telemetry", "telemetry.istio.io/v1" | "telemetry.istio.io/v1alpha1") => {
+                d.typed().map(|t| res.telemetries.push(t))
+            }
             ("WorkloadEntry" | "WorkloadGroup" | "ProxyConfig", a) if NETWORKING.contains(&a) => {
                 Err(d.info.error("kind", format!("{kind} is not supported yet")))
             }
@@ -195,8 +200,8 @@ fn add_documents(res: &mut Resources, file: &Path, text: &str, errors: &mut Vec<
                     "unknown resource `{api}` `{kind}`; Lateen accepts Gateway, VirtualService, \
                      DestinationRule, ServiceEntry, EnvoyFilter and Sidecar ({}), WasmPlugin \
                      (extensions.istio.io/v1alpha1), AuthorizationPolicy, RequestAuthentication \
-                     and PeerAuthentication (security.istio.io/v1, v1beta1) and Bootstrap \
-                     (lateen.io/v1alpha1)",
+                     and PeerAuthentication (security.istio.io/v1, v1beta1), Telemetry \
+                     (telemetry.istio.io/v1, v1alpha1) and Bootstrap (lateen.io/v1alpha1)",
                     NETWORKING.join(", ")
                 ),
             )),
@@ -306,6 +311,9 @@ pub fn build_with(
         }
         (a, b) => a.or(b),
     };
+    // The Telemetry API, where it says anything, decides over both.
+    let decided = telemetry::resolve(res, mesh_cfg.as_ref(), &workload, &mut errors);
+    let access_log = decided.access_log.unwrap_or(access_log);
     let tracer = match (
         tracer(res, &workload, &mut errors),
         mesh_cfg
@@ -322,6 +330,7 @@ pub fn build_with(
         }
         (a, b) => a.or(b),
     };
+    let tracer = decided.tracing.unwrap_or(tracer);
     let limits = limits(res, &mut errors);
     let sidecar = sidecar_mode(res, &mut errors);
     if sidecar {

@@ -15,7 +15,8 @@ mod bootstrap;
 mod extensions;
 mod networking;
 mod security;
-pub use self::{bootstrap::*, extensions::*, networking::*, security::*};
+mod telemetry;
+pub use self::{bootstrap::*, extensions::*, networking::*, security::*, telemetry::*};
 
 /// `apiVersion`, `kind` and `metadata`, read first to pick the typed spec.
 #[derive(Debug, Clone, Deserialize)]
