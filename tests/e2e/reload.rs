@@ -169,28 +169,29 @@ async fn unchanged_plugins_keep_their_state_across_config_changes() {
 }
 
 #[tokio::test]
-async fn a_plugin_that_panics_in_on_configure_keeps_the_old_config() {
+async fn a_plugin_that_panics_in_on_configure_keeps_its_last_good_version() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let proxy = Proxy::start(&config(&a, &b, "a", "one"))
         .await
         .expect("proxy starts");
     assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
     assert_eq!(a.last().header("x-plugin-added"), Some("one"));
-    // The new config's plugin traps in on_configure: the whole change is refused.
+    // The new config's plugin traps in on_configure: that WasmPlugin is refused alone and
+    // keeps its last good version; the route change beside it applies.
     proxy.rewrite(&config(&a, &b, "b", "two, panic: true"));
     let e = proxy.reload_error().await;
     assert!(
         e.contains("header-echo") && e.contains("on_configure"),
         "{e}"
     );
-    for _ in 0..5 {
-        let r = get(&proxy.url("/")).await.unwrap();
-        assert_eq!(r.header("x-backend"), Some("a"), "the old route serves");
-    }
+    eventually("the new route", || async {
+        get(&proxy.url("/")).await.unwrap().header("x-backend") == Some("b")
+    })
+    .await;
     assert_eq!(
-        a.last().header("x-plugin-added"),
+        b.last().header("x-plugin-added"),
         Some("one"),
-        "and the old plugin config"
+        "with the plugin's last good config"
     );
 }
 
@@ -754,4 +755,96 @@ spec:
             .unwrap();
         assert_eq!(a.last().header("x-plugin-added"), Some("yes"));
     }
+}
+
+/// A VirtualService `name` for host `host` sending everything to subset `subset`, with
+/// `extra` appended to its http route (a match, say).
+fn team_vs(name: &str, host: &str, subset: &str, extra: &str) -> String {
+    format!(
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: test}}
+spec:
+  hosts: [{host}]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: svc.test, subset: {subset}}}}}]{extra}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_refused_resource_keeps_its_last_good_version_while_the_rest_applies() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let base = mesh(&[&v1, &v2]);
+    let proxy = Proxy::start(
+        &(base.clone()
+            + &team_vs("team-a", "a.test", "v1", "")
+            + &team_vs("team-b", "b.test", "v1", "")),
+    )
+    .await
+    .expect("proxy starts");
+    let served = |host: &'static str| {
+        let url = proxy.url("/");
+        async move {
+            send("GET", &url, &[("host", host)], "")
+                .await
+                .unwrap()
+                .header("x-backend")
+                .map(str::to_string)
+        }
+    };
+    assert_eq!(served("a.test").await.as_deref(), Some("v1"));
+
+    // team-a's new version is invalid (a regex that does not compile) and would send a to
+    // v2; team-b's moves b to v2. team-b applies; team-a keeps serving its last good version.
+    proxy.rewrite(
+        &(base.clone()
+            + &team_vs(
+                "team-a",
+                "a.test",
+                "v2",
+                "\n    match: [{uri: {regex: \"(unclosed\"}}]",
+            )
+            + &team_vs("team-b", "b.test", "v2", "")),
+    );
+    eventually("team-b's change applied", || async {
+        served("b.test").await.as_deref() == Some("v2")
+    })
+    .await;
+    assert_eq!(
+        served("a.test").await.as_deref(),
+        Some("v1"),
+        "a keeps its last good version"
+    );
+    let e = proxy.reload_error().await;
+    assert!(
+        e.contains("refused") && e.contains("VirtualService test/team-a"),
+        "{e}"
+    );
+    let dump = proxy.config_dump().await;
+    assert_eq!(
+        dump["refused"][0]["resource"], "VirtualService test/team-a",
+        "{dump}"
+    );
+
+    // A new resource that is refused has no last good version: it is left out, and the
+    // others still apply.
+    proxy.rewrite(
+        &(base
+            + &team_vs("team-a", "a.test", "v1", "")
+            + &team_vs("team-b", "b.test", "v1", "")
+            + &team_vs("team-c", "c.test", "v1", "\n    weigth: 1")),
+    );
+    eventually("team-b back on v1", || async {
+        served("b.test").await.as_deref() == Some("v1")
+    })
+    .await;
+    let dump = proxy.config_dump().await;
+    assert_eq!(
+        dump["refused"][0]["resource"], "VirtualService test/team-c",
+        "{dump}"
+    );
+    assert_eq!(served("c.test").await, None, "team-c is not served: {dump}");
 }

@@ -529,6 +529,11 @@ pub fn config_dump(snap: &Live) -> serde_json::Value {
             })),
         },
         "warnings": snap.warnings,
+        // Resources the last change refused: each keeps its last good version.
+        "refused": snap.refused.iter().map(|e| serde_json::json!({
+            "resource": e.resource,
+            "error": e.to_string(),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -94,27 +94,53 @@ impl Sources {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let built = compile::load(&self.config)
-            .and_then(|res| {
-                compile::build_with(
-                    &res,
-                    xds.as_deref(),
-                    &self.rt,
-                    &self.opts,
-                    version,
-                    Some(&current.config),
-                )
-                .map(|snap| (res, snap))
+        let build = |res: &Resources| {
+            compile::build_with(
+                res,
+                xds.as_deref(),
+                &self.rt,
+                &self.opts,
+                version,
+                Some(&current.config),
+            )
+        };
+        let (res, load_errors) = compile::load_partial(&self.config);
+        let first = if load_errors.is_empty() {
+            build(&res).map(|snap| (res.clone(), snap))
+        } else {
+            Err(load_errors)
+        };
+        // A refused resource alone (as istiod refuses one that fails validation): it keeps
+        // its last good version and the rest of the change applies.
+        let built = first
+            .or_else(|errors: Vec<lateen_config::ConfigError>| {
+                let last = self
+                    .files
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let isolated =
+                    compile::isolate(&res, &last, &errors).ok_or_else(|| errors.clone())?;
+                // Still refused without them: the change fails as a whole, for what it said.
+                let mut snap = build(&isolated).map_err(|_| errors.clone())?;
+                snap.refused = errors;
+                Ok((isolated, snap))
             })
-            .map_err(|errors| joined(&errors, "\n"))
+            .map_err(|errors: Vec<lateen_config::ConfigError>| joined(&errors, "\n"))
             .and_then(|(res, snap)| Ok((res, Live::install(snap, Some(&current))?)));
         match built {
             Ok((res, live)) => {
                 *self.files.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(res);
                 self.install(live);
                 self.status.success.fetch_add(1, Ordering::Relaxed);
+                let refused = &self.snapshots.load().refused;
                 if let Ok(mut e) = self.status.last_error.lock() {
-                    *e = None;
+                    *e = (!refused.is_empty()).then(|| {
+                        format!(
+                            "refused, each keeps its last good version:\n{}",
+                            joined(refused, "\n")
+                        )
+                    });
                 }
                 tracing::info!("configuration reloaded (version {version})");
                 drop(current);
@@ -175,6 +201,9 @@ impl Sources {
         }
         for w in &live.warnings {
             tracing::warn!("{w}");
+        }
+        for e in &live.refused {
+            tracing::error!("resource refused, it keeps its last good version: {e}");
         }
         for e in &live.rule_errors {
             tracing::error!("rule refused, it keeps its last good configuration: {e}");

@@ -47,6 +47,9 @@ pub struct Snapshot {
     /// `matchRules` entries whose configuration was refused: each keeps its last good
     /// configuration (or fails its requests); the rest of the change applied.
     pub rule_errors: Vec<ConfigError>,
+    /// Resources of the last change that were refused: each keeps its last good version
+    /// (or is absent if it had none); the rest of the change applied.
+    pub refused: Vec<ConfigError>,
     /// What the config asks of the access log and the tracer.
     pub telemetry: Telemetry,
     pub limits: Limits,

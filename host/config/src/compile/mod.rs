@@ -48,7 +48,7 @@ pub use self::{bootstrap::*, plugins::*, routes::*};
 use self::{chain::*, clusters::*, gateways::*, listeners::*, security::*, sidecar::*};
 
 /// Every resource of a config path, typed and located.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Resources {
     pub gateways: Vec<Doc<GatewaySpec>>,
     pub virtual_services: Vec<Doc<VirtualServiceSpec>>,
@@ -75,18 +75,35 @@ const NETWORKING: &[&str] = &[
 
 /// Reads and types every document under `path`.
 pub fn load(path: &Path) -> Result<Resources, Vec<ConfigError>> {
+    let (res, errors) = load_partial(path);
+    if errors.is_empty() {
+        Ok(res)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads every document under `path`, keeping those that type: the resources, and the
+/// errors (each names its resource where it has one; see [`isolate`]).
+pub fn load_partial(path: &Path) -> (Resources, Vec<ConfigError>) {
     let mut res = Resources::default();
     let mut errors = Vec::new();
-    let files = config_files(path).map_err(|e| vec![e])?;
+    let files = match config_files(path) {
+        Ok(f) => f,
+        Err(e) => return (res, vec![e]),
+    };
     if files.is_empty() {
-        return Err(vec![ConfigError {
-            file: path.to_path_buf(),
-            doc: 0,
-            line: 0,
-            resource: None,
-            field: String::new(),
-            message: "no .yaml or .yml files found".into(),
-        }]);
+        return (
+            res,
+            vec![ConfigError {
+                file: path.to_path_buf(),
+                doc: 0,
+                line: 0,
+                resource: None,
+                field: String::new(),
+                message: "no .yaml or .yml files found".into(),
+            }],
+        );
     }
     for file in files {
         let text = match std::fs::read_to_string(&file) {
@@ -111,11 +128,70 @@ pub fn load(path: &Path) -> Result<Resources, Vec<ConfigError>> {
         }
         add_documents(&mut res, &file, &text, &mut errors);
     }
-    if errors.is_empty() {
-        Ok(res)
-    } else {
-        Err(errors)
+    (res, errors)
+}
+
+/// `Kind namespace/name`, as errors name a resource.
+fn resource_key(info: &DocInfo) -> String {
+    format!("{} {}/{}", info.kind, info.namespace, info.name)
+}
+
+/// The resources to apply when only some are refused, as istiod refuses a resource that
+/// fails validation alone: each resource an error names keeps its version in `last_good`
+/// (or is left out when it had none). `None` when the change fails as a whole: an error
+/// names no resource (a file that does not parse, a setting of the whole build).
+pub fn isolate(
+    new: &Resources,
+    last_good: &Resources,
+    errors: &[ConfigError],
+) -> Option<Resources> {
+    let refused: BTreeSet<&str> = errors
+        .iter()
+        .map(|e| e.resource.as_deref())
+        .collect::<Option<_>>()?;
+    let mut out = new.clone();
+    macro_rules! each {
+        ($($field:ident),*) => {$(
+            out.$field.retain(|d| !refused.contains(resource_key(&d.info).as_str()));
+            for d in &last_good.$field {
+                if refused.contains(resource_key(&d.info).as_str()) {
+                    out.$field.push(d.clone());
+                }
+            }
+        )*};
     }
+    each!(
+        gateways,
+        virtual_services,
+        destination_rules,
+        service_entries,
+        wasm_plugins,
+        envoy_filters,
+        authorization_policies,
+        request_authentications,
+        peer_authentications,
+        sidecars,
+        telemetries
+    );
+    if out
+        .bootstrap
+        .as_ref()
+        .is_some_and(|b| refused.contains(resource_key(&b.info).as_str()))
+        || last_good
+            .bootstrap
+            .as_ref()
+            .is_some_and(|b| refused.contains(resource_key(&b.info).as_str()))
+    {
+        out.bootstrap = last_good.bootstrap.clone();
+    }
+    if out
+        .mesh
+        .as_ref()
+        .is_some_and(|m| refused.contains(resource_key(&m.info).as_str()))
+    {
+        out.mesh = last_good.mesh.clone();
+    }
+    Some(out)
 }
 
 /// Reads and types the documents of one file's text (`file` names it in errors). The
@@ -382,6 +458,7 @@ pub fn build_with(
         listeners,
         clusters,
         rule_errors,
+        refused: Vec::new(),
         plugins: plugins
             .into_iter()
             .map(|l| l.spec)
