@@ -444,10 +444,25 @@ const REFUSED_STREAM: u64 = 7;
 #[tokio::test]
 async fn http2_frame_floods_and_oversized_headers_are_cut_off() {
     let v1 = Backend::start("v1").await;
-    let proxy = Proxy::start(&limited(
-        &v1,
-        "{maxConcurrentStreams: 10, maxRequestHeadersKb: 16}",
-    ))
+    // `/held` waits 5 s in a fault delay before its body is read: the window attack's route.
+    let held = r#"---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: test}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /held}}]
+    fault: {delay: {fixedDelay: 5s, percentage: {value: 100}}}
+    route: [{destination: {host: svc.test, subset: v1}}]
+  - route: [{destination: {host: svc.test, subset: v1}}]
+"#;
+    let proxy = Proxy::start(
+        &(mesh(&[&v1])
+            + &bootstrap("  limits: {maxConcurrentStreams: 10, maxRequestHeadersKb: 16}")
+            + held),
+    )
     .await
     .expect("proxy starts");
     let port = proxy.port;

@@ -12,7 +12,8 @@ Attacks:
                 indexed references to one large dynamic-table entry)
   ping          100k PINGs, never reading the ACKs
   settings      100k SETTINGS, never reading the ACKs
-  window        a DATA frame past the stream's flow-control window
+  window        DATA past the stream's flow-control window, on a request to /held (a route
+                that holds requests before reading their body)
   streams       more streams opened at once than SETTINGS_MAX_CONCURRENT_STREAMS allows
 """
 
@@ -183,16 +184,19 @@ def window(port):
     c = Conn(port)
     c.read(0.3)
     started = time.monotonic()
-    h = HeadersFrame(1, hpack.Encoder().encode([(":method", "POST")] + REQUEST[1:]))
+    # To /held, which the proxy's route holds (a fault delay) before it reads any body: it
+    # grants no credit meanwhile, so what passes the window is an overrun for certain.
+    req = [(":method", "POST"), (":scheme", "http"), (":path", "/held"), (":authority", "a")]
+    h = HeadersFrame(1, hpack.Encoder().encode(req))
     h.flags.add("END_HEADERS")
     c.send(h)
     # The initial window is what the proxy advertised (65535 unless SETTINGS said more).
     win = c.settings.get(SettingsFrame.INITIAL_WINDOW_SIZE, 65535)
     chunk = b"d" * 16384
-    sent = 0
-    while sent <= win + 16384 and not c.closed:
-        c.send(DataFrame(1, chunk))
-        sent += len(chunk)
+    frames = (win + 16384) // len(chunk) + 1
+    burst = b"".join(DataFrame(1, chunk).serialize() for _ in range(frames))
+    c.send(burst)
+    sent = frames * len(chunk)
     c.read(3)
     return c.report(started, window=win, data_sent=sent)
 
