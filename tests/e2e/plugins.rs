@@ -346,3 +346,31 @@ spec:
         "one instance, never replaced"
     );
 }
+
+#[tokio::test]
+async fn a_traffic_extension_runs_its_wasm_as_a_wasm_plugin_and_lua_is_refused() {
+    let a = Backend::start("a").await;
+    let ext = |body: &str| {
+        format!(
+            "---\napiVersion: extensions.istio.io/v1alpha1\nkind: TrafficExtension\nmetadata: {{name: echo, namespace: istio-system}}\nspec:\n  selector:\n    matchLabels: {{istio: ingressgateway}}\n  phase: AUTHN\n{body}"
+        )
+    };
+    let wasm = ext(
+        "  wasm:\n    url: file://{{WASM}}/test_plugin_header_echo.wasm\n    pluginName: echo_root\n    pluginConfig: {value: from-extension}\n    failStrategy: FAIL_OPEN\n",
+    );
+    let proxy = Proxy::start(&(mesh(&[&a]) + &wasm + &route_all("a")))
+        .await
+        .expect("proxy starts");
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
+    assert_eq!(a.last().header("x-plugin-added"), Some("from-extension"));
+    assert_eq!(a.last().header("x-plugin-root-id"), Some("echo_root"));
+
+    let lua = (mesh(&[&a])
+        + &ext("  lua:\n    inlineCode: |\n      function envoy_on_request(h) end\n"))
+        .replace("{{PORT}}", &free_port().to_string());
+    let err = refused("extension.yaml", &lua);
+    assert!(
+        err.contains("extension.yaml:") && err.contains("spec.lua") && err.contains("Lua"),
+        "{err}"
+    );
+}

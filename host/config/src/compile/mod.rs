@@ -227,6 +227,20 @@ fn add_documents(res: &mut Resources, file: &Path, text: &str, errors: &mut Vec<
             ("WasmPlugin", "extensions.istio.io/v1alpha1") => {
                 d.typed().map(|t| res.wasm_plugins.push(t))
             }
+            // Istio 1.30's successor of WasmPlugin: served as one.
+            ("TrafficExtension", "extensions.istio.io/v1alpha1") => {
+                d.typed::<TrafficExtensionSpec>().and_then(|t| match t.spec.as_wasm_plugin() {
+                    Some(spec) => {
+                        res.wasm_plugins.push(Doc { info: t.info, meta: t.meta, spec });
+                        Ok(())
+                    }
+                    None if t.spec.lua.is_some() => Err(t.info.error(
+                        "spec.lua",
+                        "Lua extensions are not served: Lateen runs wasm (set spec.wasm)",
+                    )),
+                    None => Err(t.info.error("spec", "one of wasm or lua is required")),
+                })
+            }
             ("Bootstrap", "lateen.io/v1alpha1") => d.typed().map(|t| {
                 res.bootstrap = Some(t);
             }),
@@ -275,7 +289,7 @@ fn add_documents(res: &mut Resources, file: &Path, text: &str, errors: &mut Vec<
                 format!(
                     "unknown resource `{api}` `{kind}`; Lateen accepts Gateway, VirtualService, \
                      DestinationRule, ServiceEntry, EnvoyFilter and Sidecar ({}), WasmPlugin \
-                     (extensions.istio.io/v1alpha1), AuthorizationPolicy, RequestAuthentication \
+                     and TrafficExtension (extensions.istio.io/v1alpha1), AuthorizationPolicy, RequestAuthentication \
                      and PeerAuthentication (security.istio.io/v1, v1beta1), Telemetry \
                      (telemetry.istio.io/v1, v1alpha1) and Bootstrap (lateen.io/v1alpha1)",
                     NETWORKING.join(", ")
@@ -759,7 +773,19 @@ fn workload_plugins(
             continue;
         }
         let parsed = (
-            load_plugin(&wp.info, &wp.spec, "spec", wp.info.key(), rt, opts),
+            load_plugin(
+                &wp.info,
+                &wp.spec,
+                // A TrafficExtension keeps the module's fields under `spec.wasm`.
+                if wp.info.kind == "TrafficExtension" {
+                    "spec.wasm"
+                } else {
+                    "spec"
+                },
+                wp.info.key(),
+                rt,
+                opts,
+            ),
             canary(wp, rt, opts),
             placement(wp),
             traffic(wp),
