@@ -21,6 +21,7 @@
 use super::resources::{EnvoyConfigObjectPatch, EnvoyFilterSpec};
 use super::source::{ConfigError, Doc};
 use base64::Engine;
+use lateen_model::xds::XdsWasm;
 use lateen_model::{Builtin, Placement, TrafficSelector};
 use serde_json::{Map, Value};
 
@@ -43,20 +44,10 @@ pub enum Place {
 pub struct WasmPatch {
     /// `spec.configPatches[i]`, for errors.
     pub field: String,
-    /// The filter's name (`config.name`, else the patch value's `name`).
-    pub name: String,
-    pub root_id: String,
-    pub vm_id: String,
-    /// `file://PATH` or an `http(s)://` / `oci://` URL; empty with inline code.
-    pub url: String,
-    pub sha256: Option<String>,
+    /// The filter as the xDS decoder gives an Envoy wasm filter (its `name` is
+    /// `config.name`, else the patch value's `name`; `url` is empty with inline code).
+    pub wasm: XdsWasm,
     pub inline: Option<Vec<u8>>,
-    /// What the plugin reads in `on_configure`.
-    pub configuration: Vec<u8>,
-    /// What it reads in `on_vm_start`.
-    pub vm_configuration: Vec<u8>,
-    pub env: Vec<(String, String)>,
-    pub fail_open: bool,
     pub place: Place,
     pub traffic: Vec<TrafficSelector>,
 }
@@ -166,7 +157,7 @@ fn patch(
             // Without a subFilter, Istio inserts relative to the router's position.
             let anchor = match sub {
                 None => Builtin::Router,
-                Some(s) => builtin(s).ok_or_else(|| {
+                Some(s) => Builtin::named(s).ok_or_else(|| {
                     fail(
                         ".match.listener.filterChain.filter.subFilter.name",
                         format!(
@@ -281,16 +272,20 @@ fn patch(
     };
     Ok(Some(WasmPatch {
         field: field.to_string(),
-        name,
-        root_id: string(c.get("root_id"), &format!("{cfg_at}.root_id"))?,
-        vm_id: string(v.get("vm_id"), &format!("{vm_at}.vm_id"))?,
-        url,
-        sha256,
+        wasm: XdsWasm {
+            pull_policy: None,
+            resource_version: None,
+            name,
+            root_id: string(c.get("root_id"), &format!("{cfg_at}.root_id"))?,
+            vm_id: string(v.get("vm_id"), &format!("{vm_at}.vm_id"))?,
+            url,
+            sha256,
+            configuration: any_bytes(c.get("configuration"), &format!("{cfg_at}.configuration"))?,
+            vm_configuration: any_bytes(v.get("configuration"), &format!("{vm_at}.configuration"))?,
+            env,
+            fail_open,
+        },
         inline,
-        configuration: any_bytes(c.get("configuration"), &format!("{cfg_at}.configuration"))?,
-        vm_configuration: any_bytes(v.get("configuration"), &format!("{vm_at}.configuration"))?,
-        env,
-        fail_open,
         place,
         traffic: vec![TrafficSelector {
             client,
@@ -298,17 +293,6 @@ fn patch(
             ports,
         }],
     }))
-}
-
-/// A filter a patch may name as its `subFilter`.
-fn builtin(name: &str) -> Option<Builtin> {
-    Some(match name {
-        "envoy.filters.http.router" | "router" => Builtin::Router,
-        "envoy.filters.http.local_ratelimit" | "ratelimit" => Builtin::Ratelimit,
-        "envoy.filters.http.fault" | "fault" => Builtin::Fault,
-        "istio.stats" | "metrics" => Builtin::Metrics,
-        _ => return None,
-    })
 }
 
 /// `vm_config.code`: the module's URL, its sha256, or its inline bytes.
@@ -479,13 +463,13 @@ patch:
     #[test]
     fn a_typed_struct_patch_with_a_string_value_configuration() {
         let w = parse(BASE).unwrap().unwrap();
-        assert_eq!(w.name, "my.wasm");
-        assert_eq!(w.root_id, "my_root");
-        assert_eq!(w.vm_id, "vm1");
-        assert_eq!(w.url, "file:///etc/wasm/plugin.wasm");
+        assert_eq!(w.wasm.name, "my.wasm");
+        assert_eq!(w.wasm.root_id, "my_root");
+        assert_eq!(w.wasm.vm_id, "vm1");
+        assert_eq!(w.wasm.url, "file:///etc/wasm/plugin.wasm");
         // The plugin gets the string as it is.
-        assert_eq!(w.configuration, br#"{"a": 1}"#);
-        assert_eq!(w.env, vec![("MODE".into(), "test".into())]);
+        assert_eq!(w.wasm.configuration, br#"{"a": 1}"#);
+        assert_eq!(w.wasm.env, vec![("MODE".into(), "test".into())]);
         assert_eq!(
             w.place,
             Place::Next(Placement {
@@ -494,7 +478,7 @@ patch:
             })
         );
         assert_eq!(w.traffic[0].ports, vec![8080]);
-        assert!(!w.fail_open);
+        assert!(!w.wasm.fail_open);
     }
 
     #[test]
@@ -514,10 +498,10 @@ patch:
         vm_config: {code: {local: {inline_bytes: AGFzbQEAAAA=}}}
 "#;
         let w = parse(y).unwrap().unwrap();
-        assert_eq!(w.name, "inline");
+        assert_eq!(w.wasm.name, "inline");
         assert_eq!(w.place, Place::First);
-        assert!(w.fail_open);
-        assert_eq!(w.configuration, br#"{"k":"v"}"#);
+        assert!(w.wasm.fail_open);
+        assert_eq!(w.wasm.configuration, br#"{"k":"v"}"#);
         assert_eq!(w.inline.as_deref(), Some(&b"\0asm\x01\0\0\0"[..]));
     }
 

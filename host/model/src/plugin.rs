@@ -119,6 +119,23 @@ impl Builtin {
         Builtin::Metrics,
     ];
 
+    /// The filter Envoy (and Istio's EnvoyFilter `subFilter`) knows it as.
+    pub fn envoy_name(self) -> &'static str {
+        match self {
+            Builtin::Router => "envoy.filters.http.router",
+            Builtin::Ratelimit => "envoy.filters.http.local_ratelimit",
+            Builtin::Fault => "envoy.filters.http.fault",
+            Builtin::Metrics => "istio.stats",
+        }
+    }
+
+    /// By its short name (`router`, as placements say it) or its Envoy name.
+    pub fn named(name: &str) -> Option<Builtin> {
+        Builtin::ALL.into_iter().find(|b| {
+            b.plugin_name().trim_start_matches("lateen/") == name || b.envoy_name() == name
+        })
+    }
+
     /// The name it has in a chain (`lateen/router`, ...).
     pub fn plugin_name(self) -> &'static str {
         match self {
@@ -146,10 +163,7 @@ impl std::str::FromStr for Placement {
             "after" => false,
             _ => return Err(bad()),
         };
-        let anchor = Builtin::ALL
-            .into_iter()
-            .find(|b| b.plugin_name().trim_start_matches("lateen/") == name.trim())
-            .ok_or_else(bad)?;
+        let anchor = Builtin::named(name.trim()).ok_or_else(bad)?;
         Ok(Placement { before, anchor })
     }
 }

@@ -22,8 +22,7 @@ pub(super) fn path_normalization(
     // MeshConfig's, when the Bootstrap (its alias) does not set it.
     let from_mesh = || {
         let src = res.mesh.as_ref()?;
-        let v: serde_json::Value = serde_saphyr::from_str(&src.text).ok()?;
-        let name = mesh::path_normalization(&(v, src.clone()))?;
+        let name = mesh::path_normalization(src)?.to_string();
         let at = if src.at.is_empty() {
             "pathNormalization.normalization".to_string()
         } else {

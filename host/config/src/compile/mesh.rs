@@ -11,26 +11,42 @@ use super::*;
 use crate::source::RawDoc;
 use serde_json::Value;
 
-/// Where the MeshConfig text came from.
+/// MeshConfig as loaded: parsed once, where it came from.
 #[derive(Debug, Clone)]
 pub struct MeshSource {
     pub info: Arc<DocInfo>,
-    pub text: String,
+    /// The MeshConfig, a mapping.
+    pub value: Value,
     /// Where a field's error points: the `mesh` key of the ConfigMap, or the file.
     pub at: String,
 }
 
 impl MeshSource {
+    /// Parses MeshConfig text; the error names where it came from.
+    fn parse(info: Arc<DocInfo>, text: &str, at: &str) -> Result<MeshSource, ConfigError> {
+        let mut src = MeshSource {
+            info,
+            value: Value::Null,
+            at: at.to_string(),
+        };
+        src.value = match serde_saphyr::from_str(text) {
+            Ok(Value::Null) => Value::Object(Default::default()),
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return Err(src.error("", "MeshConfig must be a mapping")),
+            Err(e) => {
+                let msg = e.to_string();
+                return Err(src.error("", msg.lines().next().unwrap_or("invalid YAML")));
+            }
+        };
+        Ok(src)
+    }
+
     /// A `mesh` file.
-    pub fn file(path: &Path, text: String) -> MeshSource {
+    pub fn file(path: &Path, text: &str) -> Result<MeshSource, ConfigError> {
         let mut info = DocInfo::synthetic(&path.display().to_string(), "MeshConfig", "mesh");
         info.file = path.to_path_buf();
         info.start_line = 1;
-        MeshSource {
-            info: Arc::new(info),
-            text,
-            at: String::new(),
-        }
+        MeshSource::parse(Arc::new(info), text, "")
     }
 
     fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
@@ -40,6 +56,15 @@ impl MeshSource {
             format!("{}: {field}", self.at)
         };
         self.info.error(&field, message)
+    }
+
+    fn str_at(&self, path: &str) -> Option<&str> {
+        self.value.pointer(path).and_then(Value::as_str)
+    }
+
+    /// `accessLogFile`, when set and not empty.
+    pub(super) fn str_at_file(&self) -> Option<&str> {
+        self.str_at("/accessLogFile").filter(|f| !f.is_empty())
     }
 }
 
@@ -57,11 +82,10 @@ struct ConfigMap {
 /// The MeshConfig of the istio ConfigMap; `None` when it has no `mesh` key.
 pub(super) fn from_config_map(d: &RawDoc) -> Result<Option<MeshSource>, ConfigError> {
     let cm: ConfigMap = d.whole()?;
-    Ok(cm.data.get("mesh").map(|text| MeshSource {
-        info: d.info.clone(),
-        text: text.clone(),
-        at: "data.mesh".into(),
-    }))
+    cm.data
+        .get("mesh")
+        .map(|text| MeshSource::parse(d.info.clone(), text, "data.mesh"))
+        .transpose()
 }
 
 /// Fields this module reads; the others are reported once.
@@ -76,28 +100,14 @@ const READ: &[&str] = &[
     "pathNormalization",
 ];
 
-/// The parsed MeshConfig, with warnings for what it sets that Lateen does not read.
-pub(super) fn parse(
-    res: &Resources,
-    errors: &mut Vec<ConfigError>,
-    warnings: &mut Vec<String>,
-) -> Option<(Value, MeshSource)> {
-    let src = res.mesh.clone()?;
-    let v: Value = match serde_saphyr::from_str(&src.text) {
-        Ok(Value::Null) => Value::Object(Default::default()),
-        Ok(v) => v,
-        Err(e) => {
-            let msg = e.to_string();
-            errors.push(src.error("", msg.lines().next().unwrap_or("invalid YAML")));
-            return None;
-        }
-    };
-    let Some(obj) = v.as_object() else {
-        errors.push(src.error("", "MeshConfig must be a mapping"));
-        return None;
-    };
-    let unread: Vec<&str> = obj
-        .keys()
+/// The MeshConfig, with a warning for what it sets that Lateen does not read.
+pub(super) fn parse<'a>(res: &'a Resources, warnings: &mut Vec<String>) -> Option<&'a MeshSource> {
+    let src = res.mesh.as_ref()?;
+    let unread: Vec<&str> = src
+        .value
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
         .map(String::as_str)
         .filter(|k| !READ.contains(k))
         .collect();
@@ -109,38 +119,40 @@ pub(super) fn parse(
             unread.join(", ")
         ));
     }
-    Some((v, src))
+    Some(src)
 }
 
-fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
-    v.pointer(path).and_then(Value::as_str)
+/// The access log MeshConfig turns on (`accessLogFile`; empty: off).
+pub(super) fn access_log(src: &MeshSource, errors: &mut Vec<ConfigError>) -> Option<AccessLogSpec> {
+    let file = src.str_at_file()?;
+    envoy_log(src, Some(file), &mut |f, m| errors.push(src.error(f, m)))
 }
 
-/// `accessLogFile` (empty: off), `accessLogEncoding`, `accessLogFormat` (a format string
-/// for TEXT, a JSON object of key to format for JSON).
-pub(super) fn access_log(
-    mesh: &(Value, MeshSource),
-    errors: &mut Vec<ConfigError>,
+/// An access log in MeshConfig's `accessLogEncoding` and `accessLogFormat` (a format string
+/// for TEXT, a JSON object of key to format for JSON) to `file` (default /dev/stdout): what
+/// MeshConfig's own log and the Telemetry API's built-in `envoy` provider write. `bad` gets
+/// the MeshConfig field and what is wrong with it.
+pub(super) fn envoy_log(
+    src: &MeshSource,
+    file: Option<&str>,
+    bad: &mut dyn FnMut(&str, String),
 ) -> Option<AccessLogSpec> {
-    let (v, src) = mesh;
-    let file = str_at(v, "/accessLogFile").filter(|f| !f.is_empty())?;
-    let encoding = str_at(v, "/accessLogEncoding");
-    let format = str_at(v, "/accessLogFormat").filter(|f| !f.is_empty());
+    let encoding = src.str_at("/accessLogEncoding");
+    let format = src.str_at("/accessLogFormat").filter(|f| !f.is_empty());
     let (format, labels) = match (encoding, format) {
         (Some("JSON"), Some(f)) => match serde_json::from_str::<BTreeMap<String, String>>(f) {
             Ok(l) => (None, Some(l.into_iter().collect())),
             Err(e) => {
-                errors.push(src.error(
+                bad(
                     "accessLogFormat",
                     format!("with JSON encoding, a JSON object of key to format: {e}"),
-                ));
+                );
                 return None;
             }
         },
         (_, f) => (f, None),
     };
-    let mut bad = |f: &str, m: String| errors.push(src.error(f, m));
-    super::bootstrap::log_spec(Some(file), encoding, format, labels, &mut |f, m| {
+    super::bootstrap::log_spec(file, encoding, format, labels, &mut |f, m| {
         bad(&format!("accessLog{}", capitalize(f)), m)
     })
 }
@@ -157,12 +169,12 @@ fn capitalize(f: &str) -> String {
 /// there), when tracing is on (`enableTracing`, default true) and the provider is
 /// `opentelemetry` over HTTP (`http.path`, default `/v1/traces`). Others are warned of.
 pub(super) fn tracing(
-    mesh: &(Value, MeshSource),
+    src: &MeshSource,
     workload: &WorkloadInfo,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> Option<lateen_model::TracingSpec> {
-    let (v, src) = mesh;
+    let v = &src.value;
     if v.pointer("/enableTracing").and_then(Value::as_bool) == Some(false) {
         return None;
     }
@@ -243,6 +255,6 @@ pub(super) fn tracing(
 }
 
 /// `pathNormalization.normalization`, when set.
-pub(super) fn path_normalization(mesh: &(Value, MeshSource)) -> Option<String> {
-    str_at(&mesh.0, "/pathNormalization/normalization").map(str::to_string)
+pub(super) fn path_normalization(src: &MeshSource) -> Option<&str> {
+    src.str_at("/pathNormalization/normalization")
 }

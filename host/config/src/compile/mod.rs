@@ -34,7 +34,9 @@ use std::sync::Arc;
 mod bootstrap;
 mod chain;
 mod clusters;
+mod envoy_filter;
 mod gateways;
+mod isolate;
 mod listeners;
 mod mesh;
 mod plugins;
@@ -44,8 +46,11 @@ mod sidecar;
 mod telemetry;
 mod xds_build;
 // The resource concerns, each a module; what the rest of the crate names is re-exported.
+pub use self::isolate::isolate;
 pub use self::{bootstrap::*, plugins::*, routes::*};
-use self::{chain::*, clusters::*, gateways::*, listeners::*, security::*, sidecar::*};
+use self::{
+    chain::*, clusters::*, envoy_filter::*, gateways::*, listeners::*, security::*, sidecar::*,
+};
 
 /// Every resource of a config path, typed and located.
 #[derive(Default, Clone)]
@@ -123,75 +128,15 @@ pub fn load_partial(path: &Path) -> (Resources, Vec<ConfigError>) {
         // A `mesh` file is MeshConfig as the istio ConfigMap's `mesh` key holds it (the
         // file that ConfigMap mounts as).
         if file.file_name().is_some_and(|n| n == "mesh") {
-            res.mesh = Some(mesh::MeshSource::file(&file, text));
+            match mesh::MeshSource::file(&file, &text) {
+                Ok(m) => res.mesh = Some(m),
+                Err(e) => errors.push(e),
+            }
             continue;
         }
         add_documents(&mut res, &file, &text, &mut errors);
     }
     (res, errors)
-}
-
-/// `Kind namespace/name`, as errors name a resource.
-fn resource_key(info: &DocInfo) -> String {
-    format!("{} {}/{}", info.kind, info.namespace, info.name)
-}
-
-/// The resources to apply when only some are refused, as istiod refuses a resource that
-/// fails validation alone: each resource an error names keeps its version in `last_good`
-/// (or is left out when it had none). `None` when the change fails as a whole: an error
-/// names no resource (a file that does not parse, a setting of the whole build).
-pub fn isolate(
-    new: &Resources,
-    last_good: &Resources,
-    errors: &[ConfigError],
-) -> Option<Resources> {
-    let refused: BTreeSet<&str> = errors
-        .iter()
-        .map(|e| e.resource.as_deref())
-        .collect::<Option<_>>()?;
-    let mut out = new.clone();
-    macro_rules! each {
-        ($($field:ident),*) => {$(
-            out.$field.retain(|d| !refused.contains(resource_key(&d.info).as_str()));
-            for d in &last_good.$field {
-                if refused.contains(resource_key(&d.info).as_str()) {
-                    out.$field.push(d.clone());
-                }
-            }
-        )*};
-    }
-    each!(
-        gateways,
-        virtual_services,
-        destination_rules,
-        service_entries,
-        wasm_plugins,
-        envoy_filters,
-        authorization_policies,
-        request_authentications,
-        peer_authentications,
-        sidecars,
-        telemetries
-    );
-    if out
-        .bootstrap
-        .as_ref()
-        .is_some_and(|b| refused.contains(resource_key(&b.info).as_str()))
-        || last_good
-            .bootstrap
-            .as_ref()
-            .is_some_and(|b| refused.contains(resource_key(&b.info).as_str()))
-    {
-        out.bootstrap = last_good.bootstrap.clone();
-    }
-    if out
-        .mesh
-        .as_ref()
-        .is_some_and(|m| refused.contains(resource_key(&m.info).as_str()))
-    {
-        out.mesh = last_good.mesh.clone();
-    }
-    Some(out)
 }
 
 /// Reads and types the documents of one file's text (`file` names it in errors). The
@@ -376,7 +321,7 @@ pub fn build_with(
     let (mut by_addr, servers_at) = gateway_addresses(res, opts, &mut errors);
     let mut builtins = Builtins::load(res, &workload, &clusters, &tls_ctx, (rt, opts), &mut errors);
     // MeshConfig is the documented way; the Bootstrap's fields are its aliases.
-    let mesh_cfg = mesh::parse(res, &mut errors, &mut warnings);
+    let mesh_cfg = mesh::parse(res, &mut warnings);
     let both = |what: &str, boot: &str, mesh: &str| {
         res.bootstrap.as_ref().map(|b| {
             b.info.error(
@@ -387,9 +332,7 @@ pub fn build_with(
     };
     let access_log = match (
         access_log(res, &mut errors),
-        mesh_cfg
-            .as_ref()
-            .and_then(|m| mesh::access_log(m, &mut errors)),
+        mesh_cfg.and_then(|m| mesh::access_log(m, &mut errors)),
     ) {
         (Some(_), Some(_)) => {
             errors.extend(both(
@@ -402,13 +345,11 @@ pub fn build_with(
         (a, b) => a.or(b),
     };
     // The Telemetry API, where it says anything, decides over both.
-    let decided = telemetry::resolve(res, mesh_cfg.as_ref(), &workload, &mut errors);
+    let decided = telemetry::resolve(res, mesh_cfg, &workload, &mut errors);
     let access_log = decided.access_log.unwrap_or(access_log);
     let tracer = match (
         tracer(res, &workload, &mut errors),
-        mesh_cfg
-            .as_ref()
-            .and_then(|m| mesh::tracing(m, &workload, &mut errors, &mut warnings)),
+        mesh_cfg.and_then(|m| mesh::tracing(m, &workload, &mut errors, &mut warnings)),
     ) {
         (Some(_), Some(_)) => {
             errors.extend(both(
@@ -638,106 +579,6 @@ fn warn_duplicate_destination_rules(res: &Resources, warnings: &mut Vec<String>)
             seen_dr.insert(&dr.spec.host, dr.info.key());
         }
     }
-}
-
-/// The wasm filters EnvoyFilter patches add for this workload (`workloadSelector`, the
-/// root namespace or the workload's), loaded as WasmPlugins are; a bad patch is refused
-/// alone, with its field.
-fn envoy_filter_plugins(
-    res: &Resources,
-    workload: &WorkloadInfo,
-    rt: &Runtime,
-    opts: &BuildOptions,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<Loaded> {
-    let gateway_mode =
-        res.bootstrap.as_ref().and_then(|b| b.spec.mode.as_deref()) != Some("sidecar");
-    let mut out = Vec::new();
-    for ef in &res.envoy_filters {
-        let selected = ef.spec.workload_selector.as_ref().is_none_or(|s| {
-            s.labels
-                .iter()
-                .all(|(k, v)| workload.labels.get(k) == Some(v))
-        });
-        let ns_ok =
-            ef.info.namespace == ROOT_NAMESPACE || workload.namespaces.contains(&ef.info.namespace);
-        if !(selected && ns_ok) {
-            continue;
-        }
-        let patches = crate::wasm_patch::wasm_patches(ef, gateway_mode);
-        if ef.spec.target_refs.is_some() && !patches.is_empty() {
-            errors.push(ef.info.error(
-                "spec.targetRefs",
-                "not served yet for wasm patches; select the workload with workloadSelector",
-            ));
-            continue;
-        }
-        for patch in patches {
-            match patch.and_then(|w| envoy_filter_plugin(ef, w, rt, opts)) {
-                Ok(l) => out.push(l),
-                Err(e) => errors.push(e),
-            }
-        }
-    }
-    out
-}
-
-/// One EnvoyFilter wasm patch as a plugin: its module, Envoy's identity (root id, VM id,
-/// VM configuration, environment), its configuration as the patch gives it, its place.
-fn envoy_filter_plugin(
-    ef: &Doc<EnvoyFilterSpec>,
-    w: crate::wasm_patch::WasmPatch,
-    rt: &Runtime,
-    opts: &BuildOptions,
-) -> Result<Loaded, ConfigError> {
-    use crate::wasm_patch::Place;
-    let name = format!("{}/{}", ef.info.key(), w.name);
-    let spec = WasmPluginSpec {
-        url: if w.inline.is_some() {
-            format!("inline:{}", w.name)
-        } else {
-            w.url.clone()
-        },
-        sha256: w.sha256.clone(),
-        // Checked against the module's schema when it is JSON.
-        plugin_config: serde_json::from_slice(&w.configuration).ok(),
-        inline_code: w.inline.clone(),
-        ..Default::default()
-    };
-    // Module errors (unreadable, sha256, compile) name the patch's typed_config.
-    let prefix = format!("{}.patch.value.typed_config", w.field);
-    let (mut p, _) = load_plugin(&ef.info, &spec, &prefix, name.clone(), rt, opts)?;
-    p.fail = if w.fail_open {
-        FailStrategy::Open
-    } else {
-        FailStrategy::Close
-    };
-    p.identity = Arc::new(PluginIdentity {
-        name: name.clone(),
-        root_id: w.root_id.clone(),
-        vm_id: if w.vm_id.is_empty() {
-            name
-        } else {
-            w.vm_id.clone()
-        },
-        env: w.env.clone(),
-        vm_configuration: Bytes::from(w.vm_configuration.clone()),
-    });
-    // Patches applied first sit first (EnvoyFilter `priority`, lower first).
-    let order = -ef.spec.priority.unwrap_or(0);
-    (p.phase, p.priority, p.placement) = match w.place {
-        Place::Next(at) => (Phase::Unspecified, order, Some(at)),
-        Place::First => (Phase::Authn, i64::MAX / 2 + order, None),
-        Place::Last => (Phase::Unspecified, i64::MIN / 2 + order, None),
-    };
-    p.traffic = w.traffic.clone();
-    Ok(Loaded {
-        spec: Arc::new(p),
-        config: Bytes::from(w.configuration),
-        info: ef.info.clone(),
-        gateways: Vec::new(),
-        rules: None,
-    })
 }
 
 /// The Bootstrap's Redis (`spec.redis.address`) as a `redis://` URL.

@@ -344,6 +344,53 @@ pub(super) fn load_plugin(
     ))
 }
 
+/// Loads an Envoy wasm filter (from xDS, or an EnvoyFilter patch) as a WasmPlugin would be
+/// (fetch, sha256, compile, schema), with Envoy's plugin identity (root id, VM id, VM
+/// configuration, environment) and fail policy. `inline`: the module itself, when the
+/// filter carries its code.
+pub(super) fn load_envoy_wasm(
+    info: &DocInfo,
+    w: &lateen_model::xds::XdsWasm,
+    inline: Option<&[u8]>,
+    prefix: &str,
+    name: String,
+    rt: &Runtime,
+    opts: &BuildOptions,
+) -> Result<PluginSpec, ConfigError> {
+    let spec = WasmPluginSpec {
+        url: if inline.is_some() {
+            format!("inline:{}", w.name)
+        } else {
+            w.url.clone()
+        },
+        sha256: w.sha256.clone(),
+        // Without one, Istio's default (an untagged or `latest` OCI reference is pulled).
+        image_pull_policy: w.pull_policy.clone(),
+        // Checked against the module's schema when it is JSON.
+        plugin_config: serde_json::from_slice(&w.configuration).ok(),
+        inline_code: inline.map(<[u8]>::to_vec),
+        ..Default::default()
+    };
+    let (mut p, _) = load_plugin(info, &spec, prefix, name.clone(), rt, opts)?;
+    p.fail = if w.fail_open {
+        FailStrategy::Open
+    } else {
+        FailStrategy::Close
+    };
+    p.identity = Arc::new(PluginIdentity {
+        name: name.clone(),
+        root_id: w.root_id.clone(),
+        vm_id: if w.vm_id.is_empty() {
+            name
+        } else {
+            w.vm_id.clone()
+        },
+        env: w.env.clone(),
+        vm_configuration: Bytes::from(w.vm_configuration.clone()),
+    });
+    Ok(p)
+}
+
 /// A plugin's module: fetched (http, https, oci), pushed (`pushed://NAME`) or read from a
 /// file beside the document; with its path and whether it is local (a schema may sit
 /// beside a local one).

@@ -71,7 +71,7 @@ fn refuse_unserved(t: &Doc<TelemetryApiSpec>, errors: &mut Vec<ConfigError>) -> 
 /// The access logging and tracing the Telemetry resources give this workload.
 pub(super) fn resolve(
     res: &Resources,
-    mesh: Option<&(Value, mesh::MeshSource)>,
+    mesh: Option<&mesh::MeshSource>,
     workload: &WorkloadInfo,
     errors: &mut Vec<ConfigError>,
 ) -> Decided {
@@ -102,18 +102,20 @@ pub(super) fn resolve(
     out
 }
 
-fn providers(mesh: Option<&(Value, mesh::MeshSource)>) -> Vec<Value> {
-    mesh.and_then(|(v, _)| {
-        v.pointer("/extensionProviders")
+fn providers(mesh: Option<&mesh::MeshSource>) -> Vec<Value> {
+    mesh.and_then(|m| {
+        m.value
+            .pointer("/extensionProviders")
             .and_then(Value::as_array)
             .cloned()
     })
     .unwrap_or_default()
 }
 
-fn default_provider(mesh: Option<&(Value, mesh::MeshSource)>, kind: &str) -> Option<String> {
-    mesh.and_then(|(v, _)| {
-        v.pointer(&format!("/defaultProviders/{kind}"))
+fn default_provider(mesh: Option<&mesh::MeshSource>, kind: &str) -> Option<String> {
+    mesh.and_then(|m| {
+        m.value
+            .pointer(&format!("/defaultProviders/{kind}"))
             .and_then(Value::as_array)
             .and_then(|a| a.first())
             .and_then(Value::as_str)
@@ -123,7 +125,7 @@ fn default_provider(mesh: Option<&(Value, mesh::MeshSource)>, kind: &str) -> Opt
 
 fn access_log(
     t: &Doc<TelemetryApiSpec>,
-    mesh: Option<&(Value, mesh::MeshSource)>,
+    mesh: Option<&mesh::MeshSource>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<AccessLogSpec> {
     let entry = &t.spec.access_logging[0];
@@ -148,22 +150,10 @@ fn access_log(
         |f: &str, m: String| errors.push(t.info.error(&format!("{field}: {name}.{f}"), m));
     if name == "envoy" {
         // The built-in provider: MeshConfig's file (default stdout), encoding and format.
-        let v = mesh.map(|(v, _)| v);
-        let s = |p: &str| v.and_then(|v| v.pointer(p)).and_then(Value::as_str);
-        let encoding = s("/accessLogEncoding");
-        let format = s("/accessLogFormat").filter(|f| !f.is_empty());
-        let (format, labels) = match (encoding, format) {
-            (Some("JSON"), Some(f)) => match serde_json::from_str::<BTreeMap<String, String>>(f) {
-                Ok(l) => (None, Some(l.into_iter().collect())),
-                Err(e) => {
-                    bad("accessLogFormat", format!("not a JSON object: {e}"));
-                    return None;
-                }
-            },
-            (_, f) => (f, None),
+        return match mesh {
+            Some(m) => mesh::envoy_log(m, m.str_at_file(), &mut bad),
+            None => bootstrap::log_spec(None, None, None, None, &mut bad),
         };
-        let file = s("/accessLogFile").filter(|f| !f.is_empty());
-        return bootstrap::log_spec(file, encoding, format, labels, &mut bad);
     }
     let all = providers(mesh);
     let Some(p) = all.iter().find(|p| p["name"] == name.as_str()) else {
@@ -197,7 +187,7 @@ fn access_log(
 
 fn tracing(
     t: &Doc<TelemetryApiSpec>,
-    mesh: Option<&(Value, mesh::MeshSource)>,
+    mesh: Option<&mesh::MeshSource>,
     workload: &WorkloadInfo,
     errors: &mut Vec<ConfigError>,
 ) -> Option<lateen_model::TracingSpec> {
@@ -249,7 +239,7 @@ fn tracing(
     let sampling = entry
         .random_sampling_percentage
         .or_else(|| {
-            mesh.and_then(|(v, _)| v.pointer("/defaultConfig/tracing/sampling"))
+            mesh.and_then(|m| m.value.pointer("/defaultConfig/tracing/sampling"))
                 .and_then(Value::as_f64)
         })
         .unwrap_or(1.0);

@@ -2,14 +2,13 @@
 //! ECDS wasm filters, built into the same runtime types as the YAML resources. Routes go to
 //! the same router filter; wasm filters run on the same runtime.
 
-use super::{load_plugin, probe, ChainParts, ListenerAt};
-use crate::resources::WasmPluginSpec;
+use super::{load_envoy_wasm, probe, ChainParts, ListenerAt};
 use crate::source::{ConfigError, DocInfo};
 use bytes::Bytes;
 use lateen_model::cluster::{ClusterSpec, EndpointSpec, UpstreamProtocol};
 use lateen_model::xds::{ClusterEndpoints, HttpFilter, Routes, XdsSet, XdsWasm};
-use lateen_model::{FailStrategy, FilterSpec, ListenerSpec, PluginSpec, Snapshot};
-use lateen_wasm::{ClusterResolver, PluginIdentity, Runtime};
+use lateen_model::{FilterSpec, ListenerSpec, PluginSpec, Snapshot};
+use lateen_wasm::{ClusterResolver, Runtime};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -212,35 +211,10 @@ fn wasm_filter(
     opts: &super::BuildOptions,
     resolver: &Arc<dyn ClusterResolver>,
 ) -> Result<FilterSpec, String> {
-    let spec = WasmPluginSpec {
-        url: w.url.clone(),
-        sha256: w.sha256.clone(),
-        // Without one, Istio's default (an untagged or `latest` OCI reference is pulled).
-        image_pull_policy: w.pull_policy.clone(),
-        // Checked against the module's schema when it is JSON.
-        plugin_config: serde_json::from_slice(&w.configuration).ok(),
-        ..Default::default()
-    };
     let info = DocInfo::synthetic("xds", "TypedExtensionConfig", &w.name);
     let name = format!("xds/{}", w.name);
-    let (mut p, _) = load_plugin(&info, &spec, "typed_config", name.clone(), rt, opts)
+    let mut p = load_envoy_wasm(&info, w, None, "typed_config", name, rt, opts)
         .map_err(|e| format!("{}: {}", e.field, e.message))?;
-    p.fail = if w.fail_open {
-        FailStrategy::Open
-    } else {
-        FailStrategy::Close
-    };
-    p.identity = Arc::new(PluginIdentity {
-        name: name.clone(),
-        root_id: w.root_id.clone(),
-        vm_id: if w.vm_id.is_empty() {
-            name
-        } else {
-            w.vm_id.clone()
-        },
-        env: w.env.clone(),
-        vm_configuration: Bytes::from(w.vm_configuration.clone()),
-    });
     p.xds = Some(w.clone());
     let configuration = Bytes::from(w.configuration.clone());
     probe(rt, &p, &configuration, resolver.clone()).map_err(|e| format!("on_configure: {e}"))?;
