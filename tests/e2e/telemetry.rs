@@ -135,8 +135,7 @@ async fn telemetry_turns_logs_and_traces_on_mesh_wide_and_off_for_a_namespace() 
 
 #[test]
 fn telemetry_fields_not_served_are_refused_with_their_line() {
-    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: {{PORT}}, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
-    let yaml = (gw.to_string()
+    let yaml = (GATEWAY.to_string()
         + "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: istio-system}\nspec:\n  accessLogging:\n  - filter: {expression: \"response.code >= 500\"}\n")
         .replace("{{PORT}}", &free_port().to_string());
     let err = refused("telemetry.yaml", &yaml);

@@ -244,8 +244,7 @@ enablePrometheusMerge: true"#,
 
 #[test]
 fn the_bootstrap_and_mesh_config_cannot_both_set_the_access_log() {
-    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: {{PORT}}, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
-    let yaml = (gw.to_string()
+    let yaml = (GATEWAY.to_string()
         + &bootstrap("  telemetry:\n    accessLog: {file: /dev/stdout}")
         + &mesh_config("accessLogFile: /dev/stdout"))
         .replace("{{PORT}}", &free_port().to_string());

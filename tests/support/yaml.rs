@@ -2,6 +2,19 @@
 
 use super::*;
 
+/// The Gateway `istio-system/gw` on `{{PORT}}` (bound to 127.0.0.1) for every host: the
+/// config of tests that need a valid config and no upstream.
+pub const GATEWAY: &str = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: {{PORT}}, name: http, protocol: HTTP}
+    hosts: ["*"]
+    bind: 127.0.0.1
+"#;
+
 /// The usual preamble: a Gateway on `{{PORT}}` and a ServiceEntry `svc.test` whose STATIC
 /// endpoints are the given backends, labelled `version: <backend name>`, with a
 /// DestinationRule subset per backend.
@@ -22,16 +35,7 @@ pub fn mesh(backends: &[&Backend]) -> String {
     // A subset no endpoint carries: `no healthy upstream`.
     subsets.push_str("  - name: empty\n    labels: {version: none}\n");
     format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {{{{PORT}}}}, name: http, protocol: HTTP}}
-    hosts: ["*"]
-    bind: 127.0.0.1
----
+        r#"{GATEWAY}---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: svc, namespace: test}}
