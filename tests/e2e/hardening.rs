@@ -39,6 +39,27 @@ fn raw(port: u16, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Writes `parts` to a new connection, `gap` apart, then reads until the proxy closes or
+/// `wait` passes; off the test's runtime, which serves the backends.
+async fn exchange(port: u16, parts: Vec<Vec<u8>>, gap: Duration, wait: Duration) -> String {
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(wait)).unwrap();
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(gap);
+            }
+            s.write_all(p).unwrap();
+        }
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
 fn status(resp: &str) -> &str {
     resp.split(' ').nth(1).unwrap_or("")
 }
@@ -97,21 +118,16 @@ async fn limits_slow_clients_and_smuggling_are_refused() {
         assert_eq!(status(&r), "400", "{req}: {r}");
         assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
     }
-    let split = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_nodelay(true).unwrap();
-        s.write_all(b"POST /split HTTP/1.1\r\nHost: a\r\nContent-Len")
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        s.write_all(b"gth: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-            .unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    })
-    .await
-    .unwrap();
+    let split = exchange(
+        port,
+        vec![
+            b"POST /split HTTP/1.1\r\nHost: a\r\nContent-Len".to_vec(),
+            b"gth: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        ],
+        Duration::from_millis(50),
+        Duration::from_secs(3),
+    )
+    .await;
     assert_eq!(status(&split), "400", "split: {split}");
     // A chunked request alone, and a body holding what looks like the two fields, pass on
     // one keep-alive connection.
@@ -120,16 +136,13 @@ async fn limits_slow_clients_and_smuggling_are_refused() {
         "POST /body HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
         body.len()
     );
-    let r = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(two.as_bytes()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    })
-    .await
-    .unwrap();
+    let r = exchange(
+        port,
+        vec![two.into_bytes()],
+        Duration::ZERO,
+        Duration::from_secs(3),
+    )
+    .await;
     assert_eq!(r.matches("HTTP/1.1 200").count(), 2, "{r}");
     assert_eq!(v1.last().path, "/chunked");
     // A Transfer-Encoding that does not end in chunked, two different Content-Lengths,
@@ -534,50 +547,39 @@ async fn a_body_that_stalls_past_the_stream_idle_timeout_is_cut() {
         .expect("proxy starts");
     let port = proxy.port;
     // A request body that stops after 10 of 100 bytes: 408 `stream timeout`, flag SI.
-    let r = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
-        s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
-            .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    })
-    .await
-    .unwrap();
+    let r = exchange(
+        port,
+        vec![b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789".to_vec()],
+        Duration::ZERO,
+        Duration::from_secs(4),
+    )
+    .await;
     assert_eq!(status(&r), "408", "{r}");
     assert!(r.ends_with("stream timeout"), "{r}");
     // A body that keeps coming, frame after frame, is not cut, however long it takes in all.
-    let r = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
-        s.write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        for b in b"12345678" {
-            std::thread::sleep(Duration::from_millis(150));
-            s.write_all(&[*b]).unwrap();
-        }
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    })
-    .await
-    .unwrap();
+    let mut parts = vec![
+        b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\nConnection: close\r\n\r\n"
+            .to_vec(),
+    ];
+    parts.extend(b"12345678".iter().map(|b| vec![*b]));
+    let r = exchange(
+        port,
+        parts,
+        Duration::from_millis(150),
+        Duration::from_secs(4),
+    )
+    .await;
     assert_eq!(status(&r), "200", "{r}");
     assert!(r.ends_with("12345678"), "{r}");
     // A response body the upstream stops sending: the client gets the first frame, then
     // the stream is cut before the upstream's 5 s pause ends (its second frame never comes).
-    let r = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-        s.write_all(b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n")
-            .unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    })
-    .await
-    .unwrap();
+    let r = exchange(
+        port,
+        vec![b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()],
+        Duration::ZERO,
+        Duration::from_secs(8),
+    )
+    .await;
     assert_eq!(status(&r), "200", "{r}");
     assert!(r.contains("stall0;") && !r.contains("stall1;"), "{r}");
 }
